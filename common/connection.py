@@ -1,0 +1,62 @@
+"""Connecting to Redis: one client per process, the version check, error conversion."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import redis
+
+from common.errors import ConfigError, RedisUnavailable
+
+MIN_VERSION = (7, 0)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
+    """A client for ``url``; blocking calls must use timeouts below ``socket_timeout``."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=5.0,
+        health_check_interval=0,
+        client_name="gristmill",
+    )
+
+
+def server_version(client: redis.Redis) -> tuple[str, tuple[int, ...]]:
+    """The server's product name and version (valkey reports both)."""
+    info = client.info("server")
+    if "valkey_version" in info:
+        name, text = "valkey", str(info["valkey_version"])
+    else:
+        name, text = "redis", str(info["redis_version"])
+    return name, tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
+
+def check_version(client: redis.Redis) -> str:
+    """Refuse servers older than Redis 7.0 (BLMOVE, ZRANGE BYSCORE, SET GET are needed)."""
+    name, version = server_version(client)
+    text = ".".join(map(str, version))
+    # Valkey 7.2+ speaks the Redis 7.2 protocol; its version numbers started at 7.2.
+    if version < MIN_VERSION:
+        raise ConfigError(
+            f"{name} {text} is too old: Gristmill needs Redis 7.0 or newer (or Valkey 7.2+); "
+            "upgrade the server or point GRISTMILL_REDIS_URL at a newer one"
+        )
+    return f"{name} {text}"
+
+
+def redis_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Convert redis-py connection errors into :class:`RedisUnavailable`."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    return wrapper

@@ -1,0 +1,43 @@
+"""The one error hierarchy of Gristmill.
+
+Every error a user can see derives from :class:`GristmillError`; redis-py
+errors are converted where Redis is called (:mod:`common.store`).
+"""
+
+from __future__ import annotations
+
+
+class GristmillError(Exception):
+    """Base of every Gristmill error; its message says what to do."""
+
+
+class ConfigError(GristmillError):
+    """A setting or the environment is wrong (bad Redis version, missing binary)."""
+
+
+class RedisUnavailable(GristmillError):
+    """Redis could not be reached or answered with an error."""
+
+
+class SpecError(GristmillError):
+    """A job spec was rejected; the message says exactly what is wrong."""
+
+
+class NotFound(GristmillError):
+    """A job, script or setting does not exist."""
+
+
+class DuplicateJob(GristmillError):
+    """A job with this id already exists, so it is not run again."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} already exists; it was not enqueued again")
+        self.job_id = job_id
+
+
+class Fenced(GristmillError):
+    """A worker's write was refused: the job's current attempt belongs to someone else."""
+
+
+class JobTimeout(GristmillError):
+    """Waiting for a job took longer than the caller allowed."""

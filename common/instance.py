@@ -1,0 +1,48 @@
+"""Instance settings kept in Redis (``gm:settings``), changed with ``gristmill settings set``.
+
+Each known key has a type and bounds; unknown keys are refused, so a typo never
+silently does nothing.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.errors import GristmillError
+
+
+class InstanceSettings(BaseModel):
+    """The instance-wide settings and their defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retention_s: int = Field(
+        default=30 * 24 * 3600, ge=60, description="How long completed jobs and logs are kept."
+    )
+    default_timeout_s: int | None = Field(
+        default=None, gt=0, description="Timeout of jobs that set none (unset: GRISTMILL_DEFAULT_TIMEOUT_S)."
+    )
+
+
+def decode(raw: dict[bytes, bytes]) -> InstanceSettings:
+    """Settings from HGETALL; values that no longer validate fall back to defaults."""
+    values = {k.decode(): v.decode() for k, v in raw.items()}
+    known = {k: v for k, v in values.items() if k in InstanceSettings.model_fields}
+    try:
+        return InstanceSettings.model_validate(known)
+    except ValidationError:
+        return InstanceSettings()
+
+
+def validate_one(key: str, value: str) -> str:
+    """Check one ``settings set`` pair; return the value to store."""
+    if key not in InstanceSettings.model_fields:
+        raise GristmillError(
+            f"unknown setting {key!r}; known: {', '.join(InstanceSettings.model_fields)}"
+        )
+    try:
+        parsed = InstanceSettings.model_validate({key: value})
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False)[0]["msg"]
+        raise GristmillError(f"bad value {value!r} for {key}: {problem}") from None
+    return str(getattr(parsed, key))

@@ -1,0 +1,132 @@
+"""The whole Redis key layout, in one place. No other module formats a key.
+
+Every key one atomic script touches carries the same hash tag, so the scripts
+run unchanged on a Redis Cluster: the group's keys share ``{wg:<group>}``,
+the script store's share ``{scripts}``.
+
+================================  ======  =========================================  =======================
+key                               type    holds                                      TTL / writer
+================================  ======  =========================================  =======================
+``gm:{wg:G}:scheduled``           ZSET    queued ids, score = scheduled_for (ms)     enqueue, requeue / promote
+``gm:{wg:G}:ready``               LIST    due ids, oldest first                      enqueue, promote / worker
+``gm:{wg:G}:running:<worker>``    LIST    ids that worker holds (BLMOVE target)      worker / complete, recover
+``gm:{wg:G}:job:<id>``            HASH    the job record                             retention once completed
+``gm:{wg:G}:logs:<id>``           STREAM  log lines (``attempt``, ``s``, ``l``)       retention once completed
+``gm:{wg:G}:done:<id>``           LIST    one element at completion, for waiters     DONE_TTL_S
+``gm:{wg:G}:completed``           ZSET    completed ids, score = completed_at        trimmed by the scheduler
+``gm:{wg:G}:events``              STREAM  lifecycle events                           capped at EVENTS_MAXLEN
+``gm:{wg:G}:wake``                LIST    nudges the group's promoter                 capped at 1 element
+``gm:inbox``                      LIST    raw JSON specs from any client             scheduler admits
+``gm:inbox:processing:<sched>``   LIST    specs one scheduler is admitting           recovered if it dies
+``gm:jobloc:<id>``                STRING  the group of job ``<id>``                  retention once completed
+``gm:groups``                     SET     every worker group ever used               enqueue, worker
+``gm:workers``                    ZSET    worker id -> last heartbeat ms             worker / scheduler
+``gm:worker:<worker>``            HASH    group, host, pid, started_at, version,…    worker / scheduler
+``gm:schedulers``                 ZSET    scheduler id -> last heartbeat ms          scheduler
+``gm:routing``                    HASH    tag -> worker group                        operators
+``gm:settings``                   HASH    instance settings (``retention_s``, …)     ``gristmill settings``
+``gm:{scripts}:script:<hash>``    HASH    one immutable script version               script deploy
+``gm:{scripts}:paths``            HASH    path -> latest hash                        script deploy
+``gm:{scripts}:history:<path>``   LIST    hashes of a path, oldest first             script deploy
+================================  ======  =========================================  =======================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DONE_TTL_S = 3600
+EVENTS_MAXLEN = 10_000
+LOGS_MAXLEN = 100_000
+
+
+@dataclass(frozen=True)
+class GroupKeys:
+    """The keys of one worker group; all share the group's hash tag."""
+
+    prefix: str
+
+    @property
+    def scheduled(self) -> str:
+        return f"{self.prefix}:scheduled"
+
+    @property
+    def ready(self) -> str:
+        return f"{self.prefix}:ready"
+
+    @property
+    def completed(self) -> str:
+        return f"{self.prefix}:completed"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.prefix}:wake"
+
+    def running(self, worker_id: str) -> str:
+        return f"{self.prefix}:running:{worker_id}"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def logs(self, job_id: str) -> str:
+        return f"{self.prefix}:logs:{job_id}"
+
+    def done(self, job_id: str) -> str:
+        return f"{self.prefix}:done:{job_id}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Builds every key of one namespace (setting ``GRISTMILL_NAMESPACE``)."""
+
+    namespace: str = "gm"
+
+    def group(self, group: str) -> GroupKeys:
+        return GroupKeys(f"{self.namespace}:{{wg:{group}}}")
+
+    @property
+    def inbox(self) -> str:
+        return f"{self.namespace}:inbox"
+
+    def inbox_processing(self, scheduler_id: str) -> str:
+        return f"{self.namespace}:inbox:processing:{scheduler_id}"
+
+    def jobloc(self, job_id: str) -> str:
+        return f"{self.namespace}:jobloc:{job_id}"
+
+    @property
+    def groups(self) -> str:
+        return f"{self.namespace}:groups"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.namespace}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.namespace}:worker:{worker_id}"
+
+    @property
+    def schedulers(self) -> str:
+        return f"{self.namespace}:schedulers"
+
+    @property
+    def routing(self) -> str:
+        return f"{self.namespace}:routing"
+
+    @property
+    def settings(self) -> str:
+        return f"{self.namespace}:settings"
+
+    def script(self, script_hash: str) -> str:
+        return f"{self.namespace}:{{scripts}}:script:{script_hash}"
+
+    @property
+    def script_paths(self) -> str:
+        return f"{self.namespace}:{{scripts}}:paths"
+
+    def script_history(self, path: str) -> str:
+        return f"{self.namespace}:{{scripts}}:history:{path}"

@@ -1,0 +1,23 @@
+-- append_logs: add a batch of log lines to a running job, fenced by its claim.
+--
+-- KEYS[1] gm:{wg:G}:job:<id>      HASH   the record
+-- KEYS[2] gm:{wg:G}:logs:<id>     STREAM log lines
+-- ARGV[1] claim of the writer's attempt
+-- ARGV[2] stream cap
+-- ARGV[3] attempt number
+-- ARGV[4..] ts, stream, line, ts, stream, line, ...
+--
+-- Returns the number of lines appended, or -1 when the writer's attempt is not
+-- the job's current one (a worker presumed dead must not log into a new attempt).
+
+local cur = redis.call('HMGET', KEYS[1], 'status', 'claim')
+if cur[1] ~= 'running' or cur[2] ~= ARGV[1] then
+  return -1
+end
+local n = 0
+for i = 4, #ARGV, 3 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+             'a', ARGV[3], 't', ARGV[i], 's', ARGV[i + 1], 'l', ARGV[i + 2])
+  n = n + 1
+end
+return n

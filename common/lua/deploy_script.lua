@@ -1,0 +1,27 @@
+-- deploy_script: save an immutable script version and point its path at it.
+--
+-- KEYS[1] gm:{scripts}:script:<hash>    HASH  the version
+-- KEYS[2] gm:{scripts}:paths            HASH  path -> latest hash
+-- KEYS[3] gm:{scripts}:history:<path>   LIST  hashes of the path, oldest first
+-- ARGV[1] hash  ARGV[2] path  ARGV[3] language  ARGV[4] code  ARGV[5] now  ARGV[6] created_by
+--
+-- Returns 1 when the version is new, 0 when the same content was deployed
+-- before (it becomes the latest again if it was not). A different content
+-- under an existing hash is an error: versions never change.
+
+local existing = redis.call('HMGET', KEYS[1], 'path', 'language', 'code')
+local created = 0
+if existing[1] then
+  if existing[1] ~= ARGV[2] or existing[2] ~= ARGV[3] or existing[3] ~= ARGV[4] then
+    return redis.error_reply('HASHCOLLISION script hash ' .. ARGV[1] .. ' names another version')
+  end
+else
+  redis.call('HSET', KEYS[1], 'hash', ARGV[1], 'path', ARGV[2], 'language', ARGV[3],
+             'code', ARGV[4], 'created_at', ARGV[5], 'created_by', ARGV[6])
+  created = 1
+end
+if redis.call('HGET', KEYS[2], ARGV[2]) ~= ARGV[1] then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+  redis.call('RPUSH', KEYS[3], ARGV[1])
+end
+return created

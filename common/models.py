@@ -1,0 +1,125 @@
+"""The data of Gristmill: job kinds and statuses, the job record, script versions."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from common import codec
+
+
+class Kind(enum.StrEnum):
+    """What a job runs (DESIGN.md §1)."""
+
+    SCRIPT = "script"
+    PREVIEW = "preview"
+    DEPENDENCIES = "dependencies"
+    FLOW = "flow"
+    FLOWPREVIEW = "flowpreview"
+
+
+class Status(enum.StrEnum):
+    """Where a job is; the last three are terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CANCELED = "canceled"
+
+
+TERMINAL_STATUSES = frozenset({Status.SUCCESS, Status.FAILURE, Status.CANCELED})
+
+# Fields stored as integers in the record (epoch ms, counters).
+_INT_FIELDS = frozenset(
+    {"scheduled_for", "created_at", "started_at", "completed_at", "priority", "timeout_s",
+     "attempt", "duration_ms"}
+)
+
+
+class Job(BaseModel):
+    """A job record as stored in ``gm:{wg:G}:job:<id>`` (DESIGN.md §4 names)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    kind: Kind
+    status: Status
+    tag: str
+    group: str
+    language: str
+    scheduled_for: int
+    created_at: int
+    created_by: str = "u/inbox"
+    permissioned_as: str = "u/inbox"
+    script_path: str | None = None
+    script_hash: str | None = None
+    code: str | None = None
+    args: dict[str, Any] = {}
+    started_at: int | None = None
+    completed_at: int | None = None
+    parent_job: str | None = None
+    root_job: str | None = None
+    priority: int = 0
+    timeout_s: int | None = None
+    retry: dict[str, Any] | None = None
+    attempt: int = 0
+    worker: str | None = None
+    claim: str | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    duration_ms: int | None = None
+    canceled_by: str | None = None
+    canceled_reason: str | None = None
+    schedule_path: str | None = None
+    raw_spec: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_redis(cls, fields: dict[bytes, bytes]) -> Job:
+        """Decode a record read with HGETALL."""
+        data: dict[str, Any] = {}
+        for raw_key, raw_value in fields.items():
+            key = raw_key.decode()
+            if key in codec.PACKED_FIELDS:
+                data[key] = codec.unpack(raw_value)
+            elif key in _INT_FIELDS:
+                data[key] = int(raw_value)
+            else:
+                data[key] = raw_value.decode()
+        return cls.model_validate(data)
+
+    def to_redis(self) -> dict[str, bytes | str | int]:
+        """Encode for HSET; fields that are None are left out."""
+        out: dict[str, bytes | str | int] = {}
+        for key, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue
+            if key in codec.PACKED_FIELDS:
+                out[key] = codec.pack(value)
+            elif isinstance(value, bool | int | str):
+                out[key] = value if not isinstance(value, bool) else int(value)
+            else:
+                out[key] = str(value)
+        return out
+
+
+class ScriptVersion(BaseModel):
+    """One immutable version of a script, addressed by its hash."""
+
+    hash: str
+    path: str
+    language: str
+    code: str
+    created_at: int
+    created_by: str = "u/admin"
+
+    @classmethod
+    def from_redis(cls, fields: dict[bytes, bytes]) -> ScriptVersion:
+        data = {k.decode(): v.decode() for k, v in fields.items()}
+        return cls.model_validate(data)

@@ -1,0 +1,95 @@
+"""The script store: immutable versions addressed by hash, a path pointing at the latest."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import redis
+
+from common import lua
+from common.clock import Clock, now_ms
+from common.connection import redis_errors
+from common.errors import GristmillError, NotFound, SpecError
+from common.keys import Keys
+from common.languages import LANGUAGES
+from common.models import ScriptVersion
+
+HASH_LENGTH = 16
+_PATH = re.compile(r"^(u|g|f)/[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)+$")
+_HASH = re.compile(rf"^[0-9a-f]{{{HASH_LENGTH}}}$")
+
+
+def script_hash(path: str, language: str, code: str) -> str:
+    """The hash of one version: its path, language and content.
+
+    The path is part of the hash so that a hash names exactly one script
+    (and so one owner) even when two paths hold the same code.
+    """
+    digest = hashlib.sha256(f"{path}\0{language}\0{code}".encode()).hexdigest()
+    return digest[:HASH_LENGTH]
+
+
+def check_path(path: str) -> str:
+    """Accept ``u/<user>/...``, ``g/<group>/...`` or ``f/<folder>/...``; nothing else."""
+    if not _PATH.match(path) or ".." in path.split("/"):
+        raise SpecError(
+            f"bad script path {path!r}: use u/<user>/<name>, g/<group>/<name> or "
+            "f/<folder>/<name> (letters, digits, _ - .)"
+        )
+    return path
+
+
+def is_hash(ref: str) -> bool:
+    return bool(_HASH.match(ref))
+
+
+class ScriptStore:
+    """Reads and writes script versions."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, clock: Clock = now_ms) -> None:
+        self.client = client
+        self.keys = keys
+        self.clock = clock
+
+    @redis_errors
+    def deploy(
+        self, path: str, language: str, code: str, *, created_by: str = "u/admin"
+    ) -> tuple[ScriptVersion, bool]:
+        """Save a version (idempotent); return it and whether it is new."""
+        check_path(path)
+        if language not in LANGUAGES:
+            raise SpecError(f"unknown language {language!r}; supported: {', '.join(LANGUAGES)}")
+        digest = script_hash(path, language, code)
+        now = self.clock()
+        try:
+            created = lua.DEPLOY_SCRIPT(
+                self.client,
+                [self.keys.script(digest), self.keys.script_paths, self.keys.script_history(path)],
+                [digest, path, language, code, now, created_by],
+            )
+        except redis.exceptions.ResponseError as exc:
+            raise GristmillError(str(exc)) from exc
+        return self.by_hash(digest), bool(created)
+
+    @redis_errors
+    def by_hash(self, digest: str) -> ScriptVersion:
+        fields = self.client.hgetall(self.keys.script(digest))
+        if not fields:
+            raise NotFound(f"no script version with hash {digest}")
+        return ScriptVersion.from_redis(fields)
+
+    @redis_errors
+    def latest(self, path: str) -> ScriptVersion:
+        digest = self.client.hget(self.keys.script_paths, path)
+        if digest is None:
+            raise NotFound(f"no script at path {path!r}; deploy one with `gristmill script deploy`")
+        return self.by_hash(digest.decode())
+
+    def get(self, ref: str) -> ScriptVersion:
+        """A version by hash, or the latest at a path."""
+        return self.by_hash(ref) if is_hash(ref) else self.latest(ref)
+
+    @redis_errors
+    def history(self, path: str) -> list[str]:
+        return [h.decode() for h in self.client.lrange(self.keys.script_history(path), 0, -1)]

@@ -1,0 +1,274 @@
+"""The atomic transitions of a job, as Python methods: the only code that writes job keys.
+
+Each transition is one Lua script in the group's hash slot (``common/lua/``);
+the methods here build its keys and arguments, convert redis-py errors, and
+decode what comes back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from common import codec, lua, metrics
+from common.clock import Clock, now_ms
+from common.connection import redis_errors
+from common.errors import DuplicateJob, NotFound
+from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, Keys
+from common.models import Job, Status
+
+SCAN_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    moved: int
+    next_due_ms: int | None
+    max_lag_ms: int
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    id: str
+    attempt: int
+    ts_ms: int
+    stream: str
+    line: str
+
+
+def _flatten(fields: dict[str, Any]) -> list[Any]:
+    return [item for pair in fields.items() for item in pair]
+
+
+class Store:
+    """Job transitions on one Redis, in one namespace."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, clock: Clock = now_ms) -> None:
+        self.client = client
+        self.keys = keys
+        self.clock = clock
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    @redis_errors
+    def enqueue(self, job: Job, *, fresh_id: bool) -> None:
+        """Queue a new job; raise DuplicateJob when its id exists (it is never run twice).
+
+        ``fresh_id``: the id was just generated here, so it cannot exist and the
+        location and the record are written in one round trip. A producer's
+        own id is claimed first, so it can never end up in two groups.
+        """
+        g = self.keys.group(job.group)
+        loc = self.keys.jobloc(job.id)
+        pipe = self.client.pipeline(transaction=False)
+        if not fresh_id:
+            previous = self.client.set(loc, job.group, nx=True, get=True)
+            if previous is not None and previous.decode() != job.group:
+                raise DuplicateJob(job.id)
+        else:
+            pipe.set(loc, job.group)
+        pipe.sadd(self.keys.groups, job.group)
+        lua.ENQUEUE.queue(
+            pipe,
+            [g.job(job.id), g.scheduled, g.ready, g.wake, g.events],
+            [job.id, job.scheduled_for, self.clock(), job.priority, EVENTS_MAXLEN,
+             *_flatten(job.to_redis())],
+        )
+        state = lua.run_pipeline(self.client, pipe)[-1]
+        if state == 0:
+            raise DuplicateJob(job.id)
+        metrics.JOBS_ENQUEUED.labels(group=job.group, kind=job.kind.value).inc()
+
+    @redis_errors
+    def reject(self, job: Job, *, retention_s: int, fresh_id: bool) -> str:
+        """Record a job that could not be accepted as completed ``failure``; return its id.
+
+        When its id is taken (a producer reused an id with a bad spec), the
+        rejection is recorded under a new id rather than lost or clobbering.
+        """
+        if not fresh_id and not self.client.set(self.keys.jobloc(job.id), job.group, nx=True):
+            job = job.model_copy(update={"id": str(uuid.uuid4())})
+        g = self.keys.group(job.group)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.jobloc(job.id), job.group)
+        pipe.sadd(self.keys.groups, job.group)
+        lua.REJECT.queue(
+            pipe,
+            [g.job(job.id), g.completed, g.done(job.id), g.events],
+            [job.id, job.completed_at or self.clock(), retention_s, DONE_TTL_S,
+             EVENTS_MAXLEN, *_flatten(job.to_redis())],
+        )
+        lua.run_pipeline(self.client, pipe)
+        metrics.JOBS_COMPLETED.labels(
+            group=job.group, kind=job.kind.value, status=Status.FAILURE.value
+        ).inc()
+        return job.id
+
+    # -- the group's queue -----------------------------------------------------------------
+
+    @redis_errors
+    def promote(self, group: str, *, now: int, batch: int = 500) -> PromoteResult:
+        """Move due jobs of ``group`` to ready; tell when the next one is due."""
+        g = self.keys.group(group)
+        moved, next_due, lag = lua.PROMOTE(self.client, [g.scheduled, g.ready], [now, batch])
+        return PromoteResult(int(moved), None if int(next_due) < 0 else int(next_due), int(lag))
+
+    @redis_errors
+    def wait_for_wake(self, group: str, timeout_s: float) -> bool:
+        """Block until an earlier job nudges the group's promoter, or the timeout."""
+        return self.client.blpop([self.keys.group(group).wake], timeout=timeout_s) is not None
+
+    @redis_errors
+    def claim(self, group: str, worker_id: str, timeout_s: float) -> str | None:
+        """Take the oldest ready id into the worker's running list (BLMOVE)."""
+        g = self.keys.group(group)
+        job_id = self.client.blmove(g.ready, g.running(worker_id), timeout_s, "LEFT", "RIGHT")
+        return None if job_id is None else job_id.decode()
+
+    @redis_errors
+    def start(self, group: str, job_id: str, worker_id: str, claim: str) -> Job | None:
+        """Mark a claimed job running under ``claim``; None if it is no longer queued."""
+        g = self.keys.group(group)
+        fields = lua.START(
+            self.client,
+            [g.job(job_id), g.running(worker_id), g.events],
+            [job_id, worker_id, self.clock(), claim, EVENTS_MAXLEN],
+        )
+        if not fields:
+            return None
+        return Job.from_redis(dict(zip(fields[::2], fields[1::2], strict=True)))
+
+    @redis_errors
+    def append_logs(self, job: Job, lines: list[tuple[int, str, str]]) -> bool:
+        """Append (ts_ms, stream, line) tuples; False when the attempt was fenced off."""
+        g = self.keys.group(job.group)
+        flat = [item for entry in lines for item in entry]
+        appended = lua.APPEND_LOGS(
+            self.client,
+            [g.job(job.id), g.logs(job.id)],
+            [job.claim or "", LOGS_MAXLEN, job.attempt, *flat],
+        )
+        return int(appended) >= 0
+
+    @redis_errors
+    def complete(
+        self, job: Job, status: Status, fields: dict[str, Any], *, retention_s: int
+    ) -> int:
+        """Write an attempt's outcome: 1 done, 2 already done by this claim, 0 fenced off."""
+        g = self.keys.group(job.group)
+        worker = job.worker or ""
+        encoded = {k: codec.pack(v) if k in codec.PACKED_FIELDS else v for k, v in fields.items()}
+        outcome = int(
+            lua.COMPLETE(
+                self.client,
+                [g.job(job.id), g.running(worker), g.completed, g.logs(job.id),
+                 g.done(job.id), g.events],
+                [job.id, worker, job.claim or "", self.clock(), retention_s, DONE_TTL_S,
+                 EVENTS_MAXLEN, status.value, *_flatten(encoded)],
+            )
+        )
+        if outcome == 1:
+            metrics.JOBS_COMPLETED.labels(
+                group=job.group, kind=job.kind.value, status=status.value
+            ).inc()
+        return outcome
+
+    @redis_errors
+    def recover(
+        self, group: str, job_id: str, dead_worker: str, *, max_restarts: int, retention_s: int
+    ) -> str:
+        """Re-queue (or fail, when out of restarts) one job of a worker presumed dead."""
+        g = self.keys.group(group)
+        error = codec.pack({
+            "name": "WorkerLost",
+            "message": f"worker {dead_worker} stopped answering while running this job, "
+            f"and the job already ran {max_restarts + 1} times",
+            "traceback": "",
+        })
+        outcome = lua.RECOVER(
+            self.client,
+            [g.job(job_id), g.running(dead_worker), g.ready, g.completed, g.logs(job_id),
+             g.done(job_id), g.events],
+            [job_id, dead_worker, self.clock(), max_restarts, retention_s, DONE_TTL_S,
+             EVENTS_MAXLEN, error],
+        )
+        return str(outcome.decode() if isinstance(outcome, bytes) else outcome)
+
+    @redis_errors
+    def running_ids(self, group: str, worker_id: str) -> list[str]:
+        return [i.decode() for i in self.client.lrange(self.keys.group(group).running(worker_id), 0, -1)]
+
+    @redis_errors
+    def trim_completed(self, group: str, cutoff_ms: int) -> int:
+        """Drop ids completed before ``cutoff_ms`` from the index, with their locations."""
+        g = self.keys.group(group)
+        total = 0
+        while True:
+            ids = self.client.zrange(g.completed, "-inf", cutoff_ms, byscore=True, offset=0,
+                                     num=SCAN_PAGE)
+            if not ids:
+                return total
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(*(self.keys.jobloc(i.decode()) for i in ids))
+            pipe.zrem(g.completed, *ids)
+            pipe.execute()
+            total += len(ids)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @redis_errors
+    def locate(self, job_id: str) -> str:
+        group = self.client.get(self.keys.jobloc(job_id))
+        if group is None:
+            raise NotFound(f"no job {job_id} (never enqueued, or older than the retention period)")
+        return str(group.decode())
+
+    @redis_errors
+    def get_job(self, job_id: str) -> Job:
+        group = self.locate(job_id)
+        fields = self.client.hgetall(self.keys.group(group).job(job_id))
+        if not fields:
+            raise NotFound(f"job {job_id} has expired (older than the retention period)")
+        return Job.from_redis(fields)
+
+    @redis_errors
+    def wait(self, job_id: str, timeout_s: float) -> Job:
+        """Block until the job completes; raise JobTimeout after ``timeout_s``."""
+        from common.errors import JobTimeout
+
+        deadline = self.clock() + int(timeout_s * 1000)
+        while True:
+            job = self.get_job(job_id)
+            if job.is_terminal:
+                return job
+            left_s = (deadline - self.clock()) / 1000
+            if left_s <= 0:
+                raise JobTimeout(f"job {job_id} is still {job.status} after {timeout_s:g} s")
+            done = self.keys.group(job.group).done(job_id)
+            # Rotating the list onto itself leaves the element for other waiters.
+            self.client.blmove(done, done, min(left_s, 5.0), "RIGHT", "LEFT")
+
+    @redis_errors
+    def logs(
+        self, job_id: str, *, after: str = "0-0", block_ms: int | None = None, count: int = 1000
+    ) -> list[LogEntry]:
+        """Log entries after stream id ``after``; with ``block_ms``, wait for new ones."""
+        key = self.keys.group(self.locate(job_id)).logs(job_id)
+        if block_ms is None:
+            rows = self.client.xrange(key, min=f"({after}" if after != "0-0" else "-", count=count)
+        else:
+            answer = self.client.xread({key: after}, count=count, block=block_ms)
+            rows = answer[0][1] if answer else []
+        return [
+            LogEntry(
+                id=entry_id.decode(),
+                attempt=int(fields.get(b"a", b"0")),
+                ts_ms=int(fields.get(b"t", b"0")),
+                stream=fields.get(b"s", b"stdout").decode(),
+                line=fields.get(b"l", b"").decode(errors="replace"),
+            )
+            for entry_id, fields in rows
+        ]

@@ -1,0 +1,3 @@
+from gristmill.cli import main
+
+raise SystemExit(main())

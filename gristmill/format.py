@@ -1,0 +1,71 @@
+"""How the CLI shows jobs and scripts to people."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from common.models import Job, ScriptVersion, Status
+
+MARKS = {Status.SUCCESS: "✔", Status.FAILURE: "✘", Status.CANCELED: "⊘",
+         Status.RUNNING: "▶", Status.QUEUED: "…"}
+
+
+def when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def compact(value: Any, limit: int = 2000) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """The record with DESIGN.md's field names, decoded (for --json)."""
+    return job.model_dump(mode="json", exclude_none=True, exclude={"claim"})
+
+
+def job_details(job: Job) -> str:
+    """`job get`: did it run? did it succeed? in one look."""
+    runnable = job.script_path or (f"hash {job.script_hash}" if job.script_hash else "raw code")
+    lines = [
+        f"{MARKS.get(job.status, '?')} {job.status.value.upper()}  job {job.id}",
+        f"  kind       {job.kind.value} ({job.language}) — {runnable}",
+        f"  group      {job.group}   tag {job.tag}   attempt {job.attempt}"
+        + (f"   worker {job.worker}" if job.worker else ""),
+        f"  as         {job.permissioned_as} (created by {job.created_by})",
+        f"  created    {when(job.created_at)}",
+        f"  scheduled  {when(job.scheduled_for)}",
+    ]
+    if job.started_at is not None:
+        late = job.started_at - job.scheduled_for
+        lines.append(f"  started    {when(job.started_at)} ({late:+d} ms after scheduled)")
+    if job.completed_at is not None:
+        took = f" (ran {job.duration_ms} ms)" if job.duration_ms is not None else ""
+        lines.append(f"  completed  {when(job.completed_at)}{took}")
+    lines.append(f"  args       {compact(job.args)}")
+    if job.status == Status.SUCCESS:
+        lines.append(f"  result     {compact(job.result)}")
+    if job.error:
+        lines.append(f"  error      {job.error.get('name')}: {job.error.get('message')}")
+        trace = str(job.error.get("traceback") or "").rstrip()
+        if trace:
+            lines.extend("             " + line for line in trace.splitlines())
+    if job.raw_spec is not None:
+        lines.append(f"  raw spec   {job.raw_spec[:2000]}")
+    return "\n".join(lines)
+
+
+def job_row(job: Job) -> str:
+    what = job.script_path or job.script_hash or "preview"
+    took = f"{job.duration_ms}ms" if job.duration_ms is not None else ""
+    return (f"{job.id}  {MARKS.get(job.status, '?')} {job.status.value:<8} {job.kind.value:<8} "
+            f"{job.group:<10} {when(job.created_at)}  {took:>8}  {what}")
+
+
+def script_details(version: ScriptVersion) -> str:
+    return (f"path      {version.path}\nhash      {version.hash}\nlanguage  {version.language}\n"
+            f"created   {when(version.created_at)} by {version.created_by}\n---\n{version.code}")

@@ -1,0 +1,227 @@
+"""The long-running processes: `gristmill worker`, `scheduler` and `up` (a whole fleet)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from common import log, metrics
+from common.connection import check_version, connect
+from common.errors import ConfigError
+from common.settings import EMBEDDED_REDIS_PORT, Settings
+
+RESTART_BACKOFF_S = (0.5, 1, 2, 5, 10)
+
+
+def add_process_commands(sub: Any) -> None:
+    p = sub.add_parser("up", help="run a whole fleet here, on an embedded Redis if none is set")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--concurrency", type=int, default=4, help="jobs per worker (default 4)")
+    p.add_argument("--group", default="default", help="worker group of the workers")
+    p.add_argument("--redis-port", type=int, default=EMBEDDED_REDIS_PORT)
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="first metrics port: scheduler on it, workers on the next ones")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds running jobs get to finish")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("worker", help="run one worker process")
+    p.add_argument("--group", default="default")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here (0: off)")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds running jobs get to finish")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("scheduler", help="run one scheduler process (several may run)")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here (0: off)")
+    p.set_defaults(func=cmd_scheduler)
+
+
+def _connect(settings: Settings) -> Any:
+    client = connect(settings.effective_redis_url)
+    check_version(client)
+    return client
+
+
+def cmd_worker(ns: argparse.Namespace) -> int:
+    from common.fleet import Fleet
+    from common.keys import Keys
+    from common.scripts import ScriptStore
+    from common.store import Store
+    from worker.worker import Worker
+
+    settings = Settings()
+    log.configure(settings.log_format, settings.log_level)
+    client = _connect(settings)
+    keys = Keys(settings.namespace)
+    worker = Worker(
+        store=Store(client, keys), scripts=ScriptStore(client, keys), fleet=Fleet(client, keys),
+        settings=settings, group=ns.group, concurrency=ns.concurrency,
+    )
+    metrics.serve(ns.metrics_port)
+    _on_stop(worker.stop, worker.kill_running, ns.grace)
+    worker.run()
+    return 0
+
+
+def cmd_scheduler(ns: argparse.Namespace) -> int:
+    from common.admission import Admission
+    from common.fleet import Fleet
+    from common.keys import Keys
+    from common.scripts import ScriptStore
+    from common.store import Store
+    from scheduler.scheduler import Scheduler
+
+    settings = Settings()
+    log.configure(settings.log_format, settings.log_level)
+    client = _connect(settings)
+    keys = Keys(settings.namespace)
+    store = Store(client, keys)
+    scheduler = Scheduler(
+        store=store, admission=Admission(store, ScriptStore(client, keys), settings),
+        fleet=Fleet(client, keys), lease_s=settings.worker_lease_s,
+        heartbeat_s=settings.heartbeat_s, max_restarts=settings.max_restarts,
+    )
+    if ns.metrics_port:
+        metrics.REGISTRY.register(metrics.FleetCollector(scheduler.snapshot))
+        metrics.serve(ns.metrics_port)
+    _on_stop(scheduler.stop, None, 0)
+    scheduler.run()
+    return 0
+
+
+def _on_stop(stop: Any, kill: Any, grace_s: float) -> None:
+    """SIGTERM/SIGINT: stop; after ``grace_s`` (or a second signal) kill what still runs."""
+    signals_seen = 0
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        stop()
+        if kill is None:
+            return
+        if signals_seen > 1:
+            kill()
+        else:
+            timer = threading.Timer(grace_s, kill)
+            timer.daemon = True
+            timer.start()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+# -- up ------------------------------------------------------------------------------------
+
+
+class Child:
+    """A supervised child process, restarted with backoff when it dies unexpectedly."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self.next_start = 0.0
+
+    def start(self) -> None:
+        # Own session: a Ctrl-C at the terminal reaches `up` only, which then stops
+        # each child once, gracefully.
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+    def check(self, now: float, log_: Any) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        if self.process is not None:
+            delay = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
+            log_.warning("process exited; restarting", process=self.name,
+                         code=self.process.returncode, in_s=delay)
+            self.process, self.next_start = None, now + delay
+            self.restarts += 1
+        if now >= self.next_start:
+            self.start()
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, deadline: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def cmd_up(ns: argparse.Namespace) -> int:
+    from gristmill.embedded import EmbeddedRedis
+
+    settings = Settings()
+    log.configure(settings.log_format, settings.log_level)
+    up_log = log.get(process="up")
+    server = None
+    url = settings.redis_url
+    if url is None:
+        server = EmbeddedRedis(Path(settings.data_dir) / "redis", port=ns.redis_port,
+                               binary=settings.redis_server)
+        version = server.start()
+        url = server.url
+        print(f"gristmill: embedded {version} at {url} (data in {server.data_dir})", flush=True)
+    else:
+        try:
+            version = check_version(connect(url))
+        except ConfigError:
+            raise
+        print(f"gristmill: using {version} at {url}", flush=True)
+
+    env = {**os.environ, "GRISTMILL_REDIS_URL": url}
+    exe = [sys.executable, "-m", "gristmill"]
+    metrics_port = ns.metrics_port
+    children = [Child("scheduler", [*exe, "scheduler", "--metrics-port", str(metrics_port)], env)]
+    for i in range(ns.workers):
+        port = metrics_port + 1 + i if metrics_port else 0
+        children.append(Child(
+            f"worker-{i + 1}",
+            [*exe, "worker", "--group", ns.group, "--concurrency", str(ns.concurrency),
+             "--metrics-port", str(port), "--grace", str(ns.grace)],
+            env,
+        ))
+    stopping = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    for child in children:
+        child.start()
+    print(f"gristmill: fleet up: 1 scheduler, {ns.workers} workers x {ns.concurrency} "
+          f"(group {ns.group}). Ctrl-C stops it.", flush=True)
+    try:
+        while not stopping.wait(0.5):
+            now = time.monotonic()
+            for child in children:
+                child.check(now, up_log)
+    finally:
+        print("gristmill: stopping (running jobs get "
+              f"{ns.grace:g} s to finish)", file=sys.stderr, flush=True)
+        for child in children:
+            child.terminate()
+        deadline = time.monotonic() + ns.grace + 5
+        for child in children:
+            child.wait(deadline)
+        if server is not None:
+            server.stop()
+    return 0

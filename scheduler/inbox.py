@@ -1,0 +1,77 @@
+"""The inbox: raw JSON specs pushed by any Redis client, admitted one by one.
+
+Each spec is moved (BLMOVE) into this scheduler's processing list before it
+is admitted and removed after, so a scheduler that dies mid-admission leaves
+it where another scheduler finds it (:meth:`InboxAdmitter.recover`).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from common import log, metrics
+from common.admission import Admission
+from common.connection import redis_errors
+from common.errors import RedisUnavailable
+from common.store import Store
+
+BLOCK_S = 5.0
+
+
+class InboxAdmitter:
+    """Admits ``gm:inbox`` specs for one scheduler."""
+
+    def __init__(
+        self, store: Store, admission: Admission, scheduler_id: str, stopping: threading.Event
+    ) -> None:
+        self.store = store
+        self.admission = admission
+        self.stopping = stopping
+        self.inbox = store.keys.inbox
+        self.processing = store.keys.inbox_processing(scheduler_id)
+        self.log = log.get(scheduler_id=scheduler_id)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.drain_processing()
+                self.admit_next(BLOCK_S)
+            except RedisUnavailable:
+                metrics.REDIS_ERRORS.labels(process="scheduler").inc()
+                self.stopping.wait(1.0)
+
+    @redis_errors
+    def admit_next(self, block_s: float) -> bool:
+        """Take the oldest spec and admit it; False when none came within ``block_s``."""
+        raw = self.store.client.blmove(self.inbox, self.processing, block_s, "RIGHT", "LEFT")
+        if raw is None:
+            return False
+        self.admit(raw)
+        return True
+
+    @redis_errors
+    def drain_processing(self) -> None:
+        """Admit specs left in our processing list (a Redis error interrupted them)."""
+        for raw in self.store.client.lrange(self.processing, 0, -1):
+            self.admit(raw)
+
+    def admit(self, raw: bytes) -> None:
+        """Admit one spec; whatever happens, it leaves a job record."""
+        try:
+            job_id, outcome = self.admission.admit_raw(raw)
+        except RedisUnavailable:
+            raise
+        except Exception as exc:
+            # A bug must not lose the spec: record it with the error and go on.
+            self.log.exception("inbox admission failed")
+            job_id, outcome = self.admission.reject(raw, f"internal error: {exc!r}"), "rejected"
+        metrics.INBOX_ADMITTED.labels(outcome=outcome).inc()
+        self.log.info("inbox spec admitted", job_id=job_id, outcome=outcome)
+        self.store.client.lrem(self.processing, 1, raw)
+
+    @redis_errors
+    def recover(self, dead_scheduler_id: str) -> None:
+        """Put back the specs a dead scheduler was admitting, as the oldest in the inbox."""
+        source = self.store.keys.inbox_processing(dead_scheduler_id)
+        while self.store.client.lmove(source, self.inbox, "RIGHT", "RIGHT") is not None:
+            pass

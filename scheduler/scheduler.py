@@ -1,0 +1,148 @@
+"""The scheduler process: admit inbox specs, promote due jobs, recover dead workers, trim.
+
+Several schedulers may run at once: every step that moves a job is one atomic
+script conditional on the job's state, so two of them never move a job twice.
+Nothing here polls Redis on a fixed interval: each group's promoter sleeps on
+a blocking pop of the group's wake list until its next job is due, and the
+rest happens in the once-a-second heartbeat.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+
+from common import log, metrics
+from common.admission import Admission
+from common.clock import Clock, now_ms
+from common.errors import RedisUnavailable
+from common.fleet import Fleet
+from common.instance import InstanceSettings
+from common.metrics import FleetSnapshot
+from common.store import Store
+from scheduler.inbox import InboxAdmitter
+from scheduler.promoter import Promoter
+
+TRIM_EVERY_S = 60.0
+
+
+class Scheduler:
+    """Runs the scheduler's loops in threads until :meth:`stop`."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        admission: Admission,
+        fleet: Fleet,
+        lease_s: float = 10.0,
+        heartbeat_s: float = 1.0,
+        max_restarts: int = 3,
+        scheduler_id: str | None = None,
+        clock: Clock = now_ms,
+    ) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.lease_ms = int(lease_s * 1000)
+        self.heartbeat_s = heartbeat_s
+        self.max_restarts = max_restarts
+        self.id = scheduler_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.clock = clock
+        self.instance = InstanceSettings()
+        self.stopping = threading.Event()
+        self.promoters: dict[str, Promoter] = {}
+        self.inbox = InboxAdmitter(store, admission, self.id, self.stopping)
+        self.log = log.get(scheduler_id=self.id)
+        self._last_trim = 0.0
+
+    def run(self) -> None:
+        """Run until stop(): the inbox in a thread, one promoter thread per group, ticks here."""
+        inbox = threading.Thread(target=self.inbox.run, name="inbox", daemon=True)
+        inbox.start()
+        self.log.info("scheduler started")
+        outage = False
+        while not self.stopping.is_set():
+            try:
+                self.tick()
+                if outage:
+                    self.log.info("redis reachable again")
+                    outage = False
+            except RedisUnavailable as exc:
+                metrics.REDIS_ERRORS.labels(process="scheduler").inc()
+                if not outage:
+                    self.log.warning("redis unreachable; retrying", error=str(exc))
+                    outage = True
+            self.stopping.wait(self.heartbeat_s)
+        inbox.join()
+        for promoter in self.promoters.values():
+            promoter.thread.join()
+        self.fleet.forget_scheduler(self.id)
+        self.log.info("scheduler stopped")
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def tick(self) -> None:
+        """The heartbeat: lease, new groups, dead workers and schedulers, retention."""
+        now = self.clock()
+        self.instance, groups, dead_workers, dead_schedulers = self.fleet.scheduler_heartbeat(
+            self.id, now, self.lease_ms
+        )
+        for group in groups - self.promoters.keys():
+            self.promoters[group] = Promoter(self.store, group, self.stopping, self.clock)
+            self.promoters[group].start()
+        for worker_id in dead_workers:
+            self.recover_worker(worker_id, seen_before_ms=now - self.lease_ms)
+        for scheduler_id in dead_schedulers:
+            if scheduler_id != self.id:
+                self.inbox.recover(scheduler_id)
+                self.fleet.forget_scheduler(scheduler_id)
+        if time.monotonic() - self._last_trim >= TRIM_EVERY_S:
+            self._last_trim = time.monotonic()
+            cutoff = now - self.instance.retention_s * 1000
+            for group in groups:
+                self.store.trim_completed(group, cutoff)
+
+    def recover_worker(self, worker_id: str, *, seen_before_ms: int) -> None:
+        """Re-queue (or fail) every job a dead worker held, then forget the worker."""
+        group = self.fleet.worker_group(worker_id)
+        if group is not None:
+            for job_id in self.store.running_ids(group, worker_id):
+                outcome = self.store.recover(
+                    group, job_id, worker_id, max_restarts=self.max_restarts,
+                    retention_s=self.instance.retention_s,
+                )
+                metrics.JOBS_RECOVERED.labels(group=group, outcome=outcome).inc()
+                self.log.warning("job of dead worker recovered", job_id=job_id,
+                                 worker_id=worker_id, group=group, outcome=outcome)
+        if self.fleet.forget_worker(worker_id, seen_before_ms):
+            self.log.warning("worker presumed dead", worker_id=worker_id, group=group)
+
+    def snapshot(self) -> FleetSnapshot:
+        """Queue depths and live workers, for the metrics endpoint."""
+        snap = FleetSnapshot()
+        now = self.clock()
+        workers = self.fleet.workers()
+        for worker in workers:
+            if worker.last_seen_ms >= now - self.lease_ms:
+                snap.live_workers[worker.group] = snap.live_workers.get(worker.group, 0) + 1
+        pipe = self.store.client.pipeline(transaction=False)
+        groups = sorted(self.promoters)
+        for group in groups:
+            g = self.store.keys.group(group)
+            pipe.zcard(g.scheduled)
+            pipe.llen(g.ready)
+            for worker in workers:
+                if worker.group == group:
+                    pipe.llen(g.running(worker.worker_id))
+        answers = iter(pipe.execute())
+        for group in groups:
+            snap.depth[(group, "scheduled")] = next(answers)
+            snap.depth[(group, "ready")] = next(answers)
+            snap.depth[(group, "running")] = sum(
+                next(answers) for worker in workers if worker.group == group
+            )
+        return snap

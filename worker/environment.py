@@ -1,0 +1,40 @@
+"""The environment a job's process gets: the WM_* contextual variables and nothing secret.
+
+Job code never receives Redis credentials: the environment is built from an
+allow-list, not inherited.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from common.models import Job
+
+# Inherited from the worker when set: what a shell needs, nothing else.
+PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+
+def job_environment(job: Job, *, workdir: Path, base_url: str, token: str) -> dict[str, str]:
+    """The full environment of ``job``'s process (DESIGN.md §7)."""
+    env = {name: os.environ[name] for name in PASSTHROUGH if name in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(
+        HOME=str(workdir),
+        TMPDIR=str(workdir),
+        PYTHONUNBUFFERED="1",
+        WM_JOB_ID=job.id,
+        WM_TOKEN=token,
+        WM_PERMISSIONED_AS=job.permissioned_as,
+        WM_BASE_URL=base_url,
+        WM_WORKER_GROUP=job.group,
+        WM_ROOT_FLOW_JOB_ID=job.root_job or job.id,
+        WM_JOB_PATH=job.script_path or "",
+    )
+    return env
+
+
+def ephemeral_token() -> str:
+    """A random per-job token (bound to permissions once identity exists)."""
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,174 @@
+"""The worker process: claim job ids of one group, run each in a child process, complete it.
+
+The loop reads as its steps: wait for a free slot, BLMOVE an id from the
+group's ready list into this worker's running list, mark it running (start
+script), run it in a thread that streams its logs, write the outcome (complete
+script, fenced by this worker's claim token). A heartbeat thread keeps the
+lease and refreshes instance settings.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from common import log, metrics
+from common.clock import Clock, now_ms
+from common.errors import RedisUnavailable
+from common.fleet import Fleet
+from common.instance import InstanceSettings
+from common.models import Job
+from common.scripts import ScriptStore
+from common.settings import Settings
+from common.store import Store
+from worker.runner import JobRunner
+
+CLAIM_BLOCK_S = 5.0
+VERSION = "0.1.0"
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class Worker:
+    """One worker process of one group, running up to ``concurrency`` jobs at once."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        scripts: ScriptStore,
+        fleet: Fleet,
+        settings: Settings,
+        group: str = "default",
+        concurrency: int = 1,
+        worker_id: str | None = None,
+        clock: Clock = now_ms,
+    ) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.settings = settings
+        self.group = group
+        self.concurrency = concurrency
+        self.worker_id = worker_id or new_worker_id()
+        self.clock = clock
+        self.instance = InstanceSettings()
+        self.jobs_done = 0
+        self.started_at = clock()
+        self._stopping = threading.Event()
+        self._exited = threading.Event()
+        self._slots = threading.Semaphore(concurrency)
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="job")
+        self._runner = JobRunner(store=store, scripts=scripts, settings=settings, clock=clock)
+        self.log = log.get(worker_id=self.worker_id, group=group)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Work until :meth:`stop`; then let running jobs finish."""
+        self._heartbeat_once()
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        self.log.info("worker started", concurrency=self.concurrency)
+        try:
+            self._claim_loop()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._exited.set()
+            self._release_leftovers()
+            self.fleet.worker_gone(self.worker_id)
+            self.log.info("worker stopped", jobs_done=self.jobs_done)
+
+    def stop(self) -> None:
+        """Stop claiming; jobs already running finish."""
+        self._stopping.set()
+
+    def kill_running(self) -> None:
+        """Kill the processes of running jobs (after the grace period)."""
+        self._runner.cancel_all()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _claim_loop(self) -> None:
+        outage = False
+        while not self._stopping.is_set():
+            if not self._slots.acquire(timeout=CLAIM_BLOCK_S):
+                continue
+            try:
+                job = self._claim_one()
+                if outage:
+                    self.log.info("redis reachable again")
+                    outage = False
+            except RedisUnavailable as exc:
+                self._slots.release()
+                if not outage:
+                    self.log.warning("redis unreachable; retrying", error=str(exc))
+                    outage = True
+                metrics.REDIS_ERRORS.labels(process="worker").inc()
+                self._stopping.wait(1.0)
+                continue
+            if job is None:
+                self._slots.release()
+                continue
+            self._pool.submit(self._run_and_release, job)
+
+    def _claim_one(self) -> Job | None:
+        job_id = self.store.claim(self.group, self.worker_id, CLAIM_BLOCK_S)
+        if job_id is None:
+            return None
+        job = self.store.start(self.group, job_id, self.worker_id, secrets.token_hex(16))
+        if job is None:
+            self.log.info("claimed job no longer queued; dropped", job_id=job_id)
+            return None
+        metrics.JOBS_STARTED.labels(group=job.group, kind=job.kind.value).inc()
+        if job.started_at is not None:
+            metrics.START_LATENESS.labels(group=job.group).observe(
+                max(0, job.started_at - job.scheduled_for) / 1000
+            )
+        return job
+
+    def _run_and_release(self, job: Job) -> None:
+        metrics.WORKER_BUSY.inc()
+        try:
+            self._runner.run(job, self.instance)
+            self.jobs_done += 1
+        except Exception:
+            self.log.exception("job runner crashed", job_id=job.id)
+        finally:
+            metrics.WORKER_BUSY.dec()
+            self._slots.release()
+
+    def _release_leftovers(self) -> None:
+        """Ids left in our running list at exit go back to ready (or are recovered)."""
+        try:
+            for job_id in self.store.running_ids(self.group, self.worker_id):
+                self.store.recover(
+                    self.group, job_id, self.worker_id,
+                    max_restarts=self.settings.max_restarts,
+                    retention_s=self.instance.retention_s,
+                )
+        except RedisUnavailable:
+            self.log.warning("could not release running list; the scheduler will recover it")
+
+    # -- heartbeat -------------------------------------------------------------------------
+
+    def _heartbeat_once(self) -> None:
+        self.instance = self.fleet.worker_heartbeat(
+            self.worker_id,
+            {"group": self.group, "host": socket.gethostname(), "pid": os.getpid(),
+             "started_at": self.started_at, "version": VERSION, "jobs_done": self.jobs_done,
+             "concurrency": self.concurrency},
+            self.clock(),
+        )
+
+    def _heartbeat_loop(self) -> None:
+        # Beats go on while running jobs finish after stop(): only exit ends them.
+        while not self._exited.wait(self.settings.heartbeat_s):
+            try:
+                self._heartbeat_once()
+            except RedisUnavailable:
+                metrics.REDIS_ERRORS.labels(process="worker").inc()
