@@ -7,18 +7,18 @@ the script store's share ``{scripts}``.
 ================================  ======  =========================================  =======================
 key                               type    holds                                      TTL / writer
 ================================  ======  =========================================  =======================
-``gm:{wg:G}:scheduled``           ZSET    queued ids, score = scheduled_for (ms)     enqueue, requeue / promote
+``gm:{wg:G}:scheduled``           ZSET    queued ids, score = scheduled_for (ms)     enqueue / promote
 ``gm:{wg:G}:ready``               LIST    due ids, oldest first                      enqueue, promote / worker
-``gm:{wg:G}:running:<worker>``    LIST    ids that worker holds (BLMOVE target)      worker / complete, recover
+``gm:{wg:G}:running:<worker>``    LIST    ids that worker holds (BLMOVE target)      worker / complete,recover
 ``gm:{wg:G}:job:<id>``            HASH    the job record                             retention once completed
-``gm:{wg:G}:logs:<id>``           STREAM  log lines (``attempt``, ``s``, ``l``)       retention once completed
+``gm:{wg:G}:logs:<id>``           STREAM  log lines (fields ``a t s l``)             retention once completed
 ``gm:{wg:G}:done:<id>``           LIST    one element at completion, for waiters     DONE_TTL_S
 ``gm:{wg:G}:completed``           ZSET    completed ids, score = completed_at        trimmed by the scheduler
 ``gm:{wg:G}:events``              STREAM  lifecycle events                           capped at EVENTS_MAXLEN
-``gm:{wg:G}:wake``                LIST    nudges the group's promoter                 capped at 1 element
+``gm:{wg:G}:wake``                LIST    nudges the group's promoter                capped at 1 element
 ``gm:inbox``                      LIST    raw JSON specs from any client             scheduler admits
 ``gm:inbox:processing:<sched>``   LIST    specs one scheduler is admitting           recovered if it dies
-``gm:jobloc:<id>``                STRING  the group of job ``<id>``                  retention once completed
+``gm:jobloc:<id>``                STRING  the group of job ``<id>``                  deleted by retention trim
 ``gm:groups``                     SET     every worker group ever used               enqueue, worker
 ``gm:workers``                    ZSET    worker id -> last heartbeat ms             worker / scheduler
 ``gm:worker:<worker>``            HASH    group, host, pid, started_at, version,…    worker / scheduler

@@ -69,8 +69,10 @@ def run_pipeline(client: redis.Redis, pipe: redis.client.Pipeline) -> list[Any]:
     """Execute a pipeline of idempotent commands; on NOSCRIPT load all scripts and re-run it."""
     commands = list(pipe.command_stack)
     try:
-        return pipe.execute()
+        answers: list[Any] = pipe.execute()
+        return answers
     except redis.exceptions.NoScriptError:
         load_all(client)
         pipe.command_stack = commands
-        return pipe.execute()
+        retried: list[Any] = pipe.execute()
+        return retried

