@@ -1,0 +1,88 @@
+"""Small pure functions: the promoter's wait plan, CLI durations and args, instance settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.errors import GristmillError, SpecError
+from common.instance import InstanceSettings, decode, validate_one
+from common.scripts import check_path, script_hash
+from gristmill.durations import parse_arg_pairs, parse_duration_ms
+from scheduler.promoter import FINE_WAIT_MS, IDLE_BLOCK_S, plan_wait
+
+
+@pytest.mark.parametrize(
+    ("next_due", "now", "plan"),
+    [
+        (None, 1000, (IDLE_BLOCK_S, 0.0)),            # nothing scheduled: block on wake
+        (1000, 1000, (0.0, 0.0)),                     # due now: promote again at once
+        (900, 1000, (0.0, 0.0)),                      # overdue
+        (1100, 1000, (0.0, 0.1)),                     # within the fine window: sleep locally
+        (1000 + FINE_WAIT_MS, 1000, (0.0, FINE_WAIT_MS / 1000)),
+        (3000, 1000, ((2000 - FINE_WAIT_MS) / 1000, 0.0)),  # block until shortly before
+        (60_000_000, 0, (IDLE_BLOCK_S, 0.0)),         # far away: block at most IDLE_BLOCK_S
+    ],
+)
+def test_plan_wait(next_due: int | None, now: int, plan: tuple[float, float]) -> None:
+    """The promoter blocks on Redis for the coarse part and sleeps locally for the last stretch."""
+    assert plan_wait(next_due, now) == pytest.approx(plan)
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("500ms", 500), ("30s", 30_000), ("30", 30_000), ("1.5s", 1500), ("5m", 300_000),
+     ("2h", 7_200_000), ("1d", 86_400_000)],
+)
+def test_parse_duration(text: str, ms: int) -> None:
+    """`--in` durations in every unit."""
+    assert parse_duration_ms(text) == ms
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5 weeks", "-3s"])
+def test_parse_duration_rejects(text: str) -> None:
+    """Durations that do not parse are refused with an example of what works."""
+    with pytest.raises(ValueError, match="examples"):
+        parse_duration_ms(text)
+
+
+def test_arg_pairs_parse_json_values() -> None:
+    """`-a k=v` values are JSON when they parse, strings otherwise."""
+    assert parse_arg_pairs(["n=5", "name=Ada", "xs=[1,2]", "t=true", "s=\"5\"", "e="]) == {
+        "n": 5, "name": "Ada", "xs": [1, 2], "t": True, "s": "5", "e": ""}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_arg_pairs(["novalue"])
+
+
+def test_instance_settings_validation() -> None:
+    """Known settings are checked; unknown ones and bad values are refused by name."""
+    assert validate_one("retention_s", "3600") == "3600"
+    with pytest.raises(GristmillError, match="unknown setting 'retension_s'"):
+        validate_one("retension_s", "3600")
+    with pytest.raises(GristmillError, match="bad value 'ten' for retention_s"):
+        validate_one("retention_s", "ten")
+    with pytest.raises(GristmillError, match="greater than or equal to 60"):
+        validate_one("retention_s", "5")
+    assert decode({}) == InstanceSettings()
+    assert decode({b"retention_s": b"120", b"stray": b"x"}).retention_s == 120
+
+
+def test_script_hash_names_one_version() -> None:
+    """The hash depends on path, language and code, and is 16 hex digits."""
+    base = script_hash("u/a/x", "python3", "code")
+    assert len(base) == 16 and int(base, 16) >= 0
+    assert base == script_hash("u/a/x", "python3", "code")
+    assert len({base, script_hash("u/a/y", "python3", "code"), script_hash("u/a/x", "bash", "code"),
+                script_hash("u/a/x", "python3", "code2")}) == 4
+
+
+@pytest.mark.parametrize("path", ["u/alice/hello", "g/ops/backup.daily", "f/shared/x/y"])
+def test_script_paths_accepted(path: str) -> None:
+    """Paths under u/, g/ and f/ are accepted."""
+    assert check_path(path) == path
+
+
+@pytest.mark.parametrize("path", ["alice/hello", "u/alice", "u/alice/../bob/x", "x/a/b", "u/a b/c", ""])
+def test_script_paths_refused(path: str) -> None:
+    """Other paths, and traversal, are refused with the accepted forms named."""
+    with pytest.raises(SpecError, match="u/<user>/<name>"):
+        check_path(path)
