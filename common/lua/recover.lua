@@ -23,7 +23,10 @@
 
 local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt')
 local status, worker, attempt = cur[1], cur[2], tonumber(cur[3] or '0')
-redis.call('LREM', KEYS[2], 0, ARGV[1])
+if redis.call('LREM', KEYS[2], 0, ARGV[1]) == 0 then
+  -- Not in the dead worker's list (any more): another scheduler got here first.
+  return 'dropped'
+end
 
 if status == 'queued' then
   -- Taken off ready but never started: put it back, no attempt was used.
