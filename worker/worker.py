@@ -47,9 +47,11 @@ class Worker:
         group: str = "default",
         concurrency: int = 1,
         worker_id: str | None = None,
+        claim_block_s: float = CLAIM_BLOCK_S,
         clock: Clock = now_ms,
     ) -> None:
         self.store = store
+        self.claim_block_s = claim_block_s
         self.fleet = fleet
         self.settings = settings
         self.group = group
@@ -96,7 +98,7 @@ class Worker:
     def _claim_loop(self) -> None:
         outage = False
         while not self._stopping.is_set():
-            if not self._slots.acquire(timeout=CLAIM_BLOCK_S):
+            if not self._slots.acquire(timeout=self.claim_block_s):
                 continue
             try:
                 job = self._claim_one()
@@ -117,7 +119,7 @@ class Worker:
             self._pool.submit(self._run_and_release, job)
 
     def _claim_one(self) -> Job | None:
-        job_id = self.store.claim(self.group, self.worker_id, CLAIM_BLOCK_S)
+        job_id = self.store.claim(self.group, self.worker_id, self.claim_block_s)
         if job_id is None:
             return None
         job = self.store.start(self.group, job_id, self.worker_id, secrets.token_hex(16))

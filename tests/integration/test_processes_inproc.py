@@ -1,0 +1,137 @@
+"""The worker and scheduler loops, run in threads against a real Redis."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from common.admission import Admission
+from common.fleet import Fleet
+from common.models import Status
+from common.scripts import ScriptStore
+from common.settings import Settings
+from common.store import Store
+from scheduler.promoter import Promoter
+from scheduler.scheduler import Scheduler
+from tests.integration.helpers import make_job
+from worker.worker import Worker
+
+WAIT_FOR_FILE = """
+import os, time
+def main(me: str, other: str | None = None, deadline_s: float = 20):
+    open(me, "w").close()
+    print("started", flush=True)
+    end = time.monotonic() + deadline_s
+    while other and not os.path.exists(other):
+        if time.monotonic() > end:
+            raise TimeoutError("the other file never appeared")
+        time.sleep(0.01)
+    print("released", flush=True)
+    return "ok"
+"""
+
+
+@pytest.fixture
+def worker_factory(store: Store, scripts: ScriptStore, fleet: Fleet, settings: Settings
+                   ) -> Iterator[object]:
+    running: list[tuple[Worker, threading.Thread]] = []
+
+    def start(concurrency: int = 1) -> Worker:
+        worker = Worker(store=store, scripts=scripts, fleet=fleet, settings=settings,
+                        concurrency=concurrency, claim_block_s=0.5)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        running.append((worker, thread))
+        return worker
+
+    yield start
+    for worker, thread in running:
+        worker.stop()
+        worker.kill_running()
+        thread.join(15)
+
+
+def test_worker_runs_up_to_concurrency_jobs_at_once(
+    store: Store, worker_factory: object, tmp_path: Path
+) -> None:
+    """Two jobs that each wait for the other both finish only if they run at the same time."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    jobs = [make_job(code=WAIT_FOR_FILE, args={"me": a, "other": b}),
+            make_job(code=WAIT_FOR_FILE, args={"me": b, "other": a})]
+    for job in jobs:
+        store.enqueue(job, fresh_id=True)
+    worker_factory(concurrency=2)  # type: ignore[operator]
+    for job in jobs:
+        done = store.wait(job.id, 30)
+        assert (done.status, done.result) == (Status.SUCCESS, "ok"), done.error
+
+
+def test_a_fenced_worker_can_neither_log_nor_complete(
+    store: Store, worker_factory: object, tmp_path: Path
+) -> None:
+    """Once its attempt is recovered (worker presumed dead), the old worker's writes are refused."""
+    me, release = tmp_path / "started", tmp_path / "release"
+    job = make_job(code=WAIT_FOR_FILE, args={"me": str(me), "other": str(release)})
+    store.enqueue(job, fresh_id=True)
+    worker: Worker = worker_factory()  # type: ignore[operator]
+    first = store.logs(job.id, block_ms=20_000)
+    assert [(e.attempt, e.line) for e in first] == [(1, "started")]
+    assert store.recover("default", job.id, worker.worker_id, max_restarts=3,
+                         retention_s=60) == "requeued"
+    release.touch()
+    # The requeued job is taken again by the same live worker as a new attempt; the old
+    # attempt's "released" line and its completion must not land in the new attempt.
+    final = store.wait(job.id, 30)
+    assert final.attempt == 2
+    lines = [(e.attempt, e.line) for e in store.logs(job.id)]
+    assert (1, "released") not in lines
+    assert [n for n, line in lines if line == "started"] == [1, 2]
+
+
+def test_scheduler_tick_recovers_the_jobs_of_a_dead_worker(
+    store: Store, scripts: ScriptStore, fleet: Fleet, redis_client: redis.Redis
+) -> None:
+    """A worker silent for longer than the lease has its running job re-queued and is forgotten."""
+    now = [1_000_000]
+    job = make_job(scheduled_for=0)
+    store.enqueue(job, fresh_id=True)
+    fleet.worker_heartbeat("dead-1", {"group": "default"}, now[0])
+    assert store.claim("default", "dead-1", 1) == job.id
+    assert store.start("default", job.id, "dead-1", "c") is not None
+    scheduler = Scheduler(
+        store=store, admission=Admission(store, scripts, Settings(redis_url="redis://unused")),
+        fleet=fleet, lease_s=10, clock=lambda: now[0],
+    )
+    now[0] += 9_000
+    scheduler.tick()
+    assert store.get_job(job.id).status == Status.RUNNING  # lease not expired yet
+    now[0] += 2_000
+    scheduler.tick()
+    scheduler.stop()
+    assert store.get_job(job.id).status == Status.QUEUED
+    assert redis_client.lrange(store.keys.group("default").ready, 0, -1) == [job.id.encode()]
+    assert redis_client.zscore(store.keys.workers, "dead-1") is None
+
+
+def test_promoter_wakes_for_an_earlier_job(store: Store) -> None:
+    """A promoter sleeping until a far job is nudged by an earlier one and promotes it on time."""
+    stopping = threading.Event()
+    promoter = Promoter(store, "default", stopping, store.clock)
+    store.enqueue(make_job(scheduled_for=store.clock() + 60_000), fresh_id=True)
+    promoter.start()
+    try:
+        due = store.clock() + 300
+        early = make_job(scheduled_for=due)
+        store.enqueue(early, fresh_id=True)
+        g = store.keys.group("default")
+        moved = store.client.blmove(g.ready, g.running("probe"), 5, "LEFT", "RIGHT")
+        at = store.clock()
+        assert moved == early.id.encode()
+        assert due <= at < due + 100, f"promoted {at - due} ms after due"
+    finally:
+        stopping.set()
+        promoter.thread.join(10)
