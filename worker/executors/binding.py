@@ -1,0 +1,345 @@
+"""Bind a job's JSON args object to the parameters of its ``main`` function.
+
+This module runs inside the job's child process (see ``pywrapper``), so it
+imports the standard library only: no pydantic, no redis, no structlog.
+Pydantic models are recognised by duck typing (a class with ``model_validate``).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections.abc as cabc
+import dataclasses
+import enum
+import inspect
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path, PurePath
+from typing import Any
+
+__all__ = ["ArgumentError", "bind_args", "call_bound"]
+
+_NONE_TYPE = type(None)
+_TRUE = frozenset({"true", "1"})
+_FALSE = frozenset({"false", "0"})
+_SEQUENCES: dict[Any, type] = {
+    list: list, cabc.Sequence: list, cabc.MutableSequence: list, cabc.Iterable: list,
+    cabc.Collection: list, set: set, cabc.Set: set, cabc.MutableSet: set, frozenset: frozenset,
+}
+_MAPPINGS = (dict, cabc.Mapping, cabc.MutableMapping)
+
+
+class ArgumentError(ValueError):
+    """The job's args cannot be bound to the parameters of its main function."""
+
+
+class _Mismatch(Exception):
+    """A value does not fit a type; ``where`` is the path inside the argument."""
+
+    def __init__(self, where: str, expected: str, value: object, detail: str = "") -> None:
+        super().__init__(where)
+        self.where, self.expected, self.value, self.detail = where, expected, value, detail
+
+
+def bind_args(func: Callable[..., object], args: dict[str, object]) -> dict[str, object]:
+    """Return the keyword arguments to call ``func`` with, converted by annotation.
+
+    Keys that ``func`` does not declare are dropped unless it takes ``**kwargs``;
+    a parameter missing from ``args`` gets its default (included in the result).
+    Raises ArgumentError naming every missing required parameter, or the first
+    parameter whose value cannot be converted to its annotation.
+    """
+    name = getattr(func, "__name__", "main")
+    params = inspect.signature(func).parameters.values()
+    hints = _type_hints(func)
+    bound: dict[str, object] = {}
+    missing: list[str] = []
+    var_kw: inspect.Parameter | None = None
+    for p in params:
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = p
+        elif p.kind is p.VAR_POSITIONAL:
+            continue  # JSON args are named; nothing can be bound to *args
+        elif p.name in args:
+            bound[p.name] = _convert_param(name, p.name, args[p.name], hints.get(p.name, Any))
+        elif p.default is not p.empty:
+            bound[p.name] = p.default
+        else:
+            missing.append(p.name)
+    if missing:
+        raise ArgumentError(f"missing required argument(s) for {name}: {', '.join(missing)}")
+    if var_kw is not None:
+        declared = {p.name for p in params}
+        for key, value in args.items():
+            if key not in declared:
+                bound[key] = _convert_param(name, key, value, hints.get(var_kw.name, Any))
+    return bound
+
+
+def call_bound(func: Callable[..., object], bound: dict[str, object]) -> object:
+    """Call ``func`` with the result of ``bind_args``, positional-only parameters by position."""
+    positional = [
+        bound.pop(p.name)
+        for p in inspect.signature(func).parameters.values()
+        if p.kind is p.POSITIONAL_ONLY
+    ]
+    return func(*positional, **bound)
+
+
+def _type_hints(func: Callable[..., object]) -> dict[str, Any]:
+    """Resolved annotations; a name that cannot be resolved counts as unannotated."""
+    try:
+        return typing.get_type_hints(func)
+    except Exception:  # a broken annotation must not stop the job
+        pass
+    hints: dict[str, Any] = {}
+    for key, ann in getattr(func, "__annotations__", {}).items():
+        try:
+            # A quoted annotation under `from __future__ import annotations` is a
+            # string of a string, hence the loop. eval is fine: it is the user's
+            # own code, in the job's own process.
+            for _ in range(2):
+                if isinstance(ann, str):
+                    ann = eval(ann, getattr(func, "__globals__", {}))
+        except Exception:
+            continue
+        hints[key] = ann
+    return hints
+
+
+def _convert_param(func_name: str, param: str, value: object, tp: Any) -> object:
+    try:
+        return _convert(value, tp, param)
+    except _Mismatch as err:
+        detail = f" ({err.detail})" if err.detail else ""
+        raise ArgumentError(
+            f"argument {err.where!r} of {func_name}: expected {err.expected}, "
+            f"got {_shown(err.value)}{detail}"
+        ) from None
+
+
+def _convert(value: object, tp: Any, where: str) -> object:
+    """Convert one JSON value to ``tp``; raise _Mismatch if it does not fit."""
+    if tp is Any or tp is object or isinstance(tp, typing.TypeVar):
+        return value
+    if isinstance(tp, typing.NewType):
+        return _convert(value, tp.__supertype__, where)
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return _convert_union(value, tp, where)
+    if origin is typing.Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise _Mismatch(where, _describe(tp), value)
+    if origin is not None:
+        return _convert_generic(value, tp, origin, where)
+    if tp is None or tp is _NONE_TYPE:
+        if value is None:
+            return None
+        raise _Mismatch(where, "null", value)
+    if not isinstance(tp, type):
+        return value  # an annotation we do not understand: pass the JSON value through
+    if tp in _SCALARS:
+        expected, parse = _SCALARS[tp]
+        try:
+            return parse(value)
+        except (TypeError, ValueError, ArithmeticError) as exc:  # binascii.Error is a ValueError
+            detail = str(exc) if isinstance(exc, _Detail) else ""
+            raise _Mismatch(where, expected, value, detail) from None
+    if issubclass(tp, enum.Enum):
+        return _convert_enum(value, tp, where)
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(value, tp, where)
+    validate = getattr(tp, "model_validate", None)
+    if callable(validate):
+        try:
+            return validate(value)
+        except Exception as exc:  # pydantic's ValidationError, duck-typed
+            raise _Mismatch(where, tp.__name__, value, _first_line(exc)) from None
+    if tp in _SEQUENCES or tp is tuple or tp in _MAPPINGS:
+        return _convert_generic(value, tp, tp, where)
+    if isinstance(value, tp):
+        return value
+    raise _Mismatch(where, tp.__name__, value)
+
+
+def _convert_union(value: object, tp: Any, where: str) -> object:
+    members = typing.get_args(tp)
+    if value is None and _NONE_TYPE in members:
+        return None
+    # A value that already has one of the member types keeps it ("1" stays a str for int | str).
+    for member in members:
+        if member in (str, bool, int, float) and type(value) is member:
+            return value
+    for member in members:
+        if member is _NONE_TYPE:
+            continue
+        try:
+            return _convert(value, member, where)
+        except _Mismatch:
+            continue
+    raise _Mismatch(where, _describe(tp), value)
+
+
+def _convert_generic(value: object, tp: Any, origin: Any, where: str) -> object:
+    params = typing.get_args(tp)
+    if origin in _SEQUENCES:
+        if not isinstance(value, list):
+            raise _Mismatch(where, _describe(tp), value)
+        item = params[0] if params else Any
+        return _SEQUENCES[origin](_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(origin, type) and issubclass(origin, tuple):
+        if not isinstance(value, list):
+            raise _Mismatch(where, _describe(tp), value)
+        if not params or (len(params) == 2 and params[1] is Ellipsis):
+            kinds = [params[0] if params else Any] * len(value)
+        elif len(params) == len(value):
+            kinds = list(params)
+        else:
+            raise _Mismatch(where, _describe(tp), value, f"{len(params)} items needed")
+        pairs = enumerate(zip(value, kinds, strict=True))
+        return tuple(_convert(v, k, f"{where}[{i}]") for i, (v, k) in pairs)
+    if origin in _MAPPINGS:
+        if not isinstance(value, dict):
+            raise _Mismatch(where, _describe(tp), value)
+        key_tp, val_tp = params if len(params) == 2 else (Any, Any)
+        return {
+            _convert(k, key_tp, f"{where}[{k!r}]"): _convert(v, val_tp, f"{where}[{k!r}]")
+            for k, v in value.items()
+        }
+    return value  # Callable[...], Protocol generics, ...: nothing sensible to convert to
+
+
+def _convert_dataclass(value: object, tp: type, where: str) -> object:
+    if not isinstance(value, dict):
+        raise _Mismatch(where, f"{tp.__name__} (an object)", value)
+    hints = _type_hints(tp)
+    kwargs: dict[str, object] = {}
+    missing: list[str] = []
+    for field in dataclasses.fields(tp):
+        if not field.init:
+            continue
+        if field.name in value:
+            kwargs[field.name] = _convert(
+                value[field.name], hints.get(field.name, Any), f"{where}.{field.name}"
+            )
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            missing.append(field.name)
+    if missing:
+        raise _Mismatch(where, tp.__name__, value, f"missing field(s): {', '.join(missing)}")
+    try:
+        return tp(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise _Mismatch(where, tp.__name__, value, _first_line(exc)) from None
+
+
+def _convert_enum(value: object, tp: type[enum.Enum], where: str) -> object:
+    try:
+        return tp(value)
+    except ValueError:
+        pass
+    if isinstance(value, str) and value in tp.__members__:
+        return tp.__members__[value]
+    allowed = ", ".join(repr(m.value) for m in tp)
+    raise _Mismatch(where, f"{tp.__name__} (one of {allowed})", value)
+
+
+class _Detail(ValueError):
+    """A conversion failure whose message is worth showing to the user."""
+
+
+def _to_str(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise TypeError
+
+
+def _to_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and (word := value.strip().lower()) in _TRUE | _FALSE:
+        return word in _TRUE
+    raise TypeError
+
+
+def _to_int(value: object) -> int:
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            value = float(value)  # "3.0" is still 3; "abc" raises here
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _Detail("it has a fractional part") if isinstance(value, float) else TypeError
+
+
+def _to_float(value: object) -> float:
+    if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return float(value)
+    raise TypeError
+
+
+def _to_bytes(value: object) -> bytes:
+    text = _to_str(value)
+    if "-" in text or "_" in text:
+        return base64.urlsafe_b64decode(text)
+    return base64.b64decode(text, validate=True)
+
+
+def _to_datetime(value: object) -> datetime:
+    text = _to_str(value).strip()
+    # fromisoformat only learned "Z" in 3.11; spell it out so the intent is explicit.
+    return datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+
+
+def _to_date(value: object) -> date:
+    return date.fromisoformat(_to_str(value).strip())
+
+
+def _from_string(cls: type) -> Callable[[object], object]:
+    return lambda value: cls(_to_str(value))
+
+
+# Exact types only: a subclass (a user's own datetime or str subclass) is not converted.
+_SCALARS: dict[Any, tuple[str, Callable[[object], object]]] = {
+    str: ("str", _to_str), bool: ("bool", _to_bool), int: ("int", _to_int),
+    float: ("float", _to_float), bytes: ("bytes (a base64 string)", _to_bytes),
+    datetime: ("datetime (an ISO-8601 string)", _to_datetime),
+    date: ("date (an ISO-8601 string, YYYY-MM-DD)", _to_date),
+    Path: ("Path (a string)", _from_string(Path)),
+    PurePath: ("PurePath (a string)", _from_string(PurePath)),
+    uuid.UUID: ("UUID (a string)", _from_string(uuid.UUID)),
+    Decimal: ("Decimal (a string)", _from_string(Decimal)),
+}
+
+
+def _describe(tp: Any) -> str:
+    if isinstance(tp, type) and typing.get_origin(tp) is None:
+        return tp.__name__
+    return str(tp).replace("typing.", "").replace("NoneType", "None")
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """The JSON kind and a short repr of a value, for messages."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{_JSON_KINDS.get(type(value), type(value).__name__)} {text}"
+
+
+_JSON_KINDS = {bool: "bool", int: "int", float: "float", str: "string", list: "array",
+               dict: "object"}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

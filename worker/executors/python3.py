@@ -1,0 +1,50 @@
+"""The python3 executor: run ``main`` through ``pywrapper``, read its report from fd 3."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from worker.executors.base import Outcome, Prepared, failure, process_exited
+
+if TYPE_CHECKING:
+    from worker.process import ProcessResult
+
+MAIN_FILE = "main.py"
+ARGS_FILE = "args.json"
+
+
+def prepare(code: str, args: dict[str, object], workdir: Path) -> Prepared:
+    """Write main.py and args.json into ``workdir``; binding happens in the child."""
+    main_path = workdir / MAIN_FILE
+    args_path = workdir / ARGS_FILE
+    main_path.write_text(code, encoding="utf-8")
+    args_path.write_text(json.dumps(args), encoding="utf-8")
+    # -u: stdout/stderr unbuffered, so lines stream while the job runs.
+    # -P: keep the job's directory off sys.path until the wrapper has imported
+    #     itself, so a user file named e.g. worker.py cannot shadow it.
+    argv = [sys.executable, "-u", "-P", "-m", "worker.executors.pywrapper",
+            str(main_path), str(args_path)]
+    return Prepared(argv=argv, env={}, result_fd=True)
+
+
+def interpret(run: ProcessResult) -> Outcome:
+    """The wrapper's report if it wrote one, else how the process died."""
+    if run.payload is None:
+        return process_exited(run, "python3 job")
+    try:
+        report = json.loads(run.payload)
+        if report["ok"] is True:
+            return Outcome(ok=True, result=report["result"])
+        error = report["error"]
+        if report["ok"] is False and all(isinstance(error[k], str) for k in _ERROR_KEYS):
+            return Outcome(ok=False, error={k: error[k] for k in _ERROR_KEYS})
+    except (ValueError, TypeError, KeyError):
+        pass
+    head = run.payload[:200].decode("utf-8", errors="replace")
+    return failure("WrapperError", f"the python3 wrapper's report is malformed: {head!r}")
+
+
+_ERROR_KEYS = ("name", "message", "traceback")

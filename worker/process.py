@@ -1,0 +1,352 @@
+"""Run one prepared job command: stream its output lines, enforce its timeout, kill its group.
+
+One ``ProcessRun`` per job, called from a worker thread. The child gets its
+own session (so its whole process group can be killed), exactly the
+environment it is given, /dev/null as stdin, and separate stdout/stderr pipes
+that one reader thread splits into lines. Lines go to the ``sink`` in batches
+from a single flusher thread, every ``flush_interval_s`` or ``max_batch`` lines,
+so a job that prints for a minute shows its lines during that minute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from worker.executors.base import Prepared
+
+TAIL_LINES = 100
+MAX_BUFFERED_LINES = 20_000  # past this the reader waits for the sink: memory stays bounded
+TRUNCATED = " …[truncated]"
+_READ_SIZE = 65536
+_ABANDON_READS = 16  # a process outside the group may keep writing: stop after 1 MiB
+
+# subprocess cannot renumber an extra descriptor, and preexec_fn is unsafe in a
+# threaded worker, so a tiny launcher moves the result pipe onto fd 3 and execs
+# the real command (same pid). It execs with the environment it was started
+# with, read back from /proc, because Python's C-locale coercion may have
+# added LC_CTYPE to its own.
+_FD3_LAUNCHER = """\
+import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+try:
+    with open("/proc/self/environ", "rb") as f:
+        env = dict(v.split(b"=", 1) for v in f.read().split(b"\\0") if b"=" in v)
+except OSError:
+    env = os.environb
+try:
+    os.execvpe(sys.argv[2], sys.argv[2:], env)
+except OSError as exc:
+    sys.stderr.write(f"cannot run {sys.argv[2]}: {exc}\\n")
+    os._exit(127)
+"""
+
+
+class LogLine(NamedTuple):
+    """One output line: wall-clock milliseconds, "stdout" or "stderr", text without newline."""
+
+    ts_ms: int
+    stream: str
+    line: str
+
+
+LogSink = Callable[[list[LogLine]], None]
+
+
+@dataclass
+class ProcessResult:
+    """How a run ended. ``signal`` is set when the process was killed by one."""
+
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    canceled: bool
+    payload: bytes | None  # what the child wrote on fd 3, None if nothing
+    stderr_tail: list[str]
+    stdout_tail: list[str]
+    duration_ms: int
+    timeout_s: float = 0.0
+    sink_error: BaseException | None = field(default=None, compare=False)  # sink was stopped
+
+
+class ProcessRun:
+    """Run one prepared command to completion; ``cancel`` may be called from any thread."""
+
+    def __init__(
+        self, prepared: Prepared, *, workdir: Path, env: dict[str, str], timeout_s: float,
+        sink: LogSink, flush_interval_s: float = 0.05, max_batch: int = 200,
+        max_line_bytes: int = 65536, kill_grace_s: float = 2.0,
+    ) -> None:
+        self.prepared, self.workdir, self.env, self.timeout_s = prepared, workdir, env, timeout_s
+        self.kill_grace_s = kill_grace_s
+        self._sink, self._flush_interval_s, self._max_batch = sink, flush_interval_s, max_batch
+        self._max_line_bytes = max_line_bytes
+        self._cancel = threading.Event()
+        self._wake = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the run to stop: SIGTERM to the process group, SIGKILL after the grace period."""
+        self._cancel.set()
+        self._wake.set()
+
+    def run(self) -> ProcessResult:
+        """Spawn, stream, wait; return how it ended. Blocks until the whole group is gone."""
+        batcher = _Batcher(self._sink, self._flush_interval_s, self._max_batch)
+        if self._cancel.is_set():
+            batcher.close()
+            return self._result(batcher, None, None, canceled=True, timed_out=False)
+        argv, read_fd, write_fd = list(self.prepared.argv), None, None
+        if self.prepared.result_fd:
+            read_fd, write_fd = _result_pipe()
+            argv = [sys.executable, "-I", "-S", "-c", _FD3_LAUNCHER, str(write_fd), *argv]
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                pass_fds=() if write_fd is None else (write_fd,),
+            )
+        except OSError as exc:
+            if read_fd is not None:
+                os.close(read_fd)
+            batcher.tails["stderr"].append(f"cannot start {argv[0]}: {exc}")
+            batcher.close()
+            return self._result(batcher, 127, None, canceled=False, timed_out=False)
+        finally:
+            if write_fd is not None:
+                os.close(write_fd)  # the child holds the only write end now: EOF when it exits
+        assert proc.stdout is not None and proc.stderr is not None
+        streams: dict[int, str] = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+        reader = _Reader(streams, read_fd, batcher, self._max_line_bytes)
+        reader.start()
+        try:
+            timed_out, canceled = self._supervise(proc)
+        finally:
+            _killpg(proc.pid, signal.SIGKILL)  # whatever the job left behind in its group
+            returncode = proc.wait()
+        duration_ms = int((time.monotonic() - started) * 1000)
+        # Processes that left the group may still hold the pipes: stop waiting for them.
+        reader.finish(self.kill_grace_s)
+        batcher.close()
+        proc.stdout.close()
+        proc.stderr.close()
+        payload = bytes(reader.payload) if reader.payload else None
+        exit_code, sig = (None, -returncode) if returncode < 0 else (returncode, None)
+        return self._result(batcher, exit_code, sig, canceled=canceled, timed_out=timed_out,
+                            payload=payload, duration_ms=duration_ms)
+
+    def _supervise(self, proc: subprocess.Popen[bytes]) -> tuple[bool, bool]:
+        """Wait for the main child to exit, terminating it on timeout or cancel."""
+        exited = threading.Event()
+        threading.Thread(target=self._await_exit, args=(proc.pid, exited), daemon=True,
+                         name=f"gristmill-wait-{proc.pid}").start()
+        deadline = time.monotonic() + self.timeout_s
+        reason: str | None = None
+        kill_at: float | None = None
+        while not exited.is_set():
+            now = time.monotonic()
+            if reason is None and (self._cancel.is_set() or now >= deadline):
+                reason = "cancel" if self._cancel.is_set() else "timeout"
+                _killpg(proc.pid, signal.SIGTERM)
+                kill_at = now + self.kill_grace_s
+            elif kill_at is not None and now >= kill_at:
+                _killpg(proc.pid, signal.SIGKILL)
+                kill_at = None
+            wait_until = deadline if reason is None else kill_at
+            self._wake.wait(None if wait_until is None else max(0.0, wait_until - now))
+            self._wake.clear()  # every flag is re-checked at the top, so no wake-up is lost
+        return reason == "timeout", reason == "cancel"
+
+    def _await_exit(self, pid: int, exited: threading.Event) -> None:
+        # WNOWAIT leaves the child a zombie, so its pid (the group id) cannot be
+        # reused before run() has killed the rest of the group and reaped it.
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        exited.set()
+        self._wake.set()
+
+    def _result(self, batcher: _Batcher, exit_code: int | None, sig: int | None, *,
+                canceled: bool, timed_out: bool, payload: bytes | None = None,
+                duration_ms: int = 0) -> ProcessResult:
+        tails = batcher.tails
+        return ProcessResult(
+            exit_code=exit_code, signal=sig, timed_out=timed_out, canceled=canceled,
+            payload=payload, stderr_tail=list(tails["stderr"]), stdout_tail=list(tails["stdout"]),
+            duration_ms=duration_ms, timeout_s=self.timeout_s, sink_error=batcher.error,
+        )
+
+
+class _Batcher:
+    """Collects lines from the reader and hands them to the sink from one flusher thread."""
+
+    def __init__(self, sink: LogSink, interval_s: float, max_batch: int) -> None:
+        self._sink, self._interval_s, self._max_batch = sink, interval_s, max(1, max_batch)
+        self._lines: deque[LogLine] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.error: BaseException | None = None
+        self.tails = {s: deque[str](maxlen=TAIL_LINES) for s in ("stdout", "stderr")}
+        self._thread = threading.Thread(target=self._flush_loop, daemon=True, name="gristmill-logs")
+        self._thread.start()
+
+    def put(self, line: LogLine) -> None:
+        self.tails[line.stream].append(line.line)
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._lines) < MAX_BUFFERED_LINES or self.error)
+            if self.error is None:  # after a sink failure lines are dropped, pipes still drained
+                self._lines.append(line)
+                if len(self._lines) in (1, self._max_batch):
+                    self._cond.notify_all()
+
+    def close(self) -> None:
+        """Flush what is left and stop the flusher."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._lines or self._closed)
+                if not self._lines:
+                    return
+                self._cond.wait_for(
+                    lambda: len(self._lines) >= self._max_batch or self._closed,
+                    timeout=self._interval_s,
+                )
+                count = min(len(self._lines), self._max_batch)
+                batch = [self._lines.popleft() for _ in range(count)]
+                self._cond.notify_all()  # room for a reader waiting on a full buffer
+            try:
+                self._sink(batch)
+            except BaseException as exc:  # stored for the caller; the job itself goes on
+                with self._cond:
+                    self.error = exc
+                    self._lines.clear()
+                    self._cond.notify_all()
+                return
+
+
+class _Reader(threading.Thread):
+    """Reads stdout, stderr and the result pipe with one selector until EOF on all of them."""
+
+    def __init__(self, streams: dict[int, str], result_fd: int | None, batcher: _Batcher,
+                 max_line_bytes: int) -> None:
+        super().__init__(daemon=True, name="gristmill-reader")
+        self._splitters = {fd: _LineSplitter(name, max_line_bytes, batcher.put)
+                           for fd, name in streams.items()}
+        self._result_fd = result_fd
+        self.payload = bytearray()
+        self._stop_r, self._stop_w = os.pipe()
+        self._abandon = False
+
+    def finish(self, grace_s: float) -> None:
+        """Wait up to ``grace_s`` for EOF, then take what is buffered and stop."""
+        self.join(grace_s)
+        if self.is_alive():
+            self._abandon = True
+            os.write(self._stop_w, b"x")
+            self.join()
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+        if self._result_fd is not None:
+            os.close(self._result_fd)
+
+    def run(self) -> None:
+        fds = [*self._splitters, *([self._result_fd] if self._result_fd is not None else [])]
+        with selectors.DefaultSelector() as sel:
+            for fd in [*fds, self._stop_r]:
+                sel.register(fd, selectors.EVENT_READ)
+            open_fds = set(fds)
+            while open_fds and not self._abandon:
+                for key, _ in sel.select():
+                    if key.fd != self._stop_r and not self._read(key.fd):
+                        sel.unregister(key.fd)
+                        open_fds.discard(key.fd)
+            for fd in open_fds:  # abandoned: take what is already in the pipes, boundedly
+                os.set_blocking(fd, False)
+                for _ in range(_ABANDON_READS):
+                    if not self._read_nonblocking(fd):
+                        break
+        for splitter in self._splitters.values():
+            splitter.close()
+
+    def _read(self, fd: int) -> bool:
+        data = os.read(fd, _READ_SIZE)
+        if fd == self._result_fd:
+            self.payload += data
+        elif data:
+            self._splitters[fd].feed(data)
+        return bool(data)
+
+    def _read_nonblocking(self, fd: int) -> bool:
+        try:
+            return self._read(fd)
+        except BlockingIOError:
+            return False
+
+
+class _LineSplitter:
+    """Splits a byte stream into lines, cutting overlong ones at ``max_bytes``."""
+
+    def __init__(self, stream: str, max_bytes: int, emit: Callable[[LogLine], None]) -> None:
+        self._stream, self._max, self._emit = stream, max_bytes, emit
+        self._buf = bytearray()
+        self._skipping = False  # inside an overlong line already emitted truncated
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        while (nl := self._buf.find(b"\n")) >= 0:
+            line = bytes(self._buf[:nl])
+            del self._buf[: nl + 1]
+            if self._skipping:
+                self._skipping = False
+            else:
+                self._send(line)
+        if len(self._buf) > self._max and not self._skipping:
+            self._send(bytes(self._buf))
+            self._skipping = True
+        if self._skipping:
+            self._buf.clear()
+
+    def close(self) -> None:
+        if self._buf and not self._skipping:
+            self._send(bytes(self._buf))
+        self._buf.clear()
+
+    def _send(self, raw: bytes) -> None:
+        if len(raw) > self._max:
+            text = raw[: self._max].decode("utf-8", errors="replace") + TRUNCATED
+        else:
+            text = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+        self._emit(LogLine(time.time_ns() // 1_000_000, self._stream, text))
+
+
+def _result_pipe() -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    # Numbered 3 or above, so it cannot clash with the child's 0-2 even if the
+    # worker runs with one of its standard streams closed.
+    moved = fcntl.fcntl(write_fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(write_fd)
+    return read_fd, moved
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+        os.killpg(pgid, sig)
