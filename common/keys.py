@@ -78,6 +78,12 @@ class GroupKeys:
     def done(self, job_id: str) -> str:
         return f"{self.prefix}:done:{job_id}"
 
+    def attempts(self, job_id: str) -> str:
+        return f"{self.prefix}:attempts:{job_id}"
+
+    def control(self, worker_id: str) -> str:
+        return f"{self.prefix}:control:{worker_id}"
+
 
 @dataclass(frozen=True)
 class Keys:

@@ -55,8 +55,12 @@ COMPLETE = _load("complete")
 RECOVER = _load("recover")
 REJECT = _load("reject")
 DEPLOY_SCRIPT = _load("deploy_script")
+RETRY = _load("retry")
+RELEASE = _load("release")
+CANCEL = _load("cancel")
 
-ALL = (ENQUEUE, PROMOTE, START, APPEND_LOGS, COMPLETE, RECOVER, REJECT, DEPLOY_SCRIPT)
+ALL = (ENQUEUE, PROMOTE, START, APPEND_LOGS, COMPLETE, RECOVER, REJECT, DEPLOY_SCRIPT, RETRY,
+       RELEASE, CANCEL)
 
 
 def load_all(client: redis.Redis) -> None:

@@ -35,7 +35,7 @@ TERMINAL_STATUSES = frozenset({Status.SUCCESS, Status.FAILURE, Status.CANCELED})
 # Fields stored as integers in the record (epoch ms, counters).
 _INT_FIELDS = frozenset(
     {"scheduled_for", "created_at", "started_at", "completed_at", "priority", "timeout_s",
-     "attempt", "duration_ms"}
+     "attempt", "duration_ms", "restarts", "retries"}
 )
 
 
@@ -66,6 +66,8 @@ class Job(BaseModel):
     timeout_s: int | None = None
     retry: dict[str, Any] | None = None
     attempt: int = 0
+    restarts: int = 0
+    retries: int = 0
     worker: str | None = None
     claim: str | None = None
     result: Any = None
@@ -75,6 +77,8 @@ class Job(BaseModel):
     canceled_reason: str | None = None
     schedule_path: str | None = None
     raw_spec: str | None = None
+    cancel_requested: str | None = None
+    skip_if_running: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -16,7 +16,7 @@ import redis
 from common import codec, lua, metrics
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
-from common.errors import DuplicateJob, NotFound
+from common.errors import DuplicateJob, GristmillError, NotFound
 from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, Keys
 from common.models import Job, Status
 
@@ -153,11 +153,19 @@ class Store:
         )
         return int(appended) >= 0
 
+    def _entry(self, job: Job, status: str, fields: dict[str, Any]) -> bytes:
+        """This attempt's line in the job's attempt history."""
+        return codec.pack({
+            "attempt": job.attempt, "worker": job.worker, "status": status,
+            "started_at": job.started_at, "completed_at": self.clock(),
+            "duration_ms": fields.get("duration_ms"), "error": fields.get("error"),
+        })
+
     @redis_errors
     def complete(
         self, job: Job, status: Status, fields: dict[str, Any], *, retention_s: int
     ) -> int:
-        """Write an attempt's outcome: 1 done, 2 already done by this claim, 0 fenced off."""
+        """Write an attempt's final outcome: 1 done, 2 already done by this claim, 0 fenced off."""
         g = self.keys.group(job.group)
         worker = job.worker or ""
         encoded = {k: codec.pack(v) if k in codec.PACKED_FIELDS else v for k, v in fields.items()}
@@ -165,9 +173,10 @@ class Store:
             lua.COMPLETE(
                 self.client,
                 [g.job(job.id), g.running(worker), g.completed, g.logs(job.id),
-                 g.done(job.id), g.events],
+                 g.done(job.id), g.events, g.attempts(job.id)],
                 [job.id, worker, job.claim or "", self.clock(), retention_s, DONE_TTL_S,
-                 EVENTS_MAXLEN, status.value, *_flatten(encoded)],
+                 EVENTS_MAXLEN, status.value, self._entry(job, status.value, fields),
+                 *_flatten(encoded)],
             )
         )
         if outcome == 1:
@@ -175,6 +184,65 @@ class Store:
                 group=job.group, kind=job.kind.value, status=status.value
             ).inc()
         return outcome
+
+    @redis_errors
+    def retry(self, job: Job, fields: dict[str, Any], *, at_ms: int) -> bool:
+        """Put a failed attempt back in the queue for ``at_ms``; False when fenced off."""
+        g = self.keys.group(job.group)
+        worker = job.worker or ""
+        requeued = lua.RETRY(
+            self.client,
+            [g.job(job.id), g.running(worker), g.scheduled, g.ready, g.wake, g.events,
+             g.attempts(job.id)],
+            [job.id, worker, job.claim or "", self.clock(), at_ms, EVENTS_MAXLEN,
+             self._entry(job, Status.FAILURE.value, fields), codec.pack(fields.get("error"))],
+        )
+        return bool(requeued)
+
+    @redis_errors
+    def release(self, job: Job) -> bool:
+        """Give an unfinished job back (worker stopping): head of ready, nothing counted."""
+        g = self.keys.group(job.group)
+        worker = job.worker or ""
+        released = lua.RELEASE(
+            self.client,
+            [g.job(job.id), g.running(worker), g.ready, g.events, g.attempts(job.id)],
+            [job.id, worker, job.claim or "", EVENTS_MAXLEN, self._entry(job, "released", {})],
+        )
+        return bool(released)
+
+    @redis_errors
+    def cancel(self, job_id: str, *, by: str, reason: str, retention_s: int) -> str:
+        """Cancel a job: ``canceled`` (was queued), ``requested`` (its worker will stop it).
+
+        Raises NotFound, or GristmillError when the job already completed.
+        """
+        for _ in range(10):
+            job = self.get_job(job_id)
+            g = self.keys.group(job.group)
+            answer = lua.CANCEL(
+                self.client,
+                [g.job(job_id), g.scheduled, g.ready, g.completed, g.logs(job_id), g.done(job_id),
+                 g.events, g.attempts(job_id), g.control(job.worker or "")],
+                [job_id, self.clock(), by, reason, retention_s, DONE_TTL_S, EVENTS_MAXLEN,
+                 job.worker or "" if job.status == Status.RUNNING else ""],
+            )
+            verdict = [part.decode() for part in answer]
+            if verdict[0] == "missing":
+                raise NotFound(f"no job {job_id}")
+            if verdict[0] == "completed":
+                raise GristmillError(
+                    f"job {job_id} already completed ({verdict[1]}); there is nothing to cancel"
+                )
+            if verdict[0] != "moved":
+                return verdict[0]
+        raise GristmillError(f"job {job_id} kept changing state; try again")
+
+    @redis_errors
+    def attempts(self, job: Job) -> list[dict[str, Any]]:
+        """The history of the job's finished attempts, oldest first."""
+        raw = self.client.lrange(self.keys.group(job.group).attempts(job.id), 0, -1)
+        return [codec.unpack(entry) for entry in raw]
 
     @redis_errors
     def recover(
@@ -185,13 +253,13 @@ class Store:
         error = codec.pack({
             "name": "WorkerLost",
             "message": f"worker {dead_worker} stopped answering while running this job, "
-            f"and the job already ran {max_restarts + 1} times",
+            f"and the job was already restarted {max_restarts} times",
             "traceback": "",
         })
         outcome = lua.RECOVER(
             self.client,
             [g.job(job_id), g.running(dead_worker), g.ready, g.completed, g.logs(job_id),
-             g.done(job_id), g.events],
+             g.done(job_id), g.events, g.attempts(job_id)],
             [job_id, dead_worker, self.clock(), max_restarts, retention_s, DONE_TTL_S,
              EVENTS_MAXLEN, error],
         )

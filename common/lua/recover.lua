@@ -7,6 +7,7 @@
 -- KEYS[5] gm:{wg:G}:logs:<id>          STREAM the job's logs
 -- KEYS[6] gm:{wg:G}:done:<id>          LIST   wakes waiters
 -- KEYS[7] gm:{wg:G}:events             STREAM lifecycle events
+-- KEYS[8] gm:{wg:G}:attempts:<id>      LIST   attempt history
 -- ARGV[1] job id
 -- ARGV[2] dead worker id
 -- ARGV[3] now (epoch ms)
@@ -16,40 +17,63 @@
 -- ARGV[7] events stream cap
 -- ARGV[8] error (msgpack) written when no restart is left
 --
--- Returns 'requeued' (back at the head of ready), 'failed' (completed as
--- failure with WorkerLost: it already ran 1 + max restarts times) or 'dropped'
--- (the job is not that worker's any more; only removed from its list).
--- Conditional on the record, so two schedulers never recover a job twice.
+-- Returns 'requeued' (back at the head of ready, one restart counted),
+-- 'failed' (completed as failure with WorkerLost: it was already restarted
+-- max-restarts times), 'canceled' (a cancel was requested: it is honoured
+-- instead of a restart) or 'dropped' (the id is not that worker's any more;
+-- nothing else changes). Conditional on the record and on the id still being
+-- in the dead worker's list, so two schedulers never recover a job twice.
 
-local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt')
-local status, worker, attempt = cur[1], cur[2], tonumber(cur[3] or '0')
 if redis.call('LREM', KEYS[2], 0, ARGV[1]) == 0 then
-  -- Not in the dead worker's list (any more): another scheduler got here first.
   return 'dropped'
 end
+local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'restarts', 'cancel_requested',
+                       'attempt', 'started_at')
+local status, worker = cur[1], cur[2]
+local restarts = tonumber(cur[3] or '0')
 
 if status == 'queued' then
-  -- Taken off ready but never started: put it back, no attempt was used.
+  -- Taken off ready but never started: put it back, nothing was used.
   redis.call('LPUSH', KEYS[3], ARGV[1])
   return 'requeued'
 end
 if status ~= 'running' or worker ~= ARGV[2] then
   return 'dropped'
 end
-if attempt > tonumber(ARGV[4]) then
-  redis.call('HSET', KEYS[1], 'status', 'failure', 'completed_at', ARGV[3], 'error', ARGV[8])
+
+local outcome = 'lost'
+local final = nil
+if cur[4] then
+  final = 'canceled'
+elseif restarts >= tonumber(ARGV[4]) then
+  final = 'failure'
+end
+redis.call('RPUSH', KEYS[8], cmsgpack.pack({
+  attempt = tonumber(cur[5] or '0'), worker = worker, status = outcome,
+  started_at = tonumber(cur[6] or '0'), completed_at = tonumber(ARGV[3]),
+}))
+if final then
+  redis.call('HSET', KEYS[1], 'status', final, 'completed_at', ARGV[3])
+  if final == 'failure' then
+    redis.call('HSET', KEYS[1], 'error', ARGV[8])
+  end
   redis.call('HDEL', KEYS[1], 'claim')
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   redis.call('EXPIRE', KEYS[5], ARGV[5])
-  redis.call('LPUSH', KEYS[6], 'failure')
+  redis.call('EXPIRE', KEYS[8], ARGV[5])
+  redis.call('LPUSH', KEYS[6], final)
   redis.call('EXPIRE', KEYS[6], ARGV[6])
   redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[7], '*', 'event', 'completed', 'id', ARGV[1],
-             'status', 'failure')
-  return 'failed'
+             'status', final)
+  if final == 'failure' then
+    return 'failed'
+  end
+  return 'canceled'
 end
 redis.call('HSET', KEYS[1], 'status', 'queued')
 redis.call('HDEL', KEYS[1], 'worker', 'claim')
+redis.call('HINCRBY', KEYS[1], 'restarts', 1)
 redis.call('LPUSH', KEYS[3], ARGV[1])
 redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[7], '*', 'event', 'requeued', 'id', ARGV[1],
            'worker', ARGV[2])
