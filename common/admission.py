@@ -70,6 +70,7 @@ class Admission:
                 f"permissioned_as: {created_by} may not run jobs as {permissioned_as}"
             )
         fields: dict[str, Any]
+        defaults: dict[str, Any]
         if spec.path is not None or spec.hash is not None:
             try:
                 version = self.scripts.get(spec.hash or spec.path or "")
@@ -77,11 +78,13 @@ class Admission:
                 raise SpecError(str(exc)) from None
             fields = {"kind": Kind.SCRIPT, "script_path": version.path,
                       "script_hash": version.hash, "language": version.language}
+            defaults = {"tag": version.tag, "timeout_s": version.timeout_s, "retry": version.retry}
         elif spec.code is not None:
             fields = {"kind": Kind.PREVIEW, "code": spec.code, "language": spec.language}
+            defaults = {}
         else:
             raise SpecError("flow jobs (flow_path, flow) are not supported by this version yet")
-        tag = spec.tag or fields["language"]
+        tag = spec.tag or defaults.get("tag") or fields["language"]
         if not _NAME.match(tag):
             raise SpecError(f"tag: {tag!r} is not a tag (letters, digits, _ . -, at most 64)")
         now = self.clock()
@@ -89,7 +92,8 @@ class Admission:
             id=spec.id or str(uuid.uuid4()), status=Status.QUEUED, tag=tag,
             group=self.route(tag), scheduled_for=spec.scheduled_for or now, created_at=now,
             created_by=created_by, permissioned_as=permissioned_as, args=spec.args,
-            priority=spec.priority, timeout_s=spec.timeout_s, retry=spec.retry, **fields,
+            priority=spec.priority, timeout_s=spec.timeout_s or defaults.get("timeout_s"),
+            retry=spec.retry or defaults.get("retry"), **fields,
         )
 
     def submit(self, spec: JobSpec, *, created_by: str = ADMIN_USER) -> Job:

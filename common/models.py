@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -122,8 +123,14 @@ class ScriptVersion(BaseModel):
     code: str
     created_at: int
     created_by: str = "u/admin"
+    # Defaults for the jobs of this version; a job's own values win.
+    timeout_s: int | None = None
+    retry: dict[str, Any] | None = None
+    tag: str | None = None
 
     @classmethod
     def from_redis(cls, fields: dict[bytes, bytes]) -> ScriptVersion:
-        data = {k.decode(): v.decode() for k, v in fields.items()}
+        data: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
+        if "retry" in data:
+            data["retry"] = json.loads(data["retry"])
         return cls.model_validate(data)

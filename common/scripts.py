@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from typing import Any
 
 import redis
 
@@ -14,20 +16,24 @@ from common.errors import GristmillError, NotFound, SpecError
 from common.keys import Keys
 from common.languages import LANGUAGES
 from common.models import ScriptVersion
+from common.retry import parse_policy
 
 HASH_LENGTH = 16
 _PATH = re.compile(r"^(u|g|f)/[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)+$")
 _HASH = re.compile(rf"^[0-9a-f]{{{HASH_LENGTH}}}$")
 
 
-def script_hash(path: str, language: str, code: str) -> str:
-    """The hash of one version: its path, language and content.
+def script_hash(path: str, language: str, code: str, defaults: dict[str, str] | None = None) -> str:
+    """The hash of one version: its path, language, content and job defaults.
 
     The path is part of the hash so that a hash names exactly one script
-    (and so one owner) even when two paths hold the same code.
+    (and so one owner) even when two paths hold the same code; the defaults
+    are, so that a version never changes behaviour once deployed.
     """
-    digest = hashlib.sha256(f"{path}\0{language}\0{code}".encode()).hexdigest()
-    return digest[:HASH_LENGTH]
+    text = f"{path}\0{language}\0{code}"
+    if defaults:
+        text += "\0" + json.dumps(defaults, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
 
 
 def check_path(path: str) -> str:
@@ -54,19 +60,28 @@ class ScriptStore:
 
     @redis_errors
     def deploy(
-        self, path: str, language: str, code: str, *, created_by: str = "u/admin"
+        self, path: str, language: str, code: str, *, created_by: str = "u/admin",
+        timeout_s: int | None = None, retry: dict[str, Any] | None = None, tag: str | None = None,
     ) -> tuple[ScriptVersion, bool]:
         """Save a version (idempotent); return it and whether it is new."""
         check_path(path)
         if language not in LANGUAGES:
             raise SpecError(f"unknown language {language!r}; supported: {', '.join(LANGUAGES)}")
-        digest = script_hash(path, language, code)
+        if timeout_s is not None and timeout_s <= 0:
+            raise SpecError("timeout_s must be a positive number of seconds")
+        if retry is not None:
+            parse_policy(retry)
+        defaults = {k: str(v) for k, v in (("timeout_s", timeout_s), ("tag", tag)) if v is not None}
+        if retry is not None:
+            defaults["retry"] = json.dumps(retry, sort_keys=True)
+        digest = script_hash(path, language, code, defaults)
         now = self.clock()
         try:
             created = lua.DEPLOY_SCRIPT(
                 self.client,
                 [self.keys.script(digest), self.keys.script_paths, self.keys.script_history(path)],
-                [digest, path, language, code, now, created_by],
+                [digest, path, language, code, now, created_by,
+                 *(item for pair in defaults.items() for item in pair)],
             )
         except redis.exceptions.ResponseError as exc:
             raise GristmillError(str(exc)) from exc

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from common.errors import SpecError
 from common.languages import LANGUAGES
 from common.models import Kind
+from common.retry import parse_policy
 
 RUNNABLE_FIELDS = ("path", "hash", "code", "flow_path", "flow")
 MAX_SPEC_BYTES = 8 * 1024 * 1024
@@ -66,6 +67,13 @@ class JobSpec(BaseModel):
             return {}
         if not isinstance(value, dict):
             raise ValueError(f"must be a JSON object, got {_json_type(value)}")
+        return value
+
+    @field_validator("retry")
+    @classmethod
+    def _retry(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            parse_policy(value)
         return value
 
     @field_validator("language")

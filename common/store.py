@@ -227,7 +227,7 @@ class Store:
                 [job_id, self.clock(), by, reason, retention_s, DONE_TTL_S, EVENTS_MAXLEN,
                  job.worker or "" if job.status == Status.RUNNING else ""],
             )
-            verdict = [part.decode() for part in answer]
+            verdict: list[str] = [part.decode() for part in answer]
             if verdict[0] == "missing":
                 raise NotFound(f"no job {job_id}")
             if verdict[0] == "completed":
@@ -237,6 +237,12 @@ class Store:
             if verdict[0] != "moved":
                 return verdict[0]
         raise GristmillError(f"job {job_id} kept changing state; try again")
+
+    @redis_errors
+    def next_control(self, group: str, worker_id: str, timeout_s: float) -> str | None:
+        """Block for the next job id this worker is asked to cancel."""
+        answer = self.client.blpop([self.keys.group(group).control(worker_id)], timeout=timeout_s)
+        return None if answer is None else str(answer[1].decode())
 
     @redis_errors
     def attempts(self, job: Job) -> list[dict[str, Any]]:

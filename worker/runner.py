@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from common import codec, log, metrics
 from common.clock import Clock, now_ms
 from common.errors import NotFound, RedisUnavailable
 from common.instance import InstanceSettings
 from common.models import Job, Status
+from common.retry import next_delay_s, parse_policy
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
@@ -26,6 +29,7 @@ from worker.process import LogLine, ProcessRun
 MAX_RESULT_BYTES = 8 * 1024 * 1024
 PENDING_LOG_CAP = 20_000
 RETRY_BACKOFF_MAX_S = 5.0
+T = TypeVar("T")
 
 
 def failure(name: str, message: str) -> Outcome:
@@ -81,11 +85,24 @@ class JobRunner:
         self.settings = settings
         self.clock = clock
         self._active: dict[str, ProcessRun] = {}
+        self._cancel_pending: set[str] = set()
+        self._releasing = False
         self._lock = threading.Lock()
         self._script_code = lru_cache(maxsize=512)(scripts.by_hash)
 
-    def cancel_all(self) -> None:
+    def cancel(self, job_id: str) -> None:
+        """Kill a running job's process (a cancel request); remembered if it has not spawned yet."""
         with self._lock:
+            run = self._active.get(job_id)
+            if run is None:
+                self._cancel_pending.add(job_id)
+        if run is not None:
+            run.cancel()
+
+    def release_all(self) -> None:
+        """Stop every running job and give it back to the queue (the worker is stopping)."""
+        with self._lock:
+            self._releasing = True
             runs = list(self._active.values())
         for run in runs:
             run.cancel()
@@ -93,6 +110,13 @@ class JobRunner:
     def run(self, job: Job, instance: InstanceSettings) -> None:
         """Run ``job`` to its outcome and write it."""
         jlog = log.get(job_id=job.id, worker_id=job.worker, group=job.group)
+        if self._overlaps(job):
+            self._finish(job, Status.CANCELED, {
+                "canceled_by": "schedule", "duration_ms": 0,
+                "canceled_reason": f"skipped: the previous run {job.skip_if_running} "
+                "is still running (no-overlap schedule)",
+            }, instance, jlog)
+            return
         started = time.monotonic()
         sink = LogSink(self.store, job)
         workdir = Path(tempfile.mkdtemp(prefix="gristmill-job-"))
@@ -106,11 +130,31 @@ class JobRunner:
         if sink.fenced:
             jlog.warning("attempt fenced off while running; outcome discarded")
             return
+        with self._lock:
+            self._cancel_pending.discard(job.id)
+            releasing = self._releasing
+        if releasing and outcome.error is not None and outcome.error["name"] == "Canceled":
+            if self._write(lambda: self.store.release(job)):
+                jlog.info("job released: worker stopping")
+            return
         self._complete(job, outcome, duration_ms, instance, jlog)
+
+    def _overlaps(self, job: Job) -> bool:
+        """A no-overlap schedule's fire whose previous run has not finished yet."""
+        if job.skip_if_running is None:
+            return False
+        try:
+            previous = self.store.get_job(job.skip_if_running)
+        except NotFound:
+            return False
+        return not previous.is_terminal
 
     def _execute(
         self, job: Job, instance: InstanceSettings, workdir: Path, sink: LogSink
     ) -> Outcome:
+        with self._lock:
+            if job.id in self._cancel_pending or self._releasing:
+                return failure("Canceled", "job was canceled before it started")
         try:
             code, language = self._code(job)
             prepared = prepare(language, code, job.args, workdir)
@@ -126,6 +170,8 @@ class JobRunner:
         sink.run = run
         with self._lock:
             self._active[job.id] = run
+            if job.id in self._cancel_pending or self._releasing:
+                run.cancel()
         try:
             return interpret(language, run.run())
         finally:
@@ -142,6 +188,7 @@ class JobRunner:
         self, job: Job, outcome: Outcome, duration_ms: int, instance: InstanceSettings,
         jlog: Any,
     ) -> None:
+        """Decide the status (success, retry, failure, canceled) and write it."""
         fields: dict[str, Any] = {"duration_ms": duration_ms}
         if outcome.ok and len(codec.pack(outcome.result)) > MAX_RESULT_BYTES:
             outcome = failure(
@@ -150,20 +197,55 @@ class JobRunner:
                 "store large data elsewhere and return a reference",
             )
         if outcome.ok:
-            status, fields["result"] = Status.SUCCESS, outcome.result
-        else:
-            status, fields["error"] = Status.FAILURE, outcome.error
-        delay = 0.1
-        while True:
-            try:
-                answer = self.store.complete(job, status, fields, retention_s=instance.retention_s)
-                break
-            except RedisUnavailable:
-                # The outcome is kept in memory and written once Redis is back.
-                metrics.REDIS_ERRORS.labels(process="worker").inc()
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_BACKOFF_MAX_S)
+            fields["result"] = outcome.result
+            self._finish(job, Status.SUCCESS, fields, instance, jlog)
+            return
+        error = outcome.error or {"name": "Error", "message": "", "traceback": ""}
+        if error["name"] == "Canceled" and self._cancel_was_requested(job):
+            self._finish(job, Status.CANCELED, fields, instance, jlog)
+            return
+        fields["error"] = error
+        delay = self._retry_delay(job, error["name"])
+        if delay is not None:
+            at_ms = self.clock() + int(delay * 1000)
+            if self._write(lambda: self.store.retry(job, fields, at_ms=at_ms)):
+                jlog.info("job failed; retrying", error=error["name"], retry=job.retries + 1,
+                          in_s=round(delay, 3))
+            else:
+                jlog.warning("late retry refused: the job moved on to another attempt")
+            return
+        self._finish(job, Status.FAILURE, fields, instance, jlog)
+
+    def _cancel_was_requested(self, job: Job) -> bool:
+        try:
+            return self.store.get_job(job.id).cancel_requested is not None
+        except (NotFound, RedisUnavailable):
+            return True  # killed on request of cancel() all the same
+
+    def _retry_delay(self, job: Job, error_name: str) -> float | None:
+        if not job.retry:
+            return None
+        return next_delay_s(parse_policy(job.retry), job.retries, error_name, random.random())
+
+    def _finish(
+        self, job: Job, status: Status, fields: dict[str, Any], instance: InstanceSettings,
+        jlog: Any,
+    ) -> None:
+        answer = self._write(
+            lambda: self.store.complete(job, status, fields, retention_s=instance.retention_s)
+        )
         if answer == 0:
             jlog.warning("late completion refused: the job moved on to another attempt")
         else:
-            jlog.info("job completed", status=status.value, duration_ms=duration_ms)
+            jlog.info("job completed", status=status.value, duration_ms=fields.get("duration_ms"))
+
+    def _write(self, write: Callable[[], T]) -> T:
+        """Run a write until Redis takes it: an outcome is kept in memory through an outage."""
+        delay = 0.1
+        while True:
+            try:
+                return write()
+            except RedisUnavailable:
+                metrics.REDIS_ERRORS.labels(process="worker").inc()
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_BACKOFF_MAX_S)

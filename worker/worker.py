@@ -73,8 +73,8 @@ class Worker:
     def run(self) -> None:
         """Work until :meth:`stop`; then let running jobs finish."""
         self._heartbeat_once()
-        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        beat.start()
+        for loop in (self._heartbeat_loop, self._control_loop):
+            threading.Thread(target=loop, name=loop.__name__, daemon=True).start()
         self.log.info("worker started", concurrency=self.concurrency)
         try:
             self._claim_loop()
@@ -90,8 +90,9 @@ class Worker:
         self._stopping.set()
 
     def kill_running(self) -> None:
-        """Kill the processes of running jobs (after the grace period)."""
-        self._runner.cancel_all()
+        """Grace period over: stop running jobs and give them back to the queue."""
+        self.log.warning("grace period over; releasing running jobs")
+        self._runner.release_all()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -155,6 +156,18 @@ class Worker:
                 )
         except RedisUnavailable:
             self.log.warning("could not release running list; the scheduler will recover it")
+
+    def _control_loop(self) -> None:
+        """Cancel requests for jobs this worker runs arrive on its control list."""
+        while not self._exited.is_set():
+            try:
+                job_id = self.store.next_control(self.group, self.worker_id, self.claim_block_s)
+            except RedisUnavailable:
+                self._exited.wait(1.0)
+                continue
+            if job_id is not None:
+                self.log.info("cancel requested", job_id=job_id)
+                self._runner.cancel(job_id)
 
     # -- heartbeat -------------------------------------------------------------------------
 

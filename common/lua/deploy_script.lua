@@ -4,6 +4,7 @@
 -- KEYS[2] gm:{scripts}:paths            HASH  path -> latest hash
 -- KEYS[3] gm:{scripts}:history:<path>   LIST  hashes of the path, oldest first
 -- ARGV[1] hash  ARGV[2] path  ARGV[3] language  ARGV[4] code  ARGV[5] now  ARGV[6] created_by
+-- ARGV[7..] optional defaults for the version's jobs: field, value, ... (timeout_s, retry, tag)
 --
 -- Returns 1 when the version is new, 0 when the same content was deployed
 -- before (it becomes the latest again if it was not). A different content
@@ -18,6 +19,9 @@ if existing[1] then
 else
   redis.call('HSET', KEYS[1], 'hash', ARGV[1], 'path', ARGV[2], 'language', ARGV[3],
              'code', ARGV[4], 'created_at', ARGV[5], 'created_by', ARGV[6])
+  if #ARGV >= 7 then
+    redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+  end
   created = 1
 end
 if redis.call('HGET', KEYS[2], ARGV[2]) ~= ARGV[1] then
