@@ -35,6 +35,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", help="your own job UUID; a repeated id is not run twice")
     parser.add_argument("--timeout", type=int, metavar="SECONDS", help="kill the job after this")
     parser.add_argument("--priority", type=int, default=0, help="> 0 jumps the ready queue")
+    parser.add_argument("--retry", metavar="JSON",
+                        help='retry policy, e.g. \'{"constant": {"attempts": 3, "seconds": 10}}\'')
     parser.add_argument("--wait", action="store_true",
                         help="wait, print the result, exit 1 when the job failed")
 
@@ -42,9 +44,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 def _spec_options(ns: argparse.Namespace) -> dict[str, Any]:
     from common.clock import now_ms
 
-    args = json.loads(ns.args_json) if ns.args_json else {}
-    if not isinstance(args, dict):
-        raise GristmillError("--args-json must be a JSON object")
+    args = _json_object(ns.args_json, "--args-json") if ns.args_json else {}
     args.update(parse_arg_pairs(ns.arg))
     spec: dict[str, Any] = {"args": args, "priority": ns.priority}
     if ns.at:
@@ -54,7 +54,19 @@ def _spec_options(ns: argparse.Namespace) -> dict[str, Any]:
     for key, value in (("tag", ns.tag), ("id", ns.id), ("timeout_s", ns.timeout)):
         if value is not None:
             spec[key] = value
+    if ns.retry:
+        spec["retry"] = _json_object(ns.retry, "--retry")
     return spec
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise GristmillError(f"{option} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise GristmillError(f"{option} must be a JSON object")
+    return value
 
 
 def _submit(spec: dict[str, Any], wait: bool) -> int:
@@ -92,7 +104,10 @@ def cmd_script_deploy(ns: argparse.Namespace) -> int:
     language = ns.language or EXTENSIONS.get(path.suffix)
     if language is None:
         raise GristmillError(f"cannot tell the language of {path.name}; pass --language")
-    version, new = _client().deploy_script(ns.path, path.read_text(), language)
+    version, new = _client().scripts.deploy(
+        ns.path, language, path.read_text(), timeout_s=ns.timeout, tag=ns.tag,
+        retry=_json_object(ns.retry, "--retry") if ns.retry else None,
+    )
     print(version.hash)
     if not new:
         print(f"(identical to an existing version of {ns.path})", file=sys.stderr)
@@ -110,11 +125,34 @@ def cmd_script_show(ns: argparse.Namespace) -> int:
 
 
 def cmd_job_get(ns: argparse.Namespace) -> int:
-    job = _client().get_job(ns.id)
+    client = _client()
+    job = client.get_job(ns.id)
+    attempts = client.store.attempts(job)
     if ns.json:
-        print(json.dumps(fmt.job_json(job), indent=2, ensure_ascii=False))
+        print(json.dumps({**fmt.job_json(job), "attempts": attempts}, indent=2,
+                         ensure_ascii=False, default=str))
     else:
-        print(fmt.job_details(job))
+        print(fmt.job_details(job, attempts))
+    return 0
+
+
+def cmd_job_cancel(ns: argparse.Namespace) -> int:
+    outcome = _client().cancel(ns.id, reason=ns.reason)
+    print(f"{ns.id}: {'canceled' if outcome == 'canceled' else 'cancel requested; its worker stops it'}")
+    return 0
+
+
+def cmd_jobs_cancel(ns: argparse.Namespace) -> int:
+    client = _client()
+    jobs = client.list_jobs(status=Status(ns.status), group=ns.group, limit=ns.limit)
+    done = 0
+    for job in jobs:
+        try:
+            client.cancel(job.id, reason=ns.reason)
+            done += 1
+        except GristmillError as exc:  # completed meanwhile: say so and go on
+            print(f"{job.id}: {exc}", file=sys.stderr)
+    print(f"{done} job(s) canceled")
     return 0
 
 
@@ -181,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="u/<user>/<name>, g/<group>/<name> or f/<folder>/<name>")
     p.add_argument("file")
     p.add_argument("--language", choices=LANGUAGES)
+    p.add_argument("--timeout", type=int, metavar="SECONDS", help="default timeout of its jobs")
+    p.add_argument("--retry", metavar="JSON", help="default retry policy of its jobs")
+    p.add_argument("--tag", help="default tag of its jobs")
     p.set_defaults(func=cmd_script_deploy)
     p = script.add_parser("show", help="show a version by path (latest) or hash")
     p.add_argument("ref")
@@ -191,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_job_get)
+    p = job.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("id")
+    p.add_argument("--reason", default="", help="recorded as canceled_reason")
+    p.set_defaults(func=cmd_job_cancel)
     p = job.add_parser("logs", help="the job's log lines")
     p.add_argument("id")
     p.add_argument("--follow", "-f", action="store_true", help="until the job completes")
@@ -204,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs_list)
+
+    p = jobs.add_parser("cancel", help="cancel many jobs")
+    p.add_argument("--status", choices=["queued", "running"], required=True)
+    p.add_argument("--group")
+    p.add_argument("--limit", type=int, default=10_000)
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=cmd_jobs_cancel)
 
     settings = sub.add_parser("settings", help="instance settings").add_subparsers(
         dest="action", required=True)

@@ -64,6 +64,11 @@ class Gristmill:
         """LPUSH a raw spec to the inbox, as any Redis client would; the scheduler admits it."""
         self.redis.lpush(self.keys.inbox, spec if isinstance(spec, str) else json.dumps(spec))
 
+    def cancel(self, job_id: str, *, reason: str = "", by: str = ADMIN_USER) -> str:
+        """Cancel a job: ``canceled`` when it was queued, ``requested`` when it is running."""
+        return self.store.cancel(job_id, by=by, reason=reason,
+                                 retention_s=self.instance_settings().retention_s)
+
     # -- reading ---------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> Job:

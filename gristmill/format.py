@@ -28,13 +28,14 @@ def job_json(job: Job) -> dict[str, Any]:
     return job.model_dump(mode="json", exclude_none=True, exclude={"claim"})
 
 
-def job_details(job: Job) -> str:
+def job_details(job: Job, attempts: list[dict[str, Any]] | None = None) -> str:
     """`job get`: did it run? did it succeed? in one look."""
     runnable = job.script_path or (f"hash {job.script_hash}" if job.script_hash else "raw code")
     lines = [
         f"{MARKS.get(job.status, '?')} {job.status.value.upper()}  job {job.id}",
         f"  kind       {job.kind.value} ({job.language}) — {runnable}",
         f"  group      {job.group}   tag {job.tag}   attempt {job.attempt}"
+        + (f" (retries {job.retries}, restarts {job.restarts})" if job.retries or job.restarts else "")
         + (f"   worker {job.worker}" if job.worker else ""),
         f"  as         {job.permissioned_as} (created by {job.created_by})",
         f"  created    {when(job.created_at)}",
@@ -54,6 +55,19 @@ def job_details(job: Job) -> str:
         trace = str(job.error.get("traceback") or "").rstrip()
         if trace:
             lines.extend("             " + line for line in trace.splitlines())
+    if job.status == Status.CANCELED or job.cancel_requested:
+        lines.append(f"  canceled   by {job.canceled_by or '?'}: {job.canceled_reason or '(no reason)'}"
+                     + ("" if job.status == Status.CANCELED else " (requested)"))
+    if job.status == Status.QUEUED and job.error:
+        lines.append("  (the error above is from the previous attempt; a retry is queued)")
+    if (attempts and len(attempts) > 1) or (attempts and job.status == Status.QUEUED):
+        lines.append("  attempts")
+        for entry in attempts or []:
+            error = entry.get("error") or {}
+            took = f"{entry.get('duration_ms')} ms" if entry.get("duration_ms") is not None else ""
+            lines.append(f"    #{entry.get('attempt')} {entry.get('status', '?'):<9} "
+                         f"{when(entry.get('started_at'))}  {took:>9}  {entry.get('worker') or ''}"
+                         + (f"  {error.get('name')}: {error.get('message')}" if error else ""))
     if job.raw_spec is not None:
         lines.append(f"  raw spec   {job.raw_spec[:2000]}")
     return "\n".join(lines)
