@@ -42,7 +42,8 @@ LABEL org.opencontainers.image.title="gristmill" \
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH="/opt/venv/bin:${PATH}" \
-    GRISTMILL_DATA_DIR=/var/lib/gristmill
+    GRISTMILL_DATA_DIR=/var/lib/gristmill \
+    GRISTMILL_METRICS_ADDR=0.0.0.0
 
 # bash runs bash jobs: it is an Essential package of Debian, so the slim base already
 # has it and no apt-get layer is needed; fail the build loudly if that ever changes.

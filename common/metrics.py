@@ -95,7 +95,7 @@ class FleetCollector(Collector):
         yield live
 
 
-def serve(port: int) -> None:
-    """Serve /metrics on ``port`` (0: do not serve) from a daemon thread."""
+def serve(port: int, addr: str = "127.0.0.1") -> None:
+    """Serve /metrics on ``addr:port`` (port 0: do not serve) from a daemon thread."""
     if port:
-        start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+        start_http_server(port, addr=addr, registry=REGISTRY)

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     base_url: str = Field(
         default="http://127.0.0.1:8000", description="WM_BASE_URL handed to job code."
     )
+    metrics_addr: str = Field(
+        default="127.0.0.1",
+        description="Address /metrics listens on (with --metrics-port); 0.0.0.0 in containers.",
+    )
     log_format: str = Field(
         default="auto", pattern="^(auto|json|console)$", description="auto: JSON unless a TTY."
     )

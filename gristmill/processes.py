@@ -65,7 +65,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         store=Store(client, keys), scripts=ScriptStore(client, keys), fleet=Fleet(client, keys),
         settings=settings, group=ns.group, concurrency=ns.concurrency,
     )
-    metrics.serve(ns.metrics_port)
+    metrics.serve(ns.metrics_port, settings.metrics_addr)
     _on_stop(worker.stop, worker.kill_running, ns.grace)
     worker.run()
     return 0
@@ -91,7 +91,7 @@ def cmd_scheduler(ns: argparse.Namespace) -> int:
     )
     if ns.metrics_port:
         metrics.REGISTRY.register(metrics.FleetCollector(scheduler.snapshot))
-        metrics.serve(ns.metrics_port)
+        metrics.serve(ns.metrics_port, settings.metrics_addr)
     _on_stop(scheduler.stop, None, 0)
     scheduler.run()
     return 0
