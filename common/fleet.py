@@ -13,6 +13,18 @@ from common.keys import Keys
 
 
 @dataclass(frozen=True)
+class SchedulerBeat:
+    """What one scheduler heartbeat learns."""
+
+    instance: InstanceSettings
+    groups: set[str]
+    dead_workers: list[str]
+    dead_schedulers: list[str]
+    due_schedules: list[tuple[str, int]]  # (schedule path, queued fire ms)
+    next_schedule_fire: int | None
+
+
+@dataclass(frozen=True)
 class WorkerInfo:
     worker_id: str
     group: str
@@ -48,22 +60,24 @@ class Fleet:
         pipe.execute()
 
     @redis_errors
-    def scheduler_heartbeat(
-        self, scheduler_id: str, now: int, lease_ms: int
-    ) -> tuple[InstanceSettings, set[str], list[str], list[str]]:
-        """One round trip: the scheduler's lease, settings, groups, expired workers and schedulers."""
+    def scheduler_heartbeat(self, scheduler_id: str, now: int, lease_ms: int) -> SchedulerBeat:
+        """One round trip: the scheduler's lease, and everything its tick needs to know."""
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(self.keys.schedulers, {scheduler_id: now})
         pipe.hgetall(self.keys.settings)
         pipe.smembers(self.keys.groups)
         pipe.zrange(self.keys.workers, "-inf", now - lease_ms, byscore=True)
         pipe.zrange(self.keys.schedulers, "-inf", now - lease_ms, byscore=True)
-        _, settings, groups, dead_workers, dead_schedulers = pipe.execute()
-        return (
-            decode_instance(settings),
-            {g.decode() for g in groups},
-            [w.decode() for w in dead_workers],
-            [s.decode() for s in dead_schedulers],
+        pipe.zrange(self.keys.schedules_due, "-inf", now, byscore=True, withscores=True)
+        pipe.zrange(self.keys.schedules_due, 0, 0, withscores=True)
+        _, settings, groups, dead_workers, dead_schedulers, due, head = pipe.execute()
+        return SchedulerBeat(
+            instance=decode_instance(settings),
+            groups={g.decode() for g in groups},
+            dead_workers=[w.decode() for w in dead_workers],
+            dead_schedulers=[s.decode() for s in dead_schedulers],
+            due_schedules=[(path.decode(), int(score)) for path, score in due],
+            next_schedule_fire=int(head[0][1]) if head else None,
         )
 
     @redis_errors

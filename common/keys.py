@@ -28,6 +28,10 @@ key                               type    holds                                 
 ``gm:{scripts}:script:<hash>``    HASH    one immutable script version               script deploy
 ``gm:{scripts}:paths``            HASH    path -> latest hash                        script deploy
 ``gm:{scripts}:history:<path>``   LIST    hashes of a path, oldest first             script deploy
+``gm:{schedules}:schedule:<path>`` HASH    one cron schedule                          schedule create/...
+``gm:{schedules}:paths``           SET     every schedule path                        schedule create/delete
+``gm:{schedules}:due``             ZSET    enabled path -> its queued fire (ms)       scheduler
+``gm:{schedules}:runs:<path>``     LIST    job ids of its fires, newest first (100)   scheduler
 ================================  ======  =========================================  =======================
 """
 
@@ -136,3 +140,17 @@ class Keys:
 
     def script_history(self, path: str) -> str:
         return f"{self.namespace}:{{scripts}}:history:{path}"
+
+    def schedule(self, path: str) -> str:
+        return f"{self.namespace}:{{schedules}}:schedule:{path}"
+
+    @property
+    def schedule_paths(self) -> str:
+        return f"{self.namespace}:{{schedules}}:paths"
+
+    @property
+    def schedules_due(self) -> str:
+        return f"{self.namespace}:{{schedules}}:due"
+
+    def schedule_runs(self, path: str) -> str:
+        return f"{self.namespace}:{{schedules}}:runs:{path}"

@@ -83,3 +83,20 @@ def next_delay_s(
     assert exp is not None
     delay = min(exp.seconds * exp.multiplier**retries_done, exp.max_seconds)
     return delay * (1 - exp.jitter * rand)
+
+
+class Backoff:
+    """Capped exponential backoff for reconnecting to Redis: 0.1 s doubling up to ``cap_s``."""
+
+    def __init__(self, first_s: float = 0.1, cap_s: float = 5.0) -> None:
+        self.first_s = first_s
+        self.cap_s = cap_s
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        delay: float = min(self.first_s * 2**self.failures, self.cap_s)
+        self.failures += 1
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0

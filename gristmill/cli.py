@@ -194,6 +194,45 @@ def cmd_settings_set(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule_create(ns: argparse.Namespace) -> int:
+    from common.schedules import Schedule
+
+    args = _json_object(ns.args_json, "--args-json") if ns.args_json else {}
+    args.update(parse_arg_pairs(ns.arg))
+    schedule = _client().schedules.create(Schedule(
+        path=ns.path, script_path=ns.script, cron=ns.cron, tz=ns.tz, args=args,
+        no_overlap=ns.no_overlap, paused=ns.paused, catch_up=ns.catch_up,
+    ))
+    print(fmt.schedule_row(schedule))
+    return 0
+
+
+def cmd_schedule_list(ns: argparse.Namespace) -> int:
+    for schedule in _client().schedules.all():
+        print(fmt.schedule_row(schedule))
+    return 0
+
+
+def cmd_schedule_show(ns: argparse.Namespace) -> int:
+    client = _client()
+    schedule = client.schedules.get(ns.path)
+    runs = []
+    for job_id in client.schedules.runs(ns.path, ns.runs):
+        try:
+            runs.append(client.get_job(job_id))
+        except GristmillError:
+            continue  # expired with the retention period
+    print(fmt.schedule_details(schedule, runs))
+    return 0
+
+
+def cmd_schedule_change(ns: argparse.Namespace) -> int:
+    action = getattr(_client().schedules, ns.action)
+    action(ns.path)
+    print(f"{ns.path}: {ns.action}d")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gristmill import processes
 
@@ -256,6 +295,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10_000)
     p.add_argument("--reason", default="")
     p.set_defaults(func=cmd_jobs_cancel)
+
+    schedule = sub.add_parser("schedule", help="cron schedules").add_subparsers(
+        dest="action", required=True)
+    p = schedule.add_parser("create", help="run a script on a cron schedule")
+    p.add_argument("path", help="the schedule's own path, e.g. u/alice/nightly")
+    p.add_argument("--script", required=True, help="path of the script to run")
+    p.add_argument("--cron", required=True,
+                   help='5 fields, or 6 with seconds first: "0 */5 * * * *"')
+    p.add_argument("--tz", default="UTC", help="IANA time zone, e.g. Europe/Paris")
+    p.add_argument("--args-json", metavar="JSON")
+    p.add_argument("-a", "--arg", action="append", default=[], metavar="K=V")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="skip a fire while the previous run is still running")
+    p.add_argument("--paused", action="store_true")
+    p.add_argument("--catch-up", choices=["skip", "one", "all"], default="skip",
+                   help="fires missed while the fleet was down: none, the latest, or all")
+    p.set_defaults(func=cmd_schedule_create)
+    p = schedule.add_parser("list")
+    p.set_defaults(func=cmd_schedule_list)
+    p = schedule.add_parser("show", help="definition, next fire and recent runs")
+    p.add_argument("path")
+    p.add_argument("--runs", type=int, default=20)
+    p.set_defaults(func=cmd_schedule_show)
+    for action, text in (("pause", "stop firing"), ("resume", "fire again from now"),
+                         ("delete", "remove it and its queued fire")):
+        p = schedule.add_parser(action, help=text)
+        p.add_argument("path")
+        p.set_defaults(func=cmd_schedule_change)
 
     settings = sub.add_parser("settings", help="instance settings").add_subparsers(
         dest="action", required=True)

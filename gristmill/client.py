@@ -21,6 +21,7 @@ from common.instance import decode as decode_instance
 from common.keys import Keys
 from common.models import Job, Kind, ScriptVersion, Status
 from common.queries import list_jobs
+from common.schedules import ScheduleStore
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.spec import JobSpec, parse_spec
@@ -39,6 +40,7 @@ class Gristmill:
         self.scripts = ScriptStore(self.redis, self.keys)
         self.fleet = Fleet(self.redis, self.keys)
         self.admission = Admission(self.store, self.scripts, self.settings)
+        self.schedules = ScheduleStore(self.admission)
 
     # -- running ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.models import Job, ScriptVersion, Status
+from common.schedules import Schedule
 
 MARKS = {Status.SUCCESS: "✔", Status.FAILURE: "✘", Status.CANCELED: "⊘",
          Status.RUNNING: "▶", Status.QUEUED: "…"}
@@ -83,3 +84,21 @@ def job_row(job: Job) -> str:
 def script_details(version: ScriptVersion) -> str:
     return (f"path      {version.path}\nhash      {version.hash}\nlanguage  {version.language}\n"
             f"created   {when(version.created_at)} by {version.created_by}\n---\n{version.code}")
+
+
+def schedule_row(schedule: Schedule) -> str:
+    state = "paused" if schedule.paused else f"next {when(schedule.next_fire)}"
+    flags = " no-overlap" if schedule.no_overlap else ""
+    return (f"{schedule.path}  {schedule.cron!r} {schedule.tz}  -> {schedule.script_path}  "
+            f"{state}  catch-up {schedule.catch_up}{flags}")
+
+
+def schedule_details(schedule: Schedule, runs: list[Job]) -> str:
+    lines = [schedule_row(schedule), f"  args {compact(schedule.args)}", "  recent runs"]
+    for job in runs:
+        note = f"  ({job.canceled_reason})" if job.canceled_reason else ""
+        lines.append(f"    {when(job.scheduled_for)}  {MARKS.get(job.status, '?')} "
+                     f"{job.status.value:<8} {job.id}{note}")
+    if not runs:
+        lines.append("    (none yet)")
+    return "\n".join(lines)

@@ -13,6 +13,7 @@ from common import log, metrics
 from common.admission import Admission
 from common.connection import redis_errors
 from common.errors import RedisUnavailable
+from common.retry import Backoff
 from common.store import Store
 
 BLOCK_S = 5.0
@@ -32,13 +33,16 @@ class InboxAdmitter:
         self.log = log.get(scheduler_id=scheduler_id)
 
     def run(self) -> None:
+        backoff = Backoff()
         while not self.stopping.is_set():
             try:
                 self.drain_processing()
                 self.admit_next(BLOCK_S)
             except RedisUnavailable:
                 metrics.REDIS_ERRORS.labels(process="scheduler").inc()
-                self.stopping.wait(1.0)
+                self.stopping.wait(backoff.next_delay())
+                continue
+            backoff.reset()
 
     @redis_errors
     def admit_next(self, block_s: float) -> bool:

@@ -13,6 +13,7 @@ import threading
 from common import log, metrics
 from common.clock import Clock
 from common.errors import RedisUnavailable
+from common.retry import Backoff
 from common.store import Store
 
 BATCH = 500
@@ -47,15 +48,19 @@ class Promoter:
         self.thread.start()
 
     def run(self) -> None:
+        backoff = Backoff()
         while not self.stopping.is_set():
             try:
                 self.step()
             except RedisUnavailable:
                 metrics.REDIS_ERRORS.labels(process="scheduler").inc()
-                self.stopping.wait(1.0)
+                self.stopping.wait(backoff.next_delay())
+                continue
             except Exception:
                 self.log.exception("promoter step failed")
                 self.stopping.wait(1.0)
+                continue
+            backoff.reset()
 
     def step(self) -> None:
         """Promote what is due, then wait for the next due time or a wake nudge."""

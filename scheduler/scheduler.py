@@ -22,6 +22,8 @@ from common.errors import RedisUnavailable
 from common.fleet import Fleet
 from common.instance import InstanceSettings
 from common.metrics import FleetSnapshot
+from common.retry import Backoff
+from common.schedules import ScheduleStore
 from common.store import Store
 from scheduler.inbox import InboxAdmitter
 from scheduler.promoter import Promoter
@@ -55,6 +57,7 @@ class Scheduler:
         self.stopping = threading.Event()
         self.promoters: dict[str, Promoter] = {}
         self.inbox = InboxAdmitter(store, admission, self.id, self.stopping)
+        self.schedules = ScheduleStore(admission, clock=clock)
         self.log = log.get(scheduler_id=self.id)
         self._last_trim = 0.0
 
@@ -63,19 +66,22 @@ class Scheduler:
         inbox = threading.Thread(target=self.inbox.run, name="inbox", daemon=True)
         inbox.start()
         self.log.info("scheduler started")
-        outage = False
+        backoff = Backoff()
         while not self.stopping.is_set():
+            wait_s = self.heartbeat_s
             try:
-                self.tick()
-                if outage:
-                    self.log.info("redis reachable again")
-                    outage = False
+                next_fire = self.tick()
+                if next_fire is not None:
+                    wait_s = min(wait_s, max(0.0, (next_fire - self.clock()) / 1000))
+                if backoff.failures:
+                    self.log.info("redis reachable again", after_failures=backoff.failures)
+                backoff.reset()
             except RedisUnavailable as exc:
                 metrics.REDIS_ERRORS.labels(process="scheduler").inc()
-                if not outage:
+                if not backoff.failures:
                     self.log.warning("redis unreachable; retrying", error=str(exc))
-                    outage = True
-            self.stopping.wait(self.heartbeat_s)
+                wait_s = backoff.next_delay()
+            self.stopping.wait(wait_s)
         inbox.join()
         for promoter in self.promoters.values():
             promoter.thread.join()
@@ -85,26 +91,31 @@ class Scheduler:
     def stop(self) -> None:
         self.stopping.set()
 
-    def tick(self) -> None:
-        """The heartbeat: lease, new groups, dead workers and schedulers, retention."""
+    def tick(self) -> int | None:
+        """The heartbeat: lease, new groups, dead workers and schedulers, cron fires, retention.
+
+        Returns when the next schedule fires (ms), so the loop can wake for it.
+        """
         now = self.clock()
-        self.instance, groups, dead_workers, dead_schedulers = self.fleet.scheduler_heartbeat(
-            self.id, now, self.lease_ms
-        )
-        for group in groups - self.promoters.keys():
+        beat = self.fleet.scheduler_heartbeat(self.id, now, self.lease_ms)
+        self.instance = beat.instance
+        for group in beat.groups - self.promoters.keys():
             self.promoters[group] = Promoter(self.store, group, self.stopping, self.clock)
             self.promoters[group].start()
-        for worker_id in dead_workers:
+        for worker_id in beat.dead_workers:
             self.recover_worker(worker_id, seen_before_ms=now - self.lease_ms)
-        for scheduler_id in dead_schedulers:
+        for scheduler_id in beat.dead_schedulers:
             if scheduler_id != self.id:
                 self.inbox.recover(scheduler_id)
                 self.fleet.forget_scheduler(scheduler_id)
+        for path, fire_ms in beat.due_schedules:
+            self.schedules.materialise(path, fire_ms, now)
         if time.monotonic() - self._last_trim >= TRIM_EVERY_S:
             self._last_trim = time.monotonic()
             cutoff = now - self.instance.retention_s * 1000
-            for group in groups:
+            for group in beat.groups:
                 self.store.trim_completed(group, cutoff)
+        return None if beat.due_schedules else beat.next_schedule_fire
 
     def recover_worker(self, worker_id: str, *, seen_before_ms: int) -> None:
         """Re-queue (or fail) every job a dead worker held, then forget the worker."""

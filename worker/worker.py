@@ -21,6 +21,7 @@ from common.errors import RedisUnavailable
 from common.fleet import Fleet
 from common.instance import InstanceSettings
 from common.models import Job
+from common.retry import Backoff
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
@@ -97,22 +98,21 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------
 
     def _claim_loop(self) -> None:
-        outage = False
+        backoff = Backoff()
         while not self._stopping.is_set():
             if not self._slots.acquire(timeout=self.claim_block_s):
                 continue
             try:
                 job = self._claim_one()
-                if outage:
-                    self.log.info("redis reachable again")
-                    outage = False
+                if backoff.failures:
+                    self.log.info("redis reachable again", after_failures=backoff.failures)
+                backoff.reset()
             except RedisUnavailable as exc:
                 self._slots.release()
-                if not outage:
+                if not backoff.failures:  # once per outage, not per attempt
                     self.log.warning("redis unreachable; retrying", error=str(exc))
-                    outage = True
                 metrics.REDIS_ERRORS.labels(process="worker").inc()
-                self._stopping.wait(1.0)
+                self._stopping.wait(backoff.next_delay())
                 continue
             if job is None:
                 self._slots.release()
