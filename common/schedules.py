@@ -168,6 +168,9 @@ class ScheduleStore:
     def _queue_from(self, schedule: Schedule, now: int) -> None:
         cron = parse_cron(schedule.cron, schedule.tz)
         next_fire = cron.next_after(now)
+        # A fire canceled by a pause keeps its id: resuming before it uses the one after.
+        while self._fire_canceled(schedule.path, next_fire):
+            next_fire = cron.next_after(next_fire)
         self._enqueue_fire(schedule, next_fire, None)
         self._record_next(schedule.path, next_fire)
 
@@ -195,6 +198,13 @@ class ScheduleStore:
         pipe.ltrim(self.keys.schedule_runs(schedule.path), 0, RUNS_KEPT - 1)
         pipe.execute()
         return job_id
+
+    def _fire_canceled(self, path: str, fire_ms: int) -> bool:
+        try:
+            job = self.store.get_job(fire_job_id(self.keys.namespace, path, fire_ms))
+        except NotFound:
+            return False
+        return job.is_terminal
 
     def _record_next(self, path: str, next_fire: int) -> None:
         pipe = self.client.pipeline(transaction=False)
