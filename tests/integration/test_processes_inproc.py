@@ -135,3 +135,59 @@ def test_promoter_wakes_for_an_earlier_job(store: Store) -> None:
     finally:
         stopping.set()
         promoter.thread.join(10)
+
+
+def test_cancel_kills_a_running_job(store: Store, worker_factory: object, tmp_path: Path) -> None:
+    """A cancel request reaches the worker through its control list and the job ends canceled."""
+    job = make_job(code=WAIT_FOR_FILE, args={"me": str(tmp_path / "m"), "other": str(tmp_path / "x")})
+    store.enqueue(job, fresh_id=True)
+    worker_factory()  # type: ignore[operator]
+    assert store.logs(job.id, block_ms=20_000)[0].line == "started"
+    assert store.cancel(job.id, by="u/admin", reason="enough", retention_s=60) == "requested"
+    final = store.wait(job.id, 10)
+    assert (final.status, final.canceled_by, final.canceled_reason) == (
+        Status.CANCELED, "u/admin", "enough")
+    assert final.duration_ms is not None and final.duration_ms < 10_000
+
+
+def test_timeout_fails_the_job(store: Store, worker_factory: object, tmp_path: Path) -> None:
+    """A job that outlives its timeout_s is killed and fails with Timeout."""
+    job = make_job(code=WAIT_FOR_FILE, timeout_s=1,
+                   args={"me": str(tmp_path / "m"), "other": str(tmp_path / "never")})
+    store.enqueue(job, fresh_id=True)
+    worker_factory()  # type: ignore[operator]
+    final = store.wait(job.id, 20)
+    assert final.status == Status.FAILURE
+    assert final.error is not None and final.error["name"] == "Timeout"
+
+
+def test_retry_policy_runs_the_job_again(store: Store, worker_factory: object) -> None:
+    """A failing job with a constant retry policy runs 1 + attempts times, each in the history."""
+    job = make_job(code="def main():\n    raise RuntimeError('nope')\n",
+                   retry={"constant": {"attempts": 2, "seconds": 0}})
+    store.enqueue(job, fresh_id=True)
+    worker_factory()  # type: ignore[operator]
+    final = store.wait(job.id, 30)
+    while final.status == Status.QUEUED:  # between attempts the record is queued again
+        final = store.wait(job.id, 30)
+    assert (final.status, final.attempt, final.retries) == (Status.FAILURE, 3, 2)
+    assert [a["status"] for a in store.attempts(final)] == ["failure"] * 3
+
+
+def test_grace_over_releases_running_jobs_uncounted(
+    store: Store, worker_factory: object, tmp_path: Path
+) -> None:
+    """A worker stopped past its grace gives its running job back without using an attempt."""
+    job = make_job(code=WAIT_FOR_FILE, args={"me": str(tmp_path / "m"), "other": str(tmp_path / "x")})
+    store.enqueue(job, fresh_id=True)
+    worker: Worker = worker_factory()  # type: ignore[operator]
+    assert store.logs(job.id, block_ms=20_000)[0].line == "started"
+    events = store.keys.group("default").events
+    last_id = store.client.xrevrange(events, count=1)[0][0]
+    worker.stop()
+    worker.kill_running()
+    answer = store.client.xread({events: last_id}, block=10_000)
+    assert answer and answer[0][1][0][1][b"event"] == b"released"
+    record = store.get_job(job.id)
+    assert (record.status, record.retries, record.restarts) == (Status.QUEUED, 0, 0)
+    assert [a["status"] for a in store.attempts(record)] == ["released"]
