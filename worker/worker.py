@@ -123,6 +123,10 @@ class Worker:
         job_id = self.store.claim(self.group, self.worker_id, self.claim_block_s)
         if job_id is None:
             return None
+        if self._stopping.is_set():
+            # Stopped while blocked in BLMOVE: hand the id back untouched (head of ready).
+            self._recover_own(job_id)
+            return None
         job = self.store.start(self.group, job_id, self.worker_id, secrets.token_hex(16))
         if job is None:
             self.log.info("claimed job no longer queued; dropped", job_id=job_id)
@@ -149,13 +153,15 @@ class Worker:
         """Ids left in our running list at exit go back to ready (or are recovered)."""
         try:
             for job_id in self.store.running_ids(self.group, self.worker_id):
-                self.store.recover(
-                    self.group, job_id, self.worker_id,
-                    max_restarts=self.settings.max_restarts,
-                    retention_s=self.instance.retention_s,
-                )
+                self._recover_own(job_id)
         except RedisUnavailable:
             self.log.warning("could not release running list; the scheduler will recover it")
+
+    def _recover_own(self, job_id: str) -> None:
+        self.store.recover(
+            self.group, job_id, self.worker_id,
+            max_restarts=self.settings.max_restarts, retention_s=self.instance.retention_s,
+        )
 
     def _control_loop(self) -> None:
         """Cancel requests for jobs this worker runs arrive on its control list."""
