@@ -122,6 +122,11 @@ class Store:
         return self.client.blpop([self.keys.group(group).wake], timeout=timeout_s) is not None
 
     @redis_errors
+    def nudge(self, group: str) -> None:
+        """Wake the group's promoter now."""
+        self.client.lpush(self.keys.group(group).wake, "0")
+
+    @redis_errors
     def claim(self, group: str, worker_id: str, timeout_s: float) -> str | None:
         """Take the oldest ready id into the worker's running list (BLMOVE)."""
         g = self.keys.group(group)

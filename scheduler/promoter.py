@@ -8,6 +8,7 @@ Redis nothing.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from common import log, metrics
@@ -46,6 +47,11 @@ class Promoter:
 
     def start(self) -> None:
         self.thread.start()
+
+    def wake(self) -> None:
+        """Interrupt the blocking wait (used at shutdown so it ends at once)."""
+        with contextlib.suppress(RedisUnavailable):
+            self.store.nudge(self.group)
 
     def run(self) -> None:
         backoff = Backoff()

@@ -82,6 +82,8 @@ class Scheduler:
                     self.log.warning("redis unreachable; retrying", error=str(exc))
                 wait_s = backoff.next_delay()
             self.stopping.wait(wait_s)
+        for promoter in self.promoters.values():
+            promoter.wake()
         inbox.join()
         for promoter in self.promoters.values():
             promoter.thread.join()

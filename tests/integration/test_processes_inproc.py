@@ -134,6 +134,7 @@ def test_promoter_wakes_for_an_earlier_job(store: Store) -> None:
         assert due <= at < due + 100, f"promoted {at - due} ms after due"
     finally:
         stopping.set()
+        promoter.wake()
         promoter.thread.join(10)
 
 
