@@ -27,6 +27,8 @@ def add_process_commands(sub: Any) -> None:
     p.add_argument("--concurrency", type=int, default=4, help="jobs per worker (default 4)")
     p.add_argument("--group", default="default", help="worker group of the workers")
     p.add_argument("--redis-port", type=int, default=EMBEDDED_REDIS_PORT)
+    p.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",
+                   help="embedded Redis: fsync every write (always) or every second")
     p.add_argument("--metrics-port", type=int, default=0,
                    help="first metrics port: scheduler on it, workers on the next ones")
     p.add_argument("--grace", type=float, default=30.0, help="seconds running jobs get to finish")
@@ -175,7 +177,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
     url = settings.redis_url
     if url is None:
         server = EmbeddedRedis(Path(settings.data_dir) / "redis", port=ns.redis_port,
-                               binary=settings.redis_server)
+                               binary=settings.redis_server, appendfsync=ns.appendfsync)
         version = server.start()
         url = server.url
         print(f"gristmill: embedded {version} at {url} (data in {server.data_dir})", flush=True)
