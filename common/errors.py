@@ -41,3 +41,11 @@ class Fenced(GristmillError):
 
 class JobTimeout(GristmillError):
     """Waiting for a job took longer than the caller allowed."""
+
+
+class AuthError(GristmillError):
+    """No credentials, or credentials that are unknown, expired or revoked (HTTP 401)."""
+
+
+class PermissionDenied(GristmillError):
+    """The principal may not do this (HTTP 403); the message names what was refused."""

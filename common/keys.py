@@ -28,6 +28,21 @@ key                               type    holds                                 
 ``gm:{scripts}:script:<hash>``    HASH    one immutable script version               script deploy
 ``gm:{scripts}:paths``            HASH    path -> latest hash                        script deploy
 ``gm:{scripts}:history:<path>``   LIST    hashes of a path, oldest first             script deploy
+``gm:{auth}:user:<name>``          HASH    name, password (argon2), is_admin, …       user create
+``gm:{auth}:users``                SET     user names                                 user create/delete
+``gm:{auth}:group:<name>``         HASH    name, created_at, created_by               group create
+``gm:{auth}:groups``               SET     group names                                group create/delete
+``gm:{auth}:members:<group>``      SET     user names in the group                    group add/remove
+``gm:{auth}:memberships:<user>``   SET     groups of the user (reverse index)         group add/remove
+``gm:{auth}:token:<sha256>``       HASH    owner, kind (api|job), label, expiry, …    token create / worker
+``gm:{auth}:tokens:<user>``        SET     sha256 of the user's API tokens            token create/revoke
+``gm:{auth}:jobtoken:<job id>``    STRING  sha256 of the job's WM_TOKEN               worker (deleted at end)
+``gm:{items}:variable:<path>``     HASH    value (AES-GCM when secret), is_secret, …  variables API
+``gm:{items}:resource:<path>``     HASH    resource type, value (JSON), …             resources API
+``gm:{items}:index:<kind>``        SET     paths of variables / resources             variables/resources API
+``gm:{items}:acl:<path>``          HASH    identity -> read|run|write (extra grants)  owners
+``gm:{items}:folder:<name>``       HASH    owner, readers, writers (JSON lists)       folder create
+``gm:{wg:G}:redact:<id>``          SET     ciphertexts of secrets the job read        API / worker
 ``gm:{schedules}:schedule:<path>`` HASH    one cron schedule                          schedule create/...
 ``gm:{schedules}:paths``           SET     every schedule path                        schedule create/delete
 ``gm:{schedules}:due``             ZSET    enabled path -> its queued fire (ms)       scheduler
@@ -88,6 +103,9 @@ class GroupKeys:
     def control(self, worker_id: str) -> str:
         return f"{self.prefix}:control:{worker_id}"
 
+    def redact(self, job_id: str) -> str:
+        return f"{self.prefix}:redact:{job_id}"
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -140,6 +158,52 @@ class Keys:
 
     def script_history(self, path: str) -> str:
         return f"{self.namespace}:{{scripts}}:history:{path}"
+
+    # -- identity ({auth}) and items ({items}) ------------------------------------------------
+
+    def user(self, name: str) -> str:
+        return f"{self.namespace}:{{auth}}:user:{name}"
+
+    @property
+    def users(self) -> str:
+        return f"{self.namespace}:{{auth}}:users"
+
+    def user_group(self, name: str) -> str:
+        return f"{self.namespace}:{{auth}}:group:{name}"
+
+    @property
+    def user_groups(self) -> str:
+        return f"{self.namespace}:{{auth}}:groups"
+
+    def members(self, group: str) -> str:
+        return f"{self.namespace}:{{auth}}:members:{group}"
+
+    def memberships(self, user: str) -> str:
+        return f"{self.namespace}:{{auth}}:memberships:{user}"
+
+    def token(self, digest: str) -> str:
+        return f"{self.namespace}:{{auth}}:token:{digest}"
+
+    def user_tokens(self, user: str) -> str:
+        return f"{self.namespace}:{{auth}}:tokens:{user}"
+
+    def job_token(self, job_id: str) -> str:
+        return f"{self.namespace}:{{auth}}:jobtoken:{job_id}"
+
+    def variable(self, path: str) -> str:
+        return f"{self.namespace}:{{items}}:variable:{path}"
+
+    def resource(self, path: str) -> str:
+        return f"{self.namespace}:{{items}}:resource:{path}"
+
+    def item_index(self, kind: str) -> str:
+        return f"{self.namespace}:{{items}}:index:{kind}"
+
+    def acl(self, path: str) -> str:
+        return f"{self.namespace}:{{items}}:acl:{path}"
+
+    def folder(self, name: str) -> str:
+        return f"{self.namespace}:{{items}}:folder:{name}"
 
     def schedule(self, path: str) -> str:
         return f"{self.namespace}:{{schedules}}:schedule:{path}"

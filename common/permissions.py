@@ -1,0 +1,142 @@
+"""Who may do what: pure decisions from data, no I/O.
+
+Identities are ``u/<user>`` and ``g/<group>``. Items live at paths
+``u/<user>/...`` (owned by that user), ``g/<group>/...`` (owned by the
+group's members) or ``f/<folder>/...`` (governed by the folder's readers and
+writers). Any item may grant extra levels to identities. Levels are ordered:
+``read`` < ``run`` < ``write``; a level grants every lower one. Admins may do
+everything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from common.errors import PermissionDenied, SpecError
+
+Level = Literal["read", "run", "write"]
+LEVELS: tuple[Level, ...] = ("read", "run", "write")
+_RANK = {level: rank for rank, level in enumerate(LEVELS)}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Whoever acts: a user (with the groups it belongs to), or a group (a job run as it)."""
+
+    user: str | None
+    groups: frozenset[str] = frozenset()
+    is_admin: bool = False
+
+    @property
+    def name(self) -> str:
+        """``u/<user>``, or ``g/<group>`` for a group identity."""
+        if self.user is not None:
+            return f"u/{self.user}"
+        return f"g/{next(iter(sorted(self.groups)))}" if self.groups else "g/"
+
+    @property
+    def identities(self) -> frozenset[str]:
+        own = {f"u/{self.user}"} if self.user is not None else set()
+        return frozenset(own | {f"g/{group}" for group in self.groups})
+
+
+@dataclass(frozen=True)
+class Acl:
+    """Extra levels an item grants: identity -> level."""
+
+    extra: Mapping[str, Level] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FolderAcl:
+    """A folder's readers and writers (identities); writers also read and run."""
+
+    readers: frozenset[str] = frozenset()
+    writers: frozenset[str] = frozenset()
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """User, group and folder names: lowercase letters, digits, _ and -."""
+    if not _NAME.match(name):
+        raise SpecError(f"bad {what} {name!r}: use lowercase letters, digits, _ and - (max 64)")
+    return name
+
+
+def check_identity(identity: str) -> str:
+    """``u/<user>`` or ``g/<group>``."""
+    kind, _, name = identity.partition("/")
+    if kind not in ("u", "g") or not _NAME.match(name):
+        raise SpecError(f"bad identity {identity!r}: use u/<user> or g/<group>")
+    return identity
+
+
+def check_item_path(path: str) -> str:
+    """``u/<user>/<name>``, ``g/<group>/<name>`` or ``f/<folder>/<name>``: no traversal."""
+    parts = path.split("/")
+    if (
+        len(parts) < 3
+        or parts[0] not in ("u", "g", "f")
+        or not _NAME.match(parts[1])
+        or not all(_SEGMENT.match(part) for part in parts[2:])
+    ):
+        raise SpecError(
+            f"bad path {path!r}: use u/<user>/<name>, g/<group>/<name> or f/<folder>/<name> "
+            "(letters, digits, _ - ., no '..')"
+        )
+    return path
+
+
+def level_of(
+    principal: Principal, path: str, acl: Acl | None = None, folder: FolderAcl | None = None
+) -> Level | None:
+    """The highest level ``principal`` has on the item at ``path`` (None: nothing)."""
+    if principal.is_admin:
+        return "write"
+    kind, owner = path.split("/")[:2]
+    if (kind == "u" and owner == principal.user) or (kind == "g" and owner in principal.groups):
+        return "write"
+    ranks: list[int] = []
+    if kind == "f" and folder is not None:
+        if principal.identities & folder.writers:
+            ranks.append(_RANK["write"])
+        elif principal.identities & folder.readers:
+            ranks.append(_RANK["run"])
+    if acl is not None:
+        ranks.extend(_RANK[level] for ident, level in acl.extra.items()
+                     if ident in principal.identities)
+    return LEVELS[max(ranks)] if ranks else None
+
+
+def can(
+    principal: Principal, action: Level, path: str, acl: Acl | None = None,
+    folder: FolderAcl | None = None,
+) -> bool:
+    """Whether ``principal`` may ``action`` (read, run, write) the item at ``path``."""
+    level = level_of(principal, path, acl, folder)
+    return level is not None and _RANK[level] >= _RANK[action]
+
+
+def require(
+    principal: Principal, action: Level, path: str, acl: Acl | None = None,
+    folder: FolderAcl | None = None,
+) -> None:
+    """Raise PermissionDenied unless :func:`can`."""
+    if not can(principal, action, path, acl, folder):
+        raise PermissionDenied(f"{principal.name} may not {action} {path}")
+
+
+def may_run_as(principal: Principal, permissioned_as: str) -> bool:
+    """A user runs jobs as himself or a group he belongs to; admins as anyone; never higher."""
+    if principal.is_admin:
+        return True
+    kind, _, name = permissioned_as.partition("/")
+    if kind == "u":
+        return name == principal.user
+    if kind == "g":
+        return name in principal.groups
+    return False
