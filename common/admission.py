@@ -10,15 +10,17 @@ import json
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
+from common import log
 from common import spec as specs
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
-from common.errors import DuplicateJob, NotFound, SpecError
+from common.errors import AuthError, DuplicateJob, NotFound, PermissionDenied, SpecError
 from common.instance import decode as decode_instance
 from common.keys import Keys
 from common.models import Job, Kind, Status
+from common.permissions import Acl, FolderAcl, Principal, may_run_as, require
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.spec import JobSpec
@@ -26,6 +28,28 @@ from common.store import Store
 
 INBOX_USER = "u/inbox"
 ADMIN_USER = "u/admin"
+# Operators reach Redis directly (CLI, Python client): they act as the admin.
+OPERATOR = Principal(user="admin", is_admin=True)
+# A tokenless inbox spec: it may run any script (its producer could write Redis
+# directly anyway), but as an identity that may read nothing.
+INBOX = Principal(user="inbox")
+
+
+class TokenLike(Protocol):
+    job_id: str | None
+
+
+class AuthContextLike(Protocol):
+    principal: Principal
+    token: TokenLike
+
+
+class Authority(Protocol):
+    """What admission needs of the identity store."""
+
+    def authenticate(self, token: str) -> AuthContextLike: ...
+    def principal_for(self, identity: str) -> Principal: ...
+    def access(self, path: str) -> tuple[Acl, FolderAcl | None]: ...
 ROUTE_CACHE_S = 5.0
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -34,9 +58,12 @@ class Admission:
     """Turns specs into jobs for one store."""
 
     def __init__(
-        self, store: Store, scripts: ScriptStore, settings: Settings, *, clock: Clock = now_ms
+        self, store: Store, scripts: ScriptStore, settings: Settings, *, clock: Clock = now_ms,
+        authority: Authority | None = None,
     ) -> None:
         self.store = store
+        self.authority = authority
+        self.log = log.get()
         self.scripts = scripts
         self.settings = settings
         self.clock = clock
@@ -60,15 +87,29 @@ class Admission:
             return tag or "default"
         return self.settings.default_route
 
-    def build(self, spec: JobSpec, *, created_by: str) -> Job:
-        """The job a valid spec asks for; SpecError when it cannot be run."""
+    def build(
+        self, spec: JobSpec, *, principal: Principal, trusted: bool = False,
+        parent_job: str | None = None, root_job: str | None = None,
+    ) -> Job:
+        """The job a valid spec asks for, on behalf of ``principal``.
+
+        SpecError when it cannot be run, PermissionDenied when the principal may
+        not run it as ``permissioned_as``, AuthError for a bad spec token.
+        ``trusted`` (operators over Redis, the tokenless inbox) skips the run
+        permission on the script's path, never the identity rule.
+        """
         if spec.token is not None:
-            raise SpecError("token: API tokens are not supported by this version yet")
-        permissioned_as = spec.permissioned_as or created_by
-        if permissioned_as != created_by and created_by != ADMIN_USER:
-            raise SpecError(
-                f"permissioned_as: {created_by} may not run jobs as {permissioned_as}"
+            principal, parent_job = self._token_principal(spec.token)
+            trusted = False
+        permissioned_as = spec.permissioned_as or principal.name
+        if not may_run_as(principal, permissioned_as):
+            raise PermissionDenied(
+                f"permissioned_as: {principal.name} may not run jobs as {permissioned_as} "
+                "(only as itself or a group it belongs to)"
             )
+        if principal.is_admin and permissioned_as != principal.name:
+            self.log.info("admin runs a job as another identity", admin=principal.name,
+                          permissioned_as=permissioned_as)
         fields: dict[str, Any]
         defaults: dict[str, Any]
         if spec.path is not None or spec.hash is not None:
@@ -76,6 +117,8 @@ class Admission:
                 version = self.scripts.get(spec.hash or spec.path or "")
             except NotFound as exc:
                 raise SpecError(str(exc)) from None
+            if not trusted:
+                self._require_run(permissioned_as, version.path)
             fields = {"kind": Kind.SCRIPT, "script_path": version.path,
                       "script_hash": version.hash, "language": version.language}
             defaults = {"tag": version.tag, "timeout_s": version.timeout_s, "retry": version.retry}
@@ -88,17 +131,46 @@ class Admission:
         if not _NAME.match(tag):
             raise SpecError(f"tag: {tag!r} is not a tag (letters, digits, _ . -, at most 64)")
         now = self.clock()
+        job_id = spec.id or str(uuid.uuid4())
         return Job(
-            id=spec.id or str(uuid.uuid4()), status=Status.QUEUED, tag=tag,
+            id=job_id, status=Status.QUEUED, tag=tag,
             group=self.route(tag), scheduled_for=spec.scheduled_for or now, created_at=now,
-            created_by=created_by, permissioned_as=permissioned_as, args=spec.args,
+            created_by=principal.name, permissioned_as=permissioned_as, args=spec.args,
             priority=spec.priority, timeout_s=spec.timeout_s or defaults.get("timeout_s"),
-            retry=spec.retry or defaults.get("retry"), **fields,
+            retry=spec.retry or defaults.get("retry"), parent_job=parent_job,
+            root_job=root_job or (parent_job and self._root_of(parent_job)) or None, **fields,
         )
 
-    def submit(self, spec: JobSpec, *, created_by: str = ADMIN_USER) -> Job:
-        """Validate and enqueue; raise SpecError or DuplicateJob."""
-        job = self.build(spec, created_by=created_by)
+    def _token_principal(self, token: str) -> tuple[Principal, str | None]:
+        if self.authority is None:
+            raise SpecError("token: this instance has no identity store")
+        try:
+            context = self.authority.authenticate(token)
+        except AuthError as exc:
+            raise SpecError(f"token: {exc}") from None
+        return context.principal, context.token.job_id
+
+    def _require_run(self, permissioned_as: str, path: str) -> None:
+        if self.authority is None:
+            return
+        try:
+            runner = self.authority.principal_for(permissioned_as)
+        except NotFound:
+            raise PermissionDenied(f"{permissioned_as} does not exist") from None
+        acl, folder = self.authority.access(path)
+        require(runner, "run", path, acl, folder)
+
+    def _root_of(self, parent_job: str) -> str:
+        try:
+            parent = self.store.get_job(parent_job)
+        except NotFound:
+            return parent_job
+        return parent.root_job or parent.id
+
+    def submit(self, spec: JobSpec, *, principal: Principal = OPERATOR, trusted: bool = True,
+               parent_job: str | None = None) -> Job:
+        """Validate and enqueue; raise SpecError, PermissionDenied or DuplicateJob."""
+        job = self.build(spec, principal=principal, trusted=trusted, parent_job=parent_job)
         self.store.enqueue(job, fresh_id=spec.id is None)
         return job
 
@@ -109,10 +181,10 @@ class Admission:
         """
         try:
             spec = specs.parse_spec(raw)
-            return self.submit(spec, created_by=INBOX_USER).id, "accepted"
+            return self.submit(spec, principal=INBOX, trusted=True).id, "accepted"
         except DuplicateJob as exc:
             return exc.job_id, "duplicate"
-        except SpecError as exc:
+        except (SpecError, PermissionDenied) as exc:
             return self.reject(raw, str(exc)), "rejected"
 
     @redis_errors

@@ -13,12 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from common.admission import Admission
+from common.admission import ADMIN_USER, OPERATOR, Admission
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.cron import CATCH_UP_POLICIES, parse_cron, plan_fires
-from common.errors import DuplicateJob, GristmillError, NotFound, SpecError
+from common.errors import DuplicateJob, GristmillError, NotFound, PermissionDenied, SpecError
 from common.instance import decode as decode_instance
+from common.permissions import Principal
 from common.scripts import check_path
 from common.spec import JobSpec
 from common.store import Store
@@ -179,7 +180,9 @@ class ScheduleStore:
         spec = JobSpec(path=schedule.script_path, args=schedule.args, id=job_id,
                        scheduled_for=fire_ms)
         try:
-            job = self.admission.build(spec, created_by=schedule.created_by)
+            # Checked again at every fire: a revoked permission stops the schedule's runs.
+            job = self.admission.build(spec, principal=self._owner(schedule),
+                                       trusted=schedule.created_by == ADMIN_USER)
             job = job.model_copy(update={
                 "schedule_path": schedule.path,
                 "skip_if_running": previous if schedule.no_overlap else None,
@@ -187,7 +190,7 @@ class ScheduleStore:
             self.store.enqueue(job, fresh_id=False)
         except DuplicateJob:
             return job_id  # another scheduler queued this fire
-        except SpecError as exc:
+        except (SpecError, PermissionDenied, NotFound) as exc:
             # The script was deleted or the schedule is broken: the fire still leaves a record.
             job_id = self.admission.reject(
                 json.dumps({"id": job_id, "path": schedule.script_path, "args": schedule.args}),
@@ -198,6 +201,11 @@ class ScheduleStore:
         pipe.ltrim(self.keys.schedule_runs(schedule.path), 0, RUNS_KEPT - 1)
         pipe.execute()
         return job_id
+
+    def _owner(self, schedule: Schedule) -> Principal:
+        if schedule.created_by == ADMIN_USER or self.admission.authority is None:
+            return OPERATOR
+        return self.admission.authority.principal_for(schedule.created_by)
 
     def _fire_canceled(self, path: str, fire_ms: int) -> bool:
         try:

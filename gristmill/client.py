@@ -44,10 +44,10 @@ class Gristmill:
 
     # -- running ---------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec | dict[str, Any], *, created_by: str = ADMIN_USER) -> str:
-        """Validate and enqueue a spec; return the job id (SpecError, DuplicateJob)."""
+    def submit(self, spec: JobSpec | dict[str, Any]) -> str:
+        """Validate and enqueue a spec as the operator; return the job id (SpecError, DuplicateJob)."""
         parsed = spec if isinstance(spec, JobSpec) else parse_spec(spec)
-        return self.admission.submit(parsed, created_by=created_by).id
+        return self.admission.submit(parsed).id
 
     def run_script(self, path: str, args: dict[str, Any] | None = None, **options: Any) -> str:
         """Run the latest version at ``path``; options are spec fields (``scheduled_for``, ...)."""

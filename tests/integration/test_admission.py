@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from common.admission import Admission
+from common.admission import INBOX, Admission
 from common.errors import DuplicateJob, SpecError
 from common.models import Kind, Status
 from common.scripts import ScriptStore
@@ -105,10 +105,10 @@ def test_repeated_id_from_the_inbox_is_not_run_twice(admission: Admission, store
         admission.submit(parse_spec(spec))
 
 
-def test_inbox_tokens_are_refused_until_identity_exists(admission: Admission) -> None:
-    """A spec with a token is refused clearly rather than run with unchecked identity."""
-    with pytest.raises(SpecError, match="token"):
-        admission.build(parse_spec('{"path": "u/alice/hello", "token": "x"}'), created_by="u/inbox")
+def test_tokens_need_an_identity_store(admission: Admission) -> None:
+    """Without an identity store a spec token is refused rather than trusted unchecked."""
+    with pytest.raises(SpecError, match="token: this instance has no identity store"):
+        admission.build(parse_spec('{"path": "u/alice/hello", "token": "x"}'), principal=INBOX)
 
 
 def test_inbox_admitter_takes_specs_oldest_first(
