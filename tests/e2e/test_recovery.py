@@ -1,0 +1,124 @@
+"""A worker killed with SIGKILL mid-job: the scheduler re-queues the job and another worker runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+import redis
+
+from gristmill.client import Gristmill
+from tests.e2e.conftest import (
+    GROUP,
+    Processes,
+    alive,
+    scheduler_registered,
+    worker_id_of,
+    xwait,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+# The first attempt leaves a marker and then runs "forever"; the second finds it and returns.
+LONG_JOB = """\
+import os
+import time
+
+def main(marker: str):
+    first = not os.path.exists(marker)
+    print(f"attempt pid={os.getpid()} first={first}", flush=True)
+    if first:
+        open(marker, "w").close()
+        time.sleep(60)
+    return {"first": first}
+"""
+
+
+def test_killed_worker_job_reruns_on_another_worker(
+    procs: Processes, gm: Gristmill, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """SIGKILL the worker running a job: after the lease a second worker runs attempt 2."""
+    procs.scheduler()
+    first = procs.worker(name="worker-1")
+    first_id = worker_id_of(redis_client, first.pid)
+    scheduler_registered(redis_client)
+
+    job_id = gm.run_preview(LONG_JOB, "python3", {"marker": str(tmp_path / "marker")})
+    logs_key = f"{GROUP}:logs:{job_id}"
+    line = xwait(redis_client, logs_key, lambda e: e["l"].startswith("attempt"), 20)
+    assert line["a"] == "1" and "first=True" in line["l"]
+    job_pid = int(re.search(r"pid=(\d+)", line["l"]).group(1))  # type: ignore[union-attr]
+    procs.adopt(job_pid, "pywrapper")
+    assert gm.get_job(job_id).worker == first_id
+
+    # Only the worker dies; its orphaned job process sleeps on (killed at teardown).
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    second = procs.worker(name="worker-2")
+
+    job = gm.wait(job_id, timeout_s=30)
+    assert job.status == "success", job.error
+    assert job.attempt == 2
+    assert job.result == {"first": False}
+    assert job.worker == worker_id_of(redis_client, second.pid)
+    assert job.worker != first_id
+
+    logs = [{k.decode(): v.decode() for k, v in fields.items()}
+            for _, fields in redis_client.xrange(logs_key)]
+    by_attempt = {(e["a"], e["l"].split(" first=")[1]) for e in logs}
+    assert by_attempt == {("1", "True"), ("2", "False")}, logs
+    assert redis_client.zscore("gm:workers", first_id) is None  # the dead worker is forgotten
+    assert redis_client.llen(f"{GROUP}:running:{first_id}") == 0
+
+
+def test_killed_worker_job_fails_when_no_restart_is_left(
+    procs: Processes, gm: Gristmill, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """With GRISTMILL_MAX_RESTARTS=0 the job of a SIGKILLed worker completes as WorkerLost."""
+    procs.scheduler(GRISTMILL_MAX_RESTARTS="0")
+    worker = procs.worker(GRISTMILL_MAX_RESTARTS="0")
+    worker_id = worker_id_of(redis_client, worker.pid)
+    job_id = gm.run_preview(LONG_JOB, "python3", {"marker": str(tmp_path / "marker")})
+    line = xwait(redis_client, f"{GROUP}:logs:{job_id}", lambda e: e["l"].startswith("attempt"),
+                 20)
+    procs.adopt(int(re.search(r"pid=(\d+)", line["l"]).group(1)), "pywrapper")  # type: ignore[union-attr]
+
+    os.kill(worker.pid, signal.SIGKILL)
+    job = gm.wait(job_id, timeout_s=20)
+    assert job.status == "failure"
+    assert job.attempt == 1
+    assert job.error is not None and job.error["name"] == "WorkerLost"
+    assert worker_id in job.error["message"]
+    assert redis_client.ttl(f"{GROUP}:job:{job_id}") > 0
+    assert redis_client.zscore(f"{GROUP}:completed", job_id) == job.completed_at
+
+
+# Regression: a stopping worker used to claim the job it had just released and start it
+# again (attempt + 1, a second "started" event) before releasing it a second time.
+def test_stopped_worker_releases_running_job_once(
+    procs: Processes, gm: Gristmill, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """SIGTERM a busy worker: after its grace period the job goes back to the queue, started once."""
+    worker = procs.worker("--grace", "1", name="worker")
+    worker_id = worker_id_of(redis_client, worker.pid)
+    job_id = gm.run_preview(LONG_JOB, "python3", {"marker": str(tmp_path / "marker")})
+    line = xwait(redis_client, f"{GROUP}:logs:{job_id}", lambda e: e["l"].startswith("attempt"),
+                 20)
+    job_pid = int(re.search(r"pid=(\d+)", line["l"]).group(1))  # type: ignore[union-attr]
+    procs.adopt(job_pid, "pywrapper")
+
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+    assert not alive(job_pid), "the job's process outlived its worker"
+
+    job = gm.get_job(job_id)
+    events = [(f[b"event"].decode(), f[b"id"].decode())
+              for _, f in redis_client.xrange(f"{GROUP}:events")]
+    assert job.status == "queued"
+    assert redis_client.lrange(f"{GROUP}:ready", 0, -1) == [job_id.encode()]
+    assert redis_client.zscore("gm:workers", worker_id) is None
+    assert events.count(("started", job_id)) == 1, events
+    assert job.attempt == 1

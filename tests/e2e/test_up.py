@@ -1,0 +1,120 @@
+"""`gristmill up`: a whole fleet on an embedded Redis it starts itself, data kept in ./.gristmill/."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+
+from gristmill.embedded import free_port, port_in_use
+from tests.e2e.conftest import GROUP, LineReader, Processes, alive, children, clean_env, deadline
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+HELLO = "def main(name: str):\n    return f'hello {name}'\n"
+
+
+class Up:
+    """One `gristmill up` run in ``cwd`` with its server on ``port``."""
+
+    def __init__(self, procs: Processes, cwd: Path, port: int, name: str) -> None:
+        env = clean_env(None)  # no GRISTMILL_REDIS_URL: up starts its own server
+        if os.environ.get("GRISTMILL_TEST_REDIS_SERVER"):
+            env["GRISTMILL_REDIS_SERVER"] = os.environ["GRISTMILL_TEST_REDIS_SERVER"]
+        self.procs = procs
+        self.name = name
+        self.process, lines = procs.start(
+            name, "up", "--redis-port", str(port), "--workers", "1", "--concurrency", "1",
+            "--grace", "2", env=env, cwd=cwd, read_stdout=True,
+        )
+        assert lines is not None
+        self.lines: LineReader = lines
+        self.url = lines.expect(r"embedded \S+ \S+ at (redis://\S+)", 20).group(1)
+        lines.expect(r"fleet up", 10)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.procs.cli(*args, env=clean_env(self.url))
+
+    def children(self) -> dict[str, int]:
+        """Its children by role (server, scheduler, worker), once worker and scheduler run."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            deadline(lambda: client.zcard("gm:workers") and client.zcard("gm:schedulers"), 15,
+                     "up's worker and scheduler to register")
+        finally:
+            client.close()
+        roles = {}
+        for pid in children(self.process.pid):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            args = [a.decode() for a in cmdline]
+            role = ("scheduler" if "scheduler" in args else "worker" if "worker" in args
+                    else "server")
+            roles[role] = pid
+            self.procs.adopt(pid, args[0])
+        return roles
+
+    def log(self) -> str:
+        """What up and its children wrote to stderr (their JSON log lines)."""
+        return (self.procs.tmp_path / f"{self.name}.log").read_text(errors="replace")
+
+    def interrupt(self) -> int:
+        """Ctrl-C: SIGINT to up alone; its exit code."""
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(20)
+
+
+def test_up_runs_a_preview_and_stops_everything(procs: Processes, tmp_path: Path) -> None:
+    """`up` prints its URL, runs a preview sent by the CLI, and SIGINT stops children and server."""
+    site = tmp_path / "site"
+    site.mkdir()
+    port = free_port()
+    up = Up(procs, site, port, "up")
+    assert up.url == f"redis://127.0.0.1:{port}/0"
+    (tmp_path / "hello.py").write_text(HELLO)
+
+    done = up.cli("preview", str(tmp_path / "hello.py"), "-a", "name=mill", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == "hello mill"
+
+    kids = up.children()
+    assert set(kids) == {"server", "scheduler", "worker"}, kids
+    assert up.interrupt() == 0
+    assert [role for role, pid in kids.items() if alive(pid)] == []
+    assert not port_in_use(port)
+    events = [json.loads(line)["event"] for line in up.log().splitlines() if line.startswith("{")]
+    assert "worker stopped" in events and "scheduler stopped" in events  # not killed: stopped
+    assert (site / ".gristmill" / "redis").is_dir()
+
+
+def test_up_keeps_queued_jobs_across_restart(procs: Processes, tmp_path: Path) -> None:
+    """A job queued 1 h ahead survives stopping and restarting `up` (data in ./.gristmill/)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    port = free_port()
+    (tmp_path / "later.py").write_text(HELLO)
+
+    first = Up(procs, site, port, "up-1")
+    queued = first.cli("preview", str(tmp_path / "later.py"), "-a", "name=later", "--in", "1h")
+    assert queued.returncode == 0, queued.stderr
+    job_id = queued.stdout.strip()
+    assert first.interrupt() == 0
+    assert not port_in_use(port)
+    assert any((site / ".gristmill" / "redis").rglob("*.aof")), "no append-only file kept"
+
+    second = Up(procs, site, port, "up-2")
+    got = second.cli("job", "get", job_id, "--json")
+    assert got.returncode == 0, got.stderr
+    job = json.loads(got.stdout)
+    assert job["status"] == "queued"
+    assert job["args"] == {"name": "later"}
+    client = redis.Redis.from_url(second.url)
+    try:
+        assert client.zscore(f"{GROUP}:scheduled", job_id) == job["scheduled_for"]
+    finally:
+        client.close()
+    assert second.interrupt() == 0
