@@ -36,12 +36,15 @@ INBOX = Principal(user="inbox")
 
 
 class TokenLike(Protocol):
-    job_id: str | None
+    @property
+    def job_id(self) -> str | None: ...
 
 
 class AuthContextLike(Protocol):
-    principal: Principal
-    token: TokenLike
+    @property
+    def principal(self) -> Principal: ...
+    @property
+    def token(self) -> TokenLike: ...
 
 
 class Authority(Protocol):

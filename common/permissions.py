@@ -4,8 +4,9 @@ Identities are ``u/<user>`` and ``g/<group>``. Items live at paths
 ``u/<user>/...`` (owned by that user), ``g/<group>/...`` (owned by the
 group's members) or ``f/<folder>/...`` (governed by the folder's readers and
 writers). Any item may grant extra levels to identities. Levels are ordered:
-``read`` < ``run`` < ``write``; a level grants every lower one. Admins may do
-everything.
+``read`` < ``run`` < ``write``; a level grants every lower one. Folder readers
+get ``run`` (they may read and run what the folder holds, as in Windmill),
+folder writers ``write``. Admins may do everything.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from common.errors import PermissionDenied, SpecError
 Level = Literal["read", "run", "write"]
 LEVELS: tuple[Level, ...] = ("read", "run", "write")
 _RANK = {level: rank for rank, level in enumerate(LEVELS)}
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+MAX_PATH_LENGTH = 255
+MAX_PATH_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Principal:
 
     @property
     def identities(self) -> frozenset[str]:
+        """Every identity whose grants apply: the user's own and its groups'."""
         own = {f"u/{self.user}"} if self.user is not None else set()
         return frozenset(own | {f"g/{group}" for group in self.groups})
 
@@ -62,7 +66,7 @@ class FolderAcl:
 
 def check_name(name: str, what: str = "name") -> str:
     """User, group and folder names: lowercase letters, digits, _ and -."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise SpecError(f"bad {what} {name!r}: use lowercase letters, digits, _ and - (max 64)")
     return name
 
@@ -70,7 +74,7 @@ def check_name(name: str, what: str = "name") -> str:
 def check_identity(identity: str) -> str:
     """``u/<user>`` or ``g/<group>``."""
     kind, _, name = identity.partition("/")
-    if kind not in ("u", "g") or not _NAME.match(name):
+    if kind not in ("u", "g") or not _NAME.fullmatch(name):
         raise SpecError(f"bad identity {identity!r}: use u/<user> or g/<group>")
     return identity
 
@@ -79,10 +83,11 @@ def check_item_path(path: str) -> str:
     """``u/<user>/<name>``, ``g/<group>/<name>`` or ``f/<folder>/<name>``: no traversal."""
     parts = path.split("/")
     if (
-        len(parts) < 3
+        not 3 <= len(parts) <= MAX_PATH_DEPTH
+        or len(path) > MAX_PATH_LENGTH
         or parts[0] not in ("u", "g", "f")
-        or not _NAME.match(parts[1])
-        or not all(_SEGMENT.match(part) for part in parts[2:])
+        or not _NAME.fullmatch(parts[1])
+        or not all(_SEGMENT.fullmatch(part) for part in parts[2:])
     ):
         raise SpecError(
             f"bad path {path!r}: use u/<user>/<name>, g/<group>/<name> or f/<folder>/<name> "
@@ -95,6 +100,7 @@ def level_of(
     principal: Principal, path: str, acl: Acl | None = None, folder: FolderAcl | None = None
 ) -> Level | None:
     """The highest level ``principal`` has on the item at ``path`` (None: nothing)."""
+    check_item_path(path)
     if principal.is_admin:
         return "write"
     kind, owner = path.split("/")[:2]
@@ -132,6 +138,10 @@ def require(
 
 def may_run_as(principal: Principal, permissioned_as: str) -> bool:
     """A user runs jobs as himself or a group he belongs to; admins as anyone; never higher."""
+    try:
+        check_identity(permissioned_as)
+    except SpecError:
+        return False
     if principal.is_admin:
         return True
     kind, _, name = permissioned_as.partition("/")

@@ -16,10 +16,10 @@ from common.errors import GristmillError, NotFound, SpecError
 from common.keys import Keys
 from common.languages import LANGUAGES
 from common.models import ScriptVersion
+from common.permissions import check_item_path
 from common.retry import parse_policy
 
 HASH_LENGTH = 16
-_PATH = re.compile(r"^(u|g|f)/[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)+$")
 _HASH = re.compile(rf"^[0-9a-f]{{{HASH_LENGTH}}}$")
 
 
@@ -37,13 +37,8 @@ def script_hash(path: str, language: str, code: str, defaults: dict[str, str] | 
 
 
 def check_path(path: str) -> str:
-    """Accept ``u/<user>/...``, ``g/<group>/...`` or ``f/<folder>/...``; nothing else."""
-    if not _PATH.match(path) or ".." in path.split("/"):
-        raise SpecError(
-            f"bad script path {path!r}: use u/<user>/<name>, g/<group>/<name> or "
-            "f/<folder>/<name> (letters, digits, _ - .)"
-        )
-    return path
+    """Script paths follow the item path rules (u/, g/, f/; no traversal)."""
+    return check_item_path(path)
 
 
 def is_hash(ref: str) -> bool:
@@ -104,6 +99,12 @@ class ScriptStore:
     def get(self, ref: str) -> ScriptVersion:
         """A version by hash, or the latest at a path."""
         return self.by_hash(ref) if is_hash(ref) else self.latest(ref)
+
+    @redis_errors
+    def all_paths(self) -> dict[str, str]:
+        """Every script path and its latest hash."""
+        raw = self.client.hgetall(self.keys.script_paths)
+        return {k.decode(): v.decode() for k, v in sorted(raw.items())}
 
     @redis_errors
     def history(self, path: str) -> list[str]:

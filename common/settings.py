@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     base_url: str = Field(
         default="http://127.0.0.1:8000", description="WM_BASE_URL handed to job code."
     )
+    secret_key: str | None = Field(
+        default=None,
+        description="base64 of 32 bytes: the AES-GCM key of secrets at rest. `up` generates "
+        "one into the data dir when unset.",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Address `gristmill api` listens on.")
+    api_port: int = Field(default=8000, description="Port `gristmill api` listens on.")
     metrics_addr: str = Field(
         default="127.0.0.1",
         description="Address /metrics listens on (with --metrics-port); 0.0.0.0 in containers.",

@@ -21,6 +21,8 @@ from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, Keys
 from common.models import Job, Status
 
 SCAN_PAGE = 1000
+FENCED = -1
+NEW_SECRETS = -2
 
 
 @dataclass(frozen=True)
@@ -147,16 +149,27 @@ class Store:
         return Job.from_redis(dict(zip(fields[::2], fields[1::2], strict=True)))
 
     @redis_errors
-    def append_logs(self, job: Job, lines: list[tuple[int, str, str]]) -> bool:
-        """Append (ts_ms, stream, line) tuples; False when the attempt was fenced off."""
+    def append_logs(
+        self, job: Job, lines: list[tuple[int, str, str]], *, known_redactions: int = 0
+    ) -> int:
+        """Append (ts_ms, stream, line) tuples.
+
+        Returns the count appended, FENCED (-1) when the attempt was fenced off,
+        or NEW_SECRETS (-2) when the job read secrets beyond ``known_redactions``:
+        nothing was written; fetch them with :meth:`redactions` and send again.
+        """
         g = self.keys.group(job.group)
         flat = [item for entry in lines for item in entry]
-        appended = lua.APPEND_LOGS(
+        return int(lua.APPEND_LOGS(
             self.client,
-            [g.job(job.id), g.logs(job.id)],
-            [job.claim or "", LOGS_MAXLEN, job.attempt, *flat],
-        )
-        return int(appended) >= 0
+            [g.job(job.id), g.logs(job.id), g.redact(job.id)],
+            [job.claim or "", LOGS_MAXLEN, job.attempt, known_redactions, *flat],
+        ))
+
+    @redis_errors
+    def redactions(self, job: Job) -> list[str]:
+        """The entries the API recorded for each secret the job read."""
+        return sorted(v.decode() for v in self.client.smembers(self.keys.group(job.group).redact(job.id)))
 
     def _entry(self, job: Job, status: str, fields: dict[str, Any]) -> bytes:
         """This attempt's line in the job's attempt history."""

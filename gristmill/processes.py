@@ -29,10 +29,16 @@ def add_process_commands(sub: Any) -> None:
     p.add_argument("--redis-port", type=int, default=EMBEDDED_REDIS_PORT)
     p.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",
                    help="embedded Redis: fsync every write (always) or every second")
+    p.add_argument("--api-port", type=int, default=8000, help="HTTP API port (0: no API)")
     p.add_argument("--metrics-port", type=int, default=0,
                    help="first metrics port: scheduler on it, workers on the next ones")
     p.add_argument("--grace", type=float, default=30.0, help="seconds running jobs get to finish")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("api", help="serve the HTTP API and /metrics")
+    p.add_argument("--host", help="listen address (default GRISTMILL_API_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default GRISTMILL_API_PORT, 8000)")
+    p.set_defaults(func=cmd_api)
 
     p = sub.add_parser("worker", help="run one worker process")
     p.add_argument("--group", default="default")
@@ -52,8 +58,26 @@ def _connect(settings: Settings) -> Any:
     return client
 
 
+def cmd_api(ns: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.services import Services
+
+    settings = Settings()
+    log.configure(settings.log_format, settings.log_level)
+    _connect(settings)
+    app = create_app(Services.build(settings))
+    host, port = ns.host or settings.api_host, ns.port or settings.api_port
+    log.get(process="api").info("api listening", url=f"http://{host}:{port}/api/docs")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    return 0
+
+
 def cmd_worker(ns: argparse.Namespace) -> int:
+    from common.crypto import SecretBox
     from common.fleet import Fleet
+    from common.identity import IdentityStore
     from common.keys import Keys
     from common.scripts import ScriptStore
     from common.store import Store
@@ -66,6 +90,8 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     worker = Worker(
         store=Store(client, keys), scripts=ScriptStore(client, keys), fleet=Fleet(client, keys),
         settings=settings, group=ns.group, concurrency=ns.concurrency,
+        tokens=IdentityStore(client, keys),
+        box=SecretBox.from_setting(settings.secret_key) if settings.secret_key else None,
     )
     metrics.serve(ns.metrics_port, settings.metrics_addr)
     _on_stop(worker.stop, worker.kill_running, ns.grace)
@@ -167,6 +193,32 @@ class Child:
             self.process.wait()
 
 
+def bootstrap(settings: Settings, url: str, api_port: int) -> dict[str, str]:
+    """First run of `up`: a secret key and an admin token in the data dir. Returns env for children."""
+    from common.crypto import load_or_create_key
+    from common.identity import IdentityStore
+    from common.keys import Keys
+
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {}
+    if not settings.secret_key:
+        env["GRISTMILL_SECRET_KEY"] = load_or_create_key(data_dir / "secret-key")
+    if api_port and "GRISTMILL_BASE_URL" not in os.environ:
+        env["GRISTMILL_BASE_URL"] = f"http://127.0.0.1:{api_port}"
+    token_file = data_dir / "admin-token"
+    token = IdentityStore(connect(url), Keys(settings.namespace)).ensure_admin()
+    if token is not None:
+        token_file.touch(mode=0o600)
+        token_file.write_text(token + "\n")
+    if token_file.exists():
+        print(f"gristmill: admin API token in {token_file.resolve()}", flush=True)
+    else:
+        print("gristmill: the admin user exists; create a token with "
+              "`gristmill token create --user admin`", flush=True)
+    return env
+
+
 def cmd_up(ns: argparse.Namespace) -> int:
     from gristmill.embedded import EmbeddedRedis
 
@@ -188,10 +240,12 @@ def cmd_up(ns: argparse.Namespace) -> int:
             raise
         print(f"gristmill: using {version} at {url}", flush=True)
 
-    env = {**os.environ, "GRISTMILL_REDIS_URL": url}
+    env = {**os.environ, "GRISTMILL_REDIS_URL": url, **bootstrap(settings, url, ns.api_port)}
     exe = [sys.executable, "-m", "gristmill"]
     metrics_port = ns.metrics_port
     children = [Child("scheduler", [*exe, "scheduler", "--metrics-port", str(metrics_port)], env)]
+    if ns.api_port:
+        children.append(Child("api", [*exe, "api", "--port", str(ns.api_port)], env))
     for i in range(ns.workers):
         port = metrics_port + 1 + i if metrics_port else 0
         children.append(Child(
@@ -209,8 +263,9 @@ def cmd_up(ns: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, handler)
     for child in children:
         child.start()
+    api = f", API on http://127.0.0.1:{ns.api_port}/api/docs" if ns.api_port else ""
     print(f"gristmill: fleet up: 1 scheduler, {ns.workers} workers x {ns.concurrency} "
-          f"(group {ns.group}). Ctrl-C stops it.", flush=True)
+          f"(group {ns.group}){api}. Ctrl-C stops it.", flush=True)
     try:
         while not stopping.wait(0.5):
             now = time.monotonic()

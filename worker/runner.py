@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import tempfile
@@ -10,17 +11,19 @@ import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from common import codec, log, metrics
 from common.clock import Clock, now_ms
+from common.crypto import SecretBox
 from common.errors import NotFound, RedisUnavailable
 from common.instance import InstanceSettings
 from common.models import Job, Status
 from common.retry import next_delay_s, parse_policy
 from common.scripts import ScriptStore
 from common.settings import Settings
-from common.store import Store
+from common.store import FENCED, NEW_SECRETS, Store
+from common.vault import redact, redaction_values
 from worker.environment import ephemeral_token, job_environment
 from worker.executors.base import Outcome, interpret, prepare
 from worker.executors.binding import ArgumentError
@@ -29,11 +32,38 @@ from worker.process import LogLine, ProcessRun
 MAX_RESULT_BYTES = 8 * 1024 * 1024
 PENDING_LOG_CAP = 20_000
 RETRY_BACKOFF_MAX_S = 5.0
+TOKEN_MARGIN_S = 60
 T = TypeVar("T")
 
 
 def failure(name: str, message: str) -> Outcome:
     return Outcome(ok=False, error={"name": name, "message": message, "traceback": ""})
+
+
+class JobTokens(Protocol):
+    """What the runner needs of the identity store."""
+
+    def mint_job_token(self, job_id: str, permissioned_as: str, *, expires_at: int) -> str: ...
+    def revoke_job_token(self, job_id: str) -> None: ...
+
+
+def redact_value(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every secret removed from its strings (keys included)."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [redact_value(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {redact_value(k, secrets): redact_value(v, secrets) for k, v in value.items()}
+    return value
+
+
+def redact_outcome(outcome: Outcome, secrets: list[str]) -> Outcome:
+    """The outcome with secrets the job read removed from its result and error."""
+    if not secrets:
+        return outcome
+    return Outcome(ok=outcome.ok, result=redact_value(outcome.result, secrets),
+                   error=redact_value(outcome.error, secrets))
 
 
 class LogSink:
@@ -44,12 +74,15 @@ class LogSink:
     is killed: a worker presumed dead must stop doing the job's work.
     """
 
-    def __init__(self, store: Store, job: Job) -> None:
+    def __init__(self, store: Store, job: Job, box: SecretBox | None = None) -> None:
         self.store = store
         self.job = job
+        self.box = box
         self.pending: list[tuple[int, str, str]] = []
         self.fenced = False
         self.run: ProcessRun | None = None
+        self.redaction_entries = 0
+        self.secrets: list[str] = []
 
     def __call__(self, lines: list[LogLine]) -> None:
         if self.fenced:
@@ -65,23 +98,44 @@ class LogSink:
         if not self.pending or self.fenced:
             return
         try:
-            accepted = self.store.append_logs(self.job, self.pending)
+            answer = self.store.append_logs(
+                self.job, self.redacted(self.pending), known_redactions=self.redaction_entries)
+            if answer == NEW_SECRETS:
+                self.learn_secrets()
+                answer = self.store.append_logs(
+                    self.job, self.redacted(self.pending), known_redactions=self.redaction_entries)
         except RedisUnavailable:
             return
+        if answer == NEW_SECRETS:
+            return  # more secrets arrived meanwhile: the next flush sends these lines
         self.pending = []
-        if not accepted:
+        if answer == FENCED:
             self.fenced = True
             if self.run is not None:
                 self.run.cancel()
+
+    def learn_secrets(self) -> None:
+        """Fetch the secrets the job read since the last batch (to redact them)."""
+        entries = self.store.redactions(self.job)
+        self.secrets = redaction_values(self.box, entries) if self.box is not None else []
+        self.redaction_entries = len(entries)
+
+    def redacted(self, lines: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+        if not self.secrets:
+            return lines
+        return [(ts, stream, redact(line, self.secrets)) for ts, stream, line in lines]
 
 
 class JobRunner:
     """Runs jobs for a worker; thread-safe, one call of :meth:`run` per job."""
 
     def __init__(
-        self, *, store: Store, scripts: ScriptStore, settings: Settings, clock: Clock = now_ms
+        self, *, store: Store, scripts: ScriptStore, settings: Settings, clock: Clock = now_ms,
+        tokens: JobTokens | None = None, box: SecretBox | None = None,
     ) -> None:
         self.store = store
+        self.tokens = tokens
+        self.box = box
         self.settings = settings
         self.clock = clock
         self._active: dict[str, ProcessRun] = {}
@@ -118,13 +172,21 @@ class JobRunner:
             }, instance, jlog)
             return
         started = time.monotonic()
-        sink = LogSink(self.store, job)
+        sink = LogSink(self.store, job, self.box)
         workdir = Path(tempfile.mkdtemp(prefix="gristmill-job-"))
         try:
             outcome = self._execute(job, instance, workdir, sink)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            tokens = self.tokens
+            if tokens is not None:
+                # WM_TOKEN dies with the attempt, whatever its outcome.
+                self._write(lambda: tokens.revoke_job_token(job.id))
         sink.flush()
+        if self.box is not None:
+            with contextlib.suppress(RedisUnavailable):
+                sink.learn_secrets()
+            outcome = redact_outcome(outcome, sink.secrets)
         duration_ms = int((time.monotonic() - started) * 1000)
         metrics.JOB_DURATION.labels(group=job.group, kind=job.kind.value).observe(duration_ms / 1000)
         if sink.fenced:
@@ -164,7 +226,8 @@ class JobRunner:
             return failure("ScriptNotFound", str(exc))
         timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
         env = job_environment(
-            job, workdir=workdir, base_url=self.settings.base_url, token=ephemeral_token()
+            job, workdir=workdir, base_url=self.settings.base_url,
+            token=self._mint_token(job, timeout_s),
         )
         run = ProcessRun(prepared, workdir=workdir, env=env, timeout_s=timeout_s, sink=sink)
         sink.run = run
@@ -177,6 +240,13 @@ class JobRunner:
         finally:
             with self._lock:
                 self._active.pop(job.id, None)
+
+    def _mint_token(self, job: Job, timeout_s: int) -> str:
+        """WM_TOKEN: the permissions of permissioned_as, until the job ends (or timeout + 60 s)."""
+        if self.tokens is None:
+            return ephemeral_token()
+        expires_at = self.clock() + (timeout_s + TOKEN_MARGIN_S) * 1000
+        return self.tokens.mint_job_token(job.id, job.permissioned_as, expires_at=expires_at)
 
     def _code(self, job: Job) -> tuple[str, str]:
         if job.code is not None:

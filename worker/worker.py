@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from common import log, metrics
 from common.clock import Clock, now_ms
+from common.crypto import SecretBox
 from common.errors import RedisUnavailable
 from common.fleet import Fleet
 from common.instance import InstanceSettings
@@ -25,7 +26,7 @@ from common.retry import Backoff
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
-from worker.runner import JobRunner
+from worker.runner import JobRunner, JobTokens
 
 CLAIM_BLOCK_S = 5.0
 VERSION = "0.1.0"
@@ -50,6 +51,8 @@ class Worker:
         worker_id: str | None = None,
         claim_block_s: float = CLAIM_BLOCK_S,
         clock: Clock = now_ms,
+        tokens: JobTokens | None = None,
+        box: SecretBox | None = None,
     ) -> None:
         self.store = store
         self.claim_block_s = claim_block_s
@@ -66,7 +69,8 @@ class Worker:
         self._exited = threading.Event()
         self._slots = threading.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="job")
-        self._runner = JobRunner(store=store, scripts=scripts, settings=settings, clock=clock)
+        self._runner = JobRunner(store=store, scripts=scripts, settings=settings, clock=clock,
+                                 tokens=tokens, box=box)
         self.log = log.get(worker_id=self.worker_id, group=group)
 
     # -- lifecycle -------------------------------------------------------------------------

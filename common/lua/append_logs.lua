@@ -2,20 +2,27 @@
 --
 -- KEYS[1] gm:{wg:G}:job:<id>      HASH   the record
 -- KEYS[2] gm:{wg:G}:logs:<id>     STREAM log lines
+-- KEYS[3] gm:{wg:G}:redact:<id>   SET    secrets the job read (their values must not be logged)
 -- ARGV[1] claim of the writer's attempt
 -- ARGV[2] stream cap
 -- ARGV[3] attempt number
--- ARGV[4..] ts, stream, line, ts, stream, line, ...
+-- ARGV[4] how many redaction entries the writer already applies
+-- ARGV[5..] ts, stream, line, ts, stream, line, ...
 --
--- Returns the number of lines appended, or -1 when the writer's attempt is not
--- the job's current one (a worker presumed dead must not log into a new attempt).
+-- Returns the number of lines appended; -1 when the writer's attempt is not
+-- the job's current one (a worker presumed dead must not log into a new
+-- attempt); -2, writing nothing, when the job read secrets the writer does not
+-- know of yet: it must fetch them, redact, and send the batch again.
 
 local cur = redis.call('HMGET', KEYS[1], 'status', 'claim')
 if cur[1] ~= 'running' or cur[2] ~= ARGV[1] then
   return -1
 end
+if redis.call('SCARD', KEYS[3]) ~= tonumber(ARGV[4]) then
+  return -2
+end
 local n = 0
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
              'a', ARGV[3], 't', ARGV[i], 's', ARGV[i + 1], 'l', ARGV[i + 2])
   n = n + 1

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,15 @@ class Up:
             env["GRISTMILL_REDIS_SERVER"] = os.environ["GRISTMILL_TEST_REDIS_SERVER"]
         self.procs = procs
         self.name = name
+        self.api_port = free_port()
         self.process, lines = procs.start(
             name, "up", "--redis-port", str(port), "--workers", "1", "--concurrency", "1",
-            "--grace", "2", env=env, cwd=cwd, read_stdout=True,
+            "--grace", "2", "--api-port", str(self.api_port), env=env, cwd=cwd, read_stdout=True,
         )
         assert lines is not None
         self.lines: LineReader = lines
         self.url = lines.expect(r"embedded \S+ \S+ at (redis://\S+)", 20).group(1)
+        self.token_file = Path(lines.expect(r"admin API token in (\S+)", 20).group(1))
         lines.expect(r"fleet up", 10)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -53,7 +56,7 @@ class Up:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             args = [a.decode() for a in cmdline]
             role = ("scheduler" if "scheduler" in args else "worker" if "worker" in args
-                    else "server")
+                    else "api" if "api" in args else "server")
             roles[role] = pid
             self.procs.adopt(pid, args[0])
         return roles
@@ -82,7 +85,14 @@ def test_up_runs_a_preview_and_stops_everything(procs: Processes, tmp_path: Path
     assert json.loads(done.stdout) == "hello mill"
 
     kids = up.children()
-    assert set(kids) == {"server", "scheduler", "worker"}, kids
+    assert set(kids) == {"server", "scheduler", "worker", "api"}, kids
+    token = up.token_file.read_text().strip()
+    assert up.token_file.stat().st_mode & 0o077 == 0  # the admin token is private
+    deadline(lambda: port_in_use(up.api_port), 20, "the API to listen")
+    request = urllib.request.Request(f"http://127.0.0.1:{up.api_port}/api/whoami",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["name"] == "u/admin"
     assert up.interrupt() == 0
     assert [role for role, pid in kids.items() if alive(pid)] == []
     assert not port_in_use(port)

@@ -1,0 +1,41 @@
+"""The HTTP API: FastAPI app, served by `gristmill api` (uvicorn)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api import errors
+from api.auth import Svc
+from api.routes import admin, items, jobs, scripts
+from api.services import Services
+from common import metrics
+
+
+def create_app(services: Services) -> FastAPI:
+    """The app, bound to one Gristmill instance."""
+    app = FastAPI(
+        title="Gristmill", version="0.1.0",
+        description="Run scripts as jobs on a Redis-backed worker fleet. Authenticate with "
+        "`Authorization: Bearer <API token or WM_TOKEN>`.",
+        openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
+    )
+    app.state.services = services
+    errors.install(app)
+    for module in (jobs, scripts, items, admin):
+        app.include_router(module.router)
+
+    @app.get("/api/health", tags=["health"])
+    def health(svc: Svc) -> dict[str, Any]:
+        """No authentication: whether the API reaches Redis."""
+        svc.gm.ping()
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app

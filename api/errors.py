@@ -1,0 +1,104 @@
+"""Errors as JSON a person can act on, and the request size limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common.errors import (
+    AuthError,
+    ConfigError,
+    DuplicateJob,
+    GristmillError,
+    JobTimeout,
+    NotFound,
+    PermissionDenied,
+    RedisUnavailable,
+    SpecError,
+)
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+STATUS = (
+    (AuthError, 401), (PermissionDenied, 403), (NotFound, 404), (DuplicateJob, 409),
+    (JobTimeout, 408), (SpecError, 400), (RedisUnavailable, 503), (ConfigError, 500),
+)
+
+
+def status_of(exc: GristmillError) -> int:
+    for kind, status in STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def error_body(message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": message, **extra}
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn our errors into JSON responses."""
+
+    @app.exception_handler(GristmillError)
+    async def gristmill_error(request: Request, exc: GristmillError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
+        return JSONResponse(error_body(str(exc)), status_code=status_of(exc), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        ]
+        return JSONResponse(error_body("; ".join(problems)), status_code=422)
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
+
+class TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """413 for a request body over ``limit`` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._reject(send)
+                return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        response = JSONResponse(
+            error_body(f"request body is larger than {self.limit // (1024 * 1024)} MiB"),
+            status_code=413,
+        )
+        await response({"type": "http"}, _nothing, send)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
