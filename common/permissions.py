@@ -23,6 +23,7 @@ LEVELS: tuple[Level, ...] = ("read", "run", "write")
 _RANK = {level: rank for rank, level in enumerate(LEVELS)}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+INBOX = "inbox"  # the built-in identity of tokenless inbox specs: no rights at all
 MAX_PATH_LENGTH = 255
 MAX_PATH_DEPTH = 16
 
@@ -103,6 +104,8 @@ def level_of(
     check_item_path(path)
     if principal.is_admin:
         return "write"
+    if principal.user == INBOX:
+        return None  # tokenless inbox jobs may read nothing, not even u/inbox/...
     kind, owner = path.split("/")[:2]
     if (kind == "u" and owner == principal.user) or (kind == "g" and owner in principal.groups):
         return "write"

@@ -113,8 +113,9 @@ class TokenStore:
         self.clock = clock
 
     @redis_errors
-    def create_token(self, owner: str, *, label: str = "", expires_at: int | None = None
-               ) -> tuple[str, TokenInfo]:
+    def create_token(
+        self, owner: str, *, label: str = "", expires_at: int | None = None
+    ) -> tuple[str, TokenInfo]:
         """A new API token for an existing user: (plain text, shown once; its info)."""
         if len(label) > MAX_LABEL_LENGTH or not label.isprintable():
             raise SpecError(f"token label: at most {MAX_LABEL_LENGTH} printable characters")

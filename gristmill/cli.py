@@ -13,6 +13,7 @@ from common.languages import LANGUAGES
 from common.models import Kind, Status
 from common.spec import parse_time
 from gristmill import format as fmt
+from gristmill.cli_identity import add_identity_commands
 from gristmill.durations import parse_arg_pairs, parse_duration_ms
 
 EXTENSIONS = {".py": "python3", ".sh": "bash", ".bash": "bash"}
@@ -240,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     processes.add_process_commands(sub)
+    add_identity_commands(sub)
 
     p = sub.add_parser("run", help="run the latest version of a script")
     p.add_argument("path")

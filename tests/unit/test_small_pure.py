@@ -86,3 +86,10 @@ def test_script_paths_refused(path: str) -> None:
     """Other paths, and traversal, are refused with the accepted forms named."""
     with pytest.raises(SpecError, match="u/<user>/<name>"):
         check_path(path)
+
+
+def test_the_inbox_identity_owns_nothing() -> None:
+    """Tokenless inbox jobs may read nothing, not even paths under u/inbox/."""
+    from common.permissions import Principal, can
+
+    assert not can(Principal(user="inbox"), "read", "u/inbox/anything")
