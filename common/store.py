@@ -7,6 +7,7 @@ decode what comes back.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, Keys
 from common.models import Job, Status
 
 SCAN_PAGE = 1000
+ADMISSION_POLL_S = 0.05
 FENCED = -1
 NEW_SECRETS = -2
 
@@ -333,7 +335,14 @@ class Store:
 
         deadline = self.clock() + int(timeout_s * 1000)
         while True:
-            job = self.get_job(job_id)
+            try:
+                job = self.get_job(job_id)
+            except NotFound:
+                # An inbox spec with a producer-chosen id exists only once admitted.
+                if self.clock() >= deadline:
+                    raise
+                time.sleep(ADMISSION_POLL_S)
+                continue
             if job.is_terminal:
                 return job
             left_s = (deadline - self.clock()) / 1000

@@ -16,6 +16,7 @@ from typing import Any
 from common import log, metrics
 from common.connection import check_version, connect
 from common.errors import ConfigError
+from common.hardening import forbid_inspection
 from common.settings import EMBEDDED_REDIS_PORT, Settings
 
 RESTART_BACKOFF_S = (0.5, 1, 2, 5, 10)
@@ -52,6 +53,12 @@ def add_process_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_scheduler)
 
 
+def _start(settings: Settings) -> None:
+    """What every long-running process does first: logging, and hiding its environment."""
+    log.configure(settings.log_format, settings.log_level)
+    forbid_inspection()
+
+
 def _connect(settings: Settings) -> Any:
     client = connect(settings.effective_redis_url)
     check_version(client)
@@ -65,7 +72,7 @@ def cmd_api(ns: argparse.Namespace) -> int:
     from api.services import Services
 
     settings = Settings()
-    log.configure(settings.log_format, settings.log_level)
+    _start(settings)
     _connect(settings)
     app = create_app(Services.build(settings))
     host, port = ns.host or settings.api_host, ns.port or settings.api_port
@@ -84,7 +91,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     from worker.worker import Worker
 
     settings = Settings()
-    log.configure(settings.log_format, settings.log_level)
+    _start(settings)
     client = _connect(settings)
     keys = Keys(settings.namespace)
     worker = Worker(
@@ -108,7 +115,7 @@ def cmd_scheduler(ns: argparse.Namespace) -> int:
     from scheduler.scheduler import Scheduler
 
     settings = Settings()
-    log.configure(settings.log_format, settings.log_level)
+    _start(settings)
     client = _connect(settings)
     keys = Keys(settings.namespace)
     store = Store(client, keys)
@@ -223,7 +230,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
     from gristmill.embedded import EmbeddedRedis
 
     settings = Settings()
-    log.configure(settings.log_format, settings.log_level)
+    _start(settings)
     up_log = log.get(process="up")
     server = None
     url = settings.redis_url

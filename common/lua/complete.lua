@@ -22,6 +22,10 @@
 -- retried call after a lost reply), 0 when refused: the job's current attempt
 -- is not this worker's claim (it was presumed dead and the job moved on).
 
+if #KEYS ~= 7 or #ARGV < 9 or #ARGV % 2 ~= 1 then
+  -- Checked before any write: a script that fails midway keeps what it wrote.
+  return redis.error_reply('ERR complete.lua: wrong number of keys or arguments')
+end
 local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'claim')
 if cur[2] ~= ARGV[2] or cur[3] ~= ARGV[3] then
   return 0
