@@ -11,7 +11,7 @@ from common import codec
 from common.errors import DuplicateJob, JobTimeout, NotFound
 from common.keys import Keys
 from common.models import Job, Status
-from common.store import Store
+from common.store import FENCED, NEW_SECRETS, Store
 from tests.integration.helpers import make_job
 
 NOW = 1_700_000_000_000
@@ -164,11 +164,24 @@ def test_logs_are_fenced_by_claim(store: Store) -> None:
     store.enqueue(job, fresh_id=True)
     running = store.start("default", job.id, "w1", "c1") if store.claim("default", "w1", 1) else None
     assert running is not None
-    assert store.append_logs(running, [(1, "stdout", "one"), (2, "stderr", "two")])
+    assert store.append_logs(running, [(1, "stdout", "one"), (2, "stderr", "two")]) == 2
     stale = running.model_copy(update={"claim": "old"})
-    assert not store.append_logs(stale, [(3, "stdout", "late")])
+    assert store.append_logs(stale, [(3, "stdout", "late")]) == FENCED
     lines = [(e.attempt, e.stream, e.line) for e in store.logs(job.id)]
     assert lines == [(1, "stdout", "one"), (1, "stderr", "two")]
+
+
+def test_logs_wait_for_the_writer_to_know_every_secret(store: Store, redis_client: redis.Redis) -> None:
+    """A batch is refused, unwritten, while the job has read secrets the writer does not redact yet."""
+    job = make_job(scheduled_for=0)
+    store.enqueue(job, fresh_id=True)
+    running = store.start("default", job.id, "w1", "c1") if store.claim("default", "w1", 1) else None
+    assert running is not None
+    redis_client.sadd(store.keys.group("default").redact(job.id), "sealed-1")
+    assert store.append_logs(running, [(1, "stdout", "secret!")]) == NEW_SECRETS
+    assert store.logs(job.id) == []
+    assert store.redactions(running) == ["sealed-1"]
+    assert store.append_logs(running, [(1, "stdout", "[redacted]")], known_redactions=1) == 1
 
 
 def test_complete_writes_outcome_ttl_and_wakes_waiters(
@@ -178,7 +191,7 @@ def test_complete_writes_outcome_ttl_and_wakes_waiters(
     job = make_job(scheduled_for=0)
     store.enqueue(job, fresh_id=True)
     running = started(store, job.id)
-    assert store.append_logs(running, [(1, "stdout", "hi")])
+    assert store.append_logs(running, [(1, "stdout", "hi")]) == 1
     answer = store.complete(running, Status.SUCCESS, {"result": {"x": [1]}, "duration_ms": 7},
                             retention_s=3600)
     assert answer == 1
