@@ -19,10 +19,9 @@ class Services:
     settings: Settings
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
-        gm = Gristmill(settings=settings)
-        identity = IdentityStore(gm.redis, gm.keys)
-        gm.admission.authority = identity
+    def build(cls, source: Settings | Gristmill) -> Services:
+        gm = source if isinstance(source, Gristmill) else Gristmill(settings=source)
+        settings = gm.settings
         box = SecretBox.from_setting(settings.secret_key) if settings.secret_key else None
-        vault = Vault(gm.redis, gm.keys, box, access=identity.access)
-        return cls(gm=gm, identity=identity, vault=vault, settings=settings)
+        vault = Vault(gm.redis, gm.keys, box, access=gm.identity.access)
+        return cls(gm=gm, identity=gm.identity, vault=vault, settings=settings)

@@ -16,6 +16,7 @@ from typing import Any
 from common.admission import ADMIN_USER, Admission
 from common.connection import connect, redis_errors
 from common.fleet import Fleet
+from common.identity import IdentityStore
 from common.instance import InstanceSettings, validate_one
 from common.instance import decode as decode_instance
 from common.keys import Keys
@@ -39,7 +40,9 @@ class Gristmill:
         self.store = Store(self.redis, self.keys)
         self.scripts = ScriptStore(self.redis, self.keys)
         self.fleet = Fleet(self.redis, self.keys)
-        self.admission = Admission(self.store, self.scripts, self.settings)
+        self.identity = IdentityStore(self.redis, self.keys)
+        self.admission = Admission(self.store, self.scripts, self.settings,
+                                   authority=self.identity)
         self.schedules = ScheduleStore(self.admission)
 
     # -- running ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from common.connection import check_version, connect
 from common.errors import ConfigError
 from common.hardening import forbid_inspection
 from common.settings import EMBEDDED_REDIS_PORT, Settings
+from gristmill.client import Gristmill
 
 RESTART_BACKOFF_S = (0.5, 1, 2, 5, 10)
 
@@ -59,12 +60,6 @@ def _start(settings: Settings) -> None:
     forbid_inspection()
 
 
-def _connect(settings: Settings) -> Any:
-    client = connect(settings.effective_redis_url)
-    check_version(client)
-    return client
-
-
 def cmd_api(ns: argparse.Namespace) -> int:
     import uvicorn
 
@@ -73,31 +68,30 @@ def cmd_api(ns: argparse.Namespace) -> int:
 
     settings = Settings()
     _start(settings)
-    _connect(settings)
-    app = create_app(Services.build(settings))
+    app = create_app(Services.build(_instance(settings)))
     host, port = ns.host or settings.api_host, ns.port or settings.api_port
     log.get(process="api").info("api listening", url=f"http://{host}:{port}/api/docs")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     return 0
 
 
+def _instance(settings: Settings) -> Gristmill:
+    """The stores of the configured instance, after checking the server."""
+    gm = Gristmill(settings=settings)
+    check_version(gm.redis)
+    return gm
+
+
 def cmd_worker(ns: argparse.Namespace) -> int:
     from common.crypto import SecretBox
-    from common.fleet import Fleet
-    from common.identity import IdentityStore
-    from common.keys import Keys
-    from common.scripts import ScriptStore
-    from common.store import Store
     from worker.worker import Worker
 
     settings = Settings()
     _start(settings)
-    client = _connect(settings)
-    keys = Keys(settings.namespace)
+    gm = _instance(settings)
     worker = Worker(
-        store=Store(client, keys), scripts=ScriptStore(client, keys), fleet=Fleet(client, keys),
-        settings=settings, group=ns.group, concurrency=ns.concurrency,
-        tokens=IdentityStore(client, keys),
+        store=gm.store, scripts=gm.scripts, fleet=gm.fleet, settings=settings, group=ns.group,
+        concurrency=ns.concurrency, tokens=gm.identity,
         box=SecretBox.from_setting(settings.secret_key) if settings.secret_key else None,
     )
     metrics.serve(ns.metrics_port, settings.metrics_addr)
@@ -107,21 +101,13 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 
 
 def cmd_scheduler(ns: argparse.Namespace) -> int:
-    from common.admission import Admission
-    from common.fleet import Fleet
-    from common.keys import Keys
-    from common.scripts import ScriptStore
-    from common.store import Store
     from scheduler.scheduler import Scheduler
 
     settings = Settings()
     _start(settings)
-    client = _connect(settings)
-    keys = Keys(settings.namespace)
-    store = Store(client, keys)
+    gm = _instance(settings)
     scheduler = Scheduler(
-        store=store, admission=Admission(store, ScriptStore(client, keys), settings),
-        fleet=Fleet(client, keys), lease_s=settings.worker_lease_s,
+        store=gm.store, admission=gm.admission, fleet=gm.fleet, lease_s=settings.worker_lease_s,
         heartbeat_s=settings.heartbeat_s, max_restarts=settings.max_restarts,
     )
     if ns.metrics_port:
