@@ -167,3 +167,28 @@ def test_any_input_yields_exactly_one_record(admission: Admission, store: Store,
         assert job.status == Status.FAILURE and job.error is not None
     else:
         assert outcome in ("accepted", "duplicate")
+
+
+def test_inbox_spec_with_a_token_runs_as_its_owner(store: Store, scripts: ScriptStore,
+                                                   redis_client: redis.Redis) -> None:
+    """A spec token makes the job run as its owner, or as a group the owner belongs to."""
+    from common.identity import IdentityStore
+
+    identity = IdentityStore(redis_client, store.keys)
+    identity.create_user("alice")
+    identity.create_group("ops")
+    identity.add_member("ops", "alice")
+    token, _ = identity.create_token("alice")
+    scripts.deploy("g/ops/report", "python3", "def main():\n    return 1\n")
+    admission = Admission(store, scripts, Settings(redis_url="redis://unused"), authority=identity)
+    own, outcome = admission.admit_raw(json.dumps({"code": "x", "language": "bash",
+                                                   "token": token}).encode())
+    assert outcome == "accepted"
+    assert (store.get_job(own).created_by, store.get_job(own).permissioned_as) == ("u/alice",) * 2
+    group, outcome = admission.admit_raw(json.dumps({"path": "g/ops/report", "token": token,
+                                                     "permissioned_as": "g/ops"}).encode())
+    assert outcome == "accepted" and store.get_job(group).permissioned_as == "g/ops"
+    other, outcome = admission.admit_raw(json.dumps({"path": "g/ops/report", "token": token,
+                                                     "permissioned_as": "g/admins"}).encode())
+    assert outcome == "rejected"
+    assert "u/alice may not run jobs as g/admins" in (store.get_job(other).error or {})["message"]
