@@ -8,7 +8,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import Services
-from common.errors import AuthError, NotFound, PermissionDenied
+from common.authn import require_live
+from common.errors import AuthError, PermissionDenied
 from common.identity import AuthContext
 
 bearer = HTTPBearer(auto_error=False, description="An API token, or a job's WM_TOKEN")
@@ -29,14 +30,7 @@ def authenticate(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthError("missing bearer token: send `Authorization: Bearer <token>`")
     context = svc.identity.authenticate(credentials.credentials)
-    if context.token.kind == "job" and context.token.job_id:
-        # A WM_TOKEN stops working when its job completes, even if revocation was missed.
-        try:
-            job = svc.gm.get_job(context.token.job_id)
-        except NotFound:
-            raise AuthError("this job token's job no longer exists") from None
-        if job.is_terminal:
-            raise AuthError("this job token expired: its job has completed")
+    require_live(context.token, svc.gm.store)
     return context
 
 
@@ -56,5 +50,12 @@ def require_api_token(context: Auth) -> AuthContext:
     return context
 
 
+def require_identity_admin(context: Annotated[AuthContext, Depends(require_api_token)]
+                           ) -> AuthContext:
+    """An admin with an API token: a job run as an admin may not manage users or groups."""
+    return require_admin(context)
+
+
 Admin = Annotated[AuthContext, Depends(require_admin)]
 ApiUser = Annotated[AuthContext, Depends(require_api_token)]
+IdentityAdmin = Annotated[AuthContext, Depends(require_identity_admin)]

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import (
@@ -55,11 +56,28 @@ def install(app: FastAPI) -> None:
         ]
         return JSONResponse(error_body("; ".join(problems)), status_code=422)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Unknown routes (404), wrong methods (405), oversized bodies (413): the same shape.
+        return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code,
+                            headers=exc.headers)
+
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
 
-class TooLarge(Exception):
-    pass
+class TooLarge(HTTPException):
+    """Raised while reading a body past the limit.
+
+    An HTTPException, because FastAPI turns any other error raised while it
+    reads the body into "400 There was an error parsing the body".
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, _too_large(limit))
+
+
+def _too_large(limit: int) -> str:
+    return f"request body is larger than {limit // (1024 * 1024)} MiB"
 
 
 class BodyLimit:
@@ -84,7 +102,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise TooLarge
+                raise TooLarge(self.limit)
             return message
 
         try:
@@ -93,10 +111,7 @@ class BodyLimit:
             await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        response = JSONResponse(
-            error_body(f"request body is larger than {self.limit // (1024 * 1024)} MiB"),
-            status_code=413,
-        )
+        response = JSONResponse(error_body(_too_large(self.limit)), status_code=413)
         await response({"type": "http"}, _nothing, send)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from common import log
 from common import spec as specs
+from common.authn import require_live
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import AuthError, DuplicateJob, NotFound, PermissionDenied, SpecError
@@ -36,6 +37,8 @@ INBOX = Principal(user="inbox")
 
 
 class TokenLike(Protocol):
+    @property
+    def kind(self) -> str: ...
     @property
     def job_id(self) -> str | None: ...
 
@@ -149,6 +152,7 @@ class Admission:
             raise SpecError("token: this instance has no identity store")
         try:
             context = self.authority.authenticate(token)
+            require_live(context.token, self.store)
         except AuthError as exc:
             raise SpecError(f"token: {exc}") from None
         return context.principal, context.token.job_id

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import Admin, ApiUser, Auth, Svc
+from api.auth import Admin, ApiUser, Auth, IdentityAdmin, Svc
 from common.errors import PermissionDenied
 from common.permissions import Level, require
 
@@ -49,7 +49,7 @@ def whoami(context: Auth) -> dict[str, Any]:
 
 
 @router.post("/users", status_code=201)
-def create_user(body: NewUser, svc: Svc, context: Admin) -> dict[str, Any]:
+def create_user(body: NewUser, svc: Svc, context: IdentityAdmin) -> dict[str, Any]:
     """Admins create users."""
     return dataclasses.asdict(svc.identity.create_user(body.name, body.password,
                                                        is_admin=body.is_admin))
@@ -61,13 +61,13 @@ def list_users(svc: Svc, context: Admin) -> list[dict[str, Any]]:
 
 
 @router.delete("/users/{name}")
-def delete_user(name: str, svc: Svc, context: Admin) -> dict[str, str]:
+def delete_user(name: str, svc: Svc, context: IdentityAdmin) -> dict[str, str]:
     svc.identity.delete_user(name)
     return {"deleted": name}
 
 
 @router.post("/groups/{name}", status_code=201)
-def create_group(name: str, svc: Svc, context: Admin) -> dict[str, str]:
+def create_group(name: str, svc: Svc, context: IdentityAdmin) -> dict[str, str]:
     svc.identity.create_group(name, created_by=context.principal.name)
     return {"group": name}
 
@@ -82,19 +82,19 @@ def list_groups(svc: Svc, context: Auth) -> dict[str, list[str]]:
 
 
 @router.delete("/groups/{name}")
-def delete_group(name: str, svc: Svc, context: Admin) -> dict[str, str]:
+def delete_group(name: str, svc: Svc, context: IdentityAdmin) -> dict[str, str]:
     svc.identity.delete_group(name)
     return {"deleted": name}
 
 
 @router.post("/groups/{name}/members")
-def add_member(name: str, body: Member, svc: Svc, context: Admin) -> dict[str, str]:
+def add_member(name: str, body: Member, svc: Svc, context: IdentityAdmin) -> dict[str, str]:
     svc.identity.add_member(name, body.user)
     return {"group": name, "added": body.user}
 
 
 @router.delete("/groups/{name}/members/{user}")
-def remove_member(name: str, user: str, svc: Svc, context: Admin) -> dict[str, str]:
+def remove_member(name: str, user: str, svc: Svc, context: IdentityAdmin) -> dict[str, str]:
     svc.identity.remove_member(name, user)
     return {"group": name, "removed": user}
 
