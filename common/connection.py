@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from common.errors import ConfigError, RedisUnavailable
 
@@ -23,6 +25,9 @@ def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
         socket_connect_timeout=5.0,
         health_check_interval=0,
         client_name="gristmill",
+        # No silent re-sends: a command whose reply was lost may have run (BLMOVE,
+        # LPUSH, XADD). Our loops retry where a retry is safe, and say so.
+        retry=Retry(NoBackoff(), 0),
     )
 
 

@@ -41,15 +41,18 @@ class Fleet:
 
     @redis_errors
     def worker_heartbeat(
-        self, worker_id: str, info: dict[str, str | int], now: int
-    ) -> InstanceSettings:
-        """One round trip: refresh the lease and the worker's hash, read instance settings."""
+        self, worker_id: str, info: dict[str, str | int], now: int, *, running_key: str
+    ) -> tuple[InstanceSettings, list[str]]:
+        """One round trip: refresh the lease and the worker's hash; read instance settings
+        and the ids in the worker's running list."""
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(self.keys.workers, {worker_id: now})
         pipe.hset(self.keys.worker(worker_id), mapping={**info, "last_seen": now})
         pipe.sadd(self.keys.groups, str(info["group"]))
         pipe.hgetall(self.keys.settings)
-        return decode_instance(pipe.execute()[-1])
+        pipe.lrange(running_key, 0, -1)
+        *_, settings, running = pipe.execute()
+        return decode_instance(settings), [job_id.decode() for job_id in running]
 
     @redis_errors
     def worker_gone(self, worker_id: str) -> None:

@@ -227,7 +227,7 @@ class JobRunner:
         timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
         env = job_environment(
             job, workdir=workdir, base_url=self.settings.base_url,
-            token=self._mint_token(job, timeout_s),
+            token=self._write(lambda: self._mint_token(job, timeout_s)),
         )
         run = ProcessRun(prepared, workdir=workdir, env=env, timeout_s=timeout_s, sink=sink)
         sink.run = run
@@ -285,6 +285,16 @@ class JobRunner:
                 jlog.warning("late retry refused: the job moved on to another attempt")
             return
         self._finish(job, Status.FAILURE, fields, instance, jlog)
+
+    def fail(self, job: Job, exc: BaseException, instance: InstanceSettings) -> None:
+        """Record a job whose run crashed inside the worker (a bug of ours) as failed."""
+        error = {"name": "WorkerError", "traceback": "",
+                 "message": f"the worker failed while running this job: {exc!r}"}
+        jlog = log.get(job_id=job.id, worker_id=job.worker, group=job.group)
+        try:
+            self._finish(job, Status.FAILURE, {"error": error}, instance, jlog)
+        except Exception:
+            jlog.exception("could not record the crash; the job stays in the running list")
 
     def _cancel_was_requested(self, job: Job) -> bool:
         try:

@@ -67,6 +67,8 @@ class Worker:
         self.started_at = clock()
         self._stopping = threading.Event()
         self._exited = threading.Event()
+        self._held: set[str] = set()  # ids claimed and not finished (set ops are atomic in CPython)
+        self._suspects: set[str] = set()
         self._slots = threading.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="job")
         self._runner = JobRunner(store=store, scripts=scripts, settings=settings, clock=clock,
@@ -127,12 +129,19 @@ class Worker:
         job_id = self.store.claim(self.group, self.worker_id, self.claim_block_s)
         if job_id is None:
             return None
+        self._held.add(job_id)
         if self._stopping.is_set():
             # Stopped while blocked in BLMOVE: hand the id back untouched (head of ready).
             self._recover_own(job_id)
+            self._held.discard(job_id)
             return None
-        job = self.store.start(self.group, job_id, self.worker_id, secrets.token_hex(16))
+        try:
+            job = self.store.start(self.group, job_id, self.worker_id, secrets.token_hex(16))
+        except RedisUnavailable:
+            self._held.discard(job_id)  # the heartbeat's reconciliation gives it back
+            raise
         if job is None:
+            self._held.discard(job_id)
             self.log.info("claimed job no longer queued; dropped", job_id=job_id)
             return None
         metrics.JOBS_STARTED.labels(group=job.group, kind=job.kind.value).inc()
@@ -147,9 +156,12 @@ class Worker:
         try:
             self._runner.run(job, self.instance)
             self.jobs_done += 1
-        except Exception:
+        except Exception as exc:
+            # A bug of ours must not leave the job running forever: record it as failed.
             self.log.exception("job runner crashed", job_id=job.id)
+            self._runner.fail(job, exc, self.instance)
         finally:
+            self._held.discard(job.id)
             metrics.WORKER_BUSY.dec()
             self._slots.release()
 
@@ -182,13 +194,28 @@ class Worker:
     # -- heartbeat -------------------------------------------------------------------------
 
     def _heartbeat_once(self) -> None:
-        self.instance = self.fleet.worker_heartbeat(
+        self.instance, listed = self.fleet.worker_heartbeat(
             self.worker_id,
             {"group": self.group, "host": socket.gethostname(), "pid": os.getpid(),
              "started_at": self.started_at, "version": VERSION, "jobs_done": self.jobs_done,
              "concurrency": self.concurrency},
             self.clock(),
+            running_key=self.store.keys.group(self.group).running(self.worker_id),
         )
+        self._reconcile(listed)
+
+    def _reconcile(self, listed: list[str]) -> None:
+        """Give back ids in our running list that we are not working on.
+
+        A BLMOVE whose reply was lost (connection cut, Redis restarted) leaves an
+        id there that this worker never saw. An id seen unheld on two heartbeats
+        in a row is ours by mistake: it goes back to ready, or is recovered.
+        """
+        unheld = set(listed) - self._held
+        for job_id in unheld & self._suspects:
+            self.log.warning("orphaned claim given back", job_id=job_id)
+            self._recover_own(job_id)
+        self._suspects = unheld - self._suspects
 
     def _heartbeat_loop(self) -> None:
         # Beats go on while running jobs finish after stop(): only exit ends them.

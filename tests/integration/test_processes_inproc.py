@@ -20,6 +20,8 @@ from scheduler.scheduler import Scheduler
 from tests.integration.helpers import make_job
 from worker.worker import Worker
 
+NOW_FAR = 4_000_000_000_000
+
 WAIT_FOR_FILE = """
 import os, time
 def main(me: str, other: str | None = None, deadline_s: float = 20):
@@ -99,7 +101,8 @@ def test_scheduler_tick_recovers_the_jobs_of_a_dead_worker(
     now = [1_000_000]
     job = make_job(scheduled_for=0)
     store.enqueue(job, fresh_id=True)
-    fleet.worker_heartbeat("dead-1", {"group": "default"}, now[0])
+    fleet.worker_heartbeat("dead-1", {"group": "default"}, now[0],
+                           running_key=store.keys.group("default").running("dead-1"))
     assert store.claim("default", "dead-1", 1) == job.id
     assert store.start("default", job.id, "dead-1", "c") is not None
     scheduler = Scheduler(
@@ -192,3 +195,17 @@ def test_grace_over_releases_running_jobs_uncounted(
     record = store.get_job(job.id)
     assert (record.status, record.retries, record.restarts) == (Status.QUEUED, 0, 0)
     assert [a["status"] for a in store.attempts(record)] == ["released"]
+
+
+def test_an_orphaned_claim_is_given_back(store: Store, worker_factory: object) -> None:
+    """An id in the worker's running list that it never received (lost BLMOVE reply) goes back."""
+    worker: Worker = worker_factory()  # type: ignore[operator]
+    job = make_job(scheduled_for=NOW_FAR)
+    store.enqueue(job, fresh_id=True)
+    g = store.keys.group("default")
+    # What a lost reply leaves behind: the id moved into this worker's list, status queued.
+    store.client.zrem(g.scheduled, job.id)
+    store.client.rpush(g.running(worker.worker_id), job.id)
+    store.client.hset(g.job(job.id), "scheduled_for", 0)
+    final = store.wait(job.id, 30)  # two heartbeats later it is back in ready, then run
+    assert final.status == Status.SUCCESS and final.attempt == 1
