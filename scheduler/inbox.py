@@ -16,7 +16,7 @@ from common.errors import RedisUnavailable
 from common.retry import Backoff
 from common.store import Store
 
-BLOCK_S = 5.0
+BLOCK_S = 2.0  # a stopping scheduler waits at most this long for its inbox thread
 
 
 class InboxAdmitter:
@@ -34,11 +34,15 @@ class InboxAdmitter:
 
     def run(self) -> None:
         backoff = Backoff()
+        interrupted = True  # at start, and after an error: specs may be left in processing
         while not self.stopping.is_set():
             try:
-                self.drain_processing()
+                if interrupted:
+                    self.drain_processing()
+                    interrupted = False
                 self.admit_next(BLOCK_S)
             except RedisUnavailable:
+                interrupted = True
                 metrics.REDIS_ERRORS.labels(process="scheduler").inc()
                 self.stopping.wait(backoff.next_delay())
                 continue

@@ -16,7 +16,6 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -32,30 +31,6 @@ MAX_BUFFERED_LINES = 20_000  # past this the reader waits for the sink: memory s
 TRUNCATED = " …[truncated]"
 _READ_SIZE = 65536
 _ABANDON_READS = 16  # a process outside the group may keep writing: stop after 1 MiB
-
-# subprocess cannot renumber an extra descriptor, and preexec_fn is unsafe in a
-# threaded worker, so a tiny launcher moves the result pipe onto fd 3 and execs
-# the real command (same pid). It execs with the environment it was started
-# with, read back from /proc, because Python's C-locale coercion may have
-# added LC_CTYPE to its own.
-_FD3_LAUNCHER = """\
-import os, sys
-fd = int(sys.argv[1])
-if fd != 3:
-    os.dup2(fd, 3)
-    os.close(fd)
-try:
-    with open("/proc/self/environ", "rb") as f:
-        env = dict(v.split(b"=", 1) for v in f.read().split(b"\\0") if b"=" in v)
-except OSError:
-    env = os.environb
-try:
-    os.execvpe(sys.argv[2], sys.argv[2:], env)
-except OSError as exc:
-    sys.stderr.write(f"cannot run {sys.argv[2]}: {exc}\\n")
-    os._exit(127)
-"""
-
 
 class LogLine(NamedTuple):
     """One output line: wall-clock milliseconds, "stdout" or "stderr", text without newline."""
@@ -76,7 +51,7 @@ class ProcessResult:
     signal: int | None
     timed_out: bool
     canceled: bool
-    payload: bytes | None  # what the child wrote on fd 3, None if nothing
+    payload: bytes | None  # what the child wrote on its result pipe, None if nothing
     stderr_tail: list[str]
     stdout_tail: list[str]
     duration_ms: int
@@ -113,7 +88,8 @@ class ProcessRun:
         argv, read_fd, write_fd = list(self.prepared.argv), None, None
         if self.prepared.result_fd:
             read_fd, write_fd = _result_pipe()
-            argv = [sys.executable, "-I", "-S", "-c", _FD3_LAUNCHER, str(write_fd), *argv]
+            # The child inherits the pipe under the same number: it is told which.
+            argv = [*argv, str(write_fd)]
         started = time.monotonic()
         try:
             proc = subprocess.Popen(

@@ -28,7 +28,8 @@ from common.settings import Settings
 from common.store import Store
 from worker.runner import JobRunner, JobTokens
 
-CLAIM_BLOCK_S = 5.0
+# Blocking waits end this often so a stop is noticed (a stop waits at most this long).
+CLAIM_BLOCK_S = 2.0
 VERSION = "0.1.0"
 
 

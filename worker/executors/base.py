@@ -42,7 +42,7 @@ class Prepared:
 
     argv: list[str]
     env: dict[str, str]  # extra env for this language, merged into the job env by the caller
-    result_fd: bool  # True: the child writes its result JSON on fd 3
+    result_fd: bool  # True: the child writes its result JSON on a pipe whose fd is its last arg
 
 
 @dataclass(frozen=True)

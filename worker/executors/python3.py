@@ -1,4 +1,4 @@
-"""The python3 executor: run ``main`` through ``pywrapper``, read its report from fd 3."""
+"""The python3 executor: run ``main`` through ``pywrapper``, read its report from the result pipe."""
 
 from __future__ import annotations
 

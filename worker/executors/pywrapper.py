@@ -1,4 +1,4 @@
-"""The python3 job wrapper: load the user's file, call its ``main``, report on fd 3.
+"""The python3 job wrapper: load the user's file, call its ``main``, report on the result pipe.
 
 Run in the job's child process as::
 
@@ -37,16 +37,17 @@ class _NotSerialisable(Exception):
 
 def main(argv: list[str]) -> int:
     """Run one job; return the process exit code (0 whenever a report was written)."""
-    if len(argv) != 3:
-        sys.stderr.write("usage: python -m worker.executors.pywrapper MAIN_PY ARGS_JSON\n")
+    if len(argv) not in (3, 4):
+        sys.stderr.write("usage: python -m worker.executors.pywrapper MAIN_PY ARGS_JSON [FD]\n")
         return 2
+    result_fd = int(argv[3]) if len(argv) == 4 else RESULT_FD
     try:
-        # Move the result pipe off fd 3 onto a close-on-exec descriptor, so that
-        # processes the job starts (os.system, bash) do not inherit it and keep it open.
-        out_fd = os.dup(RESULT_FD)
-        os.close(RESULT_FD)
+        # Move the result pipe onto a close-on-exec descriptor, so that processes
+        # the job starts (os.system, bash) do not inherit it and keep it open.
+        out_fd = os.dup(result_fd)
+        os.close(result_fd)
     except OSError as exc:
-        sys.stderr.write(f"gristmill wrapper: no result pipe on fd {RESULT_FD}: {exc}\n")
+        sys.stderr.write(f"gristmill wrapper: no result pipe on fd {result_fd}: {exc}\n")
         return 2
     report = run_job(Path(argv[1]), Path(argv[2]))
     data = json.dumps(report, allow_nan=False, separators=(",", ":")).encode()
