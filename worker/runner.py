@@ -203,10 +203,11 @@ class JobRunner:
 
     def _overlaps(self, job: Job) -> bool:
         """A no-overlap schedule's fire whose previous run has not finished yet."""
-        if job.skip_if_running is None:
+        previous_id = job.skip_if_running
+        if previous_id is None:
             return False
         try:
-            previous = self.store.get_job(job.skip_if_running)
+            previous = self._write(lambda: self.store.get_job(previous_id))
         except NotFound:
             return False
         return not previous.is_terminal
@@ -218,7 +219,7 @@ class JobRunner:
             if job.id in self._cancel_pending or self._releasing:
                 return failure("Canceled", "job was canceled before it started")
         try:
-            code, language = self._code(job)
+            code, language = self._write(lambda: self._code(job))
             prepared = prepare(language, code, job.args, workdir)
         except ArgumentError as exc:
             return failure("ArgumentError", str(exc))
@@ -320,7 +321,10 @@ class JobRunner:
             jlog.info("job completed", status=status.value, duration_ms=fields.get("duration_ms"))
 
     def _write(self, write: Callable[[], T]) -> T:
-        """Run a write until Redis takes it: an outcome is kept in memory through an outage."""
+        """Run a Redis call until Redis answers: nothing a job did is lost to an outage.
+
+        Only for calls that are safe to repeat (conditional scripts, reads, idempotent writes).
+        """
         delay = 0.1
         while True:
             try:
