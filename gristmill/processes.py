@@ -213,11 +213,13 @@ def bootstrap(settings: Settings, url: str, api_port: int) -> dict[str, str]:
 
 
 def cmd_up(ns: argparse.Namespace) -> int:
-    from gristmill.embedded import EmbeddedRedis
+    from gristmill.embedded import EmbeddedRedis, port_in_use
 
     settings = Settings()
     _start(settings)
     up_log = log.get(process="up")
+    if ns.api_port and port_in_use(ns.api_port):
+        raise ConfigError(f"port {ns.api_port} is taken: pass --api-port (0: no API)")
     server = None
     url = settings.redis_url
     if url is None:
@@ -227,10 +229,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
         url = server.url
         print(f"gristmill: embedded {version} at {url} (data in {server.data_dir})", flush=True)
     else:
-        try:
-            version = check_version(connect(url))
-        except ConfigError:
-            raise
+        version = check_version(connect(url))
         print(f"gristmill: using {version} at {url}", flush=True)
 
     env = {**os.environ, "GRISTMILL_REDIS_URL": url, **bootstrap(settings, url, ns.api_port)}
