@@ -177,8 +177,8 @@ class BenchFleet:
     def cpu_times(self) -> dict[str, tuple[float, float]]:
         """CPU seconds per process: (its own user+system, that of its reaped children).
 
-        Read from /proc; a worker's children are the jobs it ran (and their
-        fd-3 launchers), so the second figure is the jobs' CPU.
+        Read from /proc; a worker's children are the jobs it ran,
+        so the second figure is the jobs' CPU.
         """
         pids = {name: proc.pid for name, proc in self.processes.items()}
         if self.server is not None and self.server.process is not None:

@@ -127,10 +127,10 @@ class Report:
             lines.append(f"interpreter start-up (median of {s.reps}, ms, measured before the "
                          "fleet started)")
             lines.append(f"  python -c pass                           {s.python_pass_ms:8.1f}")
-            lines.append(f"  python -I -S -c pass (launcher floor)    "
+            lines.append(f"  python -I -S -c pass (bare interpreter)  "
                          f"{s.python_isolated_pass_ms:8.1f}")
             lines.append(f"  pywrapper, no-op main, spawned directly  {s.pywrapper_noop_ms:8.1f}")
-            lines.append(f"  worker spawn path (launcher + wrapper)   "
+            lines.append(f"  worker spawn path (ProcessRun)          "
                          f"{s.worker_spawn_path_ms:8.1f}")
             for phase in (self.free_worker, self.due):
                 if phase is not None and phase.duration_median_ms is not None:

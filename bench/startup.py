@@ -9,8 +9,8 @@ idle), as medians over ``reps`` runs of wall time from spawn to reap:
   ``main``, spawned directly with its result pipe on fd 3 (the job's own
   interpreter: start-up, wrapper imports, binding, running main, reporting);
 * the worker's whole spawn path, ``worker.process.ProcessRun`` on what
-  ``worker.executors.python3.prepare`` returns: the fd-3 launcher interpreter
-  that execs the wrapper, plus the reader and log threads. This is what a
+  ``worker.executors.python3.prepare`` returns: the job interpreter
+  with its result pipe, plus the reader and log threads. This is what a
   job's ``duration_ms`` consists of for a no-op job, minus Redis.
 """
 
