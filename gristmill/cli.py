@@ -179,12 +179,13 @@ def cmd_jobs_list(ns: argparse.Namespace) -> int:
 
 def cmd_settings_get(ns: argparse.Namespace) -> int:
     settings = _client().instance_settings().model_dump()
+    shown = {key: "(unset)" if value is None else value for key, value in settings.items()}
     if ns.key:
-        if ns.key not in settings:
-            raise GristmillError(f"unknown setting {ns.key!r}; known: {', '.join(settings)}")
-        print(settings[ns.key])
+        if ns.key not in shown:
+            raise GristmillError(f"unknown setting {ns.key!r}; known: {', '.join(shown)}")
+        print(shown[ns.key])
     else:
-        for key, value in settings.items():
+        for key, value in shown.items():
             print(f"{key} = {value}")
     return 0
 
