@@ -9,6 +9,7 @@ operators racing never leave a half-made user or a member of a deleted group.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Mapping
@@ -158,6 +159,7 @@ class IdentityStore(TokenStore):
             pipe.srem(self.keys.users, name)
 
         self.client.transaction(write, *watched)
+        self.forget(f"u/{name}")
 
     @redis_errors
     def verify_password(self, name: str, password: str) -> User:
@@ -202,6 +204,7 @@ class IdentityStore(TokenStore):
             pipe.srem(self.keys.user_groups, name)
 
         self.client.transaction(write, *watched)
+        self.forget(f"g/{name}")
 
     @redis_errors
     def add_member(self, group: str, user: str) -> None:
@@ -291,13 +294,29 @@ class IdentityStore(TokenStore):
     def set_grant(self, path: str, identity: str, level: Level | None) -> None:
         """Grant ``identity`` a level on ``path`` (None removes it); the identity must exist."""
         check_item_path(path)
+        pipe = self.client.pipeline(transaction=True)
         if level is None:
-            self.client.hdel(self.keys.acl(path), check_identity(identity))
-            return
-        if level not in LEVELS:
-            raise SpecError(f"bad level {level!r}: use one of {', '.join(LEVELS)}")
-        self._grantee(identity)
-        self.client.hset(self.keys.acl(path), identity, level)
+            pipe.hdel(self.keys.acl(path), check_identity(identity))
+            pipe.srem(self.keys.granted(identity), f"p:{path}")
+        else:
+            if level not in LEVELS:
+                raise SpecError(f"bad level {level!r}: use one of {', '.join(LEVELS)}")
+            self._grantee(identity)
+            pipe.hset(self.keys.acl(path), identity, level)
+            pipe.sadd(self.keys.granted(identity), f"p:{path}")
+        pipe.execute()
+
+    def forget(self, identity: str) -> None:
+        """Remove every grant and folder role naming a deleted identity, so that a new
+        user or group of the same name inherits nothing."""
+        for entry in self.client.smembers(self.keys.granted(identity)):
+            kind, _, target = entry.decode().partition(":")
+            if kind == "p":
+                self.client.hdel(self.keys.acl(target), identity)
+            elif kind == "f":
+                with contextlib.suppress(NotFound):
+                    self.set_folder_member(target, identity, None)
+        self.client.delete(self.keys.granted(identity))
 
     def _grantee(self, identity: str) -> None:
         if check_identity(identity) == f"u/{INBOX}":
@@ -312,6 +331,7 @@ class IdentityStore(TokenStore):
         fields = {"owner": owner, "readers": "[]", "writers": json.dumps([owner]),
                   "created_at": str(self.clock())}
         self._create(self.keys.folder(name), fields, f"folder {name!r}")
+        self.client.sadd(self.keys.granted(owner), f"f:{name}")
 
     @redis_errors
     def get_folder(self, name: str) -> FolderAcl | None:
@@ -339,6 +359,10 @@ class IdentityStore(TokenStore):
             pipe.multi()
             pipe.hset(key, mapping={"readers": json.dumps(sorted(readers)),
                                     "writers": json.dumps(sorted(writers))})
+            if role is None:
+                pipe.srem(self.keys.granted(identity), f"f:{name}")
+            else:
+                pipe.sadd(self.keys.granted(identity), f"f:{name}")
 
         self.client.transaction(write, key)
 

@@ -42,6 +42,7 @@ key                               type    holds                                 
 ``gm:{items}:index:<kind>``        SET     paths of variables / resources             variables/resources API
 ``gm:{items}:acl:<path>``          HASH    identity -> read|run|write (extra grants)  owners
 ``gm:{items}:folder:<name>``       HASH    owner, readers, writers (JSON lists)       folder create
+``gm:{items}:granted:<identity>``  SET     p:<path>, f:<folder> naming the identity   grants, folders
 ``gm:{wg:G}:redact:<id>``          SET     ciphertexts of secrets the job read        API / worker
 ``gm:{schedules}:schedule:<path>`` HASH    one cron schedule                          schedule create/...
 ``gm:{schedules}:paths``           SET     every schedule path                        schedule create/delete
@@ -204,6 +205,9 @@ class Keys:
 
     def folder(self, name: str) -> str:
         return f"{self.namespace}:{{items}}:folder:{name}"
+
+    def granted(self, identity: str) -> str:
+        return f"{self.namespace}:{{items}}:granted:{identity}"
 
     def schedule(self, path: str) -> str:
         return f"{self.namespace}:{{schedules}}:schedule:{path}"

@@ -412,3 +412,23 @@ def test_cli_commands(ids: IdentityStore, monkeypatch: pytest.MonkeyPatch,
     assert "alice" not in run("user", "list")
     with pytest.raises(NotFound):
         run("token", "list", "--user", "alice")
+
+
+def test_a_recreated_name_inherits_no_grants(redis_client: redis.Redis, keys: Keys) -> None:
+    """Deleting a user or group removes its grants and folder roles: a new namesake gets nothing."""
+    store = IdentityStore(redis_client, keys)
+    store.create_user("alice")
+    store.create_user("mallory")
+    store.create_group("ops")
+    store.set_grant("u/alice/report", "u/mallory", "write")
+    store.set_grant("u/alice/report", "g/ops", "read")
+    store.create_folder("shared", owner="u/alice")
+    store.set_folder_member("shared", "u/mallory", "reader")
+    store.delete_user("mallory")
+    store.delete_group("ops")
+    store.create_user("mallory")
+    store.create_group("ops")
+    _, folder = store.access("f/shared/x")
+    assert store.get_acl("u/alice/report").extra == {}
+    assert folder is not None and "u/mallory" not in folder.readers
+    assert folder.writers == frozenset({"u/alice"})
