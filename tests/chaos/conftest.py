@@ -91,8 +91,9 @@ class ChaosFleet:
         return proc
 
     def scheduler(self) -> Proc:
-        """Start one `gristmill scheduler`."""
-        return self.start("scheduler", "scheduler")
+        """Start one more `gristmill scheduler` (several run at once, as in production)."""
+        count = sum(1 for proc in self.procs if proc.name.startswith("scheduler-"))
+        return self.start(f"scheduler-{count + 1}", "scheduler")
 
     def worker(self) -> Proc:
         """Start one more `gristmill worker` of group default, ``CONCURRENCY`` jobs at once."""

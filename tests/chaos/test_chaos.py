@@ -1,6 +1,6 @@
 """Chaos: 500 jobs through SIGKILLed workers, a SIGSTOPped worker and a Redis restart.
 
-One scheduler and three workers (4 jobs each) run 500 python3 previews, each
+Two schedulers and three workers (4 jobs each) run 500 python3 previews, each
 sleeping a seeded random 20-300 ms and returning its index. While they run,
 the test SIGKILLs a random worker ten times (starting a replacement each
 time), SIGSTOPs one worker past its lease and continues it once its jobs were
@@ -46,6 +46,7 @@ pytestmark = pytest.mark.timeout(420)
 SEED = 1729
 JOBS = 500
 WORKERS = 3
+SCHEDULERS = 2  # both recover dead workers: a job must never be re-queued twice
 KILLS = 10
 SLEEP_MS = (20, 300)
 SIGSTOP_S = 5.0
@@ -347,7 +348,8 @@ def test_jobs_survive_worker_kills_pauses_and_a_redis_restart(
     gm = Gristmill(chaos_redis.url)
     client = redis.Redis.from_url(chaos_redis.url)
     try:
-        chaos_fleet.scheduler()
+        for _ in range(SCHEDULERS):
+            chaos_fleet.scheduler()
         for _ in range(WORKERS):
             chaos_fleet.worker()
 
@@ -379,11 +381,15 @@ def test_jobs_survive_worker_kills_pauses_and_a_redis_restart(
 
     completed: Counter[str] = Counter()
     requeued_at: dict[tuple[str, str], int] = {}
+    requeues: Counter[tuple[str, str]] = Counter()
     for ts_ms, fields in events:
         if fields["event"] == "completed":
             completed[fields["id"]] += 1
         elif fields["event"] == "requeued":
             requeued_at.setdefault((fields["worker"], fields["id"]), ts_ms)
+            requeues[(fields["worker"], fields["id"])] += 1
+    twice = [pair for pair, count in requeues.items() if count > 1]
+    assert not twice, f"jobs re-queued more than once for the same dead worker: {twice}"
 
     # Every job: one completed record, its own index as result (or a true WorkerLost).
     started_pids = chaos_fleet.started_pids()
@@ -436,7 +442,7 @@ def test_jobs_survive_worker_kills_pauses_and_a_redis_restart(
         f"stopped worker's completions not refused: {set(stopped.running) - refused}")
 
     summary = (
-        f"chaos: jobs={JOBS} worker_kills={len(chaos.kills)} sigstops=1 "
+        f"chaos: jobs={JOBS} schedulers={SCHEDULERS} worker_kills={len(chaos.kills)} sigstops=1 "
         f"redis_restarts={len(chaos.redis_down_ms)} lost={len(left)} duplicates={duplicates} "
         f"max_runs={max(runs.values())} recovery_p50_ms={percentile_50(recovery_ms)} "
         f"recovery_max_ms={max(recovery_ms):.0f} recovery_samples={len(recovery_ms)} "
