@@ -28,7 +28,7 @@ PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "gristmill-dashboard.json"
 K8S = DEPLOY / "k8s"
-PROCESS_COMMANDS = {"up", "worker", "scheduler"}
+PROCESS_COMMANDS = {"up", "worker", "scheduler", "api"}
 
 ENV_NAME = re.compile(r"\bGRISTMILL_[A-Z0-9_]+\b")
 METRIC_NAME = re.compile(r"\bgristmill_[a-z0-9_]+\b")
@@ -246,7 +246,8 @@ def test_prometheus_scrapes_every_metrics_port() -> None:
         for static in job.get("static_configs", []):
             targets |= set(static["targets"])
     for name, service in _gristmill_services(compose).items():
-        port = _parse_process_args(service["command"]).metrics_port
+        ns = _parse_process_args(service["command"])
+        port = ns.port if ns.command == "api" else ns.metrics_port  # the API serves /metrics
         assert f"{name}:{port}" in targets, f"{name} on :{port} is not scraped"
     rule_files = [PROMETHEUS.parent / f for f in config["rule_files"]]
     assert ALERTS in rule_files
