@@ -142,8 +142,8 @@ class Scheduler:
         for worker in workers:
             if worker.last_seen_ms >= now - self.lease_ms:
                 snap.live_workers[worker.group] = snap.live_workers.get(worker.group, 0) + 1
+        groups = sorted(g.decode() for g in self.store.client.smembers(self.store.keys.groups))
         pipe = self.store.client.pipeline(transaction=False)
-        groups = sorted(self.promoters)
         for group in groups:
             g = self.store.keys.group(group)
             pipe.zcard(g.scheduled)
