@@ -368,7 +368,7 @@ def test_cancel_before_run_spawns_nothing(tmp_path: Path) -> None:
 
 def test_env_is_exactly_what_was_passed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The job sees only the env it was given: nothing leaks from the worker's environment."""
-    monkeypatch.setenv("GRISTMILL_REDIS_URL", "redis://:secret@localhost:6379/0")
+    monkeypatch.setenv("GRISTMILL_REDIS_URL", "redis://:secret@localhost:16379/0")
     env = {**BASE_ENV, "WM_JOB_ID": "j-1"}
     outcome, _, _ = run_job(tmp_path, "python3", """
         import os
