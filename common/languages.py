@@ -1,9 +1,6 @@
-"""The languages a job can be written in, and the default tag of each."""
+"""The languages a job can be written in (a job's default tag is its language)."""
 
 from __future__ import annotations
 
 LANGUAGES = ("python3", "bash")
 
-
-def is_supported(language: str) -> bool:
-    return language in LANGUAGES

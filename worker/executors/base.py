@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.languages import LANGUAGES
+
 if TYPE_CHECKING:
     from worker.process import ProcessResult
 
-SUPPORTED_LANGUAGES: frozenset[str] = frozenset({"python3", "bash"})
+SUPPORTED_LANGUAGES: frozenset[str] = frozenset(LANGUAGES)
 STDERR_TAIL_LINES = 20
 
 
