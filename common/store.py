@@ -17,7 +17,7 @@ import redis
 from common import codec, lua, metrics
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
-from common.errors import DuplicateJob, GristmillError, NotFound
+from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
 from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, Keys
 from common.models import Job, Status
 
@@ -331,8 +331,6 @@ class Store:
     @redis_errors
     def wait(self, job_id: str, timeout_s: float) -> Job:
         """Block until the job completes; raise JobTimeout after ``timeout_s``."""
-        from common.errors import JobTimeout
-
         deadline = self.clock() + int(timeout_s * 1000)
         while True:
             try:
