@@ -17,6 +17,22 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def redis_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Convert redis-py connection errors into :class:`RedisUnavailable`."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise RedisUnavailable(
+                f"Redis is unreachable ({exc}): is `gristmill up` running, or "
+                "GRISTMILL_REDIS_URL set to a running server?"
+            ) from exc
+
+    return wrapper
+
+
 def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
     """A client for ``url``; blocking calls must use timeouts below ``socket_timeout``."""
     return redis.Redis.from_url(
@@ -41,6 +57,7 @@ def server_version(client: redis.Redis) -> tuple[str, tuple[int, ...]]:
     return name, tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
 
 
+@redis_errors
 def check_version(client: redis.Redis) -> str:
     """Refuse servers older than Redis 7.0 (BLMOVE, ZRANGE BYSCORE, SET GET are needed)."""
     name, version = server_version(client)
@@ -52,16 +69,3 @@ def check_version(client: redis.Redis) -> str:
             "upgrade the server or point GRISTMILL_REDIS_URL at a newer one"
         )
     return f"{name} {text}"
-
-
-def redis_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Convert redis-py connection errors into :class:`RedisUnavailable`."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
-
-    return wrapper

@@ -15,8 +15,9 @@ from typing import Any
 
 from common import log, metrics
 from common.connection import check_version, connect
-from common.errors import ConfigError
+from common.errors import ConfigError, RedisUnavailable
 from common.hardening import forbid_inspection
+from common.retry import Backoff
 from common.settings import EMBEDDED_REDIS_PORT, Settings
 from gristmill.client import Gristmill
 
@@ -76,10 +77,17 @@ def cmd_api(ns: argparse.Namespace) -> int:
 
 
 def _instance(settings: Settings) -> Gristmill:
-    """The stores of the configured instance, after checking the server."""
+    """The stores of the configured instance, once its server answers (waiting for it)."""
     gm = Gristmill(settings=settings)
-    check_version(gm.redis)
-    return gm
+    backoff = Backoff()
+    while True:
+        try:
+            check_version(gm.redis)
+            return gm
+        except RedisUnavailable as exc:
+            if not backoff.failures:  # a container may start before its Redis: wait
+                log.get().warning("waiting for redis", url=gm.url, error=str(exc))
+            time.sleep(backoff.next_delay())
 
 
 def cmd_worker(ns: argparse.Namespace) -> int:
