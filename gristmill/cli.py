@@ -235,6 +235,21 @@ def cmd_schedule_change(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_route(ns: argparse.Namespace) -> int:
+    client = _client()
+    if ns.action == "set":
+        client.set_route(ns.tag, ns.group)
+        print(f"jobs tagged {ns.tag} go to group {ns.group}")
+    elif ns.action == "unset":
+        client.set_route(ns.tag, None)
+        print(f"jobs tagged {ns.tag} go to the default route ({client.settings.default_route})")
+    else:
+        for tag, group in client.routes().items():
+            print(f"{tag} -> {group}")
+        print(f"(any other tag -> {client.settings.default_route})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gristmill import processes
 
@@ -326,6 +341,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = schedule.add_parser(action, help=text)
         p.add_argument("path")
         p.set_defaults(func=cmd_schedule_change)
+
+    route = sub.add_parser("route", help="which worker group serves a tag").add_subparsers(
+        dest="action", required=True)
+    p = route.add_parser("set", help="send jobs tagged TAG to GROUP")
+    p.add_argument("tag")
+    p.add_argument("group")
+    p.set_defaults(func=cmd_route)
+    p = route.add_parser("unset", help="send jobs tagged TAG to the default route again")
+    p.add_argument("tag")
+    p.set_defaults(func=cmd_route)
+    p = route.add_parser("list")
+    p.set_defaults(func=cmd_route)
 
     settings = sub.add_parser("settings", help="instance settings").add_subparsers(
         dest="action", required=True)

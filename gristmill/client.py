@@ -9,12 +9,14 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from common.admission import ADMIN_USER, Admission
 from common.connection import connect, redis_errors
+from common.errors import SpecError
 from common.fleet import Fleet
 from common.identity import IdentityStore
 from common.instance import InstanceSettings, validate_one
@@ -27,6 +29,8 @@ from common.scripts import ScriptStore
 from common.settings import Settings
 from common.spec import JobSpec, parse_spec
 from common.store import LogEntry, Store
+
+ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class Gristmill:
@@ -115,6 +119,23 @@ class Gristmill:
 
     def get_script(self, ref: str) -> ScriptVersion:
         return self.scripts.get(ref)
+
+    @redis_errors
+    def routes(self) -> dict[str, str]:
+        """Tag -> worker group (``gm:routing``); tags not listed go to the default route."""
+        raw = self.redis.hgetall(self.keys.routing)
+        return {k.decode(): v.decode() for k, v in sorted(raw.items())}
+
+    @redis_errors
+    def set_route(self, tag: str, group: str | None) -> None:
+        """Send jobs tagged ``tag`` to ``group`` (None: back to the default route)."""
+        for what, name in (("tag", tag), ("group", group)):
+            if name is not None and not ROUTE_NAME.fullmatch(name):
+                raise SpecError(f"bad {what} {name!r}: letters, digits, _ . - (at most 64)")
+        if group is None:
+            self.redis.hdel(self.keys.routing, tag)
+        else:
+            self.redis.hset(self.keys.routing, tag, group)
 
     @redis_errors
     def instance_settings(self) -> InstanceSettings:
