@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,10 +17,21 @@ from api.routes import admin, items, jobs, scripts
 from api.services import Services
 from common import metrics
 
+# Sync endpoints run in a thread pool; run_wait_result and followed logs hold a
+# thread while they wait, so the pool is sized for many waiters, not anyio's 40.
+THREADS = 256
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+    yield
+
 
 def create_app(services: Services) -> FastAPI:
     """The app, bound to one Gristmill instance."""
     app = FastAPI(
+        lifespan=lifespan,
         title="Gristmill", version="0.1.0",
         description="Run scripts as jobs on a Redis-backed worker fleet. Authenticate with "
         "`Authorization: Bearer <API token or WM_TOKEN>`.",
