@@ -7,18 +7,15 @@ Pydantic models are recognised by duck typing (a class with ``model_validate``).
 
 from __future__ import annotations
 
-import base64
 import collections.abc as cabc
 import dataclasses
 import enum
+import importlib
 import inspect
 import types
 import typing
-import uuid
 from collections.abc import Callable
 from datetime import date, datetime
-from decimal import Decimal
-from pathlib import Path, PurePath
 from typing import Any
 
 __all__ = ["ArgumentError", "bind_args", "call_bound"]
@@ -143,8 +140,9 @@ def _convert(value: object, tp: Any, where: str) -> object:
         raise _Mismatch(where, "null", value)
     if not isinstance(tp, type):
         return value  # an annotation we do not understand: pass the JSON value through
-    if tp in _SCALARS:
-        expected, parse = _SCALARS[tp]
+    scalar = _SCALARS.get(tp) or _BY_NAME.get(f"{tp.__module__}.{tp.__qualname__}")
+    if scalar is not None:
+        expected, parse = scalar
         try:
             return parse(value)
         except (TypeError, ValueError, ArithmeticError) as exc:  # binascii.Error is a ValueError
@@ -288,6 +286,8 @@ def _to_float(value: object) -> float:
 
 
 def _to_bytes(value: object) -> bytes:
+    import base64  # here: most jobs never take bytes
+
     text = _to_str(value)
     if "-" in text or "_" in text:
         return base64.urlsafe_b64decode(text)
@@ -304,8 +304,11 @@ def _to_date(value: object) -> date:
     return date.fromisoformat(_to_str(value).strip())
 
 
-def _from_string(cls: type) -> Callable[[object], object]:
-    return lambda value: cls(_to_str(value))
+def _from_string(module: str, name: str) -> Callable[[object], object]:
+    """Construct ``module.name`` from a string; the module is imported only when used."""
+    def parse(value: object) -> object:
+        return getattr(importlib.import_module(module), name)(_to_str(value))
+    return parse
 
 
 # Exact types only: a subclass (a user's own datetime or str subclass) is not converted.
@@ -314,10 +317,14 @@ _SCALARS: dict[Any, tuple[str, Callable[[object], object]]] = {
     float: ("float", _to_float), bytes: ("bytes (a base64 string)", _to_bytes),
     datetime: ("datetime (an ISO-8601 string)", _to_datetime),
     date: ("date (an ISO-8601 string, YYYY-MM-DD)", _to_date),
-    Path: ("Path (a string)", _from_string(Path)),
-    PurePath: ("PurePath (a string)", _from_string(PurePath)),
-    uuid.UUID: ("UUID (a string)", _from_string(uuid.UUID)),
-    Decimal: ("Decimal (a string)", _from_string(Decimal)),
+}
+# Types found by name, so that their modules are imported only by jobs that use them
+# (every job pays for this module's imports before its code runs).
+_BY_NAME: dict[str, tuple[str, Callable[[object], object]]] = {
+    "pathlib.Path": ("Path (a string)", _from_string("pathlib", "Path")),
+    "pathlib.PurePath": ("PurePath (a string)", _from_string("pathlib", "PurePath")),
+    "uuid.UUID": ("UUID (a string)", _from_string("uuid", "UUID")),
+    "decimal.Decimal": ("Decimal (a string)", _from_string("decimal", "Decimal")),
 }
 
 

@@ -21,7 +21,6 @@ import math
 import os
 import sys
 import traceback
-from pathlib import Path
 from types import ModuleType, TracebackType
 
 from worker.executors.binding import ArgumentError, bind_args, call_bound
@@ -49,7 +48,7 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"gristmill wrapper: no result pipe on fd {result_fd}: {exc}\n")
         return 2
-    report = run_job(Path(argv[1]), Path(argv[2]))
+    report = run_job(argv[1], argv[2])
     data = json.dumps(report, allow_nan=False, separators=(",", ":")).encode()
     try:
         with os.fdopen(out_fd, "wb") as out:
@@ -60,17 +59,20 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run_job(main_path: Path, args_path: Path) -> dict[str, object]:
+def run_job(main_path: str, args_path: str) -> dict[str, object]:
     """Load, bind, call and serialise; every failure becomes an error report."""
+    # Plain os.path, not pathlib: every job pays for what the wrapper imports.
     main_file = os.path.abspath(main_path)
     try:
-        args = json.loads(args_path.read_text(encoding="utf-8"))
+        with open(args_path, encoding="utf-8") as args_file:
+            args = json.load(args_file)
         if not isinstance(args, dict):
             return _error("ArgumentError", "the job's args must be a JSON object")
         module = _load(main_path)
         func = getattr(module, "main", None)
         if not callable(func):
-            return _error("NoMainFunction", f"{main_path.name} does not define a function main()")
+            return _error("NoMainFunction",
+                          f"{os.path.basename(main_path)} does not define a function main()")
         kwargs = bind_args(func, args)
     except ArgumentError as exc:
         return _error("ArgumentError", str(exc))
@@ -93,7 +95,7 @@ def run_job(main_path: Path, args_path: Path) -> dict[str, object]:
     return {"ok": True, "result": result}
 
 
-def _load(main_path: Path) -> ModuleType:
+def _load(main_path: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(MODULE_NAME, main_path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {main_path}")
