@@ -57,7 +57,8 @@ class Authority(Protocol):
     def principal_for(self, identity: str) -> Principal: ...
     def access(self, path: str) -> tuple[Acl, FolderAcl | None]: ...
 ROUTE_CACHE_S = 5.0
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Tags and group names become parts of Redis keys: a short, safe alphabet.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class Admission:
@@ -134,7 +135,7 @@ class Admission:
         else:
             raise SpecError("flow jobs (flow_path, flow) are not supported by this version yet")
         tag = spec.tag or defaults.get("tag") or fields["language"]
-        if not _NAME.match(tag):
+        if not NAME_PATTERN.fullmatch(tag):
             raise SpecError(f"tag: {tag!r} is not a tag (letters, digits, _ . -, at most 64)")
         now = self.clock()
         job_id = spec.id or str(uuid.uuid4())
@@ -210,7 +211,7 @@ class Admission:
         job = Job(
             id=producer_id or str(uuid.uuid4()), kind=specs.guess_kind(data),
             status=Status.FAILURE, tag=tag or "", language=language or "",
-            group=self.route(tag) if tag and _NAME.match(tag) else self.route(""),
+            group=self.route(tag) if tag and NAME_PATTERN.fullmatch(tag) else self.route(""),
             scheduled_for=now, created_at=now, completed_at=now, created_by=INBOX_USER,
             permissioned_as=INBOX_USER,
             args=fields["args"] if isinstance(fields.get("args"), dict) else {},

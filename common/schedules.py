@@ -19,8 +19,7 @@ from common.connection import redis_errors
 from common.cron import CATCH_UP_POLICIES, parse_cron, plan_fires
 from common.errors import DuplicateJob, GristmillError, NotFound, PermissionDenied, SpecError
 from common.instance import decode as decode_instance
-from common.permissions import Principal
-from common.scripts import check_path
+from common.permissions import Principal, check_item_path
 from common.spec import JobSpec
 from common.store import Store
 
@@ -83,7 +82,7 @@ class ScheduleStore:
     @redis_errors
     def create(self, schedule: Schedule) -> Schedule:
         """Save a new schedule and queue its first fire (unless paused)."""
-        check_path(schedule.path)
+        check_item_path(schedule.path)
         parse_cron(schedule.cron, schedule.tz)
         if schedule.catch_up not in CATCH_UP_POLICIES:
             raise SpecError(f"catch-up policy {schedule.catch_up!r}; use one of "

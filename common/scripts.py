@@ -36,11 +36,6 @@ def script_hash(path: str, language: str, code: str, defaults: dict[str, str] | 
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
 
 
-def check_path(path: str) -> str:
-    """Script paths follow the item path rules (u/, g/, f/; no traversal)."""
-    return check_item_path(path)
-
-
 def is_hash(ref: str) -> bool:
     return bool(_HASH.match(ref))
 
@@ -59,7 +54,7 @@ class ScriptStore:
         timeout_s: int | None = None, retry: dict[str, Any] | None = None, tag: str | None = None,
     ) -> tuple[ScriptVersion, bool]:
         """Save a version (idempotent); return it and whether it is new."""
-        check_path(path)
+        check_item_path(path)
         if language not in LANGUAGES:
             raise SpecError(f"unknown language {language!r}; supported: {', '.join(LANGUAGES)}")
         if timeout_s is not None and timeout_s <= 0:

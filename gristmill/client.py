@@ -9,12 +9,11 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from common.admission import ADMIN_USER, Admission
+from common.admission import ADMIN_USER, NAME_PATTERN, Admission
 from common.connection import connect, redis_errors
 from common.errors import SpecError
 from common.fleet import Fleet
@@ -29,8 +28,6 @@ from common.scripts import ScriptStore
 from common.settings import Settings
 from common.spec import JobSpec, parse_spec
 from common.store import LogEntry, Store
-
-ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class Gristmill:
@@ -130,7 +127,7 @@ class Gristmill:
     def set_route(self, tag: str, group: str | None) -> None:
         """Send jobs tagged ``tag`` to ``group`` (None: back to the default route)."""
         for what, name in (("tag", tag), ("group", group)):
-            if name is not None and not ROUTE_NAME.fullmatch(name):
+            if name is not None and not NAME_PATTERN.fullmatch(name):
                 raise SpecError(f"bad {what} {name!r}: letters, digits, _ . - (at most 64)")
         if group is None:
             self.redis.hdel(self.keys.routing, tag)

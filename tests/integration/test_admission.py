@@ -69,6 +69,7 @@ BAD_INPUTS = [
     (b'{"path": "u/alice/hello", "scheduled_for": "yesterday-ish"}', "is not an ISO 8601 time"),
     (b'{"flow_path": "f/x/y"}', "flow jobs (flow_path, flow) are not supported"),
     (b'{"path": "u/alice/hello", "tag": "no spaces"}', "is not a tag"),
+    (b'{"path": "u/alice/hello", "tag": "gpu\\n"}', "is not a tag"),
     (b'{"path": "u/alice/hello", "permissioned_as": "u/admin"}', "u/inbox may not run jobs as u/admin"),
     (b"\xff\xfe\x00", "spec is not valid JSON"),
 ]

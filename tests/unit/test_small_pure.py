@@ -6,7 +6,8 @@ import pytest
 
 from common.errors import GristmillError, SpecError
 from common.instance import InstanceSettings, decode, validate_one
-from common.scripts import check_path, script_hash
+from common.permissions import check_item_path as check_path
+from common.scripts import script_hash
 from gristmill.durations import parse_arg_pairs, parse_duration_ms
 from scheduler.promoter import FINE_WAIT_MS, IDLE_BLOCK_S, plan_wait
 
