@@ -130,8 +130,11 @@ class Report:
             lines.append(f"  python -I -S -c pass (bare interpreter)  "
                          f"{s.python_isolated_pass_ms:8.1f}")
             lines.append(f"  pywrapper, no-op main, spawned directly  {s.pywrapper_noop_ms:8.1f}")
-            lines.append(f"  worker spawn path (ProcessRun)          "
+            lines.append(f"  worker spawn path, shared sandbox        "
                          f"{s.worker_spawn_path_ms:8.1f}")
+            if s.isolated_spawn_path_ms is not None:
+                lines.append(f"  worker spawn path, isolated sandbox      "
+                             f"{s.isolated_spawn_path_ms:8.1f}")
             for phase in (self.free_worker, self.due):
                 if phase is not None and phase.duration_median_ms is not None:
                     lines.append(f"  job duration_ms, median, {phase.name:<14}  "

@@ -9,9 +9,11 @@ idle), as medians over ``reps`` runs of wall time from spawn to reap:
   ``main``, spawned directly with its result pipe on fd 3 (the job's own
   interpreter: start-up, wrapper imports, binding, running main, reporting);
 * the worker's whole spawn path, ``worker.process.ProcessRun`` on what
-  ``worker.executors.python3.prepare`` returns: the job interpreter
-  with its result pipe, plus the reader and log threads. This is what a
-  job's ``duration_ms`` consists of for a no-op job, minus Redis.
+  ``worker.executors.python3.prepare`` returns: the sandbox launcher, the job
+  interpreter with its result pipe, plus the reader and log threads. This is
+  what a job's ``duration_ms`` consists of for a no-op job, minus Redis. It is
+  measured in the ``shared`` sandbox and, where the machine allows it, in the
+  ``isolated`` one: the difference is the per-job cost of isolation.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from common.models import Job, Kind, Status
 from worker.environment import job_environment
 from worker.executors import python3
 from worker.process import LogLine, ProcessRun
+from worker.sandbox.policy import Limits, Sandbox, choose
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,10 @@ class StartupFigures:
     python_pass_ms: float
     python_isolated_pass_ms: float
     pywrapper_noop_ms: float
-    worker_spawn_path_ms: float
+    worker_spawn_path_ms: float  # in the shared sandbox
+    isolated_spawn_path_ms: float | None  # in the isolated sandbox; None where unavailable
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | None]:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
@@ -65,10 +69,13 @@ def _spawn_wait(argv: list[str], env: dict[str, str], result_fd: int | None = No
 
 
 def _pywrapper_once(workdir: Path, env: dict[str, str]) -> float:
-    prepared = python3.prepare(job_code(0), {}, workdir)
+    prepared = python3.prepare(job_code(0), {})
+    for name, text in prepared.files.items():
+        (workdir / name).write_text(text)
+    argv = [str(workdir / arg) if arg in prepared.files else arg for arg in prepared.argv]
     read_fd, write_fd = os.pipe()
     try:
-        elapsed = _spawn_wait(prepared.argv, env, result_fd=write_fd)
+        elapsed = _spawn_wait(argv, env, result_fd=write_fd)
         os.close(write_fd)
         write_fd = -1
         report = json.loads(os.read(read_fd, 65536))
@@ -81,13 +88,13 @@ def _pywrapper_once(workdir: Path, env: dict[str, str]) -> float:
     return elapsed
 
 
-def _worker_path_once(workdir: Path, env: dict[str, str]) -> float:
+def _worker_path_once(sandbox: Sandbox, env: dict[str, str]) -> float:
     def sink(lines: list[LogLine]) -> None:
         return None
 
-    prepared = python3.prepare(job_code(0), {}, workdir)
+    prepared = python3.prepare(job_code(0), {})
     started = time.perf_counter()
-    result = ProcessRun(prepared, workdir=workdir, env=env, timeout_s=60, sink=sink).run()
+    result = ProcessRun(prepared, sandbox=sandbox, env=env, timeout_s=60, sink=sink).run()
     elapsed = (time.perf_counter() - started) * 1000
     if result.exit_code != 0 or not result.payload:
         raise RuntimeError(f"worker spawn path failed: {result}")
@@ -101,17 +108,23 @@ def measure_startup(reps: int) -> StartupFigures:
         job = Job(id="00000000-0000-0000-0000-000000000000", kind=Kind.PREVIEW,
                   status=Status.RUNNING, tag="python3", group="default", language="python3",
                   scheduled_for=0, created_at=0)
-        env = job_environment(job, workdir=workdir, base_url="http://127.0.0.1:8000",
-                              token="bench")
+        env = job_environment(job, base_url="http://127.0.0.1:8000", token="bench")
         exe = sys.executable
-        figures: dict[str, list[float]] = {k: [] for k in ("pass", "isolated", "wrapper", "path")}
+        shared = Sandbox("shared", Limits())
+        isolated = choose(Limits(), "host", unsafe_shared_user=True)
+        spawns = ["pass", "isolated", "wrapper", "path"]
+        if isolated.mode == "isolated":
+            spawns.append("sandboxed")
+        figures: dict[str, list[float]] = {k: [] for k in spawns}
         for i in range(reps + 1):  # the first round warms the page cache and is dropped
             round_ = {
                 "pass": _spawn_wait([exe, "-c", "pass"], env),
                 "isolated": _spawn_wait([exe, "-I", "-S", "-c", "pass"], env),
                 "wrapper": _pywrapper_once(workdir, env),
-                "path": _worker_path_once(workdir, env),
+                "path": _worker_path_once(shared, env),
             }
+            if "sandboxed" in figures:
+                round_["sandboxed"] = _worker_path_once(isolated, env)
             if i > 0:
                 for key, value in round_.items():
                     figures[key].append(value)
@@ -121,4 +134,5 @@ def measure_startup(reps: int) -> StartupFigures:
         python_isolated_pass_ms=median(figures["isolated"]),
         pywrapper_noop_ms=median(figures["wrapper"]),
         worker_spawn_path_ms=median(figures["path"]),
+        isolated_spawn_path_ms=median(figures["sandboxed"]) if "sandboxed" in figures else None,
     )

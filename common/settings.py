@@ -8,6 +8,7 @@ only what a process needs before it can reach Redis.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +64,22 @@ class Settings(BaseSettings):
     metrics_addr: str = Field(
         default="127.0.0.1",
         description="Address /metrics listens on (with --metrics-port); 0.0.0.0 in containers.",
+    )
+    job_memory_mb: int = Field(
+        default=2048, ge=64, description="A job's address-space limit (RLIMIT_AS), in MiB."
+    )
+    job_max_procs: int = Field(
+        default=512, ge=8, description="Processes and threads a job may have at once."
+    )
+    job_file_mb: int = Field(default=1024, ge=1, description="Largest file a job may write, MiB.")
+    job_open_files: int = Field(default=1024, ge=16, description="Open files per job process.")
+    job_disk_mb: int = Field(
+        default=1024, ge=1,
+        description="Size of a job's private filesystem (its directory and /tmp, in memory), MiB.",
+    )
+    job_network: Literal["host", "none"] = Field(
+        default="host",
+        description="Jobs' network: `host` (the machine's) or `none` (loopback only, down).",
     )
     log_format: str = Field(
         default="auto", pattern="^(auto|json|console)$", description="auto: JSON unless a TTY."

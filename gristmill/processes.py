@@ -48,11 +48,46 @@ def add_process_commands(sub: Any) -> None:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here (0: off)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds running jobs get to finish")
+    _add_sandbox_options(p)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("scheduler", help="run one scheduler process (several may run)")
     p.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here (0: off)")
     p.set_defaults(func=cmd_scheduler)
+
+
+def _add_sandbox_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unsafe-shared-user", action="store_true",
+                   help="where jobs cannot be isolated, run them with this process's own rights "
+                   "(UNSAFE: job code can read everything the worker can)")
+    p.add_argument("--job-shared-dir", action="append", default=[], metavar="DIR",
+                   help="a host directory every job may read and write (repeatable)")
+    p.add_argument("--job-network", choices=["host", "none"],
+                   help="jobs' network (default GRISTMILL_JOB_NETWORK, host)")
+    for name, what in (("memory-mb", "address space, MiB"), ("max-procs", "processes"),
+                       ("file-mb", "largest file, MiB"), ("open-files", "open files"),
+                       ("disk-mb", "private filesystem, MiB")):
+        env_name = "GRISTMILL_JOB_" + name.upper().replace("-", "_")
+        p.add_argument(f"--job-{name}", type=int, metavar="N",
+                       help=f"per-job limit: {what} (default {env_name})")
+
+
+def sandbox_for(settings: Settings, ns: argparse.Namespace) -> Any:
+    """The worker's sandbox from its settings and options (ConfigError if it cannot isolate)."""
+    from worker.sandbox.policy import Limits, choose
+
+    def pick(option: int | None, default: int) -> int:
+        return default if option is None else option
+
+    limits = Limits(
+        memory_mb=pick(ns.job_memory_mb, settings.job_memory_mb),
+        max_procs=pick(ns.job_max_procs, settings.job_max_procs),
+        file_mb=pick(ns.job_file_mb, settings.job_file_mb),
+        open_files=pick(ns.job_open_files, settings.job_open_files),
+        disk_mb=pick(ns.job_disk_mb, settings.job_disk_mb),
+    )
+    return choose(limits, ns.job_network or settings.job_network, unsafe_shared_user=ns.unsafe_shared_user,
+                  shared_dirs=tuple(ns.job_shared_dir))
 
 
 def _start(settings: Settings) -> None:
@@ -96,10 +131,11 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 
     settings = Settings()
     _start(settings)
+    sandbox = sandbox_for(settings, ns)  # before any connection: a refusal says why, at once
     gm = _instance(settings)
     worker = Worker(
         store=gm.store, scripts=gm.scripts, fleet=gm.fleet, settings=settings, group=ns.group,
-        concurrency=ns.concurrency, tokens=gm.identity,
+        concurrency=ns.concurrency, tokens=gm.identity, sandbox=sandbox,
         box=SecretBox.from_setting(settings.secret_key) if settings.secret_key else None,
     )
     metrics.serve(ns.metrics_port, settings.metrics_addr)

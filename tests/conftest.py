@@ -8,6 +8,7 @@ server. ``redis_client`` gives each test a clean database on it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +16,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from common.errors import ConfigError
 from common.fleet import Fleet
 from common.keys import Keys
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
 from gristmill.embedded import EmbeddedRedis, free_port
+from worker.sandbox.policy import Limits, Sandbox, choose, isolation_problem
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +70,36 @@ def scripts(redis_client: redis.Redis, keys: Keys) -> ScriptStore:
 @pytest.fixture
 def fleet(redis_client: redis.Redis, keys: Keys) -> Fleet:
     return Fleet(redis_client, keys)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Sandbox:
+    """The sandbox workers get here: isolated where the machine allows (root on Linux, as in
+    CI), else shared, so the rest of the suite still runs on a developer's machine."""
+    try:
+        return choose(Limits(), "host", unsafe_shared_user=False)
+    except ConfigError:
+        return choose(Limits(), "host", unsafe_shared_user=True)
+
+
+@pytest.fixture
+def job_share(tmp_path: Path) -> Path:
+    """A directory that jobs and the test both read and write (mode 1777)."""
+    path = tmp_path / "share"
+    path.mkdir()
+    path.chmod(0o1777)
+    return path
+
+
+@pytest.fixture
+def sharing_sandbox(sandbox: Sandbox, job_share: Path) -> Sandbox:
+    """The session's sandbox with ``job_share`` visible read-write to jobs."""
+    return dataclasses.replace(sandbox, shared_dirs=(str(job_share),))
+
+
+@pytest.fixture(scope="session")
+def isolated(sandbox: Sandbox) -> Sandbox:
+    """The isolated sandbox; tests of isolation itself skip where it is unavailable."""
+    if sandbox.mode != "isolated":
+        pytest.skip(f"jobs cannot be isolated here: {isolation_problem()}")
+    return sandbox

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 
 from common.models import Job
 
@@ -16,13 +15,11 @@ from common.models import Job
 PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 
 
-def job_environment(job: Job, *, workdir: Path, base_url: str, token: str) -> dict[str, str]:
-    """The full environment of ``job``'s process (DESIGN.md §7)."""
+def job_environment(job: Job, *, base_url: str, token: str) -> dict[str, str]:
+    """The environment of ``job``'s process (DESIGN.md §7); the sandbox adds HOME and TMPDIR."""
     env = {name: os.environ[name] for name in PASSTHROUGH if name in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(
-        HOME=str(workdir),
-        TMPDIR=str(workdir),
         PYTHONUNBUFFERED="1",
         WM_JOB_ID=job.id,
         WM_TOKEN=token,

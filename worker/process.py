@@ -1,9 +1,12 @@
 """Run one prepared job command: stream its output lines, enforce its timeout, kill its group.
 
-One ``ProcessRun`` per job, called from a worker thread. The child gets its
-own session (so its whole process group can be killed), exactly the
-environment it is given, /dev/null as stdin, and separate stdout/stderr pipes
-that one reader thread splits into lines. Lines go to the ``sink`` in batches
+One ``ProcessRun`` per job, called from a worker thread. The child is the
+sandbox launcher (``worker/sandbox/launch.py``), started in a session of its
+own (so its whole process group can be signalled); it gets the job's request
+on its stdin, which stays open for as long as the job may run: when this
+process dies, the launcher sees end-of-file and the job dies with it. The job
+gets exactly the environment it is given, /dev/null as stdin, and separate
+stdout/stderr pipes that one reader thread splits into lines. Lines go to the ``sink`` in batches
 from a single flusher thread, every ``flush_interval_s`` or ``max_batch`` lines,
 so a job that prints for a minute shows its lines during that minute.
 """
@@ -21,10 +24,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 from worker.executors.base import Prepared
+from worker.sandbox.policy import Sandbox
 
 TAIL_LINES = 100
 MAX_BUFFERED_LINES = 20_000  # past this the reader waits for the sink: memory stays bounded
@@ -56,6 +59,7 @@ class ProcessResult:
     stdout_tail: list[str]
     duration_ms: int
     timeout_s: float = 0.0
+    memory_limit_mb: int = 0
     sink_error: BaseException | None = field(default=None, compare=False)  # sink was stopped
 
 
@@ -63,11 +67,11 @@ class ProcessRun:
     """Run one prepared command to completion; ``cancel`` may be called from any thread."""
 
     def __init__(
-        self, prepared: Prepared, *, workdir: Path, env: dict[str, str], timeout_s: float,
+        self, prepared: Prepared, *, sandbox: Sandbox, env: dict[str, str], timeout_s: float,
         sink: LogSink, flush_interval_s: float = 0.05, max_batch: int = 200,
         max_line_bytes: int = 65536, kill_grace_s: float = 2.0,
     ) -> None:
-        self.prepared, self.workdir, self.env, self.timeout_s = prepared, workdir, env, timeout_s
+        self.prepared, self.sandbox, self.env, self.timeout_s = prepared, sandbox, env, timeout_s
         self.kill_grace_s = kill_grace_s
         self._sink, self._flush_interval_s, self._max_batch = sink, flush_interval_s, max_batch
         self._max_line_bytes = max_line_bytes
@@ -88,24 +92,31 @@ class ProcessRun:
         argv, read_fd, write_fd = list(self.prepared.argv), None, None
         if self.prepared.result_fd:
             read_fd, write_fd = _result_pipe()
-            # The child inherits the pipe under the same number: it is told which.
+            # The job inherits the pipe under the same number: it is told which.
             argv = [*argv, str(write_fd)]
+        request = self.sandbox.request(argv, {**self.env, **self.prepared.env},
+                                       self.prepared.files, write_fd)
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
-                argv, cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
+                self.sandbox.command(), cwd="/", env={}, stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                 pass_fds=() if write_fd is None else (write_fd,),
             )
         except OSError as exc:
             if read_fd is not None:
                 os.close(read_fd)
-            batcher.tails["stderr"].append(f"cannot start {argv[0]}: {exc}")
+            batcher.tails["stderr"].append(f"cannot start the job's sandbox: {exc}")
             batcher.close()
             return self._result(batcher, 127, None, canceled=False, timed_out=False)
         finally:
             if write_fd is not None:
-                os.close(write_fd)  # the child holds the only write end now: EOF when it exits
+                os.close(write_fd)  # the job holds the only write end now: EOF when it exits
+        assert proc.stdin is not None
+        # Kept open until the end: its end-of-file tells the launcher that we are gone.
+        with contextlib.suppress(BrokenPipeError):  # the launcher died: its exit status says so
+            proc.stdin.write(request)
+            proc.stdin.flush()
         assert proc.stdout is not None and proc.stderr is not None
         streams: dict[int, str] = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
         reader = _Reader(streams, read_fd, batcher, self._max_line_bytes)
@@ -121,6 +132,8 @@ class ProcessRun:
         batcher.close()
         proc.stdout.close()
         proc.stderr.close()
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
         payload = bytes(reader.payload) if reader.payload else None
         exit_code, sig = (None, -returncode) if returncode < 0 else (returncode, None)
         return self._result(batcher, exit_code, sig, canceled=canceled, timed_out=timed_out,
@@ -163,7 +176,8 @@ class ProcessRun:
         return ProcessResult(
             exit_code=exit_code, signal=sig, timed_out=timed_out, canceled=canceled,
             payload=payload, stderr_tail=list(tails["stderr"]), stdout_tail=list(tails["stdout"]),
-            duration_ms=duration_ms, timeout_s=self.timeout_s, sink_error=batcher.error,
+            duration_ms=duration_ms, timeout_s=self.timeout_s,
+            memory_limit_mb=self.sandbox.limits.memory_mb, sink_error=batcher.error,
         )
 
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import random
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from common import codec, log, metrics
@@ -28,6 +25,7 @@ from worker.environment import ephemeral_token, job_environment
 from worker.executors.base import Outcome, interpret, prepare
 from worker.executors.binding import ArgumentError
 from worker.process import LogLine, ProcessRun
+from worker.sandbox.policy import Sandbox
 
 MAX_RESULT_BYTES = 8 * 1024 * 1024
 PENDING_LOG_CAP = 20_000
@@ -130,10 +128,11 @@ class JobRunner:
     """Runs jobs for a worker; thread-safe, one call of :meth:`run` per job."""
 
     def __init__(
-        self, *, store: Store, scripts: ScriptStore, settings: Settings, clock: Clock = now_ms,
-        tokens: JobTokens | None = None, box: SecretBox | None = None,
+        self, *, store: Store, scripts: ScriptStore, settings: Settings, sandbox: Sandbox,
+        clock: Clock = now_ms, tokens: JobTokens | None = None, box: SecretBox | None = None,
     ) -> None:
         self.store = store
+        self.sandbox = sandbox
         self.tokens = tokens
         self.box = box
         self.settings = settings
@@ -173,11 +172,9 @@ class JobRunner:
             return
         started = time.monotonic()
         sink = LogSink(self.store, job, self.box)
-        workdir = Path(tempfile.mkdtemp(prefix="gristmill-job-"))
         try:
-            outcome = self._execute(job, instance, workdir, sink)
+            outcome = self._execute(job, instance, sink)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
             tokens = self.tokens
             if tokens is not None:
                 # WM_TOKEN dies with the attempt, whatever its outcome.
@@ -212,25 +209,23 @@ class JobRunner:
             return False
         return not previous.is_terminal
 
-    def _execute(
-        self, job: Job, instance: InstanceSettings, workdir: Path, sink: LogSink
-    ) -> Outcome:
+    def _execute(self, job: Job, instance: InstanceSettings, sink: LogSink) -> Outcome:
         with self._lock:
             if job.id in self._cancel_pending or self._releasing:
                 return failure("Canceled", "job was canceled before it started")
         try:
             code, language = self._write(lambda: self._code(job))
-            prepared = prepare(language, code, job.args, workdir)
+            prepared = prepare(language, code, job.args)
         except ArgumentError as exc:
             return failure("ArgumentError", str(exc))
         except NotFound as exc:
             return failure("ScriptNotFound", str(exc))
         timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
         env = job_environment(
-            job, workdir=workdir, base_url=self.settings.base_url,
+            job, base_url=self.settings.base_url,
             token=self._write(lambda: self._mint_token(job, timeout_s)),
         )
-        run = ProcessRun(prepared, workdir=workdir, env=env, timeout_s=timeout_s, sink=sink)
+        run = ProcessRun(prepared, sandbox=self.sandbox, env=env, timeout_s=timeout_s, sink=sink)
         sink.run = run
         with self._lock:
             self._active[job.id] = run

@@ -27,6 +27,7 @@ from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
 from worker.runner import JobRunner, JobTokens
+from worker.sandbox.policy import Sandbox
 
 # Blocking waits end this often so a stop is noticed (a stop waits at most this long).
 CLAIM_BLOCK_S = 2.0
@@ -52,10 +53,12 @@ class Worker:
         worker_id: str | None = None,
         claim_block_s: float = CLAIM_BLOCK_S,
         clock: Clock = now_ms,
+        sandbox: Sandbox,
         tokens: JobTokens | None = None,
         box: SecretBox | None = None,
     ) -> None:
         self.store = store
+        self.sandbox = sandbox
         self.claim_block_s = claim_block_s
         self.fleet = fleet
         self.settings = settings
@@ -73,7 +76,7 @@ class Worker:
         self._slots = threading.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="job")
         self._runner = JobRunner(store=store, scripts=scripts, settings=settings, clock=clock,
-                                 tokens=tokens, box=box)
+                                 sandbox=sandbox, tokens=tokens, box=box)
         self.log = log.get(worker_id=self.worker_id, group=group)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -83,7 +86,7 @@ class Worker:
         self._heartbeat_once()
         for loop in (self._heartbeat_loop, self._control_loop):
             threading.Thread(target=loop, name=loop.__name__, daemon=True).start()
-        self.log.info("worker started", concurrency=self.concurrency)
+        self.log.info("worker started", concurrency=self.concurrency, **self.sandbox.describe())
         try:
             self._claim_loop()
         finally:

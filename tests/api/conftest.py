@@ -35,6 +35,7 @@ from common.crypto import SecretBox, generate_key
 from common.models import Job
 from common.settings import Settings
 from gristmill.embedded import EmbeddedRedis
+from worker.sandbox.policy import Sandbox
 from worker.worker import Worker
 
 USERS = ("alice", "bob", "carol")
@@ -141,12 +142,12 @@ def api(redis_server: EmbeddedRedis, redis_client: redis.Redis, tmp_path: Path) 
 
 
 @pytest.fixture
-def worker(api: Api) -> Iterator[Worker]:
+def worker(api: Api, sharing_sandbox: Sandbox) -> Iterator[Worker]:
     """A worker of group default in a thread (concurrency 4), with job tokens and the key."""
     gm = api.services.gm
     running = Worker(
         store=gm.store, scripts=gm.scripts, fleet=gm.fleet, settings=api.services.settings,
-        concurrency=4, claim_block_s=0.5, tokens=api.services.identity,
+        concurrency=4, claim_block_s=0.5, tokens=api.services.identity, sandbox=sharing_sandbox,
         box=SecretBox.from_setting(api.key),
     )
     thread = threading.Thread(target=running.run, daemon=True, name="api-test-worker")

@@ -294,10 +294,10 @@ def test_job_token_past_its_expiry(alice_things: Api) -> None:
 
 
 def test_wm_token_of_a_job_the_worker_ran_is_revoked(
-        alice_things: Api, worker: Worker, tmp_path: Path) -> None:
+        alice_things: Api, worker: Worker, job_share: Path) -> None:
     """A job leaks its WM_TOKEN to a file; once it completes the token is unknown (401)."""
     api = alice_things
-    leak = tmp_path / "leaked-token"
+    leak = job_share / "leaked-token"
     code = ("import os\ndef main(out: str):\n"
             "    open(out, 'w').write(os.environ['WM_TOKEN'])\n    return 'done'\n")
     job_id = api.post("/api/jobs/run/preview", "alice", json={

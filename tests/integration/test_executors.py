@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import os
-import select
+import socket
 import textwrap
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from worker.executors.base import Outcome, UnsupportedLanguage, interpret, prepare
+from tests.procs import assert_no_process_running, unique_sleep
+from worker.executors.base import Outcome, Prepared, UnsupportedLanguage, interpret, prepare
 from worker.executors.binding import ArgumentError
 from worker.process import TRUNCATED, LogLine, ProcessResult, ProcessRun
+from worker.sandbox.policy import Limits, Sandbox
 
 # LC_ALL keeps Python's C-locale coercion from adding LC_CTYPE in the job's own interpreter.
 BASE_ENV = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C.UTF-8"}
+
+
+@pytest.fixture(params=["isolated", "shared"])
+def sandbox(request: pytest.FixtureRequest) -> Sandbox:
+    """Every executor test runs in both sandbox modes (isolated where the machine allows)."""
+    if request.param == "shared":
+        return Sandbox("shared", Limits())
+    return request.getfixturevalue("isolated")
 
 
 @dataclass
@@ -53,43 +62,28 @@ class Job:
 
 
 def make_job(
-    tmp_path: Path, language: str, code: str, args: dict[str, object] | None = None, *,
+    sandbox: Sandbox, language: str, code: str, args: dict[str, object] | None = None, *,
     timeout_s: float = 30.0, env: dict[str, str] | None = None, **options: Any,
 ) -> Job:
-    """Prepare ``code`` in a fresh directory and wrap it in a ProcessRun."""
-    workdir = tmp_path / "job"
-    workdir.mkdir()
-    prepared = prepare(language, textwrap.dedent(code), args or {}, workdir)
+    """Prepare ``code`` and wrap it in a ProcessRun in ``sandbox``."""
+    prepared = prepare(language, textwrap.dedent(code), args or {})
     sink = Recorder()
-    run = ProcessRun(prepared, workdir=workdir, env={**(env or BASE_ENV), **prepared.env},
+    run = ProcessRun(prepared, sandbox=sandbox, env=env or BASE_ENV,
                      timeout_s=timeout_s, sink=sink, kill_grace_s=0.2, **options)
     return Job(language, run, sink)
 
 
-def run_job(tmp_path: Path, language: str, code: str, args: dict[str, object] | None = None,
+def run_job(sandbox: Sandbox, language: str, code: str, args: dict[str, object] | None = None,
             **kwargs: Any) -> tuple[Outcome, ProcessResult, Recorder]:
     """Prepare, run and interpret one job."""
-    job = make_job(tmp_path, language, code, args, **kwargs)
+    job = make_job(sandbox, language, code, args, **kwargs)
     outcome, result = job.finish()
     return outcome, result, job.sink
 
 
-def assert_gone(pid: int) -> None:
-    """Wait (on the kernel, not the clock) until ``pid`` has exited; fail after 5 s."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        readable, _, _ = select.select([fd], [], [], 5.0)
-        assert readable, f"process {pid} is still running"
-    finally:
-        os.close(fd)
-
-
-def test_python_returns_a_value(tmp_path: Path) -> None:
+def test_python_returns_a_value(sandbox: Sandbox) -> None:
     """main's return value is the result; its prints reach the sink."""
-    outcome, result, sink = run_job(tmp_path, "python3", """
+    outcome, result, sink = run_job(sandbox, "python3", """
         def main(name, greeting="hello"):
             print("about to greet")
             return {"text": f"{greeting} {name}", "n": [1, 2.5, None, True]}
@@ -99,9 +93,9 @@ def test_python_returns_a_value(tmp_path: Path) -> None:
     assert result.exit_code == 0
 
 
-def test_python_converts_args_by_annotation(tmp_path: Path) -> None:
+def test_python_converts_args_by_annotation(sandbox: Sandbox) -> None:
     """datetime, bytes and dataclass parameters are built from their JSON forms."""
-    outcome, _, _ = run_job(tmp_path, "python3", """
+    outcome, _, _ = run_job(sandbox, "python3", """
         from dataclasses import dataclass
         from datetime import datetime
 
@@ -116,9 +110,9 @@ def test_python_converts_args_by_annotation(tmp_path: Path) -> None:
     assert outcome == Outcome(ok=True, result=["2024-05-06T07:08:09+00:00", "hi", 42, "?", 3])
 
 
-def test_python_missing_args_are_named_before_main_runs(tmp_path: Path) -> None:
+def test_python_missing_args_are_named_before_main_runs(sandbox: Sandbox) -> None:
     """Missing required parameters fail the job, naming all of them, and main never runs."""
-    outcome, _, sink = run_job(tmp_path, "python3", """
+    outcome, _, sink = run_job(sandbox, "python3", """
         print("module loaded")
         def main(a, b, c=1):
             print("main ran")
@@ -129,9 +123,9 @@ def test_python_missing_args_are_named_before_main_runs(tmp_path: Path) -> None:
     assert sink.lines == ["module loaded"]
 
 
-def test_python_exception_keeps_only_user_frames(tmp_path: Path) -> None:
+def test_python_exception_keeps_only_user_frames(sandbox: Sandbox) -> None:
     """A user exception reports its class, message and a traceback of the user's frames."""
-    outcome, result, _ = run_job(tmp_path, "python3", """
+    outcome, result, _ = run_job(sandbox, "python3", """
         def helper(x):
             raise KeyError(f"no such thing: {x}")
 
@@ -147,23 +141,23 @@ def test_python_exception_keeps_only_user_frames(tmp_path: Path) -> None:
     assert result.exit_code == 0
 
 
-def test_python_import_error_is_the_users(tmp_path: Path) -> None:
+def test_python_import_error_is_the_users(sandbox: Sandbox) -> None:
     """An exception at import time is reported with the user's traceback."""
-    outcome, _, _ = run_job(tmp_path, "python3", "import no_such_module_here\ndef main(): pass\n")
+    outcome, _, _ = run_job(sandbox, "python3", "import no_such_module_here\ndef main(): pass\n")
     assert outcome.error is not None
     assert outcome.error["name"] == "ModuleNotFoundError"
     assert "importlib" not in outcome.error["traceback"]
 
 
-def test_python_without_main(tmp_path: Path) -> None:
+def test_python_without_main(sandbox: Sandbox) -> None:
     """Code that defines no main fails with NoMainFunction."""
-    outcome, _, _ = run_job(tmp_path, "python3", "x = 1\n")
+    outcome, _, _ = run_job(sandbox, "python3", "x = 1\n")
     assert outcome.error is not None and outcome.error["name"] == "NoMainFunction"
 
 
-def test_python_unserialisable_result(tmp_path: Path) -> None:
+def test_python_unserialisable_result(sandbox: Sandbox) -> None:
     """A result JSON cannot carry is an error naming its type."""
-    outcome, _, _ = run_job(tmp_path, "python3", "def main():\n    return {1, 2}\n")
+    outcome, _, _ = run_job(sandbox, "python3", "def main():\n    return {1, 2}\n")
     assert outcome.error == {
         "name": "ResultNotSerializable",
         "message": "result of type set is not JSON-serialisable; "
@@ -172,16 +166,16 @@ def test_python_unserialisable_result(tmp_path: Path) -> None:
     }
 
 
-def test_python_nan_inside_the_result_is_located(tmp_path: Path) -> None:
+def test_python_nan_inside_the_result_is_located(sandbox: Sandbox) -> None:
     """A NaN deep in the result is refused, with where it is."""
-    outcome, _, _ = run_job(tmp_path, "python3", "def main():\n    return {'a': [1, float('nan')]}\n")
+    outcome, _, _ = run_job(sandbox, "python3", "def main():\n    return {'a': [1, float('nan')]}\n")
     assert outcome.error is not None and outcome.error["name"] == "ResultNotSerializable"
     assert "result['a'][1]" in outcome.error["message"]
 
 
-def test_python_async_main(tmp_path: Path) -> None:
+def test_python_async_main(sandbox: Sandbox) -> None:
     """async def main is run to completion."""
-    outcome, _, _ = run_job(tmp_path, "python3", """
+    outcome, _, _ = run_job(sandbox, "python3", """
         import asyncio
 
         async def main(n: int):
@@ -191,9 +185,9 @@ def test_python_async_main(tmp_path: Path) -> None:
     assert outcome == Outcome(ok=True, result=42)
 
 
-def test_python_killed_by_a_signal(tmp_path: Path) -> None:
+def test_python_killed_by_a_signal(sandbox: Sandbox) -> None:
     """A process that dies without reporting is ProcessExited, with the signal and stderr."""
-    outcome, result, _ = run_job(tmp_path, "python3", """
+    outcome, result, _ = run_job(sandbox, "python3", """
         import os, signal, sys
 
         def main():
@@ -213,9 +207,9 @@ def test_malformed_wrapper_report() -> None:
     assert outcome.error is not None and outcome.error["name"] == "WrapperError"
 
 
-def test_bash_positional_env_and_last_line_result(tmp_path: Path) -> None:
+def test_bash_positional_env_and_last_line_result(sandbox: Sandbox) -> None:
     """Args arrive as $1.. and as env vars; the last stdout line is the result, as JSON."""
-    outcome, _, sink = run_job(tmp_path, "bash", """
+    outcome, _, sink = run_job(sandbox, "bash", """
         name="$1"
         count="${2:-10}"
         echo "positional: $name $count" >&2
@@ -228,53 +222,59 @@ def test_bash_positional_env_and_last_line_result(tmp_path: Path) -> None:
     assert "from env: bob unset" in sink.lines
 
 
-def test_bash_non_json_last_line_is_a_string(tmp_path: Path) -> None:
+def test_bash_non_json_last_line_is_a_string(sandbox: Sandbox) -> None:
     """A last line that is not JSON is returned as text."""
-    outcome, _, _ = run_job(tmp_path, "bash", 'x="$1"\necho "hello $x"\n', {"x": [1, 2]})
+    outcome, _, _ = run_job(sandbox, "bash", 'x="$1"\necho "hello $x"\n', {"x": [1, 2]})
     assert outcome == Outcome(ok=True, result="hello [1,2]")
 
 
-def test_bash_exit_code_failure(tmp_path: Path) -> None:
+def test_bash_exit_code_failure(sandbox: Sandbox) -> None:
     """A non-zero exit is an ExitCode error with the code and the end of stderr."""
-    outcome, _, _ = run_job(tmp_path, "bash", "echo 'disk full' >&2\nexit 3\n")
+    outcome, _, _ = run_job(sandbox, "bash", "echo 'disk full' >&2\nexit 3\n")
     assert outcome.error is not None
     assert outcome.error["name"] == "ExitCode"
     assert outcome.error["message"].startswith("bash exited with code 3")
     assert "disk full" in outcome.error["message"]
 
 
-def test_bash_missing_args_fail_in_prepare(tmp_path: Path) -> None:
+def test_bash_missing_args_fail_in_prepare(sandbox: Sandbox) -> None:
     """A bash script's missing required parameters are named before anything runs."""
     with pytest.raises(ArgumentError, match="a, b"):
-        prepare("bash", 'a="$1"\nb="$2"\n', {}, tmp_path)
+        prepare("bash", 'a="$1"\nb="$2"\n', {})
 
 
-def test_unsupported_language(tmp_path: Path) -> None:
+def test_unsupported_language(sandbox: Sandbox) -> None:
     """An unknown language is refused by prepare."""
     with pytest.raises(UnsupportedLanguage, match="cobol"):
-        prepare("cobol", "", {}, tmp_path)
+        prepare("cobol", "", {})
 
 
-def test_lines_reach_the_sink_while_the_job_runs(tmp_path: Path) -> None:
+def test_lines_reach_the_sink_while_the_job_runs(sandbox: Sandbox) -> None:
     """The first line is in the sink before the job ends: the job waits for the sink to see it."""
-    fifo = tmp_path / "go"
-    os.mkfifo(fifo)
-    job = make_job(tmp_path, "python3", f"""
-        def main():
-            print("first")
-            with open({str(fifo)!r}) as gate:  # blocks until the sink has seen "first"
-                gate.read()
-            print("second")
-            return "done"
-    """)
+    with socket.create_server(("127.0.0.1", 0)) as gate:
+        port = gate.getsockname()[1]
+        job = make_job(sandbox, "python3", f"""
+            import socket
 
-    def open_gate(batch: list[LogLine]) -> None:
-        if any(line.line == "first" for line in batch):
-            fifo.write_text("go")
+            def main():
+                with socket.create_connection(("127.0.0.1", {port})) as gate:
+                    print("first")
+                    gate.recv(1)  # blocks until the sink has seen "first"
+                print("second")
+                return "done"
+        """)
+        accepted: list[socket.socket] = []
+        threading.Thread(target=lambda: accepted.append(gate.accept()[0]), daemon=True).start()
 
-    job.sink.on_batch = open_gate
-    outcome, _ = job.finish()
-    ended = time.monotonic()
+        def open_gate(batch: list[LogLine]) -> None:
+            if any(line.line == "first" for line in batch):
+                accepted[0].sendall(b"x")
+
+        job.sink.on_batch = open_gate
+        outcome, _ = job.finish()
+        ended = time.monotonic()
+        for conn in accepted:
+            conn.close()
     assert outcome == Outcome(ok=True, result="done")
     (first_at, first_batch), *later = job.sink.batches
     assert [line.line for line in first_batch] == ["first"]
@@ -283,17 +283,17 @@ def test_lines_reach_the_sink_while_the_job_runs(tmp_path: Path) -> None:
     assert second and second[0].ts_ms >= first_batch[0].ts_ms
 
 
-def test_batches_respect_max_batch(tmp_path: Path) -> None:
+def test_batches_respect_max_batch(sandbox: Sandbox) -> None:
     """Many quick lines arrive in order, in batches of at most max_batch."""
-    _, _, sink = run_job(tmp_path, "bash", "for i in $(seq 1 1000); do echo $i; done\n",
+    _, _, sink = run_job(sandbox, "bash", "for i in $(seq 1 1000); do echo $i; done\n",
                          max_batch=100)
     assert sink.lines == [str(i) for i in range(1, 1001)]
     assert max(len(batch) for _, batch in sink.batches) <= 100
 
 
-def test_overlong_lines_and_invalid_utf8(tmp_path: Path) -> None:
+def test_overlong_lines_and_invalid_utf8(sandbox: Sandbox) -> None:
     """Lines past max_line_bytes are cut with a marker; invalid UTF-8 is replaced."""
-    _, result, sink = run_job(tmp_path, "bash", """
+    _, result, sink = run_job(sandbox, "bash", """
         printf 'x%.0s' $(seq 1 50); echo
         printf 'ok \\xff\\n'
         printf 'no newline at the end'
@@ -302,7 +302,7 @@ def test_overlong_lines_and_invalid_utf8(tmp_path: Path) -> None:
     assert result.stdout_tail == sink.lines
 
 
-def test_a_failing_sink_does_not_block_the_job(tmp_path: Path) -> None:
+def test_a_failing_sink_does_not_block_the_job(sandbox: Sandbox) -> None:
     """When the sink raises it is not called again, the pipes are drained and the job ends."""
     calls: list[int] = []
 
@@ -310,7 +310,7 @@ def test_a_failing_sink_does_not_block_the_job(tmp_path: Path) -> None:
         calls.append(len(batch))
         raise ConnectionError("redis went away")
 
-    job = make_job(tmp_path, "python3", """
+    job = make_job(sandbox, "python3", """
         def main():
             for i in range(20000):
                 print("line", i, "x" * 100)
@@ -324,64 +324,71 @@ def test_a_failing_sink_does_not_block_the_job(tmp_path: Path) -> None:
     assert result.stdout_tail[-1].startswith("line 19999")
 
 
-def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
-    """On timeout the group gets SIGTERM, then SIGKILL, grandchildren included."""
-    outcome, result, _ = run_job(tmp_path, "bash", """
+def test_timeout_kills_the_whole_process_group(sandbox: Sandbox) -> None:
+    """On timeout the job gets SIGTERM, then SIGKILL, grandchildren included."""
+    marker = unique_sleep()
+    outcome, result, _ = run_job(sandbox, "bash", f"""
         trap '' TERM
-        sleep 100 &
-        echo $!
+        sleep {marker} &
         wait
     """, timeout_s=0.5)
     assert result.timed_out and result.signal == 9
     assert outcome.error == {"name": "Timeout", "message": "job exceeded its timeout of 0.5 s",
                              "traceback": ""}
-    assert_gone(int(result.stdout_tail[0]))
+    assert_no_process_running(marker)
 
 
-def test_background_processes_do_not_outlive_the_job(tmp_path: Path) -> None:
+def test_background_processes_do_not_outlive_the_job(sandbox: Sandbox) -> None:
     """A grandchild holding stdout open is killed when the main child exits; run() returns."""
+    marker = unique_sleep()
     started = time.monotonic()
-    outcome, _, _ = run_job(tmp_path, "bash", "sleep 100 &\necho $!\n")
-    assert outcome.ok and isinstance(outcome.result, int)
-    assert_gone(outcome.result)
+    outcome, _, _ = run_job(sandbox, "bash", f"sleep {marker} &\necho started\n")
+    assert outcome == Outcome(ok=True, result="started")
+    assert_no_process_running(marker)
     assert time.monotonic() - started < 10
 
 
-def test_cancel_kills_a_running_job(tmp_path: Path) -> None:
+def test_cancel_kills_a_running_job(sandbox: Sandbox) -> None:
     """cancel() from another thread stops the job and the outcome is Canceled."""
-    job = make_job(tmp_path, "bash", "sleep 100 &\necho $!\nwait\n")
-    job.sink.on_batch = lambda batch: job.run.cancel()  # on the first line: the sleep's pid
+    marker = unique_sleep()
+    job = make_job(sandbox, "bash", f"sleep {marker} &\necho started\nwait\n")
+    job.sink.on_batch = lambda batch: job.run.cancel()  # on the first line
     outcome, result = job.finish()
     assert result.canceled and not result.timed_out
     assert outcome.error is not None and outcome.error["name"] == "Canceled"
-    assert_gone(int(result.stdout_tail[0]))
+    assert_no_process_running(marker)
 
 
-def test_cancel_before_run_spawns_nothing(tmp_path: Path) -> None:
+def test_cancel_before_run_spawns_nothing(sandbox: Sandbox) -> None:
     """A run canceled before it starts returns at once as canceled."""
-    job = make_job(tmp_path, "bash", "echo should not run\n")
+    job = make_job(sandbox, "bash", "echo should not run\n")
     job.run.cancel()
     outcome, result = job.finish()
     assert result.canceled and job.sink.lines == []
     assert outcome.error is not None and outcome.error["name"] == "Canceled"
 
 
-def test_env_is_exactly_what_was_passed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The job sees only the env it was given: nothing leaks from the worker's environment."""
+def test_env_is_exactly_what_was_passed(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job sees only the env it was given, plus its HOME and TMPDIR: nothing of the worker's."""
     monkeypatch.setenv("GRISTMILL_REDIS_URL", "redis://:secret@localhost:16379/0")
     env = {**BASE_ENV, "WM_JOB_ID": "j-1"}
-    outcome, _, _ = run_job(tmp_path, "python3", """
+    outcome, _, _ = run_job(sandbox, "python3", """
         import os
 
         def main():
             return dict(os.environ)
     """, env=env)
-    assert outcome == Outcome(ok=True, result=env)
+    assert outcome.ok and isinstance(outcome.result, dict)
+    seen = dict(outcome.result)
+    home, tmpdir = seen.pop("HOME"), seen.pop("TMPDIR")
+    assert seen == env
+    if sandbox.mode == "isolated":
+        assert (home, tmpdir) == ("/job", "/tmp")
 
 
-def test_cancel_is_thread_safe_during_run(tmp_path: Path) -> None:
+def test_cancel_is_thread_safe_during_run(sandbox: Sandbox) -> None:
     """cancel() called from a separate thread while run() blocks ends the run."""
-    job = make_job(tmp_path, "python3", """
+    job = make_job(sandbox, "python3", """
         import time
 
         def main():
@@ -397,24 +404,26 @@ def test_cancel_is_thread_safe_during_run(tmp_path: Path) -> None:
     assert outcome.error is not None and outcome.error["name"] == "Canceled"
 
 
-def test_a_process_that_left_the_group_cannot_hang_the_run(tmp_path: Path) -> None:
-    """A grandchild in its own session holding stdout open delays run() by the grace only."""
-    outcome, _, _ = run_job(tmp_path, "python3", """
+def test_a_process_in_its_own_session_does_not_outlive_the_job(sandbox: Sandbox) -> None:
+    """A grandchild in its own session holding stdout open dies with the job; run() returns."""
+    marker = unique_sleep()
+    outcome, _, _ = run_job(sandbox, "python3", f"""
         import subprocess
 
         def main():
-            return subprocess.Popen(["sleep", "100"], start_new_session=True).pid
+            subprocess.Popen(["sleep", "{marker}"], start_new_session=True)
+            return "detached"
     """)
-    assert outcome.ok and isinstance(outcome.result, int)
-    os.kill(outcome.result, 9)  # it escaped the group, so the test cleans it up itself
-    assert_gone(outcome.result)
+    assert outcome == Outcome(ok=True, result="detached")
+    assert_no_process_running(marker)
 
 
-def test_a_command_that_cannot_start(tmp_path: Path) -> None:
+def test_a_command_that_cannot_start(sandbox: Sandbox) -> None:
     """A spawn failure is a ProcessExited outcome that says why, not an exception."""
-    job = make_job(tmp_path, "python3", "def main(): pass\n")
-    job.run.workdir = tmp_path / "does-not-exist"
-    outcome, result = job.finish()
+    prepared = Prepared(argv=["/does-not-exist/python3"], files={}, env={}, result_fd=True)
+    run = ProcessRun(prepared, sandbox=sandbox, env=BASE_ENV, timeout_s=30, sink=Recorder())
+    result = run.run()
+    outcome = interpret("python3", result)
     assert result.exit_code == 127
     assert outcome.error is not None and outcome.error["name"] == "ProcessExited"
     assert "does-not-exist" in outcome.error["message"]

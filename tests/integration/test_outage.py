@@ -17,6 +17,7 @@ from common.settings import Settings
 from common.store import Store
 from gristmill.embedded import EmbeddedRedis, free_port
 from tests.integration.helpers import make_job
+from worker.sandbox.policy import Sandbox
 from worker.worker import Worker
 
 WAIT_FOR_RELEASE = """
@@ -46,24 +47,25 @@ def wait_for(path: Path, event: threading.Event) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_outcome_written_when_redis_is_back(own_server: EmbeddedRedis, tmp_path: Path) -> None:
+def test_outcome_written_when_redis_is_back(own_server: EmbeddedRedis, job_share: Path,
+                                            sharing_sandbox: Sandbox) -> None:
     """A job that finishes while Redis is down keeps its result and writes it once Redis is back."""
     client = redis.Redis.from_url(own_server.url, socket_timeout=5)
     keys = Keys("gm")
     store = Store(client, keys)
     job = make_job(code=WAIT_FOR_RELEASE,
-                   args={"flag": str(tmp_path / "flag"), "release": str(tmp_path / "release")})
+                   args={"flag": str(job_share / "flag"), "release": str(job_share / "release")})
     store.enqueue(job, fresh_id=True)
     worker = Worker(store=store, scripts=ScriptStore(client, keys), fleet=Fleet(client, keys),
                     settings=Settings(redis_url=own_server.url, heartbeat_s=0.2),
-                    claim_block_s=0.5)
+                    claim_block_s=0.5, sandbox=sharing_sandbox)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     never = threading.Event()
     try:
-        wait_for(tmp_path / "flag", never)
+        wait_for(job_share / "flag", never)
         own_server.stop()  # appendfsync always: everything acknowledged is on disk
-        (tmp_path / "release").touch()
+        (job_share / "release").touch()
         own_server.start()
         final = store.wait(job.id, 60)
         assert (final.status, final.result) == (Status.SUCCESS, 42)

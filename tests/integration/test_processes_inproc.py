@@ -18,6 +18,7 @@ from common.store import Store
 from scheduler.promoter import Promoter
 from scheduler.scheduler import Scheduler
 from tests.integration.helpers import make_job
+from worker.sandbox.policy import Sandbox
 from worker.worker import Worker
 
 NOW_FAR = 4_000_000_000_000
@@ -25,7 +26,8 @@ NOW_FAR = 4_000_000_000_000
 WAIT_FOR_FILE = """
 import os, time
 def main(me: str, other: str | None = None, deadline_s: float = 20):
-    open(me, "w").close()
+    if not os.path.exists(me):  # a re-run is another uid: it may not rewrite the first's file
+        open(me, "w").close()
     print("started", flush=True)
     end = time.monotonic() + deadline_s
     while other and not os.path.exists(other):
@@ -38,13 +40,13 @@ def main(me: str, other: str | None = None, deadline_s: float = 20):
 
 
 @pytest.fixture
-def worker_factory(store: Store, scripts: ScriptStore, fleet: Fleet, settings: Settings
-                   ) -> Iterator[object]:
+def worker_factory(store: Store, scripts: ScriptStore, fleet: Fleet, settings: Settings,
+                   sharing_sandbox: Sandbox) -> Iterator[object]:
     running: list[tuple[Worker, threading.Thread]] = []
 
     def start(concurrency: int = 1) -> Worker:
         worker = Worker(store=store, scripts=scripts, fleet=fleet, settings=settings,
-                        concurrency=concurrency, claim_block_s=0.5)
+                        concurrency=concurrency, claim_block_s=0.5, sandbox=sharing_sandbox)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         running.append((worker, thread))
@@ -58,10 +60,10 @@ def worker_factory(store: Store, scripts: ScriptStore, fleet: Fleet, settings: S
 
 
 def test_worker_runs_up_to_concurrency_jobs_at_once(
-    store: Store, worker_factory: object, tmp_path: Path
+    store: Store, worker_factory: object, job_share: Path
 ) -> None:
     """Two jobs that each wait for the other both finish only if they run at the same time."""
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    a, b = str(job_share / "a"), str(job_share / "b")
     jobs = [make_job(code=WAIT_FOR_FILE, args={"me": a, "other": b}),
             make_job(code=WAIT_FOR_FILE, args={"me": b, "other": a})]
     for job in jobs:
@@ -73,10 +75,10 @@ def test_worker_runs_up_to_concurrency_jobs_at_once(
 
 
 def test_a_fenced_worker_can_neither_log_nor_complete(
-    store: Store, worker_factory: object, tmp_path: Path
+    store: Store, worker_factory: object, job_share: Path
 ) -> None:
     """Once its attempt is recovered (worker presumed dead), the old worker's writes are refused."""
-    me, release = tmp_path / "started", tmp_path / "release"
+    me, release = job_share / "started", job_share / "release"
     job = make_job(code=WAIT_FOR_FILE, args={"me": str(me), "other": str(release)})
     store.enqueue(job, fresh_id=True)
     worker: Worker = worker_factory()  # type: ignore[operator]
@@ -141,9 +143,9 @@ def test_promoter_wakes_for_an_earlier_job(store: Store) -> None:
         promoter.thread.join(10)
 
 
-def test_cancel_kills_a_running_job(store: Store, worker_factory: object, tmp_path: Path) -> None:
+def test_cancel_kills_a_running_job(store: Store, worker_factory: object, job_share: Path) -> None:
     """A cancel request reaches the worker through its control list and the job ends canceled."""
-    job = make_job(code=WAIT_FOR_FILE, args={"me": str(tmp_path / "m"), "other": str(tmp_path / "x")})
+    job = make_job(code=WAIT_FOR_FILE, args={"me": str(job_share / "m"), "other": str(job_share / "x")})
     store.enqueue(job, fresh_id=True)
     worker_factory()  # type: ignore[operator]
     assert store.logs(job.id, block_ms=20_000)[0].line == "started"
@@ -154,10 +156,10 @@ def test_cancel_kills_a_running_job(store: Store, worker_factory: object, tmp_pa
     assert final.duration_ms is not None and final.duration_ms < 10_000
 
 
-def test_timeout_fails_the_job(store: Store, worker_factory: object, tmp_path: Path) -> None:
+def test_timeout_fails_the_job(store: Store, worker_factory: object, job_share: Path) -> None:
     """A job that outlives its timeout_s is killed and fails with Timeout."""
     job = make_job(code=WAIT_FOR_FILE, timeout_s=1,
-                   args={"me": str(tmp_path / "m"), "other": str(tmp_path / "never")})
+                   args={"me": str(job_share / "m"), "other": str(job_share / "never")})
     store.enqueue(job, fresh_id=True)
     worker_factory()  # type: ignore[operator]
     final = store.wait(job.id, 20)
@@ -179,10 +181,10 @@ def test_retry_policy_runs_the_job_again(store: Store, worker_factory: object) -
 
 
 def test_grace_over_releases_running_jobs_uncounted(
-    store: Store, worker_factory: object, tmp_path: Path
+    store: Store, worker_factory: object, job_share: Path
 ) -> None:
     """A worker stopped past its grace gives its running job back without using an attempt."""
-    job = make_job(code=WAIT_FOR_FILE, args={"me": str(tmp_path / "m"), "other": str(tmp_path / "x")})
+    job = make_job(code=WAIT_FOR_FILE, args={"me": str(job_share / "m"), "other": str(job_share / "x")})
     store.enqueue(job, fresh_id=True)
     worker: Worker = worker_factory()  # type: ignore[operator]
     assert store.logs(job.id, block_ms=20_000)[0].line == "started"

@@ -17,6 +17,7 @@ from common.scripts import ScriptStore
 from common.settings import Settings
 from common.spec import parse_spec
 from common.store import Store
+from worker.sandbox.policy import Sandbox
 from worker.worker import Worker
 
 TYPED = """
@@ -46,7 +47,7 @@ ARGS = st.dictionaries(
 
 
 @pytest.fixture(scope="module")
-def fleet_in_thread(redis_server: object) -> Iterator[tuple[Admission, Store]]:
+def fleet_in_thread(redis_server: object, sandbox: Sandbox) -> Iterator[tuple[Admission, Store]]:
     import redis as redis_py
 
     from common.keys import Keys
@@ -59,7 +60,7 @@ def fleet_in_thread(redis_server: object) -> Iterator[tuple[Admission, Store]]:
     scripts.deploy("u/alice/shell", "bash", BASH)
     worker = Worker(store=store, scripts=scripts, fleet=Fleet(client, keys),
                     settings=Settings(redis_url=url, namespace="prop"), concurrency=2,
-                    claim_block_s=0.5)
+                    claim_block_s=0.5, sandbox=sandbox)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     yield Admission(store, scripts, Settings(redis_url=url, namespace="prop")), store

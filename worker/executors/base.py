@@ -1,7 +1,8 @@
 """The executor interface the worker uses: ``prepare`` a job, then ``interpret`` its run.
 
-``prepare`` turns (language, code, args) into a command to spawn in a fresh
-working directory; ``worker.process.ProcessRun`` runs it; ``interpret`` turns
+``prepare`` turns (language, code, args) into a command and the files it
+needs in the job's directory; ``worker.process.ProcessRun`` runs it in the
+job's sandbox; ``interpret`` turns
 the ``ProcessResult`` into an ``Outcome`` (a JSON result or a named error).
 
 Error names an Outcome can carry, besides the user's own exception names:
@@ -14,6 +15,7 @@ Error names an Outcome can carry, besides the user's own exception names:
 ``ResultNotSerializable``   main returned something that is not JSON
 ``WrapperError``            the python3 wrapper's report was unreadable
 ``ProcessExited``           the process died without reporting a result
+``OutOfMemory``             the job went over its memory limit
 ``ExitCode``                a bash script exited with a non-zero code
 ==========================  =================================================
 """
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.languages import LANGUAGES
@@ -40,9 +41,10 @@ class UnsupportedLanguage(ValueError):
 
 @dataclass(frozen=True)
 class Prepared:
-    """What to spawn for one job."""
+    """What to spawn for one job: run in the job's directory, which holds ``files``."""
 
     argv: list[str]
+    files: dict[str, str]  # file name -> text, written into the job's directory
     env: dict[str, str]  # extra env for this language, merged into the job env by the caller
     result_fd: bool  # True: the child writes its result JSON on a pipe whose fd is its last arg
 
@@ -56,8 +58,8 @@ class Outcome:
     error: dict[str, str] | None = None
 
 
-def prepare(language: str, code: str, args: dict[str, object], workdir: Path) -> Prepared:
-    """Write the job's files into ``workdir`` and return the command that runs it.
+def prepare(language: str, code: str, args: dict[str, object]) -> Prepared:
+    """The command that runs the job and the files it needs.
 
     Raises ``ArgumentError`` when a bash script's required parameters are
     missing from ``args`` and ``UnsupportedLanguage`` for an unknown language.
@@ -66,11 +68,11 @@ def prepare(language: str, code: str, args: dict[str, object], workdir: Path) ->
     if language == "python3":
         from worker.executors import python3
 
-        return python3.prepare(code, args, workdir)
+        return python3.prepare(code, args)
     if language == "bash":
         from worker.executors import bash
 
-        return bash.prepare(code, args, workdir)
+        return bash.prepare(code, args)
     raise UnsupportedLanguage(
         f"unsupported language {language!r}; supported: {', '.join(sorted(SUPPORTED_LANGUAGES))}"
     )

@@ -17,7 +17,6 @@ import json
 import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.executors.base import Outcome, Prepared, failure, process_exited, stderr_excerpt
@@ -119,13 +118,12 @@ def bash_result(stdout_tail: list[str]) -> object:
     return None
 
 
-def prepare(code: str, args: dict[str, object], workdir: Path) -> Prepared:
-    """Write main.sh into ``workdir``; raise ArgumentError if required params are missing."""
+def prepare(code: str, args: dict[str, object]) -> Prepared:
+    """main.sh for the job's directory; raise ArgumentError if required params are missing."""
     positional, env = bash_invocation(parse_bash_params(code), args)
-    script = workdir / SCRIPT_FILE
-    script.write_text(code, encoding="utf-8")
     bash = shutil.which("bash") or "/bin/bash"
-    return Prepared(argv=[bash, str(script), *positional], env=env, result_fd=False)
+    return Prepared(argv=[bash, SCRIPT_FILE, *positional], files={SCRIPT_FILE: code}, env=env,
+                    result_fd=False)
 
 
 def interpret(run: ProcessResult) -> Outcome:

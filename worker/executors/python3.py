@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.executors.base import Outcome, Prepared, failure, process_exited
@@ -16,18 +15,14 @@ MAIN_FILE = "main.py"
 ARGS_FILE = "args.json"
 
 
-def prepare(code: str, args: dict[str, object], workdir: Path) -> Prepared:
-    """Write main.py and args.json into ``workdir``; binding happens in the child."""
-    main_path = workdir / MAIN_FILE
-    args_path = workdir / ARGS_FILE
-    main_path.write_text(code, encoding="utf-8")
-    args_path.write_text(json.dumps(args), encoding="utf-8")
+def prepare(code: str, args: dict[str, object]) -> Prepared:
+    """main.py and args.json for the job's directory; binding happens in the child."""
     # -u: stdout/stderr unbuffered, so lines stream while the job runs.
     # -P: keep the job's directory off sys.path until the wrapper has imported
     #     itself, so a user file named e.g. worker.py cannot shadow it.
-    argv = [sys.executable, "-u", "-P", "-m", "worker.executors.pywrapper",
-            str(main_path), str(args_path)]
-    return Prepared(argv=argv, env={}, result_fd=True)
+    argv = [sys.executable, "-u", "-P", "-m", "worker.executors.pywrapper", MAIN_FILE, ARGS_FILE]
+    files = {MAIN_FILE: code, ARGS_FILE: json.dumps(args)}
+    return Prepared(argv=argv, files=files, env={}, result_fd=True)
 
 
 def interpret(run: ProcessResult) -> Outcome:
@@ -40,6 +35,9 @@ def interpret(run: ProcessResult) -> Outcome:
             return Outcome(ok=True, result=report["result"])
         error = report["error"]
         if report["ok"] is False and all(isinstance(error[k], str) for k in _ERROR_KEYS):
+            if error["name"] == "MemoryError" and run.memory_limit_mb:
+                return failure("OutOfMemory", f"the job went over its memory limit of "
+                               f"{run.memory_limit_mb} MiB", error["traceback"])
             return Outcome(ok=False, error={k: error[k] for k in _ERROR_KEYS})
     except (ValueError, TypeError, KeyError):
         pass
