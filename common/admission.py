@@ -21,7 +21,7 @@ from common.errors import AuthError, DuplicateJob, NotFound, PermissionDenied, S
 from common.instance import decode as decode_instance
 from common.keys import Keys
 from common.models import Job, Kind, Status
-from common.permissions import Acl, FolderAcl, Principal, may_run_as, require
+from common.permissions import Acl, FolderAcl, Principal, may_run_as, require, require_author
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.spec import JobSpec
@@ -30,7 +30,7 @@ from common.store import Store
 INBOX_USER = "u/inbox"
 ADMIN_USER = "u/admin"
 # Operators reach Redis directly (CLI, Python client): they act as the admin.
-OPERATOR = Principal(user="admin", is_admin=True)
+OPERATOR = Principal(user="admin", role="admin")
 # A tokenless inbox spec: it may run any script (its producer could write Redis
 # directly anyway), but as an identity that may read nothing.
 INBOX = Principal(user="inbox")
@@ -130,6 +130,7 @@ class Admission:
                       "script_hash": version.hash, "language": version.language}
             defaults = {"tag": version.tag, "timeout_s": version.timeout_s, "retry": version.retry}
         elif spec.code is not None:
+            require_author(principal, "run raw code (a preview)")
             fields = {"kind": Kind.PREVIEW, "code": spec.code, "language": spec.language}
             defaults = {}
         else:

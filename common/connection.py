@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
+from urllib.parse import urlparse
 
 import redis
 from redis.backoff import NoBackoff
@@ -24,6 +25,11 @@ def redis_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except redis.exceptions.AuthenticationError as exc:
+            raise ConfigError(
+                f"Redis refused our credentials ({exc}): check the user and password in "
+                "GRISTMILL_REDIS_URL or GRISTMILL_REDIS_PASSWORD_FILE"
+            ) from exc
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise RedisUnavailable(
                 f"Redis is unreachable ({exc}): is `gristmill up` running, or "
@@ -33,10 +39,14 @@ def redis_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
-    """A client for ``url``; blocking calls must use timeouts below ``socket_timeout``."""
+def connect(url: str, *, password: str | None = None,
+            socket_timeout: float | None = 30.0) -> redis.Redis:
+    """A client for ``url`` (``password``, if given, overrides the URL's); blocking calls must
+    use timeouts below ``socket_timeout``."""
+    extra = {} if password is None else {"password": password}
     return redis.Redis.from_url(
         url,
+        **extra,
         socket_timeout=socket_timeout,
         socket_connect_timeout=5.0,
         health_check_interval=0,
@@ -45,6 +55,11 @@ def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
         # LPUSH, XADD). Our loops retry where a retry is safe, and say so.
         retry=Retry(NoBackoff(), 0),
     )
+
+
+def has_credentials(url: str, password: str | None) -> bool:
+    """True when connecting with ``url`` (and ``password``) authenticates at all."""
+    return password is not None or urlparse(url).password is not None
 
 
 def server_version(client: redis.Redis) -> tuple[str, tuple[int, ...]]:

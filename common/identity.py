@@ -10,6 +10,7 @@ operators racing never leave a half-made user or a member of a deleted group.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from common.errors import AuthError, GristmillError, NotFound, SpecError
 from common.keys import Keys
 from common.permissions import (
     LEVELS,
+    ROLES,
     Acl,
     FolderAcl,
     Level,
@@ -33,7 +35,9 @@ from common.permissions import (
     check_identity,
     check_item_path,
     check_name,
+    lesser_role,
 )
+from common.permissions import Role as RoleName
 from common.tokens import TokenInfo, TokenStore
 
 INBOX = "inbox"  # the built-in user of tokenless inbox specs: no groups, no rights, never stored
@@ -47,9 +51,13 @@ _LEVEL: dict[str, Level] = {level: level for level in LEVELS}
 @dataclass(frozen=True)
 class User:
     name: str
-    is_admin: bool
+    role: RoleName
     created_at: int
     disabled: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,17 @@ def _text(raw: Mapping[bytes, bytes]) -> dict[str, str]:
 
 
 def _user(fields: Mapping[str, str]) -> User:
-    return User(fields["name"], fields.get("is_admin") == "1", int(fields["created_at"]),
+    return User(fields["name"], _role(fields), int(fields["created_at"]),
                 fields.get("disabled") == "1")
+
+
+def _role(fields: Mapping[str, str]) -> RoleName:
+    """The stored role; users made before roles existed: admin or developer."""
+    stored = fields.get("role", "")
+    for role in ROLES:
+        if stored == role:
+            return role
+    return "admin" if fields.get("is_admin") == "1" else "developer"
 
 
 def _folder(fields: Mapping[str, str]) -> FolderAcl:
@@ -99,16 +116,19 @@ class IdentityStore(TokenStore):
     # -- users ------------------------------------------------------------------------------
 
     @redis_errors
-    def create_user(self, name: str, password: str | None = None, *, is_admin: bool = False) -> User:
-        """A new user; without a password it can only use tokens."""
+    def create_user(self, name: str, password: str | None = None, *,
+                    role: RoleName = "developer") -> User:
+        """A new user with ``role``; without a password it can only use tokens."""
+        if role not in ROLES:
+            raise SpecError(f"role {role!r} is not one of {', '.join(ROLES)}")
         check_name(name, "user name")
         if name == INBOX:
             raise SpecError(f"{INBOX!r} is reserved for tokenless inbox specs; pick another name")
         if password is not None and not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
             raise SpecError(f"a password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
-        user = User(name, is_admin, self.clock())
+        user = User(name, role, self.clock())
         fields = {"name": name, "password": self.hasher.hash(password) if password else "",
-                  "is_admin": "1" if is_admin else "0", "disabled": "0",
+                  "role": role, "is_admin": "1" if user.is_admin else "0", "disabled": "0",
                   "created_at": str(user.created_at)}
         self._create(self.keys.user(name), fields, f"user {name!r}", self.keys.users, name)
         return user
@@ -265,7 +285,7 @@ class IdentityStore(TokenStore):
         if not raw:
             raise _no_user(name)
         user = _user(_text(raw))
-        principal = Principal(name, frozenset(g.decode() for g in groups), user.is_admin)
+        principal = Principal(name, frozenset(g.decode() for g in groups), user.role)
         return principal, user.created_at, user.disabled
 
     def authenticate(self, token: str) -> AuthContext:
@@ -282,7 +302,17 @@ class IdentityStore(TokenStore):
             raise AuthError(f"this token's identity {identity!r} no longer exists")
         if info.kind == "api":
             self.touch_token(token, info)
+        elif info.created_by is not None and info.created_by != identity:
+            principal = dataclasses.replace(
+                principal, role=lesser_role(principal.role, self._creator_role(info.created_by)))
         return AuthContext(principal, info)
+
+    def _creator_role(self, created_by: str) -> RoleName:
+        """The role of the user who asked for a job; the least one if he is gone."""
+        try:
+            return self._principal(created_by)[0].role
+        except (NotFound, SpecError):
+            return "operator"
 
     # -- extra grants and folders -----------------------------------------------------------
 
@@ -386,7 +416,7 @@ class IdentityStore(TokenStore):
         if self.client.exists(self.keys.user(name)):
             return None
         try:
-            self.create_user(name, is_admin=True)
+            self.create_user(name, role="admin")
         except GristmillError:
             if self.client.exists(self.keys.user(name)):
                 return None  # another process bootstrapped at the same moment

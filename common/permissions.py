@@ -7,6 +7,11 @@ writers). Any item may grant extra levels to identities. Levels are ordered:
 ``read`` < ``run`` < ``write``; a level grants every lower one. Folder readers
 get ``run`` (they may read and run what the folder holds, as in Windmill),
 folder writers ``write``. Admins may do everything.
+
+Users have a role: ``admin`` (everything), ``developer`` (deploys scripts and
+runs raw code: previews) or ``operator`` (runs what it may run, sees its jobs;
+never raw code, never a deploy). A job acts with the role of its
+``permissioned_as``, capped by the role of the user who asked for it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Literal
 from common.errors import PermissionDenied, SpecError
 
 Level = Literal["read", "run", "write"]
+Role = Literal["admin", "developer", "operator"]
+ROLES: tuple[Role, ...] = ("operator", "developer", "admin")  # fewest rights first
 LEVELS: tuple[Level, ...] = ("read", "run", "write")
 _RANK = {level: rank for rank, level in enumerate(LEVELS)}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -34,7 +41,11 @@ class Principal:
 
     user: str | None
     groups: frozenset[str] = frozenset()
-    is_admin: bool = False
+    role: Role = "developer"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
     @property
     def name(self) -> str:
@@ -153,3 +164,17 @@ def may_run_as(principal: Principal, permissioned_as: str) -> bool:
     if kind == "g":
         return name in principal.groups
     return False
+
+
+def lesser_role(a: Role, b: Role) -> Role:
+    """The role with fewer rights of the two."""
+    return a if ROLES.index(a) <= ROLES.index(b) else b
+
+
+def require_author(principal: Principal, what: str) -> None:
+    """PermissionDenied unless ``principal`` may write code: run raw code or deploy (``what``)."""
+    if principal.role == "operator":
+        raise PermissionDenied(
+            f"{principal.name} has the operator role, which may not {what}; "
+            "it runs deployed scripts only (an admin can give it the developer role)"
+        )

@@ -13,8 +13,11 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.errors import ConfigError
+
 EMBEDDED_REDIS_PORT = 6380
 EMBEDDED_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+REDIS_URL_FILE = "redis-url"  # in the data dir: the URL `up` serves, credentials included
 
 
 class Settings(BaseSettings):
@@ -24,8 +27,15 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(
         default=None,
-        description="Redis to use. Unset: clients use the embedded server that `gristmill up` "
-        f"runs ({EMBEDDED_REDIS_URL}) and `up` starts that server itself.",
+        description="Redis to use (`redis://user:password@host:port/db`, `rediss://` for TLS). "
+        "Unset: clients use the fleet `gristmill up` runs from this directory (the URL it "
+        f"wrote to <data_dir>/{REDIS_URL_FILE}, else {EMBEDDED_REDIS_URL}) and `up` starts "
+        "that server itself.",
+    )
+    redis_password_file: Path | None = Field(
+        default=None,
+        description="A file holding the Redis password (a mounted secret); it overrides a "
+        "password in the URL.",
     )
     redis_server: str | None = Field(
         default=None,
@@ -88,5 +98,21 @@ class Settings(BaseSettings):
 
     @property
     def effective_redis_url(self) -> str:
-        """The URL clients connect to: the configured one, else the embedded server's."""
-        return self.redis_url or EMBEDDED_REDIS_URL
+        """The URL clients connect to: the configured one, else the one `up` wrote, else the
+        embedded server's default address."""
+        if self.redis_url:
+            return self.redis_url
+        try:
+            written = (self.data_dir / REDIS_URL_FILE).read_text().strip()
+        except OSError:
+            written = ""
+        return written or EMBEDDED_REDIS_URL
+
+    def redis_password(self) -> str | None:
+        """The password from ``redis_password_file``, or None when none is configured."""
+        if self.redis_password_file is None:
+            return None
+        try:
+            return self.redis_password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read GRISTMILL_REDIS_PASSWORD_FILE: {exc}") from None

@@ -44,7 +44,8 @@ class TokenInfo:
     """What is known of a token, never the token itself.
 
     ``owner`` is the user of an API token, or the ``permissioned_as`` identity
-    of a job token.
+    of a job token; ``created_by`` the user who asked for a token's job (its
+    role caps what the job may do).
     """
 
     token_id: str
@@ -56,6 +57,7 @@ class TokenInfo:
     last_used: int | None
     job_id: str | None
     permissioned_as: str | None
+    created_by: str | None = None
 
 
 def new_secret() -> str:
@@ -78,7 +80,7 @@ def encode(info: TokenInfo) -> dict[str, str]:
         "owner": info.owner, "kind": info.kind, "label": info.label,
         "created_at": str(info.created_at), "expires_at": _opt(info.expires_at),
         "last_used": _opt(info.last_used), "job_id": info.job_id or "",
-        "permissioned_as": info.permissioned_as or "",
+        "permissioned_as": info.permissioned_as or "", "created_by": info.created_by or "",
     }
 
 
@@ -93,6 +95,7 @@ def decode(sha: str, raw: Mapping[bytes, bytes]) -> TokenInfo | None:
         created_at=int(fields["created_at"]), expires_at=_int(fields.get("expires_at")),
         last_used=_int(fields.get("last_used")), job_id=fields.get("job_id") or None,
         permissioned_as=fields.get("permissioned_as") or None,
+        created_by=fields.get("created_by") or None,
     )
 
 
@@ -171,8 +174,10 @@ class TokenStore:
             pipe.execute()
 
     @redis_errors
-    def mint_job_token(self, job_id: str, permissioned_as: str, *, expires_at: int) -> str:
-        """A job's ``WM_TOKEN``, acting as ``permissioned_as`` until revoked or ``expires_at``.
+    def mint_job_token(self, job_id: str, permissioned_as: str, *, expires_at: int,
+                       created_by: str | None = None) -> str:
+        """A job's ``WM_TOKEN``, acting as ``permissioned_as`` until revoked or ``expires_at``,
+        with no more than the role of ``created_by``.
 
         Replaces the job's previous token (from an earlier attempt).
         """
@@ -185,7 +190,7 @@ class TokenStore:
         token = new_secret()
         sha = digest(token)
         info = TokenInfo(sha[:ID_LENGTH], permissioned_as, "job", "", now, expires_at,
-                         None, job_id, permissioned_as)
+                         None, job_id, permissioned_as, created_by)
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.token(sha), mapping=encode(info))
             pipe.pexpireat(self.keys.token(sha), expires_at)

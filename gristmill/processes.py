@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,13 +14,14 @@ import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlparse
 
 from common import log, metrics
-from common.connection import check_version, connect
+from common.connection import check_version, connect, has_credentials
 from common.errors import ConfigError, RedisUnavailable
 from common.hardening import forbid_inspection
 from common.retry import Backoff
-from common.settings import EMBEDDED_REDIS_PORT, Settings
+from common.settings import EMBEDDED_REDIS_PORT, REDIS_URL_FILE, Settings
 from gristmill.client import Gristmill
 
 RESTART_BACKOFF_S = (0.5, 1, 2, 5, 10)
@@ -114,6 +117,10 @@ def cmd_api(ns: argparse.Namespace) -> int:
 def _instance(settings: Settings) -> Gristmill:
     """The stores of the configured instance, once its server answers (waiting for it)."""
     gm = Gristmill(settings=settings)
+    if not has_credentials(gm.url, settings.redis_password()):
+        log.get().warning(
+            "redis without credentials: anything that can reach it, job code included, can "
+            "read and change every job; give it a password (README: Security)", url=gm.url)
     backoff = Backoff()
     while True:
         try:
@@ -236,24 +243,58 @@ def bootstrap(settings: Settings, url: str, api_port: int) -> dict[str, str]:
     from common.identity import IdentityStore
     from common.keys import Keys
 
-    data_dir = Path(settings.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_data_dir(settings)
     env = {}
     if not settings.secret_key:
-        env["GRISTMILL_SECRET_KEY"] = load_or_create_key(data_dir / "secret-key")
+        key_file = data_dir / "secret-key"
+        env["GRISTMILL_SECRET_KEY"] = load_or_create_key(key_file)
+        print(f"gristmill: the key of secrets at rest is in {key_file.resolve()} "
+              "(back it up: secrets cannot be read without it)", flush=True)
     if api_port and "GRISTMILL_BASE_URL" not in os.environ:
         env["GRISTMILL_BASE_URL"] = f"http://127.0.0.1:{api_port}"
     token_file = data_dir / "admin-token"
-    token = IdentityStore(connect(url), Keys(settings.namespace)).ensure_admin()
+    client = connect(url, password=settings.redis_password())
+    token = IdentityStore(client, Keys(settings.namespace)).ensure_admin()
     if token is not None:
-        token_file.touch(mode=0o600)
-        token_file.write_text(token + "\n")
+        write_private(token_file, token + "\n")
     if token_file.exists():
         print(f"gristmill: admin API token in {token_file.resolve()}", flush=True)
     else:
         print("gristmill: the admin user exists; create a token with "
               "`gristmill token create --user admin`", flush=True)
     return env
+
+
+def private_data_dir(settings: Settings) -> Path:
+    """The data dir, created if need be, readable by its owner alone."""
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    return data_dir
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner may read (mode 0600 from its creation)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)
+
+
+def _embedded_password(url_file: Path) -> str:
+    """The embedded server's operator password: the one `up` chose before, else a new one."""
+    with contextlib.suppress(OSError, ValueError):
+        password = urlparse(url_file.read_text().strip()).password
+        if password:
+            return password
+    return secrets.token_urlsafe(32)
+
+
+def _without_password(url: str) -> str:
+    parts = urlparse(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 def cmd_up(ns: argparse.Namespace) -> int:
@@ -266,15 +307,21 @@ def cmd_up(ns: argparse.Namespace) -> int:
         raise ConfigError(f"port {ns.api_port} is taken: pass --api-port (0: no API)")
     server = None
     url = settings.redis_url
+    url_file = private_data_dir(settings) / REDIS_URL_FILE
     if url is None:
         server = EmbeddedRedis(Path(settings.data_dir) / "redis", port=ns.redis_port,
-                               binary=settings.redis_server, appendfsync=ns.appendfsync)
+                               binary=settings.redis_server, appendfsync=ns.appendfsync,
+                               password=_embedded_password(url_file))
         version = server.start()
         url = server.url
-        print(f"gristmill: embedded {version} at {url} (data in {server.data_dir})", flush=True)
+        write_private(url_file, url + "\n")
+        print(f"gristmill: embedded {version} on 127.0.0.1:{ns.redis_port}, credentials "
+              f"required (data in {server.data_dir}); its URL, password included, is in "
+              f"{url_file.resolve()}", flush=True)
     else:
-        version = check_version(connect(url))
-        print(f"gristmill: using {version} at {url}", flush=True)
+        version = check_version(connect(url, password=settings.redis_password()))
+        url_file.unlink(missing_ok=True)  # clients here must not find a stale embedded URL
+        print(f"gristmill: using {version} at {_without_password(url)}", flush=True)
 
     env = {**os.environ, "GRISTMILL_REDIS_URL": url, **bootstrap(settings, url, ns.api_port)}
     exe = [sys.executable, "-m", "gristmill"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,10 +29,10 @@ from worker.sandbox.policy import Limits, Sandbox, choose, isolation_problem
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    """A Redis server this test session started, on a free port."""
+    """A Redis server this test session started, on a free port, requiring credentials."""
     server = EmbeddedRedis(
         tmp_path_factory.mktemp("redis"), port=free_port(),
-        binary=os.environ.get("GRISTMILL_TEST_REDIS_SERVER"),
+        binary=os.environ.get("GRISTMILL_TEST_REDIS_SERVER"), password=secrets.token_urlsafe(16),
     )
     server.start()
     yield server
@@ -85,8 +86,13 @@ def sandbox() -> Sandbox:
 @pytest.fixture
 def job_share(tmp_path: Path) -> Path:
     """A directory that jobs and the test both read and write (mode 1777)."""
+    return make_share(tmp_path)
+
+
+def make_share(tmp_path: Path) -> Path:
+    """``tmp_path``/share, mode 1777, for files that jobs and tests exchange."""
     path = tmp_path / "share"
-    path.mkdir()
+    path.mkdir(exist_ok=True)
     path.chmod(0o1777)
     return path
 

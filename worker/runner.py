@@ -41,7 +41,8 @@ def failure(name: str, message: str) -> Outcome:
 class JobTokens(Protocol):
     """What the runner needs of the identity store."""
 
-    def mint_job_token(self, job_id: str, permissioned_as: str, *, expires_at: int) -> str: ...
+    def mint_job_token(self, job_id: str, permissioned_as: str, *, expires_at: int,
+                       created_by: str | None = None) -> str: ...
     def revoke_job_token(self, job_id: str) -> None: ...
 
 
@@ -242,7 +243,8 @@ class JobRunner:
         if self.tokens is None:
             return ephemeral_token()
         expires_at = self.clock() + (timeout_s + TOKEN_MARGIN_S) * 1000
-        return self.tokens.mint_job_token(job.id, job.permissioned_as, expires_at=expires_at)
+        return self.tokens.mint_job_token(job.id, job.permissioned_as, expires_at=expires_at,
+                                          created_by=job.created_by)
 
     def _code(self, job: Job) -> tuple[str, str]:
         if job.code is not None:

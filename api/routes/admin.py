@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Admin, ApiUser, Auth, IdentityAdmin, Svc
 from common.errors import PermissionDenied
-from common.permissions import Level, require
+from common.identity import User
+from common.permissions import Level, Role, require
 
 router = APIRouter(prefix="/api", tags=["identity and settings"])
 
@@ -19,7 +20,8 @@ class NewUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=64)
     password: str | None = Field(default=None, min_length=8, max_length=1024)
-    is_admin: bool = False
+    role: Role = "developer"
+    is_admin: bool = Field(default=False, description="Deprecated: the same as role admin.")
 
 
 class NewToken(BaseModel):
@@ -44,20 +46,24 @@ class Member(BaseModel):
 def whoami(context: Auth) -> dict[str, Any]:
     """The caller's identity, groups and token."""
     principal = context.principal
-    return {"name": principal.name, "groups": sorted(principal.groups),
+    return {"name": principal.name, "groups": sorted(principal.groups), "role": principal.role,
             "is_admin": principal.is_admin, "token": dataclasses.asdict(context.token)}
 
 
 @router.post("/users", status_code=201)
 def create_user(body: NewUser, svc: Svc, context: IdentityAdmin) -> dict[str, Any]:
-    """Admins create users."""
-    return dataclasses.asdict(svc.identity.create_user(body.name, body.password,
-                                                       is_admin=body.is_admin))
+    """Admins create users, with a role (admin, developer, operator)."""
+    role: Role = "admin" if body.is_admin else body.role
+    return user_view(svc.identity.create_user(body.name, body.password, role=role))
 
 
 @router.get("/users")
 def list_users(svc: Svc, context: Admin) -> list[dict[str, Any]]:
-    return [dataclasses.asdict(user) for user in svc.identity.list_users()]
+    return [user_view(user) for user in svc.identity.list_users()]
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return {**dataclasses.asdict(user), "is_admin": user.is_admin}
 
 
 @router.delete("/users/{name}")

@@ -12,7 +12,7 @@ from api.services import Services
 from common.errors import NotFound
 from common.identity import AuthContext
 from common.models import ScriptVersion
-from common.permissions import Level, can, require
+from common.permissions import Level, can, require, require_author
 from common.schedules import Schedule
 
 router = APIRouter(prefix="/api", tags=["scripts"])
@@ -44,7 +44,8 @@ def script_view(version: ScriptVersion) -> dict[str, Any]:
 
 @router.post("/scripts", status_code=201)
 def create_script(body: NewScript, svc: Svc, context: Auth) -> dict[str, Any]:
-    """Save a new immutable version at ``path`` (write permission on the path)."""
+    """Save a new immutable version at ``path`` (write permission on the path; not operators)."""
+    require_author(context.principal, "deploy scripts")
     check(svc, context, "write", body.path)
     version, created = svc.gm.scripts.deploy(
         body.path, body.language, body.code, created_by=context.principal.name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -132,7 +133,7 @@ def chaos_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     """A Redis this test started on a free port, fsyncing every write (appendfsync always)."""
     server = EmbeddedRedis(
         tmp_path / "redis", port=free_port(), appendfsync="always",
-        binary=os.environ.get("GRISTMILL_TEST_REDIS_SERVER"),
+        binary=os.environ.get("GRISTMILL_TEST_REDIS_SERVER"), password=secrets.token_urlsafe(16),
     )
     server.start()
     try:

@@ -37,6 +37,7 @@ import redis
 
 from gristmill.client import Gristmill
 from gristmill.embedded import EmbeddedRedis
+from tests.conftest import make_share
 
 T = TypeVar("T")
 
@@ -174,6 +175,7 @@ class Processes:
     def __init__(self, tmp_path: Path, redis_url: str) -> None:
         self.tmp_path = tmp_path
         self.redis_url = redis_url
+        self.share = make_share(tmp_path)  # jobs of every worker started here may write there
         self.started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
         self.readers: list[LineReader] = []
         self.adopted: list[tuple[int, str]] = []
@@ -201,7 +203,8 @@ class Processes:
 
     def worker(self, *args: str, name: str = "worker", **env: str) -> subprocess.Popen[bytes]:
         """A `gristmill worker` of group default (unless ``args`` say otherwise)."""
-        process, _ = self.start(name, "worker", *args, env=clean_env(self.redis_url, **env))
+        process, _ = self.start(name, "worker", "--job-shared-dir", str(self.share), *args,
+                                env=clean_env(self.redis_url, **env))
         return process
 
     def scheduler(self, **env: str) -> subprocess.Popen[bytes]:

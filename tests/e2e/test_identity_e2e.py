@@ -165,9 +165,9 @@ def run_as(fleet: Fleet, who: str, out: Path) -> tuple[str, list[str], str]:
     return job_id, lines, status
 
 
-def test_alice_reads_her_secret_and_logs_show_it_redacted(fleet: Fleet, tmp_path: Path) -> None:
+def test_alice_reads_her_secret_and_logs_show_it_redacted(fleet: Fleet, job_share: Path) -> None:
     """Run as alice: success, the job got the secret, its log line and result say [redacted]."""
-    job_id, lines, status = run_as(fleet, "alice", tmp_path / "alice-token")
+    job_id, lines, status = run_as(fleet, "alice", job_share / "alice-token")
     assert status == "success", lines
     assert lines == ["the secret is [redacted]"]
     answer = fleet.http.ok("GET", f"/api/jobs/{job_id}/result", fleet.tokens["alice"])
@@ -179,9 +179,9 @@ def test_alice_reads_her_secret_and_logs_show_it_redacted(fleet: Fleet, tmp_path
     assert SECRET not in json.dumps(record)
 
 
-def test_bob_is_refused_by_the_in_job_client(fleet: Fleet, tmp_path: Path) -> None:
+def test_bob_is_refused_by_the_in_job_client(fleet: Fleet, job_share: Path) -> None:
     """Run as bob (an ops member, so he may run it): the in-job client's read is refused (403)."""
-    job_id, lines, status = run_as(fleet, "bob", tmp_path / "bob-token")
+    job_id, lines, status = run_as(fleet, "bob", job_share / "bob-token")
     assert status == "failure"
     assert not any(SECRET in line for line in lines)
     answer = fleet.http.ok("GET", f"/api/jobs/{job_id}/result", fleet.tokens["bob"])
@@ -192,9 +192,9 @@ def test_bob_is_refused_by_the_in_job_client(fleet: Fleet, tmp_path: Path) -> No
     assert record["permissioned_as"] == "u/bob"
 
 
-def test_wm_token_stops_working_when_the_job_completes(fleet: Fleet, tmp_path: Path) -> None:
+def test_wm_token_stops_working_when_the_job_completes(fleet: Fleet, job_share: Path) -> None:
     """The job's WM_TOKEN, leaked to a file, is refused (401) once the job has completed."""
-    out = tmp_path / "leaked"
+    out = job_share / "leaked"
     _, _, status = run_as(fleet, "alice", out)
     assert status == "success"
     leaked = out.read_text()
@@ -205,13 +205,13 @@ def test_wm_token_stops_working_when_the_job_completes(fleet: Fleet, tmp_path: P
         assert "unknown or revoked token" in answer["error"]
 
 
-def test_run_wait_result_over_http_for_both_users(fleet: Fleet, tmp_path: Path) -> None:
+def test_run_wait_result_over_http_for_both_users(fleet: Fleet, job_share: Path) -> None:
     """run_wait_result: alice gets the (redacted) result; bob gets a 400 naming the refusal."""
     alice = fleet.http.ok("POST", "/api/jobs/run_wait_result/p/g/ops/read_secret",
-                          fleet.tokens["alice"], {"out": str(tmp_path / "a")}, {"wait_s": 60})
+                          fleet.tokens["alice"], {"out": str(job_share / "a")}, {"wait_s": 60})
     assert alice["sha256"] == hashlib.sha256(SECRET.encode()).hexdigest()
     code, bob = fleet.http.call("POST", "/api/jobs/run_wait_result/p/g/ops/read_secret",
-                                fleet.tokens["bob"], {"out": str(tmp_path / "b")}, {"wait_s": 60})
+                                fleet.tokens["bob"], {"out": str(job_share / "b")}, {"wait_s": 60})
     assert code == 400
     assert "JobClientError" in bob["error"] and "u/bob may not read u/alice/token" in bob["error"]
 

@@ -26,9 +26,9 @@ def main(gate: str):
 
 
 @pytest.fixture
-def gate(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+def gate(job_share: Path) -> Iterator[tuple[Path, int]]:
     """A FIFO and a write end held open by the test (O_RDWR: opening does not block)."""
-    path = tmp_path / "gate"
+    path = job_share / "gate"
     os.mkfifo(path)
     fd = os.open(path, os.O_RDWR)
     yield path, fd

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-from pathlib import Path
 
 import pytest
 import redis
@@ -38,7 +37,7 @@ def main(marker: str):
 
 
 def test_killed_worker_job_reruns_on_another_worker(
-    procs: Processes, gm: Gristmill, redis_client: redis.Redis, tmp_path: Path
+    procs: Processes, gm: Gristmill, redis_client: redis.Redis
 ) -> None:
     """SIGKILL the worker running a job: after the lease a second worker runs attempt 2."""
     procs.scheduler()
@@ -46,7 +45,7 @@ def test_killed_worker_job_reruns_on_another_worker(
     first_id = worker_id_of(redis_client, first.pid)
     scheduler_registered(redis_client)
 
-    job_id = gm.run_preview(LONG_JOB, "python3", {"marker": str(tmp_path / "marker")})
+    job_id = gm.run_preview(LONG_JOB, "python3", {"marker": str(procs.share / "marker")})
     logs_key = f"{GROUP}:logs:{job_id}"
     line = xwait(redis_client, logs_key, lambda e: e["l"].startswith("attempt"), 20)
     assert line["a"] == "1" and "first=True" in line["l"]
@@ -75,13 +74,13 @@ def test_killed_worker_job_reruns_on_another_worker(
 
 
 def test_killed_worker_job_fails_when_no_restart_is_left(
-    procs: Processes, gm: Gristmill, redis_client: redis.Redis, tmp_path: Path
+    procs: Processes, gm: Gristmill, redis_client: redis.Redis
 ) -> None:
     """With GRISTMILL_MAX_RESTARTS=0 the job of a SIGKILLed worker completes as WorkerLost."""
     procs.scheduler(GRISTMILL_MAX_RESTARTS="0")
     worker = procs.worker(GRISTMILL_MAX_RESTARTS="0")
     worker_id = worker_id_of(redis_client, worker.pid)
-    job_id = gm.run_preview(LONG_JOB, "python3", {"marker": str(tmp_path / "marker")})
+    job_id = gm.run_preview(LONG_JOB, "python3", {"marker": str(procs.share / "marker")})
     line = xwait(redis_client, f"{GROUP}:logs:{job_id}", lambda e: e["l"].startswith("attempt"),
                  20)
     procs.adopt(int(re.search(r"pid=(\d+)", line["l"]).group(1)), "pywrapper")  # type: ignore[union-attr]
@@ -99,12 +98,12 @@ def test_killed_worker_job_fails_when_no_restart_is_left(
 # Regression: a stopping worker used to claim the job it had just released and start it
 # again (attempt + 1, a second "started" event) before releasing it a second time.
 def test_stopped_worker_releases_running_job_once(
-    procs: Processes, gm: Gristmill, redis_client: redis.Redis, tmp_path: Path
+    procs: Processes, gm: Gristmill, redis_client: redis.Redis
 ) -> None:
     """SIGTERM a busy worker: after its grace period the job goes back to the queue, started once."""
     worker = procs.worker("--grace", "1", name="worker")
     worker_id = worker_id_of(redis_client, worker.pid)
-    job_id = gm.run_preview(LONG_JOB, "python3", {"marker": str(tmp_path / "marker")})
+    job_id = gm.run_preview(LONG_JOB, "python3", {"marker": str(procs.share / "marker")})
     line = xwait(redis_client, f"{GROUP}:logs:{job_id}", lambda e: e["l"].startswith("attempt"),
                  20)
     job_pid = int(re.search(r"pid=(\d+)", line["l"]).group(1))  # type: ignore[union-attr]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import urllib.request
@@ -36,12 +37,15 @@ class Up:
         )
         assert lines is not None
         self.lines: LineReader = lines
-        self.url = lines.expect(r"embedded \S+ \S+ at (redis://\S+)", 20).group(1)
+        self.cwd = cwd
+        self.url_file = Path(lines.expect(r"password included, is in (\S+)", 20).group(1))
+        self.url = self.url_file.read_text().strip()
         self.token_file = Path(lines.expect(r"admin API token in (\S+)", 20).group(1))
         lines.expect(r"fleet up", 10)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.procs.cli(*args, env=clean_env(self.url))
+        """A client command run where `up` runs, with no GRISTMILL_REDIS_URL: it finds the fleet."""
+        return self.procs.cli(*args, env=clean_env(None), cwd=self.cwd)
 
     def children(self) -> dict[str, int]:
         """Its children by role (server, scheduler, worker), once worker and scheduler run."""
@@ -77,7 +81,11 @@ def test_up_runs_a_preview_and_stops_everything(procs: Processes, tmp_path: Path
     site.mkdir()
     port = free_port()
     up = Up(procs, site, port, "up")
-    assert up.url == f"redis://127.0.0.1:{port}/0"
+    assert re.fullmatch(rf"redis://gristmill:[A-Za-z0-9_-]{{43}}@127\.0\.0\.1:{port}/0", up.url)
+    assert up.url_file.stat().st_mode & 0o777 == 0o600
+    assert (site / ".gristmill").stat().st_mode & 0o777 == 0o700
+    with pytest.raises(redis.exceptions.AuthenticationError):  # no credentials, no entry
+        redis.Redis(port=port).ping()
     (tmp_path / "hello.py").write_text(HELLO)
 
     done = up.cli("preview", str(tmp_path / "hello.py"), "-a", "name=mill", "--wait")

@@ -84,7 +84,7 @@ def test_user_creation_is_checked(ids: IdentityStore) -> None:
     """Bad or reserved names, short passwords and duplicates are refused."""
     ids.create_user("alice")
     with pytest.raises(GristmillError, match="already exists"):
-        ids.create_user("alice", is_admin=True)
+        ids.create_user("alice", role="admin")
     assert ids.get_user("alice").is_admin is False
     for name in ("Alice", "a/b", "", "inbox"):
         with pytest.raises(SpecError):
@@ -96,7 +96,7 @@ def test_user_creation_is_checked(ids: IdentityStore) -> None:
 def test_users_are_listed_got_and_deleted(ids: IdentityStore, clock: FakeClock) -> None:
     """Users come back with their flags, sorted; a deleted user is gone."""
     ids.create_user("zoe")
-    ids.create_user("adam", is_admin=True)
+    ids.create_user("adam", role="admin")
     assert [(u.name, u.is_admin, u.created_at) for u in ids.list_users()] == [
         ("adam", True, clock.now), ("zoe", False, clock.now)]
     ids.delete_user("zoe")
@@ -135,11 +135,11 @@ def test_groups_and_memberships(ids: IdentityStore) -> None:
 def test_principal_for(ids: IdentityStore) -> None:
     """Users carry their groups and admin flag; groups are themselves; u/inbox has nothing."""
     ids.create_user("alice")
-    ids.create_user("root", is_admin=True)
+    ids.create_user("root", role="admin")
     ids.create_group("ops")
     ids.add_member("ops", "alice")
     assert ids.principal_for("u/alice") == Principal("alice", frozenset({"ops"}))
-    assert ids.principal_for("u/root") == Principal("root", is_admin=True)
+    assert ids.principal_for("u/root") == Principal("root", role="admin")
     assert ids.principal_for("g/ops") == Principal(None, frozenset({"ops"}))
     assert ids.principal_for("u/inbox") == Principal("inbox")
     for unknown in ("u/nobody", "g/nogroup"):
@@ -238,7 +238,7 @@ def test_a_deleted_users_tokens_stop_working(ids: IdentityStore, redis_client: r
     ids.delete_user("alice")
     assert not redis_client.exists(keys.token(hashlib.sha256(token.encode()).hexdigest()))
     clock.now += 1
-    ids.create_user("alice", is_admin=True)
+    ids.create_user("alice", role="admin")
     for stale in (token, job):
         with pytest.raises(AuthError):
             ids.authenticate(stale)
@@ -314,7 +314,7 @@ def test_ensure_admin_is_idempotent(ids: IdentityStore) -> None:
     """The first call makes the admin and its bootstrap token; later calls do nothing."""
     token = ids.ensure_admin()
     assert token is not None
-    assert ids.authenticate(token).principal == Principal("admin", is_admin=True)
+    assert ids.authenticate(token).principal == Principal("admin", role="admin")
     assert ids.ensure_admin() is None
     assert [t.label for t in ids.list_tokens("admin")] == ["bootstrap"]
 
@@ -392,9 +392,11 @@ def test_cli_commands(ids: IdentityStore, monkeypatch: pytest.MonkeyPatch,
         return captured.out
 
     monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery\n"))
-    assert "created user alice" in run("user", "create", "alice", "--password-stdin")
+    assert "created developer alice" in run("user", "create", "alice", "--password-stdin")
     ids.verify_password("alice", "correct horse battery")
     assert "token-only" in run("user", "create", "root", "--admin")
+    assert "created operator olga" in run("user", "create", "olga", "--role", "operator")
+    assert ids.get_user("olga").role == "operator" and ids.get_user("root").role == "admin"
     run("group", "create", "ops")
     run("group", "add", "ops", "alice")
     assert run("group", "list").split() == ["ops", "alice"]

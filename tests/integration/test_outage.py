@@ -34,7 +34,8 @@ def main(flag: str, release: str):
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     """A server of this test alone: it is stopped and restarted."""
-    server = EmbeddedRedis(tmp_path / "redis", port=free_port(), appendfsync="always")
+    server = EmbeddedRedis(tmp_path / "redis", port=free_port(), appendfsync="always",
+                           password="outage-test-password")
     server.start()
     yield server
     server.stop()

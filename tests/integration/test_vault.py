@@ -18,7 +18,7 @@ SECRET = "s3cr3t-Pa55word-\u00e9\u2713"
 ALICE = Principal("alice")
 BOB = Principal("bob")
 CAROL = Principal("carol", frozenset({"ops"}))
-ADMIN = Principal("root", is_admin=True)
+ADMIN = Principal("root", role="admin")
 
 # Extra grants (path -> identity -> level) and folders (name -> readers, writers).
 GRANTS: dict[str, dict[str, Level]] = {

@@ -26,7 +26,7 @@ BOB = Principal("bob")
 CAROL = Principal("carol", frozenset({"dev"}))
 DAVE = Principal("dave", frozenset({"dev"}))
 OPS = Principal(None, frozenset({"ops"}))          # a job run as g/ops
-ADMIN = Principal("root", is_admin=True)
+ADMIN = Principal("root", role="admin")
 INBOX = Principal("inbox")                         # tokenless inbox specs
 OPS_USER = Principal("ops")                        # a user who happens to be named like a group
 NOBODY = Principal(None)                           # a group principal with no group
