@@ -677,3 +677,66 @@ def test_a_job_id_of_another_user_cannot_be_taken(alice_things: Api) -> None:
                      params={"job_id": chosen}), 409, "already exists")
     job = api.job(chosen)
     assert (job.created_by, job.args) == ("u/alice", {"x": 1})
+
+
+# -- roles -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def operator(api: Api) -> Api:
+    """olga, an operator, may run f/ops/echo (a folder grant) and nothing written by herself."""
+    answer = api.post("/api/users", json={"name": "olga", "role": "operator"})
+    assert answer.status_code == 201 and answer.json()["role"] == "operator", answer.text
+    api.tokens["olga"] = api.services.identity.create_token("olga", label="roles")[0]
+    api.services.identity.create_folder("ops", owner="u/admin")
+    api.services.identity.set_grant("f/ops/echo", "u/olga", "run")
+    api.script("f/ops/echo")
+    return api
+
+
+def test_an_operator_may_not_run_raw_code(operator: Api) -> None:
+    """Previews (run and run_wait_result) are refused with 403 naming the role; nothing queued."""
+    api = operator
+    before = api.job_count()
+    body = {"code": "def main():\n    return 1\n", "language": "python3"}
+    for url in ("/api/jobs/run/preview", "/api/jobs/run_wait_result/preview"):
+        refused(api.post(url, "olga", json=body), 403, "u/olga", "operator role", "raw code")
+    assert api.job_count() == before
+
+
+def test_an_operator_may_not_deploy_even_at_her_own_path(operator: Api) -> None:
+    """A deploy, even under u/olga/ which she owns, is refused with 403 naming the role."""
+    refused(operator.post("/api/scripts", "olga", json={
+        "path": "u/olga/mine", "code": "def main():\n    return 1\n", "language": "python3"}),
+        403, "operator role", "deploy")
+
+
+def test_an_operator_runs_what_she_may_run(operator: Api) -> None:
+    """A deployed script she has run permission on: accepted, as herself."""
+    job_id = operator.run("f/ops/echo", {"x": 2}, who="olga")
+    assert operator.job(job_id).permissioned_as == "u/olga"
+
+
+def test_an_operators_job_cannot_run_raw_code_with_its_token(operator: Api) -> None:
+    """A job olga started, run as a group a developer might own: its WM_TOKEN gets no previews."""
+    api = operator
+    api.services.identity.add_member("ops", "olga")
+    api.services.identity.set_grant("f/ops/echo", "g/ops", "run")
+    job_id = api.run("f/ops/echo", who="olga", permissioned_as="g/ops")
+    token = api.services.identity.mint_job_token(
+        job_id, "g/ops", expires_at=api.services.identity.clock() + HOUR_MS, created_by="u/olga")
+    refused(api.post("/api/jobs/run/preview", token, json={
+        "code": "def main():\n    return 1\n", "language": "python3"}), 403, "operator role")
+    api.finish(job_id)
+
+
+def test_a_developer_job_token_still_runs_previews(api: Api) -> None:
+    """The cap is the creator's role: alice (developer) keeps previews in her jobs."""
+    job_id, _ = api.running_job("u/alice", who="alice")
+    token = api.services.identity.mint_job_token(
+        job_id, "u/alice", expires_at=api.services.identity.clock() + HOUR_MS,
+        created_by="u/alice")
+    answer = api.post("/api/jobs/run/preview", token, json={
+        "code": "def main():\n    return 1\n", "language": "python3"})
+    assert answer.status_code == 200, answer.text
+    api.finish(job_id)

@@ -48,7 +48,12 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"gristmill wrapper: no result pipe on fd {result_fd}: {exc}\n")
         return 2
+    wrapper_pid = os.getpid()
     report = run_job(argv[1], argv[2])
+    if os.getpid() != wrapper_pid:
+        # A process the job forked returned from main (a fork bomb does): only the job's
+        # own process reports; a copy ends here, silently, without touching the pipe.
+        os._exit(0 if report.get("ok") else 1)
     data = json.dumps(report, allow_nan=False, separators=(",", ":")).encode()
     try:
         with os.fdopen(out_fd, "wb") as out:
