@@ -14,6 +14,7 @@ from common.models import Kind, Status
 from common.spec import parse_time
 from gristmill import format as fmt
 from gristmill.cli_identity import add_identity_commands
+from gristmill.cli_redis import add_redis_user_commands
 from gristmill.durations import parse_arg_pairs, parse_duration_ms
 
 EXTENSIONS = {".py": "python3", ".sh": "bash", ".bash": "bash"}
@@ -258,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     processes.add_process_commands(sub)
     add_identity_commands(sub)
+    add_redis_user_commands(sub)
 
     p = sub.add_parser("run", help="run the latest version of a script")
     p.add_argument("path")

@@ -297,6 +297,22 @@ def _without_password(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
+def _up_sandbox_options() -> list[str]:
+    """`up` is a local, single-user fleet: where jobs cannot be isolated it runs them with its
+    own rights rather than refusing to start, and says so plainly, once."""
+    from worker.sandbox.policy import isolation_problem
+
+    problem = isolation_problem()
+    if problem is None:
+        print("gristmill: jobs run sandboxed: a uid of their own, their own PID/mount/IPC "
+              "namespaces and private root, memory/process/file limits", flush=True)
+        return []
+    print(f"gristmill: WARNING: jobs are NOT isolated here ({problem}): job code runs with "
+          "this fleet's own rights and can read everything it can, Redis password included. "
+          "Run only code you trust, or run `up` as root on Linux.", flush=True)
+    return ["--unsafe-shared-user"]
+
+
 def cmd_up(ns: argparse.Namespace) -> int:
     from gristmill.embedded import EmbeddedRedis, port_in_use
 
@@ -329,12 +345,13 @@ def cmd_up(ns: argparse.Namespace) -> int:
     children = [Child("scheduler", [*exe, "scheduler", "--metrics-port", str(metrics_port)], env)]
     if ns.api_port:
         children.append(Child("api", [*exe, "api", "--port", str(ns.api_port)], env))
+    sandbox = _up_sandbox_options()
     for i in range(ns.workers):
         port = metrics_port + 1 + i if metrics_port else 0
         children.append(Child(
             f"worker-{i + 1}",
             [*exe, "worker", "--group", ns.group, "--concurrency", str(ns.concurrency),
-             "--metrics-port", str(port), "--grace", str(ns.grace)],
+             "--metrics-port", str(port), "--grace", str(ns.grace), *sandbox],
             env,
         ))
     stopping = threading.Event()
