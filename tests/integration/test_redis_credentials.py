@@ -133,3 +133,5 @@ def test_rediss_url_with_tls(tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
