@@ -28,7 +28,7 @@ key                               type    holds                                 
 ``gm:{scripts}:script:<hash>``    HASH    one immutable script version               script deploy
 ``gm:{scripts}:paths``            HASH    path -> latest hash                        script deploy
 ``gm:{scripts}:history:<path>``   LIST    hashes of a path, oldest first             script deploy
-``gm:{auth}:user:<name>``          HASH    name, password (argon2), is_admin, …       user create
+``gm:{auth}:user:<name>``          HASH    name, password (argon2), role, …           user create
 ``gm:{auth}:users``                SET     user names                                 user create/delete
 ``gm:{auth}:group:<name>``         HASH    name, created_at, created_by               group create
 ``gm:{auth}:groups``               SET     group names                                group create/delete
