@@ -135,6 +135,12 @@ class Report:
             if s.isolated_spawn_path_ms is not None:
                 lines.append(f"  worker spawn path, isolated sandbox      "
                              f"{s.isolated_spawn_path_ms:8.1f}")
+            if s.warm_spawn_path_ms is not None:
+                lines.append(f"  warm spawn path, shared sandbox          "
+                             f"{s.warm_spawn_path_ms:8.1f}")
+            if s.warm_isolated_spawn_path_ms is not None:
+                lines.append(f"  warm spawn path, isolated sandbox        "
+                             f"{s.warm_isolated_spawn_path_ms:8.1f}")
             for phase in (self.free_worker, self.due):
                 if phase is not None and phase.duration_median_ms is not None:
                     lines.append(f"  job duration_ms, median, {phase.name:<14}  "
