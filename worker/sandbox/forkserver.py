@@ -66,18 +66,25 @@ def _handle(words: list[str], fds: list[int], jobs: dict[int, int],
             sel: selectors.BaseSelector, sock: socket.socket) -> None:
     if words[0] == "run":
         seq = int(words[1])
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: this job fails, the server stays
+            with contextlib.suppress(OSError):
+                os.write(fds[2], f"gristmill sandbox: cannot fork the job: {exc}\n".encode())
+                sock.send(f"exit {seq} {launch.START_FAILED << 8}".encode())
+            pid = -1
         if pid == 0:
             _launcher(fds)
         for fd in fds:
             os.close(fd)
-        jobs[seq] = pid
-        sel.register(os.pidfd_open(pid), selectors.EVENT_READ, (seq, pid))
+        if pid > 0:
+            jobs[seq] = pid
+            sel.register(os.pidfd_open(pid), selectors.EVENT_READ, (seq, pid))
     elif words[0] == "kill":
-        pid = jobs.get(int(words[1]))
-        if pid is not None:  # not reaped yet, so the group id is still this job's
+        target = jobs.get(int(words[1]))
+        if target is not None:  # not reaped yet, so the group id is still this job's
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, int(words[2]))
+                os.killpg(target, int(words[2]))
 
 
 def _reap(seq: int, pid: int, jobs: dict[int, int], sock: socket.socket) -> None:
