@@ -29,6 +29,7 @@ pipe and kills the job's namespace.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import selectors
 import signal
@@ -155,6 +156,7 @@ def _as_fresh_interpreter(env: dict[str, str]) -> None:
     import time
 
     tempfile.tempdir = None  # the launcher's mkdtemp cached the server's idea of TMPDIR
+    sys.dont_write_bytecode = True  # the job's directory dies with it: no .pyc worth writing
     time.tzset()
     # exec makes a process dumpable again; the job may read its own /proc files.
     launch._prctl(launch.PR_SET_DUMPABLE, 1)
@@ -183,6 +185,9 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     launch._prctl(launch.PR_SET_DUMPABLE, 0)
     sock = socket.socket(fileno=int(sys.argv[1]))
+    # Everything imported so far is shared with every job copy-on-write; frozen, the jobs'
+    # garbage collections never walk (and so never copy) those pages.
+    gc.freeze()
     serve(sock)
 
 
