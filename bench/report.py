@@ -99,7 +99,8 @@ class Report:
         c, m = self.config, self.machine
         job = f"sleep {c['sleep_ms']} ms" if c["sleep_ms"] else "no-op"
         lines.append(f"gristmill throughput benchmark: {c['jobs']} jobs, {c['workers']} workers x "
-                     f"{c['concurrency']} slots, job = {job}")
+                     f"{c['concurrency']} slots, job = {job}, "
+                     f"execution {c.get('mode', 'cold')}")
         lines.append(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, "
                      f"{m['redis']}, load avg at start {m['loadavg_start']}, "
                      f"at end {m.get('loadavg_end', '?')}")
