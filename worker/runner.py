@@ -113,6 +113,13 @@ class LogSink:
             if self.run is not None:
                 self.run.cancel()
 
+    def flush_final(self) -> None:
+        """The job's last flush: RedisUnavailable while lines still wait for Redis, so that the
+        caller retries (as it does for the outcome) instead of dropping them."""
+        self.flush()
+        if self.pending and not self.fenced:
+            raise RedisUnavailable("the job's last log lines wait for Redis")
+
     def learn_secrets(self) -> None:
         """Fetch the secrets the job read since the last batch (to redact them)."""
         entries = self.store.redactions(self.job)
@@ -180,7 +187,7 @@ class JobRunner:
             if tokens is not None:
                 # WM_TOKEN dies with the attempt, whatever its outcome.
                 self._write(lambda: tokens.revoke_job_token(job.id))
-        sink.flush()
+        self._write(sink.flush_final)
         if self.box is not None:
             with contextlib.suppress(RedisUnavailable):
                 sink.learn_secrets()
