@@ -50,6 +50,7 @@ SCHEDULERS = 2  # both recover dead workers: a job must never be re-queued twice
 KILLS = 10
 SLEEP_MS = (20, 300)
 SIGSTOP_S = 5.0
+SIGSTOP_PICK_S = 10.0  # how long to look for a busy worker to stop
 ENQUEUE_ATTEMPTS = 5
 RECOVERY_WAIT_S = 30.0
 DRAIN_TIMEOUT_S = 90.0
@@ -244,13 +245,25 @@ class Chaos:
         self.kills.append(Held(victim, worker_id, at_ms, running))
 
     def sigstop_worker(self) -> None:
-        """SIGSTOP a random busy worker; it stays stopped longer than its lease."""
-        victim, worker_id = self._pick(busy=True)
-        assert worker_id is not None, "no registered worker to SIGSTOP"
-        at_ms = time.time() * 1000
-        os.kill(victim.pid, signal.SIGSTOP)
-        running = running_jobs(self.client, worker_id)
-        assert running, f"worker {worker_id} was running no job when stopped"
+        """SIGSTOP a random busy worker; it stays stopped longer than its lease.
+
+        A fleet that keeps up with the producer is often idle between jobs, and a job may
+        end between the pick and the signal: try again (a stopped idle worker is resumed
+        at once) until one is caught busy.
+        """
+        end = time.monotonic() + SIGSTOP_PICK_S
+        while True:
+            victim, worker_id = self._pick(busy=True)
+            at_ms = time.time() * 1000
+            running: list[str] = []
+            if worker_id is not None:
+                os.kill(victim.pid, signal.SIGSTOP)
+                running = running_jobs(self.client, worker_id)
+                if running:
+                    break
+                os.kill(victim.pid, signal.SIGCONT)
+            assert time.monotonic() < end, "no registered worker was busy to SIGSTOP"
+            time.sleep(0.01)
         pipe = self.client.pipeline(transaction=False)
         for job_id in running:
             pipe.hget(f"gm:{{wg:default}}:job:{job_id}", "attempt")
@@ -343,8 +356,11 @@ def test_jobs_survive_worker_kills_pauses_and_a_redis_restart(
     """Every job completes exactly once through the chaos; re-runs are counted, not failed."""
     test_started = time.monotonic()
     rng = random.Random(SEED)
-    runs_file = tmp_path / "runs.txt"
+    # In the share the workers give their jobs (a sandboxed job sees nothing else of the
+    # host), writable by the jobs' own uids.
+    runs_file = chaos_fleet.share / "runs.txt"
     runs_file.touch()
+    runs_file.chmod(0o666)
     gm = Gristmill(chaos_redis.url)
     client = redis.Redis.from_url(chaos_redis.url)
     try:
