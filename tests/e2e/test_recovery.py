@@ -13,25 +13,26 @@ from gristmill.client import Gristmill
 from tests.e2e.conftest import (
     GROUP,
     Processes,
-    alive,
+    deadline,
     scheduler_registered,
     worker_id_of,
     xwait,
 )
+from tests.procs import assert_no_process_running, processes_with, unique_sleep
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 # The first attempt leaves a marker and then runs "forever"; the second finds it and returns.
 LONG_JOB = """\
 import os
-import time
+import subprocess
 
-def main(marker: str):
+def main(marker: str, sleep_for: str = "60"):
     first = not os.path.exists(marker)
     print(f"attempt pid={os.getpid()} first={first}", flush=True)
     if first:
         open(marker, "w").close()
-        time.sleep(60)
+        subprocess.run(["sleep", sleep_for])
     return {"first": first}
 """
 
@@ -103,15 +104,16 @@ def test_stopped_worker_releases_running_job_once(
     """SIGTERM a busy worker: after its grace period the job goes back to the queue, started once."""
     worker = procs.worker("--grace", "1", name="worker")
     worker_id = worker_id_of(redis_client, worker.pid)
-    job_id = gm.run_preview(LONG_JOB, "python3", {"marker": str(procs.share / "marker")})
-    line = xwait(redis_client, f"{GROUP}:logs:{job_id}", lambda e: e["l"].startswith("attempt"),
-                 20)
-    job_pid = int(re.search(r"pid=(\d+)", line["l"]).group(1))  # type: ignore[union-attr]
-    procs.adopt(job_pid, "pywrapper")
+    # The job's pid is its PID namespace's: it is found on the host by its sleep's argument.
+    sleep_for = unique_sleep()
+    job_id = gm.run_preview(LONG_JOB, "python3", {"marker": str(procs.share / "marker"),
+                                                  "sleep_for": sleep_for})
+    xwait(redis_client, f"{GROUP}:logs:{job_id}", lambda e: e["l"].startswith("attempt"), 20)
+    deadline(lambda: processes_with(sleep_for), 20, "the job to start its sleep")
 
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(15) == 0
-    assert not alive(job_pid), "the job's process outlived its worker"
+    assert_no_process_running(sleep_for, timeout_s=1.0)  # the job's processes died with it
 
     job = gm.get_job(job_id)
     events = [(f[b"event"].decode(), f[b"id"].decode())
