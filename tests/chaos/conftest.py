@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from gristmill.embedded import EmbeddedRedis, free_port
+from tests.conftest import make_share
 
 LEASE_S = 3.0
 HEARTBEAT_S = 0.5
@@ -34,8 +35,8 @@ LOG_TAIL_LINES = 25
 def fleet_env(redis_url: str, job_tmp: Path) -> dict[str, str]:
     """The environment of every fleet process: no GRISTMILL_* of the test run, fast leases.
 
-    ``TMPDIR`` points into the test's directory, so the job directories a killed
-    worker cannot clean up stay there rather than in /tmp.
+    ``TMPDIR`` points into the test's directory, so whatever a killed process cannot
+    clean up (job directories of the shared sandbox mode) stays there rather than in /tmp.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRISTMILL_")}
     env.update(
@@ -76,6 +77,7 @@ class ChaosFleet:
         job_tmp = tmp_path / "jobtmp"
         job_tmp.mkdir(exist_ok=True)
         self.env = fleet_env(redis_url, job_tmp)
+        self.share = make_share(tmp_path)  # the runs file lives here, written by every job
         self.procs: list[Proc] = []
 
     def start(self, name: str, *args: str) -> Proc:
@@ -99,7 +101,8 @@ class ChaosFleet:
     def worker(self) -> Proc:
         """Start one more `gristmill worker` of group default, ``CONCURRENCY`` jobs at once."""
         count = sum(1 for proc in self.procs if proc.name.startswith("worker-"))
-        return self.start(f"worker-{count + 1}", "worker", "--concurrency", str(CONCURRENCY))
+        return self.start(f"worker-{count + 1}", "worker", "--concurrency", str(CONCURRENCY),
+                          "--job-shared-dir", str(self.share))
 
     def live_workers(self) -> list[Proc]:
         """The worker processes that have not exited."""

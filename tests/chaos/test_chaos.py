@@ -343,8 +343,9 @@ def test_jobs_survive_worker_kills_pauses_and_a_redis_restart(
     """Every job completes exactly once through the chaos; re-runs are counted, not failed."""
     test_started = time.monotonic()
     rng = random.Random(SEED)
-    runs_file = tmp_path / "runs.txt"
+    runs_file = chaos_fleet.share / "runs.txt"
     runs_file.touch()
+    runs_file.chmod(0o666)  # every job has a uid of its own: all of them append here
     gm = Gristmill(chaos_redis.url)
     client = redis.Redis.from_url(chaos_redis.url)
     try:
