@@ -67,6 +67,9 @@ class Store:
         """
         g = self.keys.group(job.group)
         loc = self.keys.jobloc(job.id)
+        # Encoded before the location is claimed: a record that cannot be encoded
+        # must not leave gm:jobloc:<id> pointing at nothing.
+        record = _flatten(job.to_redis())
         pipe = self.client.pipeline(transaction=False)
         if not fresh_id:
             previous = self.client.set(loc, job.group, nx=True, get=True)
@@ -78,8 +81,7 @@ class Store:
         lua.ENQUEUE.queue(
             pipe,
             [g.job(job.id), g.scheduled, g.ready, g.wake, g.events],
-            [job.id, job.scheduled_for, self.clock(), job.priority, EVENTS_MAXLEN,
-             *_flatten(job.to_redis())],
+            [job.id, job.scheduled_for, self.clock(), job.priority, EVENTS_MAXLEN, *record],
         )
         state = lua.run_pipeline(self.client, pipe)[-1]
         if state == 0:
@@ -90,10 +92,12 @@ class Store:
     def reject(self, job: Job, *, retention_s: int, fresh_id: bool) -> str:
         """Record a job that could not be accepted as completed ``failure``; return its id.
 
-        When its id is taken (a producer reused an id with a bad spec), the
+        A producer's id is kept when it is free, or when its location points at
+        no record (an admission interrupted between the two writes). When a
+        job of that id exists (a producer reused an id with a bad spec), the
         rejection is recorded under a new id rather than lost or clobbering.
         """
-        if not fresh_id and not self.client.set(self.keys.jobloc(job.id), job.group, nx=True):
+        if not fresh_id and not self._claim_location(job):
             job = job.model_copy(update={"id": str(uuid.uuid4())})
         g = self.keys.group(job.group)
         pipe = self.client.pipeline(transaction=False)
@@ -110,6 +114,15 @@ class Store:
             group=job.group, kind=job.kind.value, status=Status.FAILURE.value
         ).inc()
         return job.id
+
+    def _claim_location(self, job: Job) -> bool:
+        loc = self.keys.jobloc(job.id)
+        if self.client.set(loc, job.group, nx=True):
+            return True
+        held = self.client.get(loc)
+        if held is None:
+            return bool(self.client.set(loc, job.group, nx=True))
+        return not self.client.exists(self.keys.group(held.decode()).job(job.id))
 
     # -- the group's queue -----------------------------------------------------------------
 

@@ -47,6 +47,12 @@ class InboxAdmitter:
                 self.stopping.wait(backoff.next_delay())
                 continue
             backoff.reset()
+        try:
+            if self.hand_back():
+                self.log.info("inbox specs handed back at stop")
+        except RedisUnavailable:
+            self.log.warning("could not hand back the inbox processing list; "
+                             "another scheduler recovers it when this one's lease expires")
 
     @redis_errors
     def admit_next(self, block_s: float) -> bool:
@@ -64,7 +70,7 @@ class InboxAdmitter:
             self.admit(raw)
 
     def admit(self, raw: bytes) -> None:
-        """Admit one spec; whatever happens, it leaves a job record."""
+        """Admit one spec; whatever happens, it leaves a job record and the next one follows."""
         try:
             job_id, outcome = self.admission.admit_raw(raw)
         except RedisUnavailable:
@@ -76,6 +82,15 @@ class InboxAdmitter:
         metrics.INBOX_ADMITTED.labels(outcome=outcome).inc()
         self.log.info("inbox spec admitted", job_id=job_id, outcome=outcome)
         self.store.client.lrem(self.processing, 1, raw)
+
+    @redis_errors
+    def hand_back(self) -> int:
+        """Stopping: put what is left in our processing list back, as the oldest in the inbox."""
+        moved = 0
+        # Newest first onto the consuming end, so the oldest is taken first again.
+        while self.store.client.lmove(self.processing, self.inbox, "LEFT", "RIGHT") is not None:
+            moved += 1
+        return moved
 
     @redis_errors
     def recover(self, dead_scheduler_id: str) -> None:
