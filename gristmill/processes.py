@@ -105,7 +105,8 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     metrics.serve(ns.metrics_port, settings.metrics_addr)
     _on_stop(worker.stop, worker.kill_running, ns.grace)
     worker.run()
-    return 0
+    # A vital thread died: exit non-zero so the supervisor (up, Kubernetes) restarts us.
+    return 1 if worker.failed else 0
 
 
 def cmd_scheduler(ns: argparse.Namespace) -> int:
@@ -123,7 +124,7 @@ def cmd_scheduler(ns: argparse.Namespace) -> int:
         metrics.serve(ns.metrics_port, settings.metrics_addr)
     _on_stop(scheduler.stop, None, 0)
     scheduler.run()
-    return 0
+    return 1 if scheduler.failed else 0
 
 
 def _on_stop(stop: Any, kill: Any, grace_s: float) -> None:

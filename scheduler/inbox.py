@@ -13,7 +13,7 @@ from common import log, metrics
 from common.admission import Admission
 from common.connection import redis_errors
 from common.errors import RedisUnavailable
-from common.retry import Backoff
+from common.loops import Outage
 from common.store import Store
 
 BLOCK_S = 2.0  # a stopping scheduler waits at most this long for its inbox thread
@@ -33,7 +33,7 @@ class InboxAdmitter:
         self.log = log.get(scheduler_id=scheduler_id)
 
     def run(self) -> None:
-        backoff = Backoff()
+        outage = Outage("inbox", "scheduler", self.log)
         interrupted = True  # at start, and after an error: specs may be left in processing
         while not self.stopping.is_set():
             try:
@@ -41,12 +41,11 @@ class InboxAdmitter:
                     self.drain_processing()
                     interrupted = False
                 self.admit_next(BLOCK_S)
-            except RedisUnavailable:
+            except RedisUnavailable as exc:
                 interrupted = True
-                metrics.REDIS_ERRORS.labels(process="scheduler").inc()
-                self.stopping.wait(backoff.next_delay())
+                self.stopping.wait(outage.failed(exc))
                 continue
-            backoff.reset()
+            outage.ok()
         try:
             if self.hand_back():
                 self.log.info("inbox specs handed back at stop")

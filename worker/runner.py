@@ -18,6 +18,7 @@ from common.clock import Clock, now_ms
 from common.crypto import SecretBox
 from common.errors import NotFound, RedisUnavailable
 from common.instance import InstanceSettings
+from common.loops import Outage
 from common.models import Job, Status
 from common.retry import next_delay_s, parse_policy
 from common.scripts import ScriptStore
@@ -105,7 +106,8 @@ class LogSink:
                 answer = self.store.append_logs(
                     self.job, self.redacted(self.pending), known_redactions=self.redaction_entries)
         except RedisUnavailable:
-            return
+            metrics.REDIS_ERRORS.labels(process="worker").inc()
+            return  # kept: sent with the next batch
         if answer == NEW_SECRETS:
             return  # more secrets arrived meanwhile: the next flush sends these lines
         self.pending = []
@@ -325,11 +327,11 @@ class JobRunner:
 
         Only for calls that are safe to repeat (conditional scripts, reads, idempotent writes).
         """
-        delay = 0.1
+        outage = Outage("job write", "worker", cap_s=RETRY_BACKOFF_MAX_S)
         while True:
             try:
-                return write()
-            except RedisUnavailable:
-                metrics.REDIS_ERRORS.labels(process="worker").inc()
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_BACKOFF_MAX_S)
+                answer = write()
+                outage.ok()
+                return answer
+            except RedisUnavailable as exc:
+                time.sleep(outage.failed(exc))
