@@ -71,8 +71,22 @@ def redis_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def max_block_s(client: redis.Redis) -> float | None:
+    """The longest blocking wait (BLMOVE, BLPOP, XREAD BLOCK) safe on ``client``'s connections.
+
+    A blocking call answers only when its block time ends, and Redis ends it up
+    to one ``hz`` tick (100 ms) late; a socket timeout that is not longer cuts
+    the connection first, and the call fails for nothing. None: no socket timeout.
+    """
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if timeout is None:
+        return None
+    return max(0.01, float(timeout) - max(0.25, float(timeout) * 0.1))
+
+
 def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
-    """A client for ``url``; blocking calls must use timeouts below ``socket_timeout``."""
+    """A client for ``url``; :class:`common.store.Store` keeps blocking calls within
+    :func:`max_block_s` of ``socket_timeout``."""
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,

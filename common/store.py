@@ -16,7 +16,7 @@ import redis
 
 from common import codec, lua, metrics
 from common.clock import Clock, now_ms
-from common.connection import redis_errors
+from common.connection import max_block_s, redis_errors
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
 from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, Keys
 from common.models import Job, Status
@@ -54,6 +54,15 @@ class Store:
         self.client = client
         self.keys = keys
         self.clock = clock
+        self.max_block_s = max_block_s(client)
+
+    def block_s(self, wanted_s: float) -> float:
+        """``wanted_s``, shortened to what the connection's socket timeout allows.
+
+        Every blocking call goes through here, so an idle fleet never hits its own
+        socket timeout (callers loop; a shorter block only means one more call).
+        """
+        return wanted_s if self.max_block_s is None else min(wanted_s, self.max_block_s)
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -136,7 +145,15 @@ class Store:
     @redis_errors
     def wait_for_wake(self, group: str, timeout_s: float) -> bool:
         """Block until an earlier job nudges the group's promoter, or the timeout."""
-        return self.client.blpop([self.keys.group(group).wake], timeout=timeout_s) is not None
+        wake = self.keys.group(group).wake
+        return self.client.blpop([wake], timeout=self.block_s(timeout_s)) is not None
+
+    @redis_errors
+    def take_inbox_spec(self, processing: str, block_s: float) -> bytes | None:
+        """Move the oldest inbox spec into a scheduler's processing list (BLMOVE), or None."""
+        spec: bytes | None = self.client.blmove(self.keys.inbox, processing, self.block_s(block_s),
+                                                "RIGHT", "LEFT")
+        return spec
 
     @redis_errors
     def nudge(self, group: str) -> None:
@@ -147,7 +164,8 @@ class Store:
     def claim(self, group: str, worker_id: str, timeout_s: float) -> str | None:
         """Take the oldest ready id into the worker's running list (BLMOVE)."""
         g = self.keys.group(group)
-        job_id = self.client.blmove(g.ready, g.running(worker_id), timeout_s, "LEFT", "RIGHT")
+        job_id = self.client.blmove(g.ready, g.running(worker_id), self.block_s(timeout_s),
+                                    "LEFT", "RIGHT")
         return None if job_id is None else job_id.decode()
 
     @redis_errors
@@ -274,7 +292,8 @@ class Store:
     @redis_errors
     def next_control(self, group: str, worker_id: str, timeout_s: float) -> str | None:
         """Block for the next job id this worker is asked to cancel."""
-        answer = self.client.blpop([self.keys.group(group).control(worker_id)], timeout=timeout_s)
+        answer = self.client.blpop([self.keys.group(group).control(worker_id)],
+                                   timeout=self.block_s(timeout_s))
         return None if answer is None else str(answer[1].decode())
 
     @redis_errors
@@ -361,7 +380,7 @@ class Store:
                 raise JobTimeout(f"job {job_id} is still {job.status} after {timeout_s:g} s")
             done = self.keys.group(job.group).done(job_id)
             # Rotating the list onto itself leaves the element for other waiters.
-            self.client.blmove(done, done, min(left_s, 5.0), "RIGHT", "LEFT")
+            self.client.blmove(done, done, self.block_s(min(left_s, 5.0)), "RIGHT", "LEFT")
 
     @redis_errors
     def logs(
@@ -372,6 +391,7 @@ class Store:
         if block_ms is None:
             rows = self.client.xrange(key, min=f"({after}" if after != "0-0" else "-", count=count)
         else:
+            block_ms = max(1, int(self.block_s(block_ms / 1000) * 1000))
             answer = self.client.xread({key: after}, count=count, block=block_ms)
             rows = answer[0][1] if answer else []
         return [

@@ -36,7 +36,7 @@ class Gristmill:
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.url = redis_url or self.settings.effective_redis_url
-        self.redis = connect(self.url)
+        self.redis = connect(self.url, socket_timeout=self.settings.redis_socket_timeout_s)
         self.keys = Keys(self.settings.namespace)
         self.store = Store(self.redis, self.keys)
         self.scripts = ScriptStore(self.redis, self.keys)

@@ -56,7 +56,7 @@ class InboxAdmitter:
     @redis_errors
     def admit_next(self, block_s: float) -> bool:
         """Take the oldest spec and admit it; False when none came within ``block_s``."""
-        raw = self.store.client.blmove(self.inbox, self.processing, block_s, "RIGHT", "LEFT")
+        raw = self.store.take_inbox_spec(self.processing, block_s)
         if raw is None:
             return False
         self.admit(raw)
