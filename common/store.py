@@ -18,6 +18,7 @@ from common import codec, lua, metrics
 from common.clock import Clock, now_ms
 from common.connection import max_block_s, redis_errors
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
+from common.instance import InstanceSettings
 from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, Keys
 from common.models import Job, Status
 
@@ -183,11 +184,12 @@ class Store:
 
     @redis_errors
     def append_logs(
-        self, job: Job, lines: list[tuple[int, str, str]], *, known_redactions: int = 0
+        self, job: Job, lines: list[tuple[int, str, str]], *, known_redactions: int = 0,
+        max_bytes: int = InstanceSettings().max_log_bytes,
     ) -> int:
-        """Append (ts_ms, stream, line) tuples.
+        """Append (ts_ms, stream, line) tuples; beyond ``max_bytes`` per job, count and drop.
 
-        Returns the count appended, FENCED (-1) when the attempt was fenced off,
+        Returns the count taken, FENCED (-1) when the attempt was fenced off,
         or NEW_SECRETS (-2) when the job read secrets beyond ``known_redactions``:
         nothing was written; fetch them with :meth:`redactions` and send again.
         """
@@ -196,7 +198,7 @@ class Store:
         return int(lua.APPEND_LOGS(
             self.client,
             [g.job(job.id), g.logs(job.id), g.redact(job.id)],
-            [job.claim or "", LOGS_MAXLEN, job.attempt, known_redactions, *flat],
+            [job.claim or "", LOGS_MAXLEN, job.attempt, known_redactions, max_bytes, *flat],
         ))
 
     @redis_errors
@@ -339,6 +341,29 @@ class Store:
                 return total
             pipe = self.client.pipeline(transaction=False)
             pipe.delete(*(self.keys.jobloc(i.decode()) for i in ids))
+            pipe.zrem(g.completed, *ids)
+            pipe.execute()
+            total += len(ids)
+
+    @redis_errors
+    def trim_count(self, group: str, max_jobs: int) -> int:
+        """Delete the oldest completed jobs of ``group`` beyond ``max_jobs``, with their keys.
+
+        Count-based retention next to the time-based one: record, logs, attempt
+        history, done list, redactions and location go together. Idempotent.
+        """
+        g = self.keys.group(group)
+        total = 0
+        while True:
+            excess = int(self.client.zcard(g.completed)) - max_jobs
+            if excess <= 0:
+                return total
+            ids = [i.decode() for i in self.client.zrange(g.completed, 0, min(excess, SCAN_PAGE) - 1)]
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.delete(g.job(job_id), g.logs(job_id), g.attempts(job_id), g.done(job_id),
+                            g.redact(job_id))
+                pipe.delete(self.keys.jobloc(job_id))
             pipe.zrem(g.completed, *ids)
             pipe.execute()
             total += len(ids)

@@ -117,6 +117,7 @@ class Scheduler:
             cutoff = now - self.instance.retention_s * 1000
             for group in beat.groups:
                 self.store.trim_completed(group, cutoff)
+                self.store.trim_count(group, self.instance.retention_max_jobs)
         return None if beat.due_schedules else beat.next_schedule_fire
 
     def recover_worker(self, worker_id: str, *, seen_before_ms: int) -> None:

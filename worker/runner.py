@@ -30,7 +30,7 @@ from worker.executors.base import Outcome, interpret, prepare
 from worker.executors.binding import ArgumentError
 from worker.process import LogLine, ProcessRun
 
-MAX_RESULT_BYTES = 8 * 1024 * 1024
+MAX_ERROR_TEXT = 64 * 1024  # of an error's message and of its traceback, each
 PENDING_LOG_CAP = 20_000
 RETRY_BACKOFF_MAX_S = 5.0
 TOKEN_MARGIN_S = 60
@@ -39,6 +39,16 @@ T = TypeVar("T")
 
 def failure(name: str, message: str) -> Outcome:
     return Outcome(ok=False, error={"name": name, "message": message, "traceback": ""})
+
+
+def bounded_error(error: dict[str, Any]) -> dict[str, Any]:
+    """The error with its message and traceback cut at MAX_ERROR_TEXT characters each."""
+    bounded = dict(error)
+    for key in ("name", "message", "traceback"):
+        text = bounded.get(key)
+        if isinstance(text, str) and len(text) > MAX_ERROR_TEXT:
+            bounded[key] = text[:MAX_ERROR_TEXT] + f"...[gristmill: cut, {len(text)} characters]"
+    return bounded
 
 
 class JobTokens(Protocol):
@@ -75,10 +85,12 @@ class LogSink:
     is killed: a worker presumed dead must stop doing the job's work.
     """
 
-    def __init__(self, store: Store, job: Job, box: SecretBox | None = None) -> None:
+    def __init__(self, store: Store, job: Job, box: SecretBox | None = None,
+                 max_bytes: int = InstanceSettings().max_log_bytes) -> None:
         self.store = store
         self.job = job
         self.box = box
+        self.max_bytes = max_bytes
         self.pending: list[tuple[int, str, str]] = []
         self.fenced = False
         self.run: ProcessRun | None = None
@@ -100,11 +112,13 @@ class LogSink:
             return
         try:
             answer = self.store.append_logs(
-                self.job, self.redacted(self.pending), known_redactions=self.redaction_entries)
+                self.job, self.redacted(self.pending), known_redactions=self.redaction_entries,
+                max_bytes=self.max_bytes)
             if answer == NEW_SECRETS:
                 self.learn_secrets()
                 answer = self.store.append_logs(
-                    self.job, self.redacted(self.pending), known_redactions=self.redaction_entries)
+                    self.job, self.redacted(self.pending), known_redactions=self.redaction_entries,
+                    max_bytes=self.max_bytes)
         except RedisUnavailable:
             metrics.REDIS_ERRORS.labels(process="worker").inc()
             return  # kept: sent with the next batch
@@ -174,7 +188,7 @@ class JobRunner:
             }, instance, jlog)
             return
         started = time.monotonic()
-        sink = LogSink(self.store, job, self.box)
+        sink = LogSink(self.store, job, self.box, instance.max_log_bytes)
         workdir = Path(tempfile.mkdtemp(prefix="gristmill-job-"))
         try:
             outcome = self._execute(job, instance, workdir, sink)
@@ -263,17 +277,18 @@ class JobRunner:
     ) -> None:
         """Decide the status (success, retry, failure, canceled) and write it."""
         fields: dict[str, Any] = {"duration_ms": duration_ms}
-        if outcome.ok and len(codec.pack(outcome.result)) > MAX_RESULT_BYTES:
+        limit = instance.max_result_bytes
+        if outcome.ok and len(codec.pack(outcome.result)) > limit:
             outcome = failure(
                 "ResultTooLarge",
-                f"the result is larger than {MAX_RESULT_BYTES // (1024 * 1024)} MiB; "
+                f"the result is larger than {limit} bytes (setting max_result_bytes); "
                 "store large data elsewhere and return a reference",
             )
         if outcome.ok:
             fields["result"] = outcome.result
             self._finish(job, Status.SUCCESS, fields, instance, jlog)
             return
-        error = outcome.error or {"name": "Error", "message": "", "traceback": ""}
+        error = bounded_error(outcome.error or {"name": "Error", "message": "", "traceback": ""})
         if error["name"] == "Canceled" and self._cancel_was_requested(job):
             self._finish(job, Status.CANCELED, fields, instance, jlog)
             return
