@@ -23,6 +23,7 @@ from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, Keys
 from common.models import Job, Status
 
 SCAN_PAGE = 1000
+CANCEL_BATCH = 250  # ids per cancel_many.lua call: Redis is busy ~0.1 ms per id
 ADMISSION_POLL_S = 0.05
 FENCED = -1
 NEW_SECRETS = -2
@@ -287,9 +288,53 @@ class Store:
                 raise GristmillError(
                     f"job {job_id} already completed ({verdict[1]}); there is nothing to cancel"
                 )
+            if verdict[0] == "canceled":
+                metrics.JOBS_COMPLETED.labels(
+                    group=job.group, kind=job.kind.value, status=Status.CANCELED.value
+                ).inc()
             if verdict[0] != "moved":
                 return verdict[0]
         raise GristmillError(f"job {job_id} kept changing state; try again")
+
+    @redis_errors
+    def cancel_queued(self, group: str, *, by: str, reason: str, retention_s: int,
+                      limit: int | None = None, batch: int = CANCEL_BATCH) -> int:
+        """Cancel up to ``limit`` queued jobs of ``group`` (all: None), in batches of one script.
+
+        Reads the ids from ``scheduled`` and ``ready`` page by page; each batch is
+        one ``cancel_many.lua`` call. Jobs that started meanwhile are left alone.
+        Returns how many were canceled.
+        """
+        g = self.keys.group(group)
+        total = 0
+        for source in ("scheduled", "ready"):
+            start = 0
+            while limit is None or total < limit:
+                size = batch if limit is None else min(batch, limit - total)
+                if source == "scheduled":
+                    # Canceled ids leave scheduled: always read its head.
+                    ids = self.client.zrange(g.scheduled, 0, size - 1)
+                else:
+                    # Canceled ids stay in ready (lazy): page through it.
+                    ids = self.client.lrange(g.ready, start, start + size - 1)
+                    start += len(ids)
+                if not ids:
+                    break
+                kinds = lua.CANCEL_MANY(
+                    self.client,
+                    [g.scheduled, g.completed, g.events,
+                     *(key for i in ids for key in (g.job(i.decode()), g.logs(i.decode()),
+                                                    g.done(i.decode()), g.attempts(i.decode())))],
+                    [self.clock(), by, reason, retention_s, DONE_TTL_S, EVENTS_MAXLEN, *ids],
+                )
+                done = len(kinds)
+                total += done
+                for kind in set(kinds):
+                    metrics.JOBS_COMPLETED.labels(group=group, kind=kind.decode(),
+                                                  status=Status.CANCELED.value).inc(kinds.count(kind))
+                if source == "scheduled" and done == 0:
+                    break  # the head holds no queued job any more (started or gone)
+        return total
 
     @redis_errors
     def next_control(self, group: str, worker_id: str, timeout_s: float) -> str | None:
@@ -323,7 +368,15 @@ class Store:
             [job_id, dead_worker, self.clock(), max_restarts, retention_s, DONE_TTL_S,
              EVENTS_MAXLEN, error],
         )
-        return str(outcome.decode() if isinstance(outcome, bytes) else outcome)
+        verdict = str(outcome.decode() if isinstance(outcome, bytes) else outcome)
+        if verdict in ("failed", "canceled"):
+            # The job completed here (WorkerLost, or a cancel honoured): count it like any other.
+            kind = self.client.hget(g.job(job_id), "kind")
+            metrics.JOBS_COMPLETED.labels(
+                group=group, kind=kind.decode() if kind else "",
+                status=Status.FAILURE.value if verdict == "failed" else Status.CANCELED.value,
+            ).inc()
+        return verdict
 
     @redis_errors
     def running_ids(self, group: str, worker_id: str) -> list[str]:

@@ -75,6 +75,20 @@ class Gristmill:
         return self.store.cancel(job_id, by=by, reason=reason,
                                  retention_s=self.instance_settings().retention_s)
 
+    def cancel_queued(self, *, group: str | None = None, reason: str = "", by: str = ADMIN_USER,
+                      limit: int | None = None) -> int:
+        """Cancel every queued job (of ``group``, else of all groups), in batched scripts."""
+        retention_s = self.instance_settings().retention_s
+        groups = [group] if group else sorted(g.decode() for g in self.redis.smembers(self.keys.groups))
+        total = 0
+        for name in groups:
+            left = None if limit is None else limit - total
+            if left is not None and left <= 0:
+                break
+            total += self.store.cancel_queued(name, by=by, reason=reason, retention_s=retention_s,
+                                              limit=left)
+        return total
+
     # -- reading ---------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> Job:
