@@ -82,7 +82,10 @@ class Scheduler:
         inbox.join()
         for promoter in self.promoters.values():
             promoter.join()
-        self.fleet.forget_scheduler(self.id)
+        try:
+            self.fleet.forget_scheduler(self.id)
+        except RedisUnavailable:
+            self.log.warning("could not deregister; another scheduler forgets it after the lease")
         self.log.info("scheduler stopped")
 
     def stop(self) -> None:

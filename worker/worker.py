@@ -81,7 +81,7 @@ class Worker:
 
     def run(self) -> None:
         """Work until :meth:`stop`; then let running jobs finish."""
-        self._heartbeat_once()
+        self._first_heartbeat()
         for loop in (self._heartbeat_loop, self._control_loop):
             vital(loop.__name__, loop, self._vital_died)
         self.log.info("worker started", concurrency=self.concurrency)
@@ -91,7 +91,10 @@ class Worker:
             self._pool.shutdown(wait=True)
             self._exited.set()
             self._release_leftovers()
-            self.fleet.worker_gone(self.worker_id)
+            try:
+                self.fleet.worker_gone(self.worker_id)
+            except RedisUnavailable:
+                self.log.warning("could not deregister; the scheduler forgets it after the lease")
             self.log.info("worker stopped", jobs_done=self.jobs_done)
 
     def stop(self) -> None:
@@ -197,6 +200,17 @@ class Worker:
                 self._runner.cancel(job_id)
 
     # -- heartbeat -------------------------------------------------------------------------
+
+    def _first_heartbeat(self) -> None:
+        """Register before claiming, waiting out a Redis that refuses (a worker started during OOM)."""
+        outage = Outage("heartbeat", "worker", self.log)
+        while not self._stopping.is_set():
+            try:
+                self._heartbeat_once()
+                outage.ok()
+                return
+            except RedisUnavailable as exc:
+                self._stopping.wait(outage.failed(exc))
 
     def _heartbeat_once(self) -> None:
         self.instance, listed = self.fleet.worker_heartbeat(
