@@ -14,6 +14,7 @@ from common.admission import Admission
 from common.connection import redis_errors
 from common.errors import RedisUnavailable
 from common.loops import Outage
+from common.spec import keep_raw
 from common.store import Store
 
 BLOCK_S = 2.0  # a stopping scheduler waits at most this long for its inbox thread
@@ -77,7 +78,16 @@ class InboxAdmitter:
         except Exception as exc:
             # A bug must not lose the spec: record it with the error and go on.
             self.log.exception("inbox admission failed")
-            job_id, outcome = self.admission.reject(raw, f"internal error: {exc!r}"), "rejected"
+            try:
+                job_id, outcome = self.admission.reject(raw, f"internal error: {exc!r}"), "rejected"
+            except RedisUnavailable:
+                raise
+            except Exception:
+                # Not even a rejection record: keep the thread (and the specs after
+                # this one) going rather than crash on the same spec at every restart.
+                self.log.exception("inbox spec could not be recorded; dropped",
+                                   raw_spec=keep_raw(raw[:4096]))
+                job_id, outcome = "", "dropped"
         metrics.INBOX_ADMITTED.labels(outcome=outcome).inc()
         self.log.info("inbox spec admitted", job_id=job_id, outcome=outcome)
         self.store.client.lrem(self.processing, 1, raw)

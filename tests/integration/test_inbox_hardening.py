@@ -218,3 +218,27 @@ def test_any_bytes_become_a_record_and_the_next_spec_follows(
         assert job.status == Status.FAILURE and (job.error or {})["name"] == "InvalidSpec"
     else:
         assert outcome in ("accepted", "duplicate")
+
+
+@pytest.mark.timeout(30)
+def test_a_spec_that_cannot_even_be_rejected_does_not_stop_the_inbox(
+    admitter: InboxAdmitter, admission: Recording, redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Admission and rejection both failing (a bug): the spec is logged and the next follows."""
+    def broken(raw: bytes | str, message: str) -> str:
+        raise RuntimeError("a bug in reject")
+
+    original = admission.admit_raw
+
+    def failing_once(raw: bytes) -> tuple[str, str]:
+        if raw == b"poison":
+            raise RuntimeError("a bug in admission")
+        return original(raw)
+
+    monkeypatch.setattr(admission, "reject", broken)
+    monkeypatch.setattr(admission, "admit_raw", failing_once)
+    redis_client.lpush(admitter.inbox, b"poison", SENTINEL)
+    assert admitter.admit_next(1) and admitter.admit_next(1)
+    assert redis_client.llen(admitter.processing) == 0
+    assert admission.outcomes[-1][1] == "accepted"
