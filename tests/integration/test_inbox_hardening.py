@@ -242,3 +242,12 @@ def test_a_spec_that_cannot_even_be_rejected_does_not_stop_the_inbox(
     assert admitter.admit_next(1) and admitter.admit_next(1)
     assert redis_client.llen(admitter.processing) == 0
     assert admission.outcomes[-1][1] == "accepted"
+
+
+@pytest.mark.timeout(30)
+def test_a_script_default_timeout_has_the_same_bound(scripts: ScriptStore) -> None:
+    """A version's timeout_s default is bounded like a spec's (it becomes the job's)."""
+    from common.errors import SpecError
+
+    with pytest.raises(SpecError, match="timeout_s must be 1 to 2592000"):
+        scripts.deploy("u/alice/long", "bash", "sleep 1", timeout_s=10**18)
