@@ -107,7 +107,8 @@ class LogSink:
                              "while Redis was unreachable]"), *self.pending[-PENDING_LOG_CAP:]]
         self.flush()
 
-    def flush(self) -> None:
+    def flush(self, *, until_written: bool = False) -> None:
+        """Send pending lines; ``until_written``: raise RedisUnavailable rather than keep them."""
         if not self.pending or self.fenced:
             return
         try:
@@ -120,6 +121,8 @@ class LogSink:
                     self.job, self.redacted(self.pending), known_redactions=self.redaction_entries,
                     max_bytes=self.max_bytes)
         except RedisUnavailable:
+            if until_written:
+                raise
             metrics.REDIS_ERRORS.labels(process="worker").inc()
             return  # kept: sent with the next batch
         if answer == NEW_SECRETS:
@@ -198,7 +201,8 @@ class JobRunner:
             if tokens is not None:
                 # WM_TOKEN dies with the attempt, whatever its outcome.
                 self._write(lambda: tokens.revoke_job_token(job.id))
-        sink.flush()
+        # The last lines are written before the outcome, even across an outage.
+        self._write(lambda: sink.flush(until_written=True))
         if self.box is not None:
             with contextlib.suppress(RedisUnavailable):
                 sink.learn_secrets()
