@@ -55,6 +55,7 @@ SLEEP_MS = (20, 300)
 SIGSTOP_S = 5.0
 ENQUEUE_ATTEMPTS = 40  # with backoff: outlives a Redis restart and the OOM episode
 RECOVERY_WAIT_S = 30.0
+BUSY_WAIT_S = 10.0
 DRAIN_TIMEOUT_S = 90.0
 EVENTS = "gm:{wg:default}:events"
 
@@ -259,8 +260,14 @@ class Chaos:
 
     def sigstop_worker(self) -> None:
         """SIGSTOP a random busy worker; it stays stopped longer than its lease."""
+        # On a loaded machine every worker may be between jobs (or still starting) at
+        # the scheduled instant: wait for a busy registered one (nothing signals it).
+        end = time.monotonic() + BUSY_WAIT_S
         victim, worker_id = self._pick(busy=True)
-        assert worker_id is not None, "no registered worker to SIGSTOP"
+        while worker_id is None or not running_jobs(self.client, worker_id):
+            assert time.monotonic() < end, "no registered worker busy enough to SIGSTOP"
+            time.sleep(0.05)
+            victim, worker_id = self._pick(busy=True)
         at_ms = time.time() * 1000
         os.kill(victim.pid, signal.SIGSTOP)
         running = running_jobs(self.client, worker_id)
