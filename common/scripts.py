@@ -18,6 +18,7 @@ from common.languages import LANGUAGES
 from common.models import ScriptVersion
 from common.permissions import check_item_path
 from common.retry import parse_policy
+from common.spec import MAX_TIMEOUT_S
 
 HASH_LENGTH = 16
 _HASH = re.compile(rf"^[0-9a-f]{{{HASH_LENGTH}}}$")
@@ -57,8 +58,8 @@ class ScriptStore:
         check_item_path(path)
         if language not in LANGUAGES:
             raise SpecError(f"unknown language {language!r}; supported: {', '.join(LANGUAGES)}")
-        if timeout_s is not None and timeout_s <= 0:
-            raise SpecError("timeout_s must be a positive number of seconds")
+        if timeout_s is not None and not 0 < timeout_s <= MAX_TIMEOUT_S:
+            raise SpecError(f"timeout_s must be 1 to {MAX_TIMEOUT_S} seconds (30 days)")
         if retry is not None:
             parse_policy(retry)
         defaults = {k: str(v) for k, v in (("timeout_s", timeout_s), ("tag", tag)) if v is not None}

@@ -94,7 +94,7 @@ class ProcessRun:
             read_fd, write_fd = _result_pipe()
             # The job inherits the pipe under the same number: it is told which.
             argv = [*argv, str(write_fd)]
-        request = self.sandbox.request(argv, {**self.env, **self.prepared.env},
+        request = self.sandbox.request(argv, {**self.prepared.env, **self.env},
                                        self.prepared.files, write_fd)
         started = time.monotonic()
         try:
