@@ -207,7 +207,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 20) 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", FAULTS)
 def test_the_fleet_outlives_the_error_class(name: str, own_server: EmbeddedRedis,
-                                            tmp_path: Path, sandbox: Sandbox) -> None:
+                                            job_share: Path, sharing_sandbox: Sandbox) -> None:
     """Heartbeat, control, inbox, tick, promoter and the runner's write all survive the fault.
 
     A job finishes during the fault (its outcome is written after it); afterwards
@@ -219,12 +219,12 @@ def test_the_fleet_outlives_the_error_class(name: str, own_server: EmbeddedRedis
     store, scripts, fleet = Store(client, keys), ScriptStore(client, keys), Fleet(client, keys)
     settings = Settings(redis_url=own_server.url, heartbeat_s=0.2)
     worker = Worker(store=store, scripts=scripts, fleet=fleet, settings=settings,
-                    concurrency=2, claim_block_s=0.5, sandbox=sandbox)
+                    concurrency=2, claim_block_s=0.5, sandbox=sharing_sandbox)
     scheduler = Scheduler(store=store, admission=Admission(store, scripts, settings), fleet=fleet,
                           heartbeat_s=0.2)
     threads = [threading.Thread(target=p.run, daemon=True) for p in (worker, scheduler)]
     fault = FAULTS[name]
-    flag, release = tmp_path / "flag", tmp_path / "release"
+    flag, release = job_share / "flag", job_share / "release"
     job = make_job(code=WAIT_FOR_RELEASE, args={"flag": str(flag), "release": str(release)})
     store.enqueue(job, fresh_id=True)
     with structlog.testing.capture_logs() as events:
