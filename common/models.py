@@ -131,10 +131,13 @@ class ScriptVersion(BaseModel):
     timeout_s: int | None = None
     retry: dict[str, Any] | None = None
     tag: str | None = None
+    # Sandbox limits of its jobs (memory_mb, ...): they may only tighten the worker's own.
+    limits: dict[str, int] | None = None
 
     @classmethod
     def from_redis(cls, fields: dict[bytes, bytes]) -> ScriptVersion:
         data: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
-        if "retry" in data:
-            data["retry"] = json.loads(data["retry"])
+        for packed in ("retry", "limits"):
+            if packed in data:
+                data[packed] = json.loads(data[packed])
         return cls.model_validate(data)

@@ -61,6 +61,17 @@ def _spec_options(ns: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
+def parse_limits(pairs: list[str]) -> dict[str, int] | None:
+    """``--limit memory_mb=256`` pairs as a dict (checked further by the script store)."""
+    limits: dict[str, int] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise GristmillError(f"--limit expects NAME=N (a whole number), got {pair!r}")
+        limits[name.strip()] = int(value)
+    return limits or None
+
+
 def _json_object(text: str, option: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -109,6 +120,7 @@ def cmd_script_deploy(ns: argparse.Namespace) -> int:
     version, new = _client().scripts.deploy(
         ns.path, language, path.read_text(), timeout_s=ns.timeout, tag=ns.tag,
         retry=_json_object(ns.retry, "--retry") if ns.retry else None,
+        limits=parse_limits(ns.limit),
     )
     print(version.hash)
     if not new:
@@ -285,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", choices=LANGUAGES)
     p.add_argument("--timeout", type=int, metavar="SECONDS", help="default timeout of its jobs")
     p.add_argument("--retry", metavar="JSON", help="default retry policy of its jobs")
+    p.add_argument("--limit", action="append", default=[], metavar="NAME=N",
+                   help="a sandbox limit of its jobs (memory_mb, max_procs, file_mb, open_files, "
+                   "disk_mb); it can only lower the worker's own; repeatable")
     p.add_argument("--tag", help="default tag of its jobs")
     p.set_defaults(func=cmd_script_deploy)
     p = script.add_parser("show", help="show a version by path (latest) or hash")

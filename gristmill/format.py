@@ -82,8 +82,12 @@ def job_row(job: Job) -> str:
 
 
 def script_details(version: ScriptVersion) -> str:
+    defaults = [f"{name:<9} {compact(value)}\n" for name, value in (
+        ("timeout", version.timeout_s), ("retry", version.retry), ("tag", version.tag),
+        ("limits", version.limits)) if value is not None]
     return (f"path      {version.path}\nhash      {version.hash}\nlanguage  {version.language}\n"
-            f"created   {when(version.created_at)} by {version.created_by}\n---\n{version.code}")
+            f"created   {when(version.created_at)} by {version.created_by}\n{''.join(defaults)}"
+            f"---\n{version.code}")
 
 
 def schedule_row(schedule: Schedule) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from worker.executors.base import Prepared
-from worker.sandbox.policy import Sandbox
+from worker.sandbox.policy import Limits, Sandbox
 
 TAIL_LINES = 100
 MAX_BUFFERED_LINES = 20_000  # past this the reader waits for the sink: memory stays bounded
@@ -68,10 +68,11 @@ class ProcessRun:
 
     def __init__(
         self, prepared: Prepared, *, sandbox: Sandbox, env: dict[str, str], timeout_s: float,
-        sink: LogSink, flush_interval_s: float = 0.05, max_batch: int = 200,
-        max_line_bytes: int = 65536, kill_grace_s: float = 2.0,
+        sink: LogSink, limits: Limits | None = None, flush_interval_s: float = 0.05,
+        max_batch: int = 200, max_line_bytes: int = 65536, kill_grace_s: float = 2.0,
     ) -> None:
         self.prepared, self.sandbox, self.env, self.timeout_s = prepared, sandbox, env, timeout_s
+        self.limits = limits or sandbox.limits
         self.kill_grace_s = kill_grace_s
         self._sink, self._flush_interval_s, self._max_batch = sink, flush_interval_s, max_batch
         self._max_line_bytes = max_line_bytes
@@ -95,7 +96,7 @@ class ProcessRun:
             # The job inherits the pipe under the same number: it is told which.
             argv = [*argv, str(write_fd)]
         request = self.sandbox.request(argv, {**self.prepared.env, **self.env},
-                                       self.prepared.files, write_fd)
+                                       self.prepared.files, write_fd, self.limits)
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -177,7 +178,7 @@ class ProcessRun:
             exit_code=exit_code, signal=sig, timed_out=timed_out, canceled=canceled,
             payload=payload, stderr_tail=list(tails["stderr"]), stdout_tail=list(tails["stdout"]),
             duration_ms=duration_ms, timeout_s=self.timeout_s,
-            memory_limit_mb=self.sandbox.limits.memory_mb, sink_error=batcher.error,
+            memory_limit_mb=self.limits.memory_mb, sink_error=batcher.error,
         )
 
 

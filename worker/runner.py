@@ -26,7 +26,7 @@ from worker.environment import ephemeral_token, job_environment
 from worker.executors.base import Outcome, interpret, prepare
 from worker.executors.binding import ArgumentError
 from worker.process import LogLine, ProcessRun
-from worker.sandbox.policy import Sandbox
+from worker.sandbox.policy import Limits, Sandbox
 
 MAX_ERROR_TEXT = 64 * 1024  # of an error's message and of its traceback, each
 PENDING_LOG_CAP = 20_000
@@ -235,7 +235,7 @@ class JobRunner:
             if job.id in self._cancel_pending or self._releasing:
                 return failure("Canceled", "job was canceled before it started")
         try:
-            code, language = self._write(lambda: self._code(job))
+            code, language, limits = self._write(lambda: self._code(job))
             prepared = prepare(language, code, job.args)
         except ArgumentError as exc:
             return failure("ArgumentError", str(exc))
@@ -246,7 +246,8 @@ class JobRunner:
             job, base_url=self.settings.base_url,
             token=self._write(lambda: self._mint_token(job, timeout_s)),
         )
-        run = ProcessRun(prepared, sandbox=self.sandbox, env=env, timeout_s=timeout_s, sink=sink)
+        run = ProcessRun(prepared, sandbox=self.sandbox, env=env, timeout_s=timeout_s, sink=sink,
+                         limits=limits)
         sink.run = run
         with self._lock:
             self._active[job.id] = run
@@ -266,11 +267,12 @@ class JobRunner:
         return self.tokens.mint_job_token(job.id, job.permissioned_as, expires_at=expires_at,
                                           created_by=job.created_by)
 
-    def _code(self, job: Job) -> tuple[str, str]:
+    def _code(self, job: Job) -> tuple[str, str, Limits]:
+        """The job's code, language and sandbox limits (its script's, within the worker's)."""
         if job.code is not None:
-            return job.code, job.language
+            return job.code, job.language, self.sandbox.limits
         version = self._script_code(job.script_hash or "")
-        return version.code, version.language
+        return version.code, version.language, self.sandbox.limits.tightened(version.limits)
 
     def _complete(
         self, job: Job, outcome: Outcome, duration_ms: int, instance: InstanceSettings,

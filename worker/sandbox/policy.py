@@ -17,7 +17,8 @@ import struct
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +49,14 @@ class Limits:
     open_files: int = 1024
     disk_mb: int = 1024
 
+    def tightened(self, wanted: Mapping[str, int] | None) -> Limits:
+        """These limits lowered to what a script asks for; a script never raises them."""
+        if not wanted:
+            return self
+        lower = {name: min(value, wanted[name]) for name, value in asdict(self).items()
+                 if name in wanted}
+        return replace(self, **lower)
+
 
 @dataclass(frozen=True)
 class Sandbox:
@@ -65,11 +74,11 @@ class Sandbox:
         return [sys.executable, "-I", "-S", LAUNCHER]
 
     def request(self, argv: list[str], env: dict[str, str], files: dict[str, str],
-                result_fd: int | None) -> bytes:
+                result_fd: int | None, limits: Limits | None = None) -> bytes:
         """One job's length-prefixed request (see ``launch.py`` for the fields)."""
         body = json.dumps({
             "mode": self.mode, "argv": argv, "env": env, "files": files,
-            "limits": asdict(self.limits), "uid": UID_BASE + secrets.randbelow(UID_SPAN),
+            "limits": asdict(limits or self.limits), "uid": UID_BASE + secrets.randbelow(UID_SPAN),
             "network": self.network, "binds": list(self.binds),
             "shared_dirs": list(self.shared_dirs), "root": self.root,
             "result_fd": result_fd,
