@@ -55,10 +55,11 @@ def add_process_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_scheduler)
 
 
-def _start(settings: Settings) -> None:
-    """What every long-running process does first: logging, and hiding its environment."""
+def _start(settings: Settings, process: str) -> None:
+    """What every long-running process does first: logging, hiding its environment, metrics."""
     log.configure(settings.log_format, settings.log_level)
     forbid_inspection()
+    metrics.PROCESS_START.labels(process=process).set(time.time())
 
 
 def cmd_api(ns: argparse.Namespace) -> int:
@@ -68,7 +69,7 @@ def cmd_api(ns: argparse.Namespace) -> int:
     from api.services import Services
 
     settings = Settings()
-    _start(settings)
+    _start(settings, "api")
     app = create_app(Services.build(_instance(settings)))
     host, port = ns.host or settings.api_host, ns.port or settings.api_port
     log.get(process="api").info("api listening", url=f"http://{host}:{port}/api/docs")
@@ -95,7 +96,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     from worker.worker import Worker
 
     settings = Settings()
-    _start(settings)
+    _start(settings, "worker")
     gm = _instance(settings)
     worker = Worker(
         store=gm.store, scripts=gm.scripts, fleet=gm.fleet, settings=settings, group=ns.group,
@@ -112,7 +113,7 @@ def cmd_scheduler(ns: argparse.Namespace) -> int:
     from scheduler.scheduler import Scheduler
 
     settings = Settings()
-    _start(settings)
+    _start(settings, "scheduler")
     gm = _instance(settings)
     scheduler = Scheduler(
         store=gm.store, admission=gm.admission, fleet=gm.fleet, lease_s=settings.worker_lease_s,
@@ -224,7 +225,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
     from gristmill.embedded import EmbeddedRedis, port_in_use
 
     settings = Settings()
-    _start(settings)
+    _start(settings, "up")
     up_log = log.get(process="up")
     if ns.api_port and port_in_use(ns.api_port):
         raise ConfigError(f"port {ns.api_port} is taken: pass --api-port (0: no API)")
