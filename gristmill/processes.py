@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from common import log, metrics
@@ -20,6 +19,7 @@ from common.hardening import forbid_inspection
 from common.retry import Backoff
 from common.settings import EMBEDDED_REDIS_PORT, Settings
 from gristmill.client import Gristmill
+from gristmill.stop_signals import StopSignals
 
 RESTART_BACKOFF_S = (0.5, 1, 2, 5, 10)
 
@@ -128,24 +128,19 @@ def cmd_scheduler(ns: argparse.Namespace) -> int:
 
 
 def _on_stop(stop: Any, kill: Any, grace_s: float) -> None:
-    """SIGTERM/SIGINT: stop; after ``grace_s`` (or a second signal) kill what still runs."""
-    signals_seen = 0
+    """SIGTERM/SIGINT: stop; after ``grace_s`` (or at a second signal) kill what still runs."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        stop()
-        if kill is None:
-            return
-        if signals_seen > 1:
+    def on_signal(count: int) -> None:
+        if count == 1:
+            stop()
+            if kill is not None:
+                timer = threading.Timer(grace_s, kill)
+                timer.daemon = True
+                timer.start()
+        elif count == 2 and kill is not None:
             kill()
-        else:
-            timer = threading.Timer(grace_s, kill)
-            timer.daemon = True
-            timer.start()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    StopSignals(on_signal).install()
 
 
 # -- up ------------------------------------------------------------------------------------
@@ -256,12 +251,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
             env,
         ))
     stopping = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    StopSignals(lambda count: stopping.set()).install()
     for child in children:
         child.start()
     api = f", API on http://127.0.0.1:{ns.api_port}/api/docs" if ns.api_port else ""
