@@ -254,6 +254,12 @@ def test_dockerfile_pins_base_images_by_digest() -> None:
         assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", base), base
 
 
+def test_dockerfile_exposes_every_port_deploy_uses() -> None:
+    """EXPOSE lists the API port and both metrics ports."""
+    exposed = re.findall(r"^EXPOSE\s+(.+)$", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    assert {"8000", "9100", "9101"} <= {p for line in exposed for p in line.split()}
+
+
 def _locked(path: Path) -> dict[str, str]:
     pins = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", path.read_text(), flags=re.MULTILINE)
     return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pins}

@@ -32,7 +32,7 @@ K8S = DEPLOY / "k8s"
 PROCESS_COMMANDS = {"up", "worker", "scheduler", "api"}
 # Names that issue 7 (Redis credentials, the job sandbox) adds to the code; deploy/ uses
 # them already. Accepted here only while the code does not know them yet.
-PENDING_SETTINGS = {"GRISTMILL_REDIS_PASSWORD_FILE"}
+PENDING_SETTINGS = {"GRISTMILL_REDIS_PASSWORD_FILE", "GRISTMILL_JOB_DISK_MB"}
 PENDING_FLAGS = {"--unsafe-shared-user"}
 
 ENV_NAME = re.compile(r"\bGRISTMILL_[A-Z0-9_]+\b")
