@@ -11,7 +11,7 @@ import pytest
 from gristmill.client import Gristmill
 from tests.e2e.conftest import Processes, RunningFleet, deadline
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 HELLO = "def main(name: str = 'world'):\n    return f'hello {name}'\n"
 
@@ -60,7 +60,7 @@ def test_rejected_inbox_spec_is_shown_as_such(fleet_up: RunningFleet, gm: Gristm
         out = procs.cli("jobs", "list", "--status", "failure", "--json").stdout
         return [j for j in json.loads(out) if j.get("raw_spec")]
 
-    (job,) = deadline(rejected, 20, "the rejected spec to be recorded")
+    (job,) = deadline(rejected, 60, "the rejected spec to be recorded")
     row = procs.cli("jobs", "list", "--status", "failure").stdout
     assert "rejected inbox spec" in row and "preview" not in row.split(job["id"])[1].split("\n")[0]
     details = procs.cli("job", "get", job["id"]).stdout

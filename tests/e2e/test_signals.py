@@ -31,6 +31,7 @@ pytestmark = pytest.mark.e2e
 BURST_S = 1.0  # signals for this long (or until the process exits), as fast as they go
 ROUNDS = 3
 STOP_WITHIN_S = 15.0
+START_WITHIN_S = 60.0  # a loaded CI machine starts Python slowly; this is not what is tested
 
 
 def _burst(process: subprocess.Popen[bytes]) -> int:
@@ -50,26 +51,26 @@ def _stops_promptly(process: subprocess.Popen[bytes], what: str) -> None:
         pytest.fail(f"{what} still running {STOP_WITHIN_S:g} s after a burst of {sent} signals")
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_worker_stops_on_a_burst_of_signals(procs: Processes, redis_client: redis.Redis) -> None:
     """An idle worker stops within seconds of a signal burst, every time."""
     for i in range(ROUNDS):
         worker = procs.worker("--grace", "2", name=f"worker-{i}")
-        worker_id_of(redis_client, worker.pid)
+        worker_id_of(redis_client, worker.pid, START_WITHIN_S)
         _stops_promptly(worker, f"worker (round {i + 1})")
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_scheduler_stops_on_a_burst_of_signals(procs: Processes, redis_client: redis.Redis) -> None:
     """A scheduler stops within seconds of a signal burst, every time."""
     for i in range(ROUNDS):
         redis_client.delete("gm:schedulers")
         process, _ = procs.start(f"scheduler-{i}", "scheduler")
-        scheduler_registered(redis_client)
+        scheduler_registered(redis_client, START_WITHIN_S)
         _stops_promptly(process, f"scheduler (round {i + 1})")
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_up_stops_on_a_burst_of_signals(procs: Processes, redis_client: redis.Redis,
                                         tmp_path: Path) -> None:
     """`up` stops itself and its children within seconds of a signal burst, every time."""
@@ -81,9 +82,9 @@ def test_up_stops_on_a_burst_of_signals(procs: Processes, redis_client: redis.Re
             "--api-port", "0", env=env, read_stdout=True,
         )
         assert lines is not None
-        lines.expect(r"fleet up", 30)
+        lines.expect(r"fleet up", START_WITHIN_S)
         deadline(lambda: redis_client.zcard("gm:workers") and redis_client.zcard("gm:schedulers"),
-                 20, "up's worker and scheduler to register")
+                 START_WITHIN_S, "up's worker and scheduler to register")
         kids = children(process.pid)
         assert kids
         _stops_promptly(process, f"up (round {i + 1})")
