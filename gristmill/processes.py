@@ -6,12 +6,10 @@ import argparse
 import contextlib
 import os
 import secrets
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlparse
 
@@ -22,6 +20,7 @@ from common.hardening import forbid_inspection
 from common.retry import Backoff
 from common.settings import EMBEDDED_REDIS_PORT, REDIS_URL_FILE, Settings
 from gristmill.client import Gristmill
+from gristmill.stop_signals import StopSignals
 from gristmill.supervisor import Child, Output, json_mode, pump, stop_all
 
 
@@ -91,10 +90,11 @@ def sandbox_for(settings: Settings, ns: argparse.Namespace) -> Any:
                   shared_dirs=tuple(ns.job_shared_dir))
 
 
-def _start(settings: Settings) -> None:
-    """What every long-running process does first: logging, and hiding its environment."""
+def _start(settings: Settings, process: str) -> None:
+    """What every long-running process does first: logging, hiding its environment, metrics."""
     log.configure(settings.log_format, settings.log_level)
     forbid_inspection()
+    metrics.PROCESS_START.labels(process=process).set(time.time())
 
 
 def cmd_api(ns: argparse.Namespace) -> int:
@@ -104,7 +104,7 @@ def cmd_api(ns: argparse.Namespace) -> int:
     from api.services import Services
 
     settings = Settings()
-    _start(settings)
+    _start(settings, "api")
     app = create_app(Services.build(_instance(settings)))
     host, port = ns.host or settings.api_host, ns.port or settings.api_port
     log.get(process="api").info("api listening", url=f"http://{host}:{port}/api/docs")
@@ -135,7 +135,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     from worker.worker import Worker
 
     settings = Settings()
-    _start(settings)
+    _start(settings, "worker")
     sandbox = sandbox_for(settings, ns)  # before any connection: a refusal says why, at once
     gm = _instance(settings)
     worker = Worker(
@@ -154,7 +154,7 @@ def cmd_scheduler(ns: argparse.Namespace) -> int:
     from scheduler.scheduler import Scheduler
 
     settings = Settings()
-    _start(settings)
+    _start(settings, "scheduler")
     gm = _instance(settings)
     scheduler = Scheduler(
         store=gm.store, admission=gm.admission, fleet=gm.fleet, lease_s=settings.worker_lease_s,
@@ -169,24 +169,19 @@ def cmd_scheduler(ns: argparse.Namespace) -> int:
 
 
 def _on_stop(stop: Any, kill: Any, grace_s: float) -> None:
-    """SIGTERM/SIGINT: stop; after ``grace_s`` (or a second signal) kill what still runs."""
-    signals_seen = 0
+    """SIGTERM/SIGINT: stop; after ``grace_s`` (or at a second signal) kill what still runs."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        stop()
-        if kill is None:
-            return
-        if signals_seen > 1:
+    def on_signal(count: int) -> None:
+        if count == 1:
+            stop()
+            if kill is not None:
+                timer = threading.Timer(grace_s, kill)
+                timer.daemon = True
+                timer.start()
+        elif count == 2 and kill is not None:
             kill()
-        else:
-            timer = threading.Timer(grace_s, kill)
-            timer.daemon = True
-            timer.start()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    StopSignals(on_signal).install()
 
 
 # -- up ------------------------------------------------------------------------------------
@@ -271,7 +266,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
     from gristmill.embedded import EmbeddedRedis, port_in_use
 
     settings = Settings()
-    _start(settings)
+    _start(settings, "up")
     out = Output(as_json=json_mode(settings.log_format))
     if ns.api_port and port_in_use(ns.api_port):
         raise ConfigError(f"port {ns.api_port} is taken: pass --api-port (0: no API)")
@@ -309,12 +304,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
             env,
         ))
     stopping = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    StopSignals(lambda count: stopping.set()).install()
     for child in children:
         child.start()
     api = f", API on http://127.0.0.1:{ns.api_port}/api/docs" if ns.api_port else ""
