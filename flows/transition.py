@@ -1,0 +1,651 @@
+"""The pure transition: (definition, state, event) -> (new state, actions).
+
+Nothing here reads a clock, Redis or a random source: ``now`` is passed in,
+expressions go through the given evaluator, job ids and retry jitter are
+derived from the flow id and the step's address. So a transition replayed
+after a crash gives the same state and names the same jobs, and every case is
+tested from a table (``tests/unit/test_flow_transition.py``).
+
+How a flow moves: a frame (the flow, an iteration, a branch) runs its modules
+in order. A leaf module (``rawscript``, ``script``, ``flow``) starts a job and
+waits for its completion event; ``identity``, a skipped or a mocked module
+completes at once; a loop or branch module starts frames of its own and
+completes when they have. When a module completes it may wait for approvals
+(``suspend``), stop its frame (``stop_after_if``), delay the next job
+(``sleep``); then the frame moves on. A failed module is retried by its
+policy, then either continues (``continue_on_error``) or fails its frame, and
+the failure climbs to the flow, which runs its ``failure_module`` if it has
+one. Events for jobs the state no longer waits for are ignored, so an event
+delivered twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flows.errors import ExpressionError
+from flows.expr import Evaluator
+from flows.model import (
+    BranchAll,
+    BranchOne,
+    FlowModule,
+    ForloopFlow,
+    InputTransform,
+    JavascriptTransform,
+    OpenFlow,
+    PathFlow,
+    PathScript,
+    RawScript,
+    WhileloopFlow,
+    bodies_of,
+)
+from flows.retrying import retry_delay_s
+from flows.state import (
+    TERMINAL_MODULE,
+    Action,
+    AwaitResume,
+    Cancel,
+    CancelJobs,
+    EarlyReturn,
+    Event,
+    FlowCompleted,
+    FlowState,
+    FrameState,
+    FrameStatus,
+    JobCompleted,
+    ModuleState,
+    Resumed,
+    Start,
+    StartJob,
+    TimerFired,
+)
+
+MAX_ITERATIONS = 10_000
+FAILURE_ADDR = "!"
+
+
+def initial_state(flow_id: str, args: dict[str, Any]) -> FlowState:
+    """The state of a flow job before its Start event."""
+    return FlowState(flow_id=flow_id, args=args)
+
+
+def step_job_id(flow_id: str, step: str, attempt: int) -> str:
+    """The id of a step job: the same for the same flow, address and attempt."""
+    try:
+        namespace = uuid.UUID(flow_id)
+    except ValueError:
+        namespace = uuid.uuid5(uuid.NAMESPACE_URL, flow_id)
+    return str(uuid.uuid5(namespace, f"{step}#{attempt}"))
+
+
+def advance(flow: OpenFlow, state: FlowState, event: Event, *, now: int,
+            evaluator: Evaluator) -> tuple[FlowState, list[Action]]:
+    """The new state and the actions that ``event`` leads to; ``state`` is left unchanged."""
+    run = _Run(flow, state.model_copy(deep=True), now, evaluator)
+    run.handle(event)
+    # One CancelJobs for everything a transition cancels.
+    canceled = [job for action in run.actions if isinstance(action, CancelJobs) for job in action.jobs]
+    actions: list[Action] = [a for a in run.actions if not isinstance(a, CancelJobs)]
+    if canceled:
+        actions.insert(0, CancelJobs(jobs=canceled))
+    return run.state, actions
+
+
+def _err(name: str, message: str, step: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"name": name, "message": message}
+    if step is not None:
+        error["step_id"] = step
+    return error
+
+
+@dataclass
+class _Cursor:
+    """A frame with its module definitions, and the container module that owns it."""
+
+    frame: FrameState
+    defs: list[FlowModule]
+    parent: _Cursor | None = None
+    owner: FlowModule | None = None
+    owner_state: ModuleState | None = None
+
+
+@dataclass
+class _Run:
+    flow: OpenFlow
+    state: FlowState
+    now: int
+    ev: Evaluator
+    actions: list[Action] = field(default_factory=list)
+    _pumping: set[str] = field(default_factory=set)
+
+    # --- events ---------------------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        if self.state.status != "running":
+            return  # a completed flow takes no more events
+        if isinstance(event, Start):
+            self._start()
+        elif isinstance(event, JobCompleted):
+            self._job_completed(event)
+        elif isinstance(event, Resumed):
+            self._resumed(event)
+        elif isinstance(event, TimerFired):
+            self._timer(event)
+        elif isinstance(event, Cancel):
+            self._cancel(event)
+
+    def _start(self) -> None:
+        if self.state.started:
+            return
+        self.state.started = True
+        self.state.root.input = self.state.args
+        skip = self.flow.value.skip_expr
+        if skip:
+            try:
+                if self.ev.truthy(skip, {"flow_input": self.state.args}, step="skip_expr"):
+                    self.state.stopped = self.state.skipped = True
+                    self._complete("success", result="stopped early")
+                    return
+            except ExpressionError as exc:
+                self._complete("failure", error=_err("ExpressionError", str(exc)))
+                return
+        self._run_frame(_Cursor(self.state.root, self.flow.value.modules))
+
+    def _job_completed(self, event: JobCompleted) -> None:
+        addr = self.state.jobs.pop(event.job, None)
+        if addr is None:
+            return  # a duplicate, or the answer of a job canceled since
+        cur, mdef, ms = self._locate(addr)
+        if event.success:
+            ms.status, ms.result = "success", event.result
+        else:
+            self._leaf_failed(cur, mdef, ms, event.error or _err("Error", "the step failed"))
+        if ms.status != "running":
+            self._run_frame(cur)
+
+    def _resumed(self, event: Resumed) -> None:
+        found = self._find(event.step)
+        if found is None or not found[2].suspended:
+            return
+        cur, mdef, ms = found
+        if not event.approved:
+            self._end_suspend(cur, mdef, ms, "SuspendedDisapproved", f"step {ms.addr} was disapproved")
+            return
+        ms.resumes.append(event.payload)
+        ms.approvers.append(event.approver)
+        assert mdef.suspend is not None
+        if len(ms.resumes) >= mdef.suspend.required_events:
+            ms.suspended = False
+            ms.status = "success"
+            self._run_frame(cur)
+
+    def _timer(self, event: TimerFired) -> None:
+        kind, _, addr = event.key.partition(":")
+        found = self._find(addr) if kind == "suspend" else None
+        if found is None or not found[2].suspended:
+            return
+        cur, mdef, ms = found
+        self._end_suspend(cur, mdef, ms, "SuspendedTimedOut", f"step {ms.addr} was not resumed in time")
+
+    def _end_suspend(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, name: str, message: str) -> None:
+        assert mdef.suspend is not None
+        ms.suspended = False
+        error = _err(name, message, ms.addr)
+        self._fail_module(mdef, ms, error, proceed=mdef.suspend.continue_on_disapprove_timeout)
+        self._run_frame(cur)
+
+    def _cancel(self, event: Cancel) -> None:
+        self._cancel_frame(self.state.root)
+        if self.state.failure_frame is not None:
+            self._cancel_frame(self.state.failure_frame)
+        reason = event.reason or "canceled"
+        self._complete("canceled", error=_err("Canceled", f"{reason} (by {event.by or 'unknown'})"))
+
+    # --- frames -----------------------------------------------------------------------------------------
+
+    def _run_frame(self, cur: _Cursor) -> None:
+        """Move the frame on until it waits for something or ends."""
+        frame = cur.frame
+        while frame.status == "running":
+            if frame.pos >= len(cur.defs):
+                last = frame.modules[-1].result if frame.modules else frame.input
+                self._finish_frame(cur, "success", result=last)
+                return
+            mdef = cur.defs[frame.pos]
+            if len(frame.modules) <= frame.pos:
+                frame.modules.append(ModuleState(id=mdef.id, addr=self._addr(frame, mdef.id)))
+            ms = frame.modules[frame.pos]
+            if ms.status == "waiting":
+                self._enter(cur, mdef, ms)
+            if ms.status not in TERMINAL_MODULE or ms.suspended:
+                return
+            self._settle(cur, mdef, ms)
+            if ms.suspended:
+                return
+
+    def _settle(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState) -> None:
+        """A module of ``cur`` has ended: suspend, stop, sleep, or fail the frame; else move on."""
+        frame = cur.frame
+        if ms.status == "failure" and not ms.continued:
+            self._finish_frame(cur, "failure", error=ms.error)
+            return
+        ctx = self._context(cur, frame.pos)
+        suspend = mdef.suspend
+        if (ms.status == "success" and suspend is not None and suspend.required_events > 0
+                and not ms.skipped and len(ms.resumes) < suspend.required_events):
+            ms.suspended = True
+            timeout_s = suspend.timeout if suspend.timeout is not None else 1800
+            self.actions.append(AwaitResume(
+                step=ms.addr, job=ms.job, required_events=suspend.required_events,
+                timeout_at=self.now + timeout_s * 1000, key=f"suspend:{ms.addr}",
+                user_auth_required=suspend.user_auth_required,
+                self_approval_disabled=suspend.self_approval_disabled,
+            ))
+            return
+        if (self.flow.value.early_return == mdef.id and cur.frame is self.state.root
+                and not self.state.early_returned):
+            self.state.early_returned = True
+            self.actions.append(EarlyReturn(step=ms.addr, result=ms.result))
+        is_loop = isinstance(mdef.value, ForloopFlow | WhileloopFlow)
+        stop = mdef.stop_after_all_iters_if if is_loop else mdef.stop_after_if
+        if stop is not None and not ms.skipped:
+            try:
+                hit = self.ev.truthy(stop.expr, {**ctx, "result": ms.result, "all_iters": ms.result},
+                                     step=ms.addr)
+            except ExpressionError as exc:
+                ms.status, ms.error = "failure", _err("ExpressionError", str(exc), ms.addr)
+                self._finish_frame(cur, "failure", error=ms.error)
+                return
+            if hit:
+                ms.error = None
+                if stop.error_message is not None:
+                    message = stop.error_message or f"Flow early stop: {stop.expr}"
+                    self._finish_frame(cur, "failure", error=_err("FlowEarlyStop", message, ms.addr))
+                else:
+                    if cur.parent is None and stop.skip_if_stopped:
+                        self.state.skipped = True
+                    self._finish_frame(cur, "stopped", result=ms.result)
+                return
+        if mdef.sleep is not None and not ms.skipped:
+            try:
+                seconds = self._transform(mdef.sleep, ctx, f"{ms.addr} (sleep)")
+                frame.not_before = self.now + int(float(seconds or 0) * 1000)
+            except (ExpressionError, TypeError, ValueError) as exc:
+                ms.status, ms.error = "failure", _err("ExpressionError", str(exc), ms.addr)
+                self._finish_frame(cur, "failure", error=ms.error)
+                return
+        frame.pos += 1
+
+    def _finish_frame(self, cur: _Cursor, status: FrameStatus, *, result: Any = None,
+                      error: dict[str, Any] | None = None) -> None:
+        frame = cur.frame
+        frame.status = status
+        frame.result, frame.error = result, error
+        if status == "failure":
+            self._cancel_frame(frame, mark=False)
+        if cur.parent is not None:
+            assert cur.owner is not None and cur.owner_state is not None
+            self._pump(cur.parent, cur.owner, cur.owner_state, continue_parent=True)
+        elif frame is self.state.root:
+            self._root_done()
+        else:
+            self._failure_module_done()
+
+    def _root_done(self) -> None:
+        root = self.state.root
+        if root.status in ("success", "stopped"):
+            self.state.stopped = root.status == "stopped"
+            self._complete("success", result=root.result)
+            return
+        error = root.error or _err("Error", "the flow failed")
+        failure = self.flow.value.failure_module
+        if failure is None:
+            self._complete("failure", error=error)
+            return
+        self.state.error = error
+        self.state.failure_frame = FrameState(addr=FAILURE_ADDR, input=error)
+        self._run_frame(_Cursor(self.state.failure_frame, [failure]))
+
+    def _failure_module_done(self) -> None:
+        frame = self.state.failure_frame
+        assert frame is not None
+        original = self.state.error or _err("Error", "the flow failed")
+        if frame.status in ("success", "stopped"):
+            if isinstance(frame.result, dict) and frame.result.get("recover") is True:
+                self._complete("success", result=frame.result)
+            else:
+                self._complete("failure", error={**original, "failure_module_result": frame.result})
+        else:
+            self._complete("failure", error={**original, "failure_module_error": frame.error})
+
+    def _complete(self, status: Literal["success", "failure", "canceled"], *, result: Any = None,
+                  error: dict[str, Any] | None = None) -> None:
+        self.state.status = status
+        self.state.result, self.state.error = result, error
+        self.actions.append(FlowCompleted(status=status, result=result, error=error))
+
+    # --- entering a module ----------------------------------------------------------------------------
+
+    def _enter(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState) -> None:
+        ctx = self._context(cur, cur.frame.pos)
+        previous = ctx["previous_result"]
+        try:
+            if mdef.skip_if is not None and self.ev.truthy(mdef.skip_if.expr, ctx, step=ms.addr):
+                ms.status, ms.result, ms.skipped = "success", previous, True
+                return
+            if mdef.mock is not None and mdef.mock.enabled:
+                ms.status, ms.result = "success", mdef.mock.return_value
+                return
+            value = mdef.value
+            if isinstance(value, RawScript | PathScript | PathFlow):
+                self._start_job(cur, mdef, ms, ctx)
+            elif isinstance(value, ForloopFlow):
+                self._enter_forloop(cur, mdef, ms, value, ctx)
+            elif isinstance(value, WhileloopFlow):
+                ms.status = "running"
+                self._pump(cur, mdef, ms, continue_parent=False)
+            elif isinstance(value, BranchOne):
+                chosen = len(value.branches)
+                for index, branch in enumerate(value.branches):
+                    if self.ev.truthy(branch.expr, ctx, step=f"{ms.addr} (branch {index})"):
+                        chosen = index
+                        break
+                ms.branch_chosen, ms.status = chosen, "running"
+                self._pump(cur, mdef, ms, continue_parent=False)
+            elif isinstance(value, BranchAll):
+                ms.status = "running"
+                ms.parallelism = max(1, len(value.branches)) if value.parallel else 1
+                self._pump(cur, mdef, ms, continue_parent=False)
+            else:  # identity
+                ms.status, ms.result = "success", previous
+        except ExpressionError as exc:
+            self._cancel_module(ms)
+            self._fail_module(mdef, ms, _err("ExpressionError", str(exc), ms.addr))
+
+    def _enter_forloop(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, value: ForloopFlow,
+                       ctx: dict[str, Any]) -> None:
+        items = self._transform(value.iterator, ctx, f"{ms.addr} (iterator)")
+        if not isinstance(items, list):
+            raise ExpressionError(ms.addr, _expr_of(value.iterator),
+                                  f"the iterator is {type(items).__name__}, not an array")
+        if len(items) > MAX_ITERATIONS:
+            raise ExpressionError(ms.addr, _expr_of(value.iterator),
+                                  f"{len(items)} iterations, more than the limit of {MAX_ITERATIONS}")
+        ms.iterator = items
+        ms.parallelism = 1
+        if value.parallel:
+            raw = value.parallelism
+            limit = raw if isinstance(raw, int) or raw is None else self._transform(
+                raw, ctx, f"{ms.addr} (parallelism)")
+            ms.parallelism = int(limit) if limit else max(1, len(items))
+        ms.status = "running"
+        self._pump(cur, mdef, ms, continue_parent=False)
+
+    def _start_job(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, ctx: dict[str, Any]) -> None:
+        value = mdef.value
+        assert isinstance(value, RawScript | PathScript | PathFlow)
+        args = {name: self._transform(t, ctx, f"{ms.addr} (input {name})")
+                for name, t in value.input_transforms.items()}
+        timeout_s = None
+        if mdef.timeout is not None:
+            raw = self._transform(mdef.timeout, ctx, f"{ms.addr} (timeout)")
+            timeout_s = int(raw) if raw is not None else None
+        ms.attempts += 1
+        ms.status = "running"
+        ms.job = step_job_id(self.state.flow_id, ms.addr, ms.attempts)
+        ms.args, ms.timeout_s = args, timeout_s
+        self._emit_start(cur, mdef, ms, self.now)
+
+    def _emit_start(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, not_before: int) -> None:
+        value = mdef.value
+        assert ms.job is not None and isinstance(value, RawScript | PathScript | PathFlow)
+        priority = mdef.priority if mdef.priority is not None else self.flow.value.priority
+        action = StartJob(
+            job=ms.job, step=ms.addr, module_id=mdef.id, attempt=ms.attempts, kind=value.type,
+            args=ms.args or {}, scheduled_for=max(self.now, not_before, cur.frame.not_before),
+            timeout_s=ms.timeout_s, priority=priority,
+        )
+        if isinstance(value, RawScript):
+            action.language, action.content, action.lock, action.tag = (
+                value.language, value.content, value.lock, value.tag)
+        elif isinstance(value, PathScript):
+            action.script_path, action.script_hash, action.tag = value.path, value.hash, value.tag_override
+        elif isinstance(value, PathFlow):
+            action.flow_path = value.path
+        self.state.jobs[ms.job] = ms.addr
+        self.actions.append(action)
+
+    def _leaf_failed(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, error: dict[str, Any]) -> None:
+        assert ms.job is not None
+        ms.failed_jobs.append(ms.job)
+        delay = retry_delay_s(mdef.retry, len(ms.failed_jobs), ms.job)
+        if delay is not None and mdef.retry is not None and mdef.retry.retry_if is not None:
+            try:
+                ctx = {**self._context(cur, cur.frame.pos), "result": {"error": error}, "error": error}
+                if not self.ev.truthy(mdef.retry.retry_if.expr, ctx, step=f"{ms.addr} (retry_if)"):
+                    delay = None
+            except ExpressionError as exc:
+                error, delay = _err("ExpressionError", str(exc), ms.addr), None
+        if delay is not None:
+            ms.attempts += 1
+            ms.job = step_job_id(self.state.flow_id, ms.addr, ms.attempts)
+            self._emit_start(cur, mdef, ms, self.now + int(delay * 1000))
+            return
+        self._fail_module(mdef, ms, {**error, "step_id": ms.addr})
+
+    def _fail_module(self, mdef: FlowModule, ms: ModuleState, error: dict[str, Any], *,
+                     proceed: bool = False) -> None:
+        """The module failed: its frame fails, unless continue_on_error lets the flow go on."""
+        ms.status, ms.error = "failure", error
+        if proceed or mdef.continue_on_error:
+            ms.result, ms.continued = {"error": error}, True
+        else:
+            ms.result, ms.continued = None, False
+
+    # --- loops and branches -----------------------------------------------------------------------------
+
+    def _pump(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, *, continue_parent: bool) -> None:
+        """Take ended child frames into account and start new ones, until nothing changes.
+
+        A child frame that ends while its container is being pumped (an identity
+        body, say) is picked up by the loop here instead of by recursion, so a
+        long loop of instant iterations does not deepen the stack.
+        """
+        if ms.addr in self._pumping:
+            return
+        self._pumping.add(ms.addr)
+        try:
+            first = 0  # frames before it are all collected: keeps a long loop linear
+            while ms.status == "running":
+                while first < len(ms.frames) and ms.frames[first].collected:
+                    first += 1
+                live = ms.frames[first:]
+                ended = next((f for f in live if f.status != "running" and not f.collected), None)
+                if ended is not None:
+                    ended.collected = True
+                    self._collect(cur, mdef, ms, ended)
+                    continue
+                running = sum(1 for f in live if f.status == "running")
+                total = self._frame_count(mdef, ms)
+                if not ms.broken and running < ms.parallelism and (total is None or len(ms.frames) < total):
+                    self._start_frame(cur, mdef, ms)
+                    continue
+                if running == 0:
+                    self._container_done(mdef, ms)
+                break
+        finally:
+            self._pumping.discard(ms.addr)
+        if continue_parent and ms.status != "running":
+            self._run_frame(cur)
+
+    def _frame_count(self, mdef: FlowModule, ms: ModuleState) -> int | None:
+        value = mdef.value
+        if isinstance(value, ForloopFlow):
+            return len(ms.iterator or [])
+        if isinstance(value, BranchAll):
+            return len(value.branches)
+        if isinstance(value, BranchOne):
+            return 1
+        return None  # a while loop runs until stopped
+
+    def _start_frame(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState) -> None:
+        index = len(ms.frames)
+        value = mdef.value
+        iter_ctx = None
+        if isinstance(value, ForloopFlow):
+            assert ms.iterator is not None
+            iter_ctx = {"index": index, "value": ms.iterator[index]}
+        elif isinstance(value, WhileloopFlow):
+            if index >= MAX_ITERATIONS:
+                limit = _err("LoopLimit", f"more than {MAX_ITERATIONS} iterations", ms.addr)
+                self._fail_module(mdef, ms, limit)
+                return
+            iter_ctx = {"index": index, "value": index}
+        branch = ms.branch_chosen if isinstance(value, BranchOne) else index
+        assert branch is not None
+        previous = self._context(cur, cur.frame.pos)["previous_result"]
+        frame = FrameState(addr=f"{ms.addr}/{branch}", input=previous, iter=iter_ctx,
+                           not_before=cur.frame.not_before)
+        ms.frames.append(frame)
+        self._run_frame(_Cursor(frame, _body(mdef, branch), cur, mdef, ms))
+
+    def _collect(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, frame: FrameState) -> None:
+        """One child frame ended: fail, break or go on."""
+        value = mdef.value
+        if frame.status == "canceled":
+            return
+        if frame.status == "failure":
+            tolerated = (isinstance(value, ForloopFlow | WhileloopFlow) and value.skip_failures) or (
+                isinstance(value, BranchAll) and value.branches[_index_of(frame)].skip_failure)
+            if tolerated:
+                frame.result = None if not isinstance(value, BranchAll) else {"error": frame.error}
+                return
+            for other in ms.frames:
+                if other.status == "running":
+                    self._cancel_frame(other)
+            self._fail_module(mdef, ms, frame.error or _err("Error", "a branch failed", ms.addr))
+            return
+        if isinstance(value, ForloopFlow | WhileloopFlow) and mdef.stop_after_if is not None:
+            ctx = {**self._context(cur, cur.frame.pos), "result": frame.result}
+            try:
+                hit = self.ev.truthy(mdef.stop_after_if.expr, ctx, step=ms.addr)
+            except ExpressionError as exc:
+                self._fail_module(mdef, ms, _err("ExpressionError", str(exc), ms.addr))
+                return
+            if hit:
+                ms.broken = True
+                for other in ms.frames:
+                    if other.status == "running":
+                        self._cancel_frame(other)
+
+    def _container_done(self, mdef: FlowModule, ms: ModuleState) -> None:
+        ended = [f for f in ms.frames if f.status != "canceled"]
+        if isinstance(mdef.value, BranchOne):
+            ms.result = ended[0].result if ended else None
+        else:
+            ms.result = [f.result for f in ended]
+        ms.status = "success"
+
+    # --- canceling --------------------------------------------------------------------------------------
+
+    def _cancel_frame(self, frame: FrameState, *, mark: bool = True) -> None:
+        """Cancel every job still running under ``frame`` (and mark the frame canceled)."""
+        if mark and frame.status == "running":
+            frame.status = "canceled"
+        for ms in frame.modules:
+            self._cancel_module(ms)
+
+    def _cancel_module(self, ms: ModuleState) -> None:
+        if ms.status == "running" or ms.suspended:
+            if ms.job is not None and self.state.jobs.pop(ms.job, None) is not None:
+                self.actions.append(CancelJobs(jobs=[ms.job]))
+            ms.status, ms.suspended = "canceled", False
+        for frame in ms.frames:
+            self._cancel_frame(frame)
+
+    # --- lookups and context ----------------------------------------------------------------------------
+
+    def _addr(self, frame: FrameState, module_id: str) -> str:
+        return f"{frame.addr}/{module_id}" if frame.addr else module_id
+
+    def _find(self, addr: str) -> tuple[_Cursor, FlowModule, ModuleState] | None:
+        try:
+            return self._locate(addr)
+        except (LookupError, ValueError):
+            return None
+
+    def _locate(self, addr: str) -> tuple[_Cursor, FlowModule, ModuleState]:
+        """The module state at ``addr``, its definition and its frame; LookupError if none."""
+        parts = addr.split("/")
+        if parts[0] == FAILURE_ADDR:
+            failure = self.flow.value.failure_module
+            if self.state.failure_frame is None or failure is None:
+                raise LookupError(addr)
+            cur = _Cursor(self.state.failure_frame, [failure])
+            parts = parts[1:]
+        else:
+            cur = _Cursor(self.state.root, self.flow.value.modules)
+        while True:
+            mid = parts[0]
+            mdef = next(m for m in cur.defs if m.id == mid)
+            ms = next(m for m in cur.frame.modules if m.id == mid)
+            if len(parts) == 1:
+                return cur, mdef, ms
+            index = int(parts[1])
+            frame = next(f for f in ms.frames if f.addr == f"{ms.addr}/{index}")
+            cur = _Cursor(frame, _body(mdef, index), cur, mdef, ms)
+            parts = parts[2:]
+
+    def _context(self, cur: _Cursor, pos: int) -> dict[str, Any]:
+        """What expressions of the module at ``pos`` of ``cur`` see."""
+        chain: list[_Cursor] = []
+        walk: _Cursor | None = cur
+        while walk is not None:
+            chain.append(walk)
+            walk = walk.parent
+        flow_input = dict(self.state.args)
+        results: dict[str, Any] = {}
+        for level in reversed(chain):
+            if level.frame.iter is not None:
+                if "iter" in flow_input:
+                    flow_input["iter_parent"] = flow_input["iter"]
+                flow_input["iter"] = level.frame.iter
+            for ms in level.frame.modules:
+                if ms.status == "success" or ms.continued:
+                    results[ms.id] = ms.result
+        frame = cur.frame
+        previous = frame.modules[pos - 1] if 0 < pos <= len(frame.modules) else None
+        ctx: dict[str, Any] = {
+            "flow_input": flow_input,
+            "results": results,
+            "previous_result": previous.result if previous is not None else frame.input,
+        }
+        if previous is not None and previous.resumes:
+            ctx.update(resume=previous.resumes[-1], resumes=previous.resumes, approvers=previous.approvers)
+        else:
+            ctx.update(resume=None, resumes=[], approvers=[])
+        return ctx
+
+    def _transform(self, transform: InputTransform, ctx: dict[str, Any], step: str) -> Any:
+        if isinstance(transform, JavascriptTransform):
+            return self.ev.evaluate(transform.expr, ctx, step=step)
+        return transform.value
+
+
+def _index_of(frame: FrameState) -> int:
+    """The branch or iteration index of a child frame, from its address."""
+    return int(frame.addr.rsplit("/", 1)[1])
+
+
+def _body(mdef: FlowModule, index: int) -> list[FlowModule]:
+    value = mdef.value
+    if isinstance(value, ForloopFlow | WhileloopFlow):
+        return value.modules
+    bodies = bodies_of(value)
+    return bodies[index]
+
+
+def _expr_of(transform: InputTransform) -> str:
+    return transform.expr if isinstance(transform, JavascriptTransform) else repr(transform.value)
