@@ -65,8 +65,10 @@ _BOOTSTRAP = r"""
       const names = Object.keys(ctx);
       let value = compile(src, names)(...names.map((n) => ctx[n]));
       if (asBool) value = Boolean(value);
-      const text = JSON.stringify({ v: value === undefined ? null : value });
-      return text;
+      // What JSON.stringify would leave out (undefined, functions, symbols) is null.
+      const kind = typeof value;
+      const json = kind === "undefined" || kind === "function" || kind === "symbol" ? null : value;
+      return JSON.stringify({ v: json });
     } catch (err) {
       return JSON.stringify({ e: String(err) });
     }
@@ -134,14 +136,14 @@ def js_truthy(value: Any) -> bool:
     return True
 
 
-_MISS = object()
+DEFER = object()  # fast_path: "not a plain path whose every step exists; ask V8"
 
 
 def fast_path(expr: str, context: Mapping[str, Any]) -> Any:
-    """The value of a plain property path whose every step exists, else ``_MISS`` (ask V8)."""
+    """The value of a plain property path whose every step exists, else ``DEFER`` (ask V8)."""
     match = _PATH.fullmatch(expr)
     if match is None or match.group(1) not in context:
-        return _MISS
+        return DEFER
     value = context[match.group(1)]
     for name, index in _SEGMENT.findall(match.group(2)):
         if name and isinstance(value, dict) and name in value:
@@ -149,7 +151,7 @@ def fast_path(expr: str, context: Mapping[str, Any]) -> Any:
         elif index and isinstance(value, list) and int(index) < len(value):
             value = value[int(index)]
         else:
-            return _MISS  # a missing key, or .length and friends: V8 knows the answer
+            return DEFER  # a missing key, or .length and friends: V8 knows the answer
     return js_normalize(value)
 
 
@@ -199,7 +201,7 @@ class JsEngine:
         """The JSON value of ``expr`` in ``context``; ExpressionError naming step, expression, reason."""
         if self.fast:
             value = fast_path(expr, context)
-            if value is not _MISS:
+            if value is not DEFER:
                 return value
         return self._run(expr, context, step, as_bool=False)
 
@@ -207,7 +209,7 @@ class JsEngine:
         """``Boolean(expr)``, as Windmill evaluates branch, skip and stop conditions."""
         if self.fast:
             value = fast_path(expr, context)
-            if value is not _MISS:
+            if value is not DEFER:
                 return js_truthy(value)
         return bool(self._run(expr, context, step, as_bool=True))
 
@@ -236,4 +238,4 @@ class JsEngine:
         decoded = json.loads(answer)
         if "e" in decoded:
             raise ExpressionError(step, expr, str(decoded["e"]))
-        return decoded["v"]
+        return decoded.get("v")
