@@ -48,6 +48,13 @@ key                               type    holds                                 
 ``gm:{schedules}:paths``           SET     every schedule path                        schedule create/delete
 ``gm:{schedules}:due``             ZSET    enabled path -> its queued fire (ms)       scheduler
 ``gm:{schedules}:runs:<path>``     LIST    job ids of its fires, newest first (100)   scheduler
+``gm:{wg:G}:flow:<id>``            HASH    a flow job's ``def``, ``state``, ``version`` flow create / advance
+``gm:{wg:G}:flowevents:<id>``      LIST    the flow's events not yet applied (JSON)   producers / advance
+``gm:{wg:G}:flowoutbox:<id>``      LIST    actions committed, not yet carried out     advance / dispatch
+``gm:{wg:G}:flowq``                LIST    ids of flows with events (one per event)   producers / advancer
+``gm:{wg:G}:flowq:processing:<a>`` LIST    flow ids advancer ``<a>`` is working on    advancer
+``gm:{wg:G}:flowtimers``           ZSET    ``<flow id> <key>`` -> due ms (suspends)    dispatch / timer sweep
+``gm:{wg:G}:flownotify``           LIST    step outcomes to hand to their flows       step completion / fwd
 ================================  ======  =========================================  =======================
 """
 
@@ -106,6 +113,32 @@ class GroupKeys:
 
     def redact(self, job_id: str) -> str:
         return f"{self.prefix}:redact:{job_id}"
+
+    # -- flows whose flow job is in this group (see docs/ARCHITECTURE.md, "Flows") ----------
+
+    def flow(self, flow_id: str) -> str:
+        return f"{self.prefix}:flow:{flow_id}"
+
+    def flow_events(self, flow_id: str) -> str:
+        return f"{self.prefix}:flowevents:{flow_id}"
+
+    def flow_outbox(self, flow_id: str) -> str:
+        return f"{self.prefix}:flowoutbox:{flow_id}"
+
+    @property
+    def flow_queue(self) -> str:
+        return f"{self.prefix}:flowq"
+
+    def flow_processing(self, advancer_id: str) -> str:
+        return f"{self.prefix}:flowq:processing:{advancer_id}"
+
+    @property
+    def flow_timers(self) -> str:
+        return f"{self.prefix}:flowtimers"
+
+    @property
+    def flow_notify(self) -> str:
+        return f"{self.prefix}:flownotify"
 
 
 @dataclass(frozen=True)

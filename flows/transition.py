@@ -93,6 +93,20 @@ def advance(flow: OpenFlow, state: FlowState, event: Event, *, now: int,
     return run.state, actions
 
 
+def fail_flow(state: FlowState, error: dict[str, Any]) -> tuple[FlowState, list[Action]]:
+    """End a running flow as failed (its live steps canceled): what an unexpected error leads to."""
+    if state.status != "running":
+        return state, []
+    failed = state.model_copy(deep=True)
+    actions: list[Action] = []
+    if failed.jobs:
+        actions.append(CancelJobs(jobs=list(failed.jobs)))
+        failed.jobs = {}
+    failed.status, failed.error = "failure", error
+    actions.append(FlowCompleted(status="failure", error=error))
+    return failed, actions
+
+
 def _err(name: str, message: str, step: str | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"name": name, "message": message}
     if step is not None:
@@ -377,9 +391,9 @@ class _Run:
         ms.parallelism = 1
         if value.parallel:
             raw = value.parallelism
-            limit = raw if isinstance(raw, int) or raw is None else self._transform(
-                raw, ctx, f"{ms.addr} (parallelism)")
-            ms.parallelism = int(limit) if limit else max(1, len(items))
+            limit = raw if isinstance(raw, int) or raw is None else _as_int(
+                self._transform(raw, ctx, f"{ms.addr} (parallelism)"), raw, f"{ms.addr} (parallelism)")
+            ms.parallelism = limit if limit and limit > 0 else max(1, len(items))
         ms.status = "running"
         self._pump(cur, mdef, ms, continue_parent=False)
 
@@ -391,7 +405,7 @@ class _Run:
         timeout_s = None
         if mdef.timeout is not None:
             raw = self._transform(mdef.timeout, ctx, f"{ms.addr} (timeout)")
-            timeout_s = int(raw) if raw is not None else None
+            timeout_s = None if raw is None else _as_int(raw, mdef.timeout, f"{ms.addr} (timeout)")
         ms.attempts += 1
         ms.status = "running"
         ms.job = step_job_id(self.state.flow_id, ms.addr, ms.attempts)
@@ -645,6 +659,12 @@ def _body(mdef: FlowModule, index: int) -> list[FlowModule]:
         return value.modules
     bodies = bodies_of(value)
     return bodies[index]
+
+
+def _as_int(value: Any, transform: InputTransform, step: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ExpressionError(step, _expr_of(transform), f"{value!r} is not a number")
+    return int(value)
 
 
 def _expr_of(transform: InputTransform) -> str:

@@ -1,0 +1,29 @@
+-- flow_commit: apply one transition computed from (state at version V, the event at the head).
+--
+-- KEYS[1] gm:{wg:G}:flow:<id>        HASH  def, state, version
+-- KEYS[2] gm:{wg:G}:flowevents:<id>  LIST  pending events; the head is the event applied
+-- KEYS[3] gm:{wg:G}:flowoutbox:<id>  LIST  actions to carry out
+-- ARGV[1] the version the transition read
+-- ARGV[2] the event it applied (exactly the head's text)
+-- ARGV[3] the new state (JSON)
+-- ARGV[4..] the actions (JSON each), appended to the outbox in order
+--
+-- Returns 1 when committed: the state, the removal of the event and the actions are one
+-- step, so an event is applied exactly once. Returns 0, writing nothing, when another
+-- advancer committed first (version or head moved): read again and recompute.
+
+if #KEYS ~= 3 or #ARGV < 3 then
+  return redis.error_reply('ERR flow_commit.lua: wrong number of keys or arguments')
+end
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then
+  return 0
+end
+if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[3], 'version', tonumber(ARGV[1]) + 1)
+redis.call('LPOP', KEYS[2])
+if #ARGV >= 4 then
+  redis.call('RPUSH', KEYS[3], unpack(ARGV, 4))
+end
+return 1

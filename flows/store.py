@@ -1,0 +1,261 @@
+"""Flow state in Redis: one atomic transition per event, actions through an outbox.
+
+Every key of a flow is in its flow job's slot ``{wg:G}`` (``common/keys.py``).
+An event is appended to the flow's ``flowevents`` list (and the flow id to
+the group's ``flowq``). An advancer reads the state, its version and the
+event at the head, computes the transition in Python (the expressions need
+V8, which Lua has not), and commits with ``flow_commit.lua``: the new state,
+the removal of that event and the actions appended to the flow's
+``flowoutbox``, all or nothing, refused if another advancer committed first.
+The actions are then carried out (``dispatch``) and each removed once done;
+they are idempotent (step job ids are derived from flow, step and attempt), so
+a dispatcher that dies midway is simply repeated.
+
+How a step that runs in another group's slot reaches its flow without a
+cross-slot script is written in docs/ARCHITECTURE.md ("Flows"): its outcome
+goes to ``flownotify`` in the step's own slot, and :meth:`FlowStore.forward`
+moves it to the flow's events (at least once; duplicates are ignored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+import redis
+from pydantic import TypeAdapter
+
+from common.clock import Clock, now_ms
+from common.connection import redis_errors
+from common.keys import Keys
+from common.lua import LuaScript
+from flows.expr import Evaluator
+from flows.model import OpenFlow, dump_flow, parse_flow
+from flows.state import (
+    Action,
+    AwaitResume,
+    CancelJobs,
+    EarlyReturn,
+    Event,
+    FlowCompleted,
+    FlowState,
+    JobCompleted,
+    Start,
+    StartJob,
+    TimerFired,
+)
+from flows.transition import advance, fail_flow, initial_state
+
+
+def _script(name: str) -> LuaScript:
+    return LuaScript(name, resources.files("flows").joinpath("lua", f"{name}.lua").read_text())
+
+
+FLOW_CREATE = _script("flow_create")
+FLOW_EVENT = _script("flow_event")
+FLOW_COMMIT = _script("flow_commit")
+FLOW_TIMER = _script("flow_timer")
+POP_IF_HEAD = _script("pop_if_head")
+
+_EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
+_ACTIONS: TypeAdapter[Action] = TypeAdapter(Action)
+_DEF_CACHE_SIZE = 256
+
+
+class StepLauncher(Protocol):
+    """What carries out a flow's actions; each call must be idempotent (it may be repeated)."""
+
+    def start_job(self, flow_id: str, action: StartJob) -> None:
+        """Enqueue the step job ``action.job`` (an id that already exists is not enqueued again)."""
+
+    def cancel_jobs(self, flow_id: str, jobs: list[str]) -> None: ...
+
+    def early_return(self, flow_id: str, action: EarlyReturn) -> None: ...
+
+    def complete_flow(self, flow_id: str, action: FlowCompleted) -> None:
+        """Complete the flow job's record (which notifies a parent flow in turn)."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """A finished step job, on its way from its own slot to its flow's."""
+
+    flow_group: str
+    flow_id: str
+    job: str
+    success: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"g": self.flow_group, "f": self.flow_id, "j": self.job, "s": self.success,
+                           "r": self.result, "e": self.error}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StepOutcome:
+        data = json.loads(text)
+        return cls(data["g"], data["f"], data["j"], data["s"], data.get("r"), data.get("e"))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class FlowStore:
+    """Creates flows, queues their events, applies them one atomic transition at a time."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, evaluator: Evaluator, *,
+                 clock: Clock = now_ms) -> None:
+        self.client = client
+        self.keys = keys
+        self.evaluator = evaluator
+        self.clock = clock
+        self._defs: dict[str, OpenFlow] = {}
+
+    # -- producers ---------------------------------------------------------------------------
+
+    @redis_errors
+    def create(self, group: str, flow_id: str, flow: OpenFlow, args: dict[str, Any]) -> bool:
+        """Store a new flow and queue its start; False if it exists already (nothing changes)."""
+        g = self.keys.group(group)
+        state = initial_state(flow_id, args)
+        created = FLOW_CREATE(self.client, [g.flow(flow_id), g.flow_events(flow_id), g.flow_queue],
+                              [flow_id, dump_flow(flow), state.model_dump_json(), Start().model_dump_json()])
+        return bool(created)
+
+    @redis_errors
+    def send(self, group: str, flow_id: str, event: Event) -> bool:
+        """Queue an event for a flow; False when there is no such flow."""
+        g = self.keys.group(group)
+        return bool(FLOW_EVENT(self.client, [g.flow(flow_id), g.flow_events(flow_id), g.flow_queue],
+                               [flow_id, event.model_dump_json()]))
+
+    @redis_errors
+    def notify(self, step_group: str, outcome: StepOutcome) -> None:
+        """Record a step's outcome in the step's own slot (done by its completion once wired)."""
+        self.client.rpush(self.keys.group(step_group).flow_notify, outcome.to_json())
+
+    @redis_errors
+    def forward(self, step_group: str, limit: int = 100) -> int:
+        """Hand the step outcomes recorded in ``step_group`` to their flows; how many moved.
+
+        Each outcome is pushed to its flow first and removed here after, so a
+        forwarder that dies in between pushes it again: the flow ignores the copy.
+        """
+        notify = self.keys.group(step_group).flow_notify
+        moved = 0
+        for _ in range(limit):
+            head = self.client.lindex(notify, 0)
+            if head is None:
+                break
+            outcome = StepOutcome.from_json(head)
+            self.send(outcome.flow_group, outcome.flow_id, JobCompleted(
+                job=outcome.job, success=outcome.success, result=outcome.result, error=outcome.error))
+            POP_IF_HEAD(self.client, [notify], [head])
+            moved += 1
+        return moved
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @redis_errors
+    def state(self, group: str, flow_id: str) -> FlowState | None:
+        raw = self.client.hget(self.keys.group(group).flow(flow_id), "state")
+        return None if raw is None else FlowState.model_validate_json(raw)
+
+    def _definition(self, text: str) -> OpenFlow:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        flow = self._defs.get(digest)
+        if flow is None:
+            if len(self._defs) >= _DEF_CACHE_SIZE:
+                self._defs.clear()
+            flow = self._defs[digest] = parse_flow(text)
+        return flow
+
+    # -- the advancer ------------------------------------------------------------------------
+
+    @redis_errors
+    def advance_one(self, group: str, flow_id: str) -> bool:
+        """Apply the event at the head of the flow's events; False when there is none.
+
+        Reads, computes and commits; when another advancer committed in between,
+        reads again. The event is removed by the same commit that applies it.
+        """
+        g = self.keys.group(group)
+        keys = [g.flow(flow_id), g.flow_events(flow_id), g.flow_outbox(flow_id)]
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(keys[0], "def", "state", "version")
+            pipe.lindex(keys[1], 0)
+            (definition, raw_state, version), head = pipe.execute()
+            if head is None or raw_state is None:
+                return False
+            state = FlowState.model_validate_json(raw_state)
+            new_state, actions = self._transition(_text(definition), state, _EVENTS.validate_json(head))
+            args = [_text(version), head, new_state.model_dump_json(),
+                    *(a.model_dump_json() for a in actions)]
+            if FLOW_COMMIT(self.client, keys, args):
+                return True
+
+    def _transition(self, definition: str, state: FlowState, event: Event) -> tuple[FlowState, list[Action]]:
+        try:
+            return advance(self._definition(definition), state, event, now=self.clock(),
+                           evaluator=self.evaluator)
+        except Exception as exc:  # a bug must not leave the event at the head forever
+            return fail_flow(state, {"name": "InternalError", "message": f"{type(exc).__name__}: {exc}"})
+
+    @redis_errors
+    def dispatch(self, group: str, flow_id: str, launcher: StepLauncher) -> int:
+        """Carry out the committed actions in order, removing each once done; how many."""
+        g = self.keys.group(group)
+        outbox = g.flow_outbox(flow_id)
+        done = 0
+        while (head := self.client.lindex(outbox, 0)) is not None:
+            action = _ACTIONS.validate_json(head)
+            if isinstance(action, StartJob):
+                launcher.start_job(flow_id, action)
+            elif isinstance(action, CancelJobs):
+                launcher.cancel_jobs(flow_id, action.jobs)
+            elif isinstance(action, AwaitResume):
+                self.client.zadd(g.flow_timers, {f"{flow_id} {action.key}": action.timeout_at})
+            elif isinstance(action, EarlyReturn):
+                launcher.early_return(flow_id, action)
+            elif isinstance(action, FlowCompleted):
+                launcher.complete_flow(flow_id, action)
+            POP_IF_HEAD(self.client, [outbox], [head])
+            done += 1
+        return done
+
+    def process(self, group: str, flow_id: str, launcher: StepLauncher, *, max_events: int = 10_000) -> int:
+        """Apply every pending event of a flow and carry out the actions; how many events."""
+        applied = 0
+        while applied < max_events and self.advance_one(group, flow_id):
+            applied += 1
+            self.dispatch(group, flow_id, launcher)
+        self.dispatch(group, flow_id, launcher)  # left over by a dispatcher that died
+        return applied
+
+    @redis_errors
+    def take(self, group: str, advancer_id: str, timeout_s: float) -> str | None:
+        """Wait for a flow with events; it stays in the advancer's processing list until released."""
+        g = self.keys.group(group)
+        flow_id = self.client.blmove(g.flow_queue, g.flow_processing(advancer_id), timeout_s, "LEFT", "RIGHT")
+        return None if flow_id is None else _text(flow_id)
+
+    @redis_errors
+    def release(self, group: str, advancer_id: str, flow_id: str) -> None:
+        self.client.lrem(self.keys.group(group).flow_processing(advancer_id), 1, flow_id)
+
+    @redis_errors
+    def fire_due_timers(self, group: str, now: int, limit: int = 100) -> int:
+        """Turn due timers (suspend timeouts) into events of their flows; how many fired."""
+        g = self.keys.group(group)
+        fired = 0
+        for member in self.client.zrangebyscore(g.flow_timers, "-inf", now, start=0, num=limit):
+            flow_id, _, key = _text(member).partition(" ")
+            event = TimerFired(key=key).model_dump_json()
+            fired += FLOW_TIMER(self.client, [g.flow_timers, g.flow_events(flow_id), g.flow_queue],
+                                [member, flow_id, event])
+        return fired
