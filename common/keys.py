@@ -53,6 +53,7 @@ key                               type    holds                                 
 ``gm:{wg:G}:flowoutbox:<id>``      LIST    actions committed, not yet carried out     advance / dispatch
 ``gm:{wg:G}:flowq``                LIST    ids of flows with events (one per event)   producers / advancer
 ``gm:{wg:G}:flowq:processing:<a>`` LIST    flow ids advancer ``<a>`` is working on    advancer
+``gm:{wg:G}:flowsrunning``         ZSET    running flow id -> last commit ms          advance / sweep
 ``gm:{wg:G}:flowtimers``           ZSET    ``<flow id> <key>`` -> due ms (suspends)    dispatch / timer sweep
 ``gm:{wg:G}:flownotify``           LIST    step outcomes to hand to their flows       step completion / fwd
 ================================  ======  =========================================  =======================
@@ -131,6 +132,10 @@ class GroupKeys:
 
     def flow_processing(self, advancer_id: str) -> str:
         return f"{self.prefix}:flowq:processing:{advancer_id}"
+
+    @property
+    def flows_running(self) -> str:
+        return f"{self.prefix}:flowsrunning"
 
     @property
     def flow_timers(self) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -79,6 +80,9 @@ class StepLauncher(Protocol):
         """Complete the flow job's record (which notifies a parent flow in turn)."""
 
 
+OutcomeLookup = Callable[[str], "StepOutcome | None"]
+
+
 @dataclass(frozen=True)
 class StepOutcome:
     """A finished step job, on its way from its own slot to its flow's."""
@@ -122,8 +126,9 @@ class FlowStore:
         """Store a new flow and queue its start; False if it exists already (nothing changes)."""
         g = self.keys.group(group)
         state = initial_state(flow_id, args)
-        created = FLOW_CREATE(self.client, [g.flow(flow_id), g.flow_events(flow_id), g.flow_queue],
-                              [flow_id, dump_flow(flow), state.model_dump_json(), Start().model_dump_json()])
+        created = FLOW_CREATE(
+            self.client, [g.flow(flow_id), g.flow_events(flow_id), g.flow_queue, g.flows_running],
+            [flow_id, dump_flow(flow), state.model_dump_json(), Start().model_dump_json(), self.clock()])
         return bool(created)
 
     @redis_errors
@@ -184,7 +189,7 @@ class FlowStore:
         reads again. The event is removed by the same commit that applies it.
         """
         g = self.keys.group(group)
-        keys = [g.flow(flow_id), g.flow_events(flow_id), g.flow_outbox(flow_id)]
+        keys = [g.flow(flow_id), g.flow_events(flow_id), g.flow_outbox(flow_id), g.flows_running]
         while True:
             pipe = self.client.pipeline(transaction=False)
             pipe.hmget(keys[0], "def", "state", "version")
@@ -194,7 +199,8 @@ class FlowStore:
                 return False
             state = FlowState.model_validate_json(raw_state)
             new_state, actions = self._transition(_text(definition), state, _EVENTS.validate_json(head))
-            args = [_text(version), head, new_state.model_dump_json(),
+            terminal = "0" if new_state.status == "running" else "1"
+            args = [_text(version), head, new_state.model_dump_json(), flow_id, self.clock(), terminal,
                     *(a.model_dump_json() for a in actions)]
             if FLOW_COMMIT(self.client, keys, args):
                 return True
@@ -259,3 +265,42 @@ class FlowStore:
             fired += FLOW_TIMER(self.client, [g.flow_timers, g.flow_events(flow_id), g.flow_queue],
                                 [member, flow_id, event])
         return fired
+
+    @redis_errors
+    def recover_advancer(self, group: str, advancer_id: str) -> int:
+        """Give the flows a dead advancer held back to the queue (same slot: one LMOVE each)."""
+        g = self.keys.group(group)
+        moved = 0
+        while self.client.lmove(g.flow_processing(advancer_id), g.flow_queue, "RIGHT", "LEFT") is not None:
+            moved += 1
+        return moved
+
+    @redis_errors
+    def sweep(self, group: str, *, stale_after_ms: int, outcome_of: OutcomeLookup, limit: int = 100) -> int:
+        """Re-deliver the outcomes of finished steps that their flow still waits for.
+
+        The safety net under the hand-off: a flow that has committed nothing for
+        ``stale_after_ms`` has each of its live step jobs looked up (``outcome_of``
+        reads the job's record wherever its group is); a finished one is sent to
+        the flow again. A copy of an event already queued is ignored by the
+        transition, so the sweep never needs to know whether the first delivery
+        was lost. Returns how many outcomes it sent.
+        """
+        g = self.keys.group(group)
+        now = self.clock()
+        sent = 0
+        for raw_id in self.client.zrangebyscore(g.flows_running, "-inf", now - stale_after_ms, start=0,
+                                                num=limit):
+            flow_id = _text(raw_id)
+            state = self.state(group, flow_id)
+            if state is None or state.status != "running":
+                self.client.zrem(g.flows_running, flow_id)
+                continue
+            for job_id in state.jobs:
+                outcome = outcome_of(job_id)
+                if outcome is not None:
+                    sent += self.send(group, flow_id, JobCompleted(
+                        job=job_id, success=outcome.success, result=outcome.result, error=outcome.error))
+            # Looked at now: the next look is one stale period away, unless it commits before.
+            self.client.zadd(g.flows_running, {flow_id: now}, xx=True)
+        return sent

@@ -3,16 +3,20 @@
 -- KEYS[1] gm:{wg:G}:flow:<id>        HASH  def, state, version
 -- KEYS[2] gm:{wg:G}:flowevents:<id>  LIST  pending events; the head is the event applied
 -- KEYS[3] gm:{wg:G}:flowoutbox:<id>  LIST  actions to carry out
+-- KEYS[4] gm:{wg:G}:flowsrunning     ZSET  running flows by last commit (the sweep's index)
 -- ARGV[1] the version the transition read
 -- ARGV[2] the event it applied (exactly the head's text)
 -- ARGV[3] the new state (JSON)
--- ARGV[4..] the actions (JSON each), appended to the outbox in order
+-- ARGV[4] flow id
+-- ARGV[5] now (epoch ms)
+-- ARGV[6] 1 when the new state is terminal (the flow leaves the running index), else 0
+-- ARGV[7..] the actions (JSON each), appended to the outbox in order
 --
 -- Returns 1 when committed: the state, the removal of the event and the actions are one
 -- step, so an event is applied exactly once. Returns 0, writing nothing, when another
 -- advancer committed first (version or head moved): read again and recompute.
 
-if #KEYS ~= 3 or #ARGV < 3 then
+if #KEYS ~= 4 or #ARGV < 6 then
   return redis.error_reply('ERR flow_commit.lua: wrong number of keys or arguments')
 end
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then
@@ -23,7 +27,12 @@ if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'version', tonumber(ARGV[1]) + 1)
 redis.call('LPOP', KEYS[2])
-if #ARGV >= 4 then
-  redis.call('RPUSH', KEYS[3], unpack(ARGV, 4))
+if #ARGV >= 7 then
+  redis.call('RPUSH', KEYS[3], unpack(ARGV, 7))
+end
+if ARGV[6] == '1' then
+  redis.call('ZREM', KEYS[4], ARGV[4])
+else
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 end
 return 1

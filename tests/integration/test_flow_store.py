@@ -136,10 +136,11 @@ def test_a_stale_commit_is_refused_and_writes_nothing(fs: FlowStore, redis_clien
     """flow_commit.lua refuses a transition computed from an old version or another event."""
     fs.create("flows", FLOW, parse_flow(EXAMPLE), {"n": 1})
     g = keys.group("flows")
-    k = [g.flow(FLOW), g.flow_events(FLOW), g.flow_outbox(FLOW)]
+    k = [g.flow(FLOW), g.flow_events(FLOW), g.flow_outbox(FLOW), g.flows_running]
     head = redis_client.lindex(k[1], 0)
-    assert FLOW_COMMIT(redis_client, k, ["7", head, "{}", "x"]) == 0
-    assert FLOW_COMMIT(redis_client, k, ["0", "another event", "{}", "x"]) == 0
+    assert FLOW_COMMIT(redis_client, k, ["7", head, "{}", FLOW, NOW, "1", "x"]) == 0
+    assert FLOW_COMMIT(redis_client, k, ["0", "another event", "{}", FLOW, NOW, "1", "x"]) == 0
+    assert redis_client.zscore(k[3], FLOW) == NOW
     assert redis_client.hget(k[0], "version") == b"0" and redis_client.llen(k[2]) == 0
     assert redis_client.llen(k[1]) == 1
 
@@ -254,3 +255,38 @@ def test_an_unexpected_error_fails_the_flow_instead_of_wedging_it(redis_client: 
     assert [(c.status, (c.error or {}).get("name")) for c in launcher.completed] == [
         ("failure", "InternalError")]
     assert redis_client.llen(keys.group("flows").flow_events(FLOW)) == 0
+
+
+def test_the_sweep_redelivers_an_outcome_lost_between_completion_and_hand_off(
+        redis_client: redis.Redis, keys: Keys, engine: JsEngine) -> None:
+    """A step finished but its outcome never reached the flow: the sweep finds it, once stale."""
+    clock = [NOW]
+    fs = FlowStore(redis_client, keys, engine, clock=lambda: clock[0])
+    fs.create("flows", FLOW, parse_flow(flow(raw("a"), raw("b"))), {})
+    launcher = Launcher()
+    fs.process("flows", FLOW, launcher)
+    (job_a,) = launcher.order
+    records = {job_a: StepOutcome("flows", FLOW, job_a, True, {"v": 1})}  # the step's completed record
+
+    assert fs.sweep("flows", stale_after_ms=10_000, outcome_of=records.get) == 0  # not stale yet
+    clock[0] += 10_000
+    assert fs.sweep("flows", stale_after_ms=10_000, outcome_of=lambda j: None) == 0  # still running
+    clock[0] += 10_000
+    assert fs.sweep("flows", stale_after_ms=10_000, outcome_of=records.get) == 1
+    fs.process("flows", FLOW, launcher)
+    assert [launcher.jobs[j].step for j in launcher.order] == ["a", "b"]
+    job_b = launcher.order[1]
+    fs.send("flows", FLOW, JobCompleted(job=job_b, success=True, result=2))
+    fs.process("flows", FLOW, launcher)
+    assert [c.result for c in launcher.completed] == [2]
+    assert redis_client.zcard(keys.group("flows").flows_running) == 0  # done flows leave the index
+
+
+def test_a_dead_advancers_flows_go_back_to_the_queue(fs: FlowStore, redis_client: redis.Redis,
+                                                     keys: Keys) -> None:
+    """Flows an advancer took and never released are queued again by recover_advancer."""
+    fs.create("flows", FLOW, parse_flow(EXAMPLE), {"n": 1})
+    assert fs.take("flows", "dead", 0.01) == FLOW
+    assert fs.take("flows", "alive", 0.01) is None
+    assert fs.recover_advancer("flows", "dead") == 1
+    assert fs.take("flows", "alive", 0.01) == FLOW
