@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.errors import FlowDefinitionError
+from flows.inputs import schema_problem
 
 LANGUAGES = ("python3", "bash")
 MODULE_TYPES = (
@@ -332,6 +333,9 @@ def parse_flow(data: dict[str, Any] | str | bytes) -> OpenFlow:
     if not isinstance(value, dict):
         raise FlowDefinitionError(["a flow needs a 'value' object with 'modules'"])
     problems = _refusals(value)
+    schema = loaded.get("schema")
+    if isinstance(schema, dict) and (why := schema_problem(schema)) is not None:
+        problems.append(f"schema: {why}")
     if problems:
         raise FlowDefinitionError(problems)
     try:

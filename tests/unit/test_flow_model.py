@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from flows.errors import FlowDefinitionError
+from flows.inputs import FlowInputError, bind_inputs
 from flows.model import ExponentialRetry, ForloopFlow, Retry, StaticTransform, dump_flow, parse_flow
 from flows.retrying import MAX_RETRY_INTERVAL_S, retry_delay_s
 from tests.unit.flow_driver import flow, raw
@@ -153,3 +154,41 @@ def test_random_factor_moves_the_delay_within_its_bounds_and_repeats() -> None:
     assert all(d is not None and 5.0 <= d <= 15.0 for d in delays)
     assert len(set(delays)) > 100
     assert retry_delay_s(policy, 1, "job-7") == delays[7]
+
+
+SCHEMA = {"type": "object", "required": ["n"],
+          "properties": {"n": {"type": "integer", "default": 5}, "tag": {"type": "string"},
+                         "db": {"type": "object", "format": "resource-postgresql"}}}
+
+
+@pytest.mark.parametrize(
+    ("args", "bound", "problem"),
+    [
+        ({}, {"n": 5}, None),
+        ({"n": 2, "tag": "x"}, {"n": 2, "tag": "x"}, None),
+        ({"db": {"host": "h"}}, {"n": 5, "db": {"host": "h"}}, None),  # formats are annotations
+        ({"n": "two"}, None, 'n: "two" is not of type "integer"'),
+        ({"n": 1, "tag": 3}, None, 'tag: 3 is not of type "string"'),
+    ],
+)
+def test_flow_inputs_get_defaults_and_are_checked(args: dict[str, Any], bound: dict[str, Any] | None,
+                                                  problem: str | None) -> None:
+    """The schema's defaults fill missing args; args that do not fit are refused by path."""
+    if problem is None:
+        assert bind_inputs(SCHEMA, args) == bound
+    else:
+        with pytest.raises(FlowInputError) as caught:
+            bind_inputs(SCHEMA, args)
+        assert problem in str(caught.value)
+
+
+def test_required_without_default_is_refused() -> None:
+    """A required input with no default and no value is named."""
+    with pytest.raises(FlowInputError, match='"x" is a required property'):
+        bind_inputs({"type": "object", "required": ["x"], "properties": {"x": {"type": "string"}}}, {})
+
+
+def test_a_broken_schema_refuses_the_flow() -> None:
+    """A schema that is no JSON Schema is refused at deploy, not at the first run."""
+    with pytest.raises(FlowDefinitionError, match="schema: "):
+        parse_flow({**flow(raw("a")), "schema": {"type": "nope"}})
