@@ -46,7 +46,7 @@ def resume_urls(base_url: str, secret: bytes, flow_id: str, step: str, nonce: st
                 expires_ms: int) -> dict[str, str]:
     """``{"resume": url, "cancel": url}`` for one approver of a suspended step."""
     base = base_url.rstrip("/")
-    urls = {}
+    urls: dict[str, str] = {}
     actions: tuple[Action, ...] = ("resume", "cancel")
     for action in actions:
         signature = sign(secret, flow_id, step, nonce, action, expires_ms)
