@@ -48,6 +48,9 @@ key                               type    holds                                 
 ``gm:{schedules}:paths``           SET     every schedule path                        schedule create/delete
 ``gm:{schedules}:due``             ZSET    enabled path -> its queued fire (ms)       scheduler
 ``gm:{schedules}:runs:<path>``     LIST    job ids of its fires, newest first (100)   scheduler
+``gm:{flows}:flow:<hash>``          HASH    one immutable flow version (path, value)   flow deploy
+``gm:{flows}:paths``               HASH    path -> latest flow hash                   flow deploy
+``gm:{flows}:history:<path>``      LIST    flow hashes of a path, oldest first        flow deploy
 ``gm:{wg:G}:flow:<id>``            HASH    a flow job's ``def``, ``state``, ``version`` flow create / advance
 ``gm:{wg:G}:flowevents:<id>``      LIST    the flow's events not yet applied (JSON)   producers / advance
 ``gm:{wg:G}:flowoutbox:<id>``      LIST    actions committed, not yet carried out     advance / dispatch
@@ -197,6 +200,16 @@ class Keys:
 
     def script_history(self, path: str) -> str:
         return f"{self.namespace}:{{scripts}}:history:{path}"
+
+    def flow_version(self, flow_hash: str) -> str:
+        return f"{self.namespace}:{{flows}}:flow:{flow_hash}"
+
+    @property
+    def flow_paths(self) -> str:
+        return f"{self.namespace}:{{flows}}:paths"
+
+    def flow_history(self, path: str) -> str:
+        return f"{self.namespace}:{{flows}}:history:{path}"
 
     # -- identity ({auth}) and items ({items}) ------------------------------------------------
 
