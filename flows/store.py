@@ -198,19 +198,22 @@ class FlowStore:
             if head is None or raw_state is None:
                 return False
             state = FlowState.model_validate_json(raw_state)
-            new_state, actions = self._transition(_text(definition), state, _EVENTS.validate_json(head))
+            new_state, actions = self._transition(_text(definition), raw_state, state,
+                                                  _EVENTS.validate_json(head))
             terminal = "0" if new_state.status == "running" else "1"
             args = [_text(version), head, new_state.model_dump_json(), flow_id, self.clock(), terminal,
                     *(a.model_dump_json() for a in actions)]
             if FLOW_COMMIT(self.client, keys, args):
                 return True
 
-    def _transition(self, definition: str, state: FlowState, event: Event) -> tuple[FlowState, list[Action]]:
+    def _transition(self, definition: str, raw_state: bytes, state: FlowState,
+                    event: Event) -> tuple[FlowState, list[Action]]:
         try:
             return advance(self._definition(definition), state, event, now=self.clock(),
-                           evaluator=self.evaluator)
+                           evaluator=self.evaluator, owned=True)
         except Exception as exc:  # a bug must not leave the event at the head forever
-            return fail_flow(state, {"name": "InternalError", "message": f"{type(exc).__name__}: {exc}"})
+            error = {"name": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
+            return fail_flow(FlowState.model_validate_json(raw_state), error)
 
     @redis_errors
     def dispatch(self, group: str, flow_id: str, launcher: StepLauncher) -> int:

@@ -80,10 +80,17 @@ def step_job_id(flow_id: str, step: str, attempt: int) -> str:
     return str(uuid.uuid5(namespace, f"{step}#{attempt}"))
 
 
-def advance(flow: OpenFlow, state: FlowState, event: Event, *, now: int,
-            evaluator: Evaluator) -> tuple[FlowState, list[Action]]:
-    """The new state and the actions that ``event`` leads to; ``state`` is left unchanged."""
-    run = _Run(flow, state.model_copy(deep=True), now, evaluator)
+def advance(flow: OpenFlow, state: FlowState, event: Event, *, now: int, evaluator: Evaluator,
+            owned: bool = False) -> tuple[FlowState, list[Action]]:
+    """The new state and the actions that ``event`` leads to; ``state`` is left unchanged.
+
+    ``owned=True`` hands ``state`` over to be changed in place (the caller just
+    parsed it and will not look at it again): a large flow's state is then not
+    copied once more.
+    """
+    # A JSON round trip copies far faster than deepcopy (pydantic-core does it).
+    mine = state if owned else FlowState.model_validate_json(state.model_dump_json())
+    run = _Run(flow, mine, now, evaluator)
     run.handle(event)
     # One CancelJobs for everything a transition cancels.
     canceled = [job for action in run.actions if isinstance(action, CancelJobs) for job in action.jobs]
