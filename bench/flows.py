@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> None:
         engine = JsEngine()
         try:
             fs = FlowStore(connect(server.url), Keys("gmbench"), engine)
-            steps = [_step(f"s{i}") for i in range(args.steps)]
-            sequential = {"summary": "bench", "value": {"modules": steps}}
-            totals, overheads = [], []
+            modules = [_step(f"s{i}") for i in range(args.steps)]
+            sequential = {"summary": "bench", "value": {"modules": modules}}
+            totals: list[float] = []
+            overheads: list[float] = []
             for run in range(args.repeat):
                 total, steps, _ = _run(fs, sequential, {"x": 0})
                 if run:
