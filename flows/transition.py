@@ -39,7 +39,6 @@ from flows.model import (
     PathScript,
     RawScript,
     WhileloopFlow,
-    bodies_of,
 )
 from flows.retrying import retry_delay_s
 from flows.state import (
@@ -61,9 +60,9 @@ from flows.state import (
     StartJob,
     TimerFired,
 )
+from flows.tree import FAILURE_ADDR, Cursor, body, context, find, flow_error, index_of, locate, module_addr
 
 MAX_ITERATIONS = 10_000
-FAILURE_ADDR = "!"
 
 
 def initial_state(flow_id: str, args: dict[str, Any]) -> FlowState:
@@ -114,24 +113,6 @@ def fail_flow(state: FlowState, error: dict[str, Any]) -> tuple[FlowState, list[
     return failed, actions
 
 
-def _err(name: str, message: str, step: str | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"name": name, "message": message}
-    if step is not None:
-        error["step_id"] = step
-    return error
-
-
-@dataclass
-class _Cursor:
-    """A frame with its module definitions, and the container module that owns it."""
-
-    frame: FrameState
-    defs: list[FlowModule]
-    parent: _Cursor | None = None
-    owner: FlowModule | None = None
-    owner_state: ModuleState | None = None
-
-
 @dataclass
 class _Run:
     flow: OpenFlow
@@ -170,24 +151,24 @@ class _Run:
                     self._complete("success", result="stopped early")
                     return
             except ExpressionError as exc:
-                self._complete("failure", error=_err("ExpressionError", str(exc)))
+                self._complete("failure", error=flow_error("ExpressionError", str(exc)))
                 return
-        self._run_frame(_Cursor(self.state.root, self.flow.value.modules))
+        self._run_frame(Cursor(self.state.root, self.flow.value.modules))
 
     def _job_completed(self, event: JobCompleted) -> None:
         addr = self.state.jobs.pop(event.job, None)
         if addr is None:
             return  # a duplicate, or the answer of a job canceled since
-        cur, mdef, ms = self._locate(addr)
+        cur, mdef, ms = locate(self.flow, self.state, addr)
         if event.success:
             ms.status, ms.result = "success", event.result
         else:
-            self._leaf_failed(cur, mdef, ms, event.error or _err("Error", "the step failed"))
+            self._leaf_failed(cur, mdef, ms, event.error or flow_error("Error", "the step failed"))
         if ms.status != "running":
             self._run_frame(cur)
 
     def _resumed(self, event: Resumed) -> None:
-        found = self._find(event.step)
+        found = find(self.flow, self.state, event.step)
         if found is None or not found[2].suspended:
             return
         cur, mdef, ms = found
@@ -204,16 +185,16 @@ class _Run:
 
     def _timer(self, event: TimerFired) -> None:
         kind, _, addr = event.key.partition(":")
-        found = self._find(addr) if kind == "suspend" else None
+        found = find(self.flow, self.state, addr) if kind == "suspend" else None
         if found is None or not found[2].suspended:
             return
         cur, mdef, ms = found
         self._end_suspend(cur, mdef, ms, "SuspendedTimedOut", f"step {ms.addr} was not resumed in time")
 
-    def _end_suspend(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, name: str, message: str) -> None:
+    def _end_suspend(self, cur: Cursor, mdef: FlowModule, ms: ModuleState, name: str, message: str) -> None:
         assert mdef.suspend is not None
         ms.suspended = False
-        error = _err(name, message, ms.addr)
+        error = flow_error(name, message, ms.addr)
         self._fail_module(mdef, ms, error, proceed=mdef.suspend.continue_on_disapprove_timeout)
         self._run_frame(cur)
 
@@ -222,11 +203,11 @@ class _Run:
         if self.state.failure_frame is not None:
             self._cancel_frame(self.state.failure_frame)
         reason = event.reason or "canceled"
-        self._complete("canceled", error=_err("Canceled", f"{reason} (by {event.by or 'unknown'})"))
+        self._complete("canceled", error=flow_error("Canceled", f"{reason} (by {event.by or 'unknown'})"))
 
     # --- frames -----------------------------------------------------------------------------------------
 
-    def _run_frame(self, cur: _Cursor) -> None:
+    def _run_frame(self, cur: Cursor) -> None:
         """Move the frame on until it waits for something or ends."""
         frame = cur.frame
         while frame.status == "running":
@@ -236,7 +217,7 @@ class _Run:
                 return
             mdef = cur.defs[frame.pos]
             if len(frame.modules) <= frame.pos:
-                frame.modules.append(ModuleState(id=mdef.id, addr=self._addr(frame, mdef.id)))
+                frame.modules.append(ModuleState(id=mdef.id, addr=module_addr(frame, mdef.id)))
             ms = frame.modules[frame.pos]
             if ms.status == "waiting":
                 self._enter(cur, mdef, ms)
@@ -246,13 +227,13 @@ class _Run:
             if ms.suspended:
                 return
 
-    def _settle(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState) -> None:
+    def _settle(self, cur: Cursor, mdef: FlowModule, ms: ModuleState) -> None:
         """A module of ``cur`` has ended: suspend, stop, sleep, or fail the frame; else move on."""
         frame = cur.frame
         if ms.status == "failure" and not ms.continued:
             self._finish_frame(cur, "failure", error=ms.error)
             return
-        ctx = self._context(cur, frame.pos)
+        ctx = context(self.state.args, cur, frame.pos)
         suspend = mdef.suspend
         if (ms.status == "success" and suspend is not None and suspend.required_events > 0
                 and not ms.skipped and len(ms.resumes) < suspend.required_events):
@@ -276,14 +257,14 @@ class _Run:
                 hit = self.ev.truthy(stop.expr, {**ctx, "result": ms.result, "all_iters": ms.result},
                                      step=ms.addr)
             except ExpressionError as exc:
-                ms.status, ms.error = "failure", _err("ExpressionError", str(exc), ms.addr)
+                ms.status, ms.error = "failure", flow_error("ExpressionError", str(exc), ms.addr)
                 self._finish_frame(cur, "failure", error=ms.error)
                 return
             if hit:
                 ms.error = None
                 if stop.error_message is not None:
                     message = stop.error_message or f"Flow early stop: {stop.expr}"
-                    self._finish_frame(cur, "failure", error=_err("FlowEarlyStop", message, ms.addr))
+                    self._finish_frame(cur, "failure", error=flow_error("FlowEarlyStop", message, ms.addr))
                 else:
                     if cur.parent is None and stop.skip_if_stopped:
                         self.state.skipped = True
@@ -294,12 +275,12 @@ class _Run:
                 seconds = self._transform(mdef.sleep, ctx, f"{ms.addr} (sleep)")
                 frame.not_before = self.now + int(float(seconds or 0) * 1000)
             except (ExpressionError, TypeError, ValueError) as exc:
-                ms.status, ms.error = "failure", _err("ExpressionError", str(exc), ms.addr)
+                ms.status, ms.error = "failure", flow_error("ExpressionError", str(exc), ms.addr)
                 self._finish_frame(cur, "failure", error=ms.error)
                 return
         frame.pos += 1
 
-    def _finish_frame(self, cur: _Cursor, status: FrameStatus, *, result: Any = None,
+    def _finish_frame(self, cur: Cursor, status: FrameStatus, *, result: Any = None,
                       error: dict[str, Any] | None = None) -> None:
         frame = cur.frame
         frame.status = status
@@ -320,19 +301,19 @@ class _Run:
             self.state.stopped = root.status == "stopped"
             self._complete("success", result=root.result)
             return
-        error = root.error or _err("Error", "the flow failed")
+        error = root.error or flow_error("Error", "the flow failed")
         failure = self.flow.value.failure_module
         if failure is None:
             self._complete("failure", error=error)
             return
         self.state.error = error
         self.state.failure_frame = FrameState(addr=FAILURE_ADDR, input=error)
-        self._run_frame(_Cursor(self.state.failure_frame, [failure]))
+        self._run_frame(Cursor(self.state.failure_frame, [failure]))
 
     def _failure_module_done(self) -> None:
         frame = self.state.failure_frame
         assert frame is not None
-        original = self.state.error or _err("Error", "the flow failed")
+        original = self.state.error or flow_error("Error", "the flow failed")
         if frame.status in ("success", "stopped"):
             if isinstance(frame.result, dict) and frame.result.get("recover") is True:
                 self._complete("success", result=frame.result)
@@ -349,8 +330,8 @@ class _Run:
 
     # --- entering a module ----------------------------------------------------------------------------
 
-    def _enter(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState) -> None:
-        ctx = self._context(cur, cur.frame.pos)
+    def _enter(self, cur: Cursor, mdef: FlowModule, ms: ModuleState) -> None:
+        ctx = context(self.state.args, cur, cur.frame.pos)
         previous = ctx["previous_result"]
         try:
             if mdef.skip_if is not None and self.ev.truthy(mdef.skip_if.expr, ctx, step=ms.addr):
@@ -383,9 +364,9 @@ class _Run:
                 ms.status, ms.result = "success", previous
         except ExpressionError as exc:
             self._cancel_module(ms)
-            self._fail_module(mdef, ms, _err("ExpressionError", str(exc), ms.addr))
+            self._fail_module(mdef, ms, flow_error("ExpressionError", str(exc), ms.addr))
 
-    def _enter_forloop(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, value: ForloopFlow,
+    def _enter_forloop(self, cur: Cursor, mdef: FlowModule, ms: ModuleState, value: ForloopFlow,
                        ctx: dict[str, Any]) -> None:
         items = self._transform(value.iterator, ctx, f"{ms.addr} (iterator)")
         if not isinstance(items, list):
@@ -404,7 +385,7 @@ class _Run:
         ms.status = "running"
         self._pump(cur, mdef, ms, continue_parent=False)
 
-    def _start_job(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, ctx: dict[str, Any]) -> None:
+    def _start_job(self, cur: Cursor, mdef: FlowModule, ms: ModuleState, ctx: dict[str, Any]) -> None:
         value = mdef.value
         assert isinstance(value, RawScript | PathScript | PathFlow)
         args = {name: self._transform(t, ctx, f"{ms.addr} (input {name})")
@@ -419,7 +400,7 @@ class _Run:
         ms.args, ms.timeout_s = args, timeout_s
         self._emit_start(cur, mdef, ms, self.now)
 
-    def _emit_start(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, not_before: int) -> None:
+    def _emit_start(self, cur: Cursor, mdef: FlowModule, ms: ModuleState, not_before: int) -> None:
         value = mdef.value
         assert ms.job is not None and isinstance(value, RawScript | PathScript | PathFlow)
         priority = mdef.priority if mdef.priority is not None else self.flow.value.priority
@@ -438,17 +419,18 @@ class _Run:
         self.state.jobs[ms.job] = ms.addr
         self.actions.append(action)
 
-    def _leaf_failed(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, error: dict[str, Any]) -> None:
+    def _leaf_failed(self, cur: Cursor, mdef: FlowModule, ms: ModuleState, error: dict[str, Any]) -> None:
         assert ms.job is not None
         ms.failed_jobs.append(ms.job)
         delay = retry_delay_s(mdef.retry, len(ms.failed_jobs), ms.job)
         if delay is not None and mdef.retry is not None and mdef.retry.retry_if is not None:
             try:
-                ctx = {**self._context(cur, cur.frame.pos), "result": {"error": error}, "error": error}
+                ctx = {**context(self.state.args, cur, cur.frame.pos),
+                       "result": {"error": error}, "error": error}
                 if not self.ev.truthy(mdef.retry.retry_if.expr, ctx, step=f"{ms.addr} (retry_if)"):
                     delay = None
             except ExpressionError as exc:
-                error, delay = _err("ExpressionError", str(exc), ms.addr), None
+                error, delay = flow_error("ExpressionError", str(exc), ms.addr), None
         if delay is not None:
             ms.attempts += 1
             ms.job = step_job_id(self.state.flow_id, ms.addr, ms.attempts)
@@ -467,7 +449,7 @@ class _Run:
 
     # --- loops and branches -----------------------------------------------------------------------------
 
-    def _pump(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, *, continue_parent: bool) -> None:
+    def _pump(self, cur: Cursor, mdef: FlowModule, ms: ModuleState, *, continue_parent: bool) -> None:
         """Take ended child frames into account and start new ones, until nothing changes.
 
         A child frame that ends while its container is being pumped (an identity
@@ -511,7 +493,7 @@ class _Run:
             return 1
         return None  # a while loop runs until stopped
 
-    def _start_frame(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState) -> None:
+    def _start_frame(self, cur: Cursor, mdef: FlowModule, ms: ModuleState) -> None:
         index = len(ms.frames)
         value = mdef.value
         iter_ctx = None
@@ -520,40 +502,40 @@ class _Run:
             iter_ctx = {"index": index, "value": ms.iterator[index]}
         elif isinstance(value, WhileloopFlow):
             if index >= MAX_ITERATIONS:
-                limit = _err("LoopLimit", f"more than {MAX_ITERATIONS} iterations", ms.addr)
+                limit = flow_error("LoopLimit", f"more than {MAX_ITERATIONS} iterations", ms.addr)
                 self._fail_module(mdef, ms, limit)
                 return
             iter_ctx = {"index": index, "value": index}
         branch = ms.branch_chosen if isinstance(value, BranchOne) else index
         assert branch is not None
-        previous = self._context(cur, cur.frame.pos)["previous_result"]
+        previous = context(self.state.args, cur, cur.frame.pos)["previous_result"]
         frame = FrameState(addr=f"{ms.addr}/{branch}", input=previous, iter=iter_ctx,
                            not_before=cur.frame.not_before)
         ms.frames.append(frame)
-        self._run_frame(_Cursor(frame, _body(mdef, branch), cur, mdef, ms))
+        self._run_frame(Cursor(frame, body(mdef, branch), cur, mdef, ms))
 
-    def _collect(self, cur: _Cursor, mdef: FlowModule, ms: ModuleState, frame: FrameState) -> None:
+    def _collect(self, cur: Cursor, mdef: FlowModule, ms: ModuleState, frame: FrameState) -> None:
         """One child frame ended: fail, break or go on."""
         value = mdef.value
         if frame.status == "canceled":
             return
         if frame.status == "failure":
             tolerated = (isinstance(value, ForloopFlow | WhileloopFlow) and value.skip_failures) or (
-                isinstance(value, BranchAll) and value.branches[_index_of(frame)].skip_failure)
+                isinstance(value, BranchAll) and value.branches[index_of(frame)].skip_failure)
             if tolerated:
                 frame.result = None if not isinstance(value, BranchAll) else {"error": frame.error}
                 return
             for other in ms.frames:
                 if other.status == "running":
                     self._cancel_frame(other)
-            self._fail_module(mdef, ms, frame.error or _err("Error", "a branch failed", ms.addr))
+            self._fail_module(mdef, ms, frame.error or flow_error("Error", "a branch failed", ms.addr))
             return
         if isinstance(value, ForloopFlow | WhileloopFlow) and mdef.stop_after_if is not None:
-            ctx = {**self._context(cur, cur.frame.pos), "result": frame.result}
+            ctx = {**context(self.state.args, cur, cur.frame.pos), "result": frame.result}
             try:
                 hit = self.ev.truthy(mdef.stop_after_if.expr, ctx, step=ms.addr)
             except ExpressionError as exc:
-                self._fail_module(mdef, ms, _err("ExpressionError", str(exc), ms.addr))
+                self._fail_module(mdef, ms, flow_error("ExpressionError", str(exc), ms.addr))
                 return
             if hit:
                 ms.broken = True
@@ -586,86 +568,10 @@ class _Run:
         for frame in ms.frames:
             self._cancel_frame(frame)
 
-    # --- lookups and context ----------------------------------------------------------------------------
-
-    def _addr(self, frame: FrameState, module_id: str) -> str:
-        return f"{frame.addr}/{module_id}" if frame.addr else module_id
-
-    def _find(self, addr: str) -> tuple[_Cursor, FlowModule, ModuleState] | None:
-        try:
-            return self._locate(addr)
-        except (LookupError, ValueError):
-            return None
-
-    def _locate(self, addr: str) -> tuple[_Cursor, FlowModule, ModuleState]:
-        """The module state at ``addr``, its definition and its frame; LookupError if none."""
-        parts = addr.split("/")
-        if parts[0] == FAILURE_ADDR:
-            failure = self.flow.value.failure_module
-            if self.state.failure_frame is None or failure is None:
-                raise LookupError(addr)
-            cur = _Cursor(self.state.failure_frame, [failure])
-            parts = parts[1:]
-        else:
-            cur = _Cursor(self.state.root, self.flow.value.modules)
-        while True:
-            mid = parts[0]
-            mdef = next(m for m in cur.defs if m.id == mid)
-            ms = next(m for m in cur.frame.modules if m.id == mid)
-            if len(parts) == 1:
-                return cur, mdef, ms
-            index = int(parts[1])
-            frame = next(f for f in ms.frames if f.addr == f"{ms.addr}/{index}")
-            cur = _Cursor(frame, _body(mdef, index), cur, mdef, ms)
-            parts = parts[2:]
-
-    def _context(self, cur: _Cursor, pos: int) -> dict[str, Any]:
-        """What expressions of the module at ``pos`` of ``cur`` see."""
-        chain: list[_Cursor] = []
-        walk: _Cursor | None = cur
-        while walk is not None:
-            chain.append(walk)
-            walk = walk.parent
-        flow_input = dict(self.state.args)
-        results: dict[str, Any] = {}
-        for level in reversed(chain):
-            if level.frame.iter is not None:
-                if "iter" in flow_input:
-                    flow_input["iter_parent"] = flow_input["iter"]
-                flow_input["iter"] = level.frame.iter
-            for ms in level.frame.modules:
-                if ms.status == "success" or ms.continued:
-                    results[ms.id] = ms.result
-        frame = cur.frame
-        previous = frame.modules[pos - 1] if 0 < pos <= len(frame.modules) else None
-        ctx: dict[str, Any] = {
-            "flow_input": flow_input,
-            "results": results,
-            "previous_result": previous.result if previous is not None else frame.input,
-        }
-        if previous is not None and previous.resumes:
-            ctx.update(resume=previous.resumes[-1], resumes=previous.resumes, approvers=previous.approvers)
-        else:
-            ctx.update(resume=None, resumes=[], approvers=[])
-        return ctx
-
     def _transform(self, transform: InputTransform, ctx: dict[str, Any], step: str) -> Any:
         if isinstance(transform, JavascriptTransform):
             return self.ev.evaluate(transform.expr, ctx, step=step)
         return transform.value
-
-
-def _index_of(frame: FrameState) -> int:
-    """The branch or iteration index of a child frame, from its address."""
-    return int(frame.addr.rsplit("/", 1)[1])
-
-
-def _body(mdef: FlowModule, index: int) -> list[FlowModule]:
-    value = mdef.value
-    if isinstance(value, ForloopFlow | WhileloopFlow):
-        return value.modules
-    bodies = bodies_of(value)
-    return bodies[index]
 
 
 def _as_int(value: Any, transform: InputTransform, step: str) -> int:

@@ -441,3 +441,16 @@ def test_parallel_failure_is_seen_before_earlier_iterations_end() -> None:
     d.answer(d.job_of("l/2/c"))
     assert d.completed is not None and d.completed.status == "failure"
     assert sorted(d.canceled) == sorted([d.job_of("l/0/c").job, d.job_of("l/1/c").job])
+
+
+@pytest.mark.parametrize(
+    "event",
+    [Resumed(step="zz"), Resumed(step="a/0/b"), Resumed(step="b"), Resumed(step=""), Resumed(step="!/x"),
+     TimerFired(key="suspend:nope"), TimerFired(key="garbage"), JobCompleted(job="not-a-job", success=True)],
+)
+def test_events_for_nothing_the_flow_waits_for_are_ignored(
+        event: Resumed | TimerFired | JobCompleted) -> None:
+    """A resume for a wrong or unsuspended step, an unknown timer or job: no change, no error."""
+    d = Driver(_suspend_flow()).run()  # step a suspended, b not reached
+    _, actions = advance(d.flow, d.state, event, now=T0, evaluator=ENGINE)
+    assert actions == []
