@@ -11,7 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flows.model import FlowModule, ForloopFlow, OpenFlow, WhileloopFlow, bodies_of
+from flows.errors import ExpressionError
+from flows.model import (
+    FlowModule,
+    ForloopFlow,
+    InputTransform,
+    JavascriptTransform,
+    OpenFlow,
+    WhileloopFlow,
+    bodies_of,
+)
 from flows.state import FlowState, FrameState, ModuleState
 
 FAILURE_ADDR = "!"
@@ -118,3 +127,15 @@ def context(args: dict[str, Any], cur: Cursor, pos: int) -> dict[str, Any]:
     else:
         ctx.update(resume=None, resumes=[], approvers=[])
     return ctx
+
+
+def as_int(value: Any, transform: InputTransform, step: str) -> int:
+    """A transform's value as a whole number (timeout, parallelism); ExpressionError if none."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ExpressionError(step, expr_of(transform), f"{value!r} is not a number")
+    return int(value)
+
+
+def expr_of(transform: InputTransform) -> str:
+    """The text to name a transform by in an error."""
+    return transform.expr if isinstance(transform, JavascriptTransform) else repr(transform.value)
