@@ -32,7 +32,7 @@ from pydantic import TypeAdapter
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.keys import Keys
-from common.lua import LuaScript
+from common.lua import LuaScript, ScriptArg
 from flows.expr import Evaluator
 from flows.model import OpenFlow, dump_flow, parse_flow
 from flows.state import (
@@ -151,17 +151,25 @@ class FlowStore:
         forwarder that dies in between pushes it again: the flow ignores the copy.
         """
         notify = self.keys.group(step_group).flow_notify
-        moved = 0
-        for _ in range(limit):
-            head = self.client.lindex(notify, 0)
-            if head is None:
-                break
+        heads = self.client.lrange(notify, 0, limit - 1)
+        if not heads:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for head in heads:
             outcome = StepOutcome.from_json(head)
-            self.send(outcome.flow_group, outcome.flow_id, JobCompleted(
-                job=outcome.job, success=outcome.success, result=outcome.result, error=outcome.error))
-            POP_IF_HEAD(self.client, [notify], [head])
-            moved += 1
-        return moved
+            g = self.keys.group(outcome.flow_group)
+            event = JobCompleted(job=outcome.job, success=outcome.success, result=outcome.result,
+                                 error=outcome.error)
+            FLOW_EVENT.queue(pipe, [g.flow(outcome.flow_id), g.flow_events(outcome.flow_id), g.flow_queue],
+                             [outcome.flow_id, event.model_dump_json()])
+        commands = list(pipe.command_stack)
+        try:
+            pipe.execute()
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(FLOW_EVENT.source)
+            pipe.command_stack = commands
+            pipe.execute()
+        return int(POP_IF_HEAD(self.client, [notify], heads))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -181,9 +189,13 @@ class FlowStore:
 
     # -- the advancer ------------------------------------------------------------------------
 
-    @redis_errors
     def advance_one(self, group: str, flow_id: str) -> bool:
-        """Apply the event at the head of the flow's events; False when there is none.
+        """Apply the event at the head of the flow's events; False when there is none."""
+        return self._advance(group, flow_id) is not None
+
+    @redis_errors
+    def _advance(self, group: str, flow_id: str) -> int | None:
+        """Apply the head event; how many events remain after it, or None when there was none.
 
         Reads, computes and commits; when another advancer committed in between,
         reads again. The event is removed by the same commit that applies it.
@@ -196,15 +208,16 @@ class FlowStore:
             pipe.lindex(keys[1], 0)
             (definition, raw_state, version), head = pipe.execute()
             if head is None or raw_state is None:
-                return False
+                return None
             state = FlowState.model_validate_json(raw_state)
             new_state, actions = self._transition(_text(definition), raw_state, state,
                                                   _EVENTS.validate_json(head))
             terminal = "0" if new_state.status == "running" else "1"
             args = [_text(version), head, new_state.model_dump_json(), flow_id, self.clock(), terminal,
                     *(a.model_dump_json() for a in actions)]
-            if FLOW_COMMIT(self.client, keys, args):
-                return True
+            remaining = int(FLOW_COMMIT(self.client, keys, args))
+            if remaining >= 0:
+                return remaining
 
     def _transition(self, definition: str, raw_state: bytes, state: FlowState,
                     event: Event) -> tuple[FlowState, list[Action]]:
@@ -216,34 +229,49 @@ class FlowStore:
             return fail_flow(FlowState.model_validate_json(raw_state), error)
 
     @redis_errors
-    def dispatch(self, group: str, flow_id: str, launcher: StepLauncher) -> int:
-        """Carry out the committed actions in order, removing each once done; how many."""
+    def dispatch(self, group: str, flow_id: str, launcher: StepLauncher, *, batch: int = 100) -> int:
+        """Carry out the committed actions in order, then remove those done; how many."""
         g = self.keys.group(group)
         outbox = g.flow_outbox(flow_id)
         done = 0
-        while (head := self.client.lindex(outbox, 0)) is not None:
-            action = _ACTIONS.validate_json(head)
-            if isinstance(action, StartJob):
-                launcher.start_job(flow_id, action)
-            elif isinstance(action, CancelJobs):
-                launcher.cancel_jobs(flow_id, action.jobs)
-            elif isinstance(action, AwaitResume):
-                self.client.zadd(g.flow_timers, {f"{flow_id} {action.key}": action.timeout_at})
-            elif isinstance(action, EarlyReturn):
-                launcher.early_return(flow_id, action)
-            elif isinstance(action, FlowCompleted):
-                launcher.complete_flow(flow_id, action)
-            POP_IF_HEAD(self.client, [outbox], [head])
-            done += 1
+        while heads := self.client.lrange(outbox, 0, batch - 1):
+            carried: list[ScriptArg] = []
+            try:
+                for head in heads:
+                    self._carry_out(g.flow_timers, flow_id, _ACTIONS.validate_json(head), launcher)
+                    carried.append(head)
+            finally:
+                if carried:  # what was done is not done again, even if the next one failed
+                    POP_IF_HEAD(self.client, [outbox], carried)
+            done += len(carried)
+            if len(heads) < batch:
+                break
         return done
 
+    def _carry_out(self, timers: str, flow_id: str, action: Action, launcher: StepLauncher) -> None:
+        if isinstance(action, StartJob):
+            launcher.start_job(flow_id, action)
+        elif isinstance(action, CancelJobs):
+            launcher.cancel_jobs(flow_id, action.jobs)
+        elif isinstance(action, AwaitResume):
+            self.client.zadd(timers, {f"{flow_id} {action.key}": action.timeout_at})
+        elif isinstance(action, EarlyReturn):
+            launcher.early_return(flow_id, action)
+        elif isinstance(action, FlowCompleted):
+            launcher.complete_flow(flow_id, action)
+
     def process(self, group: str, flow_id: str, launcher: StepLauncher, *, max_events: int = 10_000) -> int:
-        """Apply every pending event of a flow and carry out the actions; how many events."""
+        """Carry out leftover actions, then apply every pending event and its actions; how many events."""
+        self.dispatch(group, flow_id, launcher)  # left over by a dispatcher that died
         applied = 0
-        while applied < max_events and self.advance_one(group, flow_id):
+        while applied < max_events:
+            remaining = self._advance(group, flow_id)
+            if remaining is None:
+                break
             applied += 1
             self.dispatch(group, flow_id, launcher)
-        self.dispatch(group, flow_id, launcher)  # left over by a dispatcher that died
+            if remaining == 0:
+                break
         return applied
 
     @redis_errors

@@ -12,18 +12,18 @@
 -- ARGV[6] 1 when the new state is terminal (the flow leaves the running index), else 0
 -- ARGV[7..] the actions (JSON each), appended to the outbox in order
 --
--- Returns 1 when committed: the state, the removal of the event and the actions are one
--- step, so an event is applied exactly once. Returns 0, writing nothing, when another
--- advancer committed first (version or head moved): read again and recompute.
+-- Returns how many events remain when committed: the state, the removal of the event and
+-- the actions are one step, so an event is applied exactly once. Returns -1, writing
+-- nothing, when another advancer committed first (version or head moved): read again.
 
 if #KEYS ~= 4 or #ARGV < 6 then
   return redis.error_reply('ERR flow_commit.lua: wrong number of keys or arguments')
 end
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then
-  return 0
+  return -1
 end
 if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then
-  return 0
+  return -1
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'version', tonumber(ARGV[1]) + 1)
 redis.call('LPOP', KEYS[2])
@@ -35,4 +35,4 @@ if ARGV[6] == '1' then
 else
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 end
-return 1
+return redis.call('LLEN', KEYS[2])
