@@ -77,19 +77,16 @@ class Containers:
             return
         self._pumping.add(ms.addr)
         try:
-            first = 0  # frames before it are all collected: keeps a long loop linear
             while ms.status == "running":
-                while first < len(ms.frames) and ms.frames[first].collected:
-                    first += 1
-                live = ms.frames[first:]
-                ended = next((f for f in live if f.status != "running" and not f.collected), None)
+                ended = next((i for i, f in enumerate(ms.frames) if f.status != "running"), None)
                 if ended is not None:
-                    ended.collected = True
-                    self._collect(cur, mdef, ms, ended)
+                    frame = ms.frames.pop(ended)
+                    self.state.archived.append(frame)
+                    self._collect(cur, mdef, ms, frame)
                     continue
-                running = sum(1 for f in live if f.status == "running")
+                running = len(ms.frames)  # every frame left is running
                 total = self._frame_count(mdef, ms)
-                if not ms.broken and running < ms.parallelism and (total is None or len(ms.frames) < total):
+                if not ms.broken and running < ms.parallelism and (total is None or ms.started < total):
                     self._start_frame(cur, mdef, ms)
                     continue
                 if running == 0:
@@ -111,7 +108,7 @@ class Containers:
         return None  # a while loop runs until stopped
 
     def _start_frame(self, cur: Cursor, mdef: FlowModule, ms: ModuleState) -> None:
-        index = len(ms.frames)
+        index = ms.started
         value = mdef.value
         iter_ctx = None
         if isinstance(value, ForloopFlow):
@@ -129,6 +126,7 @@ class Containers:
         frame = FrameState(addr=f"{ms.addr}/{branch}", input=previous, iter=iter_ctx,
                            not_before=cur.frame.not_before)
         ms.frames.append(frame)
+        ms.started += 1
         self._run_frame(Cursor(frame, body(mdef, branch), cur, mdef, ms))
 
     def _collect(self, cur: Cursor, mdef: FlowModule, ms: ModuleState, frame: FrameState) -> None:
@@ -140,13 +138,15 @@ class Containers:
             tolerated = (isinstance(value, ForloopFlow | WhileloopFlow) and value.skip_failures) or (
                 isinstance(value, BranchAll) and value.branches[index_of(frame)].skip_failure)
             if tolerated:
-                frame.result = None if not isinstance(value, BranchAll) else {"error": frame.error}
+                failed = {"error": frame.error} if isinstance(value, BranchAll) else None
+                ms.outcomes[index_of(frame)] = failed
                 return
             for other in ms.frames:
                 if other.status == "running":
                     self._cancel_frame(other)
             self._fail_module(mdef, ms, frame.error or flow_error("Error", "a branch failed", ms.addr))
             return
+        ms.outcomes[index_of(frame)] = frame.result
         if isinstance(value, ForloopFlow | WhileloopFlow) and mdef.stop_after_if is not None:
             ctx = {**context(self.state.args, cur, cur.frame.pos), "result": frame.result}
             try:
@@ -161,11 +161,10 @@ class Containers:
                         self._cancel_frame(other)
 
     def _container_done(self, mdef: FlowModule, ms: ModuleState) -> None:
-        ended = [f for f in ms.frames if f.status != "canceled"]
         if isinstance(mdef.value, BranchOne):
-            ms.result = ended[0].result if ended else None
+            ms.result = next(iter(ms.outcomes.values()), None)
         else:
-            ms.result = [f.result for f in ended]
+            ms.result = [ms.outcomes[index] for index in sorted(ms.outcomes)]
         ms.status = "success"
 
     # --- canceling --------------------------------------------------------------------------------------

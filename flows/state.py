@@ -41,8 +41,6 @@ class FrameState(_State):
     error: dict[str, Any] | None = None
     # A step's sleep: no job of this frame starts before this time (epoch ms).
     not_before: int = 0
-    # Its container took its outcome into account (a loop counts each iteration once).
-    collected: bool = False
 
 
 class ModuleState(_State):
@@ -62,10 +60,14 @@ class ModuleState(_State):
     skipped: bool = False
     # A failure that continue_on_error (or a suspend's continue_on_disapprove_timeout) let through.
     continued: bool = False
-    # Loops and branches: the frames of iterations / branches, in index order.
+    # Loops and branches. ``frames``: the iterations / branches still running (or ended and
+    # not yet taken into account); once taken into account a frame's result goes to
+    # ``outcomes`` (by index; none for a canceled one) and the frame to FlowState.archived.
     iterator: list[Any] | None = None
     parallelism: int = 1
+    started: int = 0
     frames: list[FrameState] = []
+    outcomes: dict[int, Any] = {}
     broken: bool = False  # stop_after_if ended the loop
     branch_chosen: int | None = None  # branchone: the branch index; len(branches) is the default
     # Suspend (approval): resume payloads and approvers received so far.
@@ -90,6 +92,10 @@ class FlowState(_State):
     stopped: bool = False
     skipped: bool = False
     early_returned: bool = False
+    # Iteration and branch frames that ended and were taken into account, in that order:
+    # kept out of the state by its store (one hash field each), so an event reads and
+    # writes only the frames that still run, not every iteration of a long loop.
+    archived: list[FrameState] = []
 
 
 # --- events -------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from flows.state import (
     Event,
     FlowCompleted,
     FlowState,
+    FrameState,
     JobCompleted,
     Start,
     StartJob,
@@ -178,6 +179,13 @@ class FlowStore:
         raw = self.client.hget(self.keys.group(group).flow(flow_id), "state")
         return None if raw is None else FlowState.model_validate_json(raw)
 
+    @redis_errors
+    def archived_frames(self, group: str, flow_id: str) -> dict[str, FrameState]:
+        """The iterations and branches of a flow that ended, by address (for the flow's tree)."""
+        fields = self.client.hgetall(self.keys.group(group).flow(flow_id))
+        return {_text(k)[2:]: FrameState.model_validate_json(v) for k, v in fields.items()
+                if _text(k).startswith("f:")}
+
     def _definition(self, text: str) -> OpenFlow:
         digest = hashlib.sha256(text.encode()).hexdigest()
         flow = self._defs.get(digest)
@@ -213,8 +221,12 @@ class FlowStore:
             new_state, actions = self._transition(_text(definition), raw_state, state,
                                                   _EVENTS.validate_json(head))
             terminal = "0" if new_state.status == "running" else "1"
+            archived, new_state.archived = new_state.archived, []
             args = [_text(version), head, new_state.model_dump_json(), flow_id, self.clock(), terminal,
-                    *(a.model_dump_json() for a in actions)]
+                    len(archived)]
+            for frame in archived:
+                args += [f"f:{frame.addr}", frame.model_dump_json()]
+            args += [a.model_dump_json() for a in actions]
             remaining = int(FLOW_COMMIT(self.client, keys, args))
             if remaining >= 0:
                 return remaining

@@ -10,13 +10,15 @@
 -- ARGV[4] flow id
 -- ARGV[5] now (epoch ms)
 -- ARGV[6] 1 when the new state is terminal (the flow leaves the running index), else 0
--- ARGV[7..] the actions (JSON each), appended to the outbox in order
+-- ARGV[7] n, the number of frames archived by this transition
+-- ARGV[8 .. 7+2n] field, frame (JSON) pairs written to the flow's hash (f:<address>)
+-- ARGV[8+2n ..] the actions (JSON each), appended to the outbox in order
 --
 -- Returns how many events remain when committed: the state, the removal of the event and
 -- the actions are one step, so an event is applied exactly once. Returns -1, writing
 -- nothing, when another advancer committed first (version or head moved): read again.
 
-if #KEYS ~= 4 or #ARGV < 6 then
+if #KEYS ~= 4 or #ARGV < 7 or #ARGV < 7 + 2 * tonumber(ARGV[7]) then
   return redis.error_reply('ERR flow_commit.lua: wrong number of keys or arguments')
 end
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then
@@ -27,8 +29,12 @@ if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'version', tonumber(ARGV[1]) + 1)
 redis.call('LPOP', KEYS[2])
-if #ARGV >= 7 then
-  redis.call('RPUSH', KEYS[3], unpack(ARGV, 7))
+local first_action = 8 + 2 * tonumber(ARGV[7])
+if first_action > 8 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 8, first_action - 1))
+end
+if #ARGV >= first_action then
+  redis.call('RPUSH', KEYS[3], unpack(ARGV, first_action))
 end
 if ARGV[6] == '1' then
   redis.call('ZREM', KEYS[4], ARGV[4])

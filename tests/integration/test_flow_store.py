@@ -138,12 +138,12 @@ def test_a_stale_commit_is_refused_and_writes_nothing(fs: FlowStore, redis_clien
     g = keys.group("flows")
     k = [g.flow(FLOW), g.flow_events(FLOW), g.flow_outbox(FLOW), g.flows_running]
     head = redis_client.lindex(k[1], 0)
-    assert FLOW_COMMIT(redis_client, k, ["7", head, "{}", FLOW, NOW, "1", "x"]) == -1
-    assert FLOW_COMMIT(redis_client, k, ["0", "another event", "{}", FLOW, NOW, "1", "x"]) == -1
+    assert FLOW_COMMIT(redis_client, k, ["7", head, "{}", FLOW, NOW, "1", 0, "x"]) == -1
+    assert FLOW_COMMIT(redis_client, k, ["0", "another event", "{}", FLOW, NOW, "1", 0, "x"]) == -1
     assert redis_client.zscore(k[3], FLOW) == NOW
     assert redis_client.hget(k[0], "version") == b"0" and redis_client.llen(k[2]) == 0
     assert redis_client.llen(k[1]) == 1
-    assert FLOW_COMMIT(redis_client, k, ["0", head, "{}", FLOW, NOW, "0"]) == 0  # applied; none left
+    assert FLOW_COMMIT(redis_client, k, ["0", head, "{}", FLOW, NOW, "0", 0]) == 0  # applied; none left
     assert redis_client.hget(k[0], "version") == b"1" and redis_client.llen(k[1]) == 0
 
 
@@ -292,3 +292,18 @@ def test_a_dead_advancers_flows_go_back_to_the_queue(fs: FlowStore, redis_client
     assert fs.take("flows", "alive", 0.01) is None
     assert fs.recover_advancer("flows", "dead") == 1
     assert fs.take("flows", "alive", 0.01) == FLOW
+
+
+def test_ended_iterations_are_kept_beside_the_state(fs: FlowStore, redis_client: redis.Redis,
+                                                    keys: Keys) -> None:
+    """Each archived frame is a field of the flow's hash; the state itself stays small."""
+    doc = flow(loop("l", "[10, 20, 30]", [raw("c", {"v": js("flow_input.iter.value")})], parallel=True))
+    fs.create("flows", FLOW, parse_flow(doc), {})
+    launcher = Launcher()
+    drain(fs, launcher, {})
+    assert [c.result for c in launcher.completed] == [[{"v": 10}, {"v": 20}, {"v": 30}]]
+    frames = fs.archived_frames("flows", FLOW)
+    assert sorted(frames) == ["l/0", "l/1", "l/2"]
+    assert frames["l/1"].modules[0].result == {"v": 20} and frames["l/1"].iter == {"index": 1, "value": 20}
+    state = fs.state("flows", FLOW)
+    assert state is not None and state.root.modules[0].frames == [] and state.archived == []

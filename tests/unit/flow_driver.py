@@ -19,6 +19,7 @@ from flows.state import (
     EarlyReturn,
     Event,
     FlowCompleted,
+    FrameState,
     JobCompleted,
     Start,
     StartJob,
@@ -82,9 +83,13 @@ class Driver:
         self.early: list[EarlyReturn] = []
         self.completed: FlowCompleted | None = None
         self.max_running = 0
+        self.archive: list[FrameState] = []
 
     def send(self, event: Event) -> list[Action]:
         self.state, actions = advance(self.flow, self.state, event, now=self.now, evaluator=ENGINE)
+        # As the store does: ended frames leave the state.
+        self.archive.extend(self.state.archived)
+        self.state.archived = []
         for action in actions:
             if isinstance(action, StartJob):
                 self.started.append(action)

@@ -454,3 +454,17 @@ def test_events_for_nothing_the_flow_waits_for_are_ignored(
     d = Driver(_suspend_flow()).run()  # step a suspended, b not reached
     _, actions = advance(d.flow, d.state, event, now=T0, evaluator=ENGINE)
     assert actions == []
+
+
+def test_ended_iterations_leave_the_state() -> None:
+    """Once taken into account, an iteration's frame is archived: the state keeps only live frames."""
+    d = Driver(flow(loop("l", "Array.from({length: 50}, (_, i) => i)", [raw("c")], parallel=True,
+                         parallelism=static(5)))).start()
+    for _ in range(20):
+        d.answer(d.pending[0])
+    loop_state = d.state.root.modules[0]
+    assert len(loop_state.frames) == 5 and loop_state.started == 25 and len(loop_state.outcomes) == 20
+    d.run()
+    assert sorted(f.addr for f in d.archive) == sorted(f"l/{i}" for i in range(50))
+    assert d.state.root.modules[0].frames == [] and d.completed is not None
+    assert len(d.completed.result) == 50
