@@ -65,6 +65,7 @@ POP_IF_HEAD = _script("pop_if_head")
 _EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
 _ACTIONS: TypeAdapter[Action] = TypeAdapter(Action)
 _DEF_CACHE_SIZE = 256
+DEFAULT_RETENTION_S = 30 * 24 * 3600
 
 
 class StepLauncher(Protocol):
@@ -113,8 +114,9 @@ class FlowStore:
     """Creates flows, queues their events, applies them one atomic transition at a time."""
 
     def __init__(self, client: redis.Redis, keys: Keys, evaluator: Evaluator, *,
-                 clock: Clock = now_ms) -> None:
+                 clock: Clock = now_ms, retention_s: int = DEFAULT_RETENTION_S) -> None:
         self.client = client
+        self.retention_s = retention_s
         self.keys = keys
         self.evaluator = evaluator
         self.clock = clock
@@ -220,7 +222,8 @@ class FlowStore:
             state = FlowState.model_validate_json(raw_state)
             new_state, actions = self._transition(_text(definition), raw_state, state,
                                                   _EVENTS.validate_json(head))
-            terminal = "0" if new_state.status == "running" else "1"
+            # A finished flow's keys live as long as its record (instance setting retention_s).
+            terminal = "0" if new_state.status == "running" else str(max(1, self.retention_s))
             archived, new_state.archived = new_state.archived, []
             args = [_text(version), head, new_state.model_dump_json(), flow_id, self.clock(), terminal,
                     len(archived)]

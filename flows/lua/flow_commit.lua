@@ -9,7 +9,8 @@
 -- ARGV[3] the new state (JSON)
 -- ARGV[4] flow id
 -- ARGV[5] now (epoch ms)
--- ARGV[6] 1 when the new state is terminal (the flow leaves the running index), else 0
+-- ARGV[6] 0 while the flow runs; once its new state is terminal, the retention in seconds:
+--         the flow leaves the running index and its keys expire with its record
 -- ARGV[7] n, the number of frames archived by this transition
 -- ARGV[8 .. 7+2n] field, frame (JSON) pairs written to the flow's hash (f:<address>)
 -- ARGV[8+2n ..] the actions (JSON each), appended to the outbox in order
@@ -36,8 +37,11 @@ end
 if #ARGV >= first_action then
   redis.call('RPUSH', KEYS[3], unpack(ARGV, first_action))
 end
-if ARGV[6] == '1' then
+if ARGV[6] ~= '0' then
   redis.call('ZREM', KEYS[4], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
 else
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 end

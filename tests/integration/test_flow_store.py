@@ -281,7 +281,9 @@ def test_the_sweep_redelivers_an_outcome_lost_between_completion_and_hand_off(
     fs.send("flows", FLOW, JobCompleted(job=job_b, success=True, result=2))
     fs.process("flows", FLOW, launcher)
     assert [c.result for c in launcher.completed] == [2]
-    assert redis_client.zcard(keys.group("flows").flows_running) == 0  # done flows leave the index
+    g = keys.group("flows")
+    assert redis_client.zcard(g.flows_running) == 0  # done flows leave the index
+    assert 0 < redis_client.ttl(g.flow(FLOW)) <= 30 * 24 * 3600  # and expire with the record
 
 
 def test_a_dead_advancers_flows_go_back_to_the_queue(fs: FlowStore, redis_client: redis.Redis,
