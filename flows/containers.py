@@ -148,7 +148,9 @@ class Containers:
             return
         ms.outcomes[index_of(frame)] = frame.result
         if isinstance(value, ForloopFlow | WhileloopFlow) and mdef.stop_after_if is not None:
-            ctx = {**context(self.state.args, cur, cur.frame.pos), "result": frame.result}
+            # Seen from inside the iteration that ended: its iter, its results, and result.
+            inside = Cursor(frame, body(mdef, index_of(frame)), cur, mdef, ms)
+            ctx = {**context(self.state.args, inside, len(frame.modules)), "result": frame.result}
             try:
                 hit = self.ev.truthy(mdef.stop_after_if.expr, ctx, step=ms.addr)
             except ExpressionError as exc:
