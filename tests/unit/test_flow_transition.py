@@ -473,3 +473,15 @@ def test_ended_iterations_leave_the_state() -> None:
     assert sorted(f.addr for f in d.archive) == sorted(f"l/{i}" for i in range(50))
     assert d.state.root.modules[0].frames == [] and d.completed is not None
     assert len(d.completed.result) == 50
+
+
+def test_a_loop_that_continues_on_error_still_cancels_its_running_iterations() -> None:
+    """continue_on_error lets the flow go on; the failed loop's other iterations are canceled, not leaked."""
+    d = Driver(flow(loop("l", "[0, 1, 2]", [raw("c", {"i": js("flow_input.iter.index")})], parallel=True,
+                         continue_on_error=True), raw("d")),
+               steps={"c": fail_if(lambda a: a["i"] == 0)}).start()
+    d.answer(d.job_of("l/0/c"))
+    assert sorted(d.canceled) == sorted([d.job_of("l/1/c").job, d.job_of("l/2/c").job])
+    assert [j.step for j in d.pending] == ["d"]
+    d.run()
+    assert d.completed is not None and d.completed.status == "success" and d.state.jobs == {}
