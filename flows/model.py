@@ -27,6 +27,7 @@ MODULE_TYPES = (
 TRANSFORM_TYPES = ("static", "javascript")
 # A module id is referenced as results.<id> and is one segment of a step address.
 MODULE_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_VAULT_CALL = re.compile(r"(?<![\w$.])(variable|resource)\s*\(")
 DEFAULT_SUSPEND_TIMEOUT_S = 1800
 
 
@@ -229,6 +230,7 @@ def _refusals(flow: dict[str, Any]) -> list[str]:
     for field in _UNSUPPORTED_FLOW_FIELDS:
         if _set(flow.get(field)):
             problems.append(f"flow: {field} is not supported")
+    _check_expr(flow.get("skip_expr"), "flow: skip_expr", problems)
     if flow.get("same_worker"):
         problems.append("flow: same_worker is not supported (steps are independent jobs)")
     seen: set[str] = set()
@@ -261,6 +263,11 @@ def _check_modules(modules: list[Any], problems: list[str], seen: set[str]) -> N
                 problems.append(f"{name}: {field} is not supported")
         for field in ("sleep", "timeout"):
             _check_transform(module.get(field), f"{name}: {field}", problems)
+        for field in ("skip_if", "stop_after_if", "stop_after_all_iters_if"):
+            if isinstance(module.get(field), dict):
+                _check_expr(module[field].get("expr"), f"{name}: {field}", problems)
+        if isinstance(module.get("retry"), dict) and isinstance(module["retry"].get("retry_if"), dict):
+            _check_expr(module["retry"]["retry_if"].get("expr"), f"{name}: retry_if", problems)
         value = module.get("value")
         if isinstance(value, dict):
             _check_value(value, name, problems, seen)
@@ -270,6 +277,15 @@ def _check_transform(transform: Any, where: str, problems: list[str]) -> None:
     if isinstance(transform, dict) and transform.get("type") not in TRANSFORM_TYPES:
         problems.append(f"{where}: input transform type {transform.get('type')!r} is not supported"
                         f" (supported: {', '.join(TRANSFORM_TYPES)})")
+    elif isinstance(transform, dict) and transform.get("type") == "javascript":
+        _check_expr(transform.get("expr"), where, problems)
+
+
+def _check_expr(expr: Any, where: str, problems: list[str]) -> None:
+    """Windmill's variable()/resource() helpers would need the vault inside V8: refused."""
+    if isinstance(expr, str) and (found := _VAULT_CALL.search(expr)):
+        problems.append(f"{where}: {found.group(1)}() in an expression is not supported"
+                        " (pass the value as a flow input instead)")
 
 
 def _check_value(value: dict[str, Any], name: str, problems: list[str], seen: set[str]) -> None:
@@ -301,9 +317,11 @@ def _check_value(value: dict[str, Any], name: str, problems: list[str], seen: se
         bodies.append(value["modules"])
     if isinstance(value.get("default"), list):
         bodies.append(value["default"])
-    for branch in value.get("branches") or []:
+    for index, branch in enumerate(value.get("branches") or []):
         if isinstance(branch, dict) and isinstance(branch.get("modules"), list):
             bodies.append(branch["modules"])
+        if isinstance(branch, dict):
+            _check_expr(branch.get("expr"), f"{name}: branch {index}", problems)
     for body in bodies:
         _check_modules(body, problems, seen)
 

@@ -107,6 +107,12 @@ def _with(module_value: dict[str, Any], **module: Any) -> dict[str, Any]:
          "module 'deep': language 'go' is not supported"),
         (_with({"type": "rawscript", "language": "python3", "input_transforms": {}}),
          "value.modules.0.value.rawscript.content: Field required"),
+        (flow(raw("a", {"k": {"type": "javascript", "expr": "variable('u/ada/key')"}})),
+         "module 'a': input 'k': variable() in an expression is not supported"),
+        (flow(raw("a", skip_if={"expr": "resource ('r/x').on"})),
+         "module 'a': skip_if: resource() in an expression is not supported"),
+        (_with({"type": "branchone", "default": [], "branches": [{"expr": "variable('x')", "modules": []}]}),
+         "module 'a': branch 0: variable() in an expression is not supported"),
         ("[1, 2]", "a flow is a JSON object"),
         ("{not: [valid", "not JSON or YAML"),
     ],
@@ -192,3 +198,8 @@ def test_a_broken_schema_refuses_the_flow() -> None:
     """A schema that is no JSON Schema is refused at deploy, not at the first run."""
     with pytest.raises(FlowDefinitionError, match="schema: "):
         parse_flow({**flow(raw("a")), "schema": {"type": "nope"}})
+
+
+def test_names_that_merely_contain_variable_are_fine() -> None:
+    """Only calls of the helpers are refused, not properties or other names."""
+    parse_flow(flow(raw("a", {"k": {"type": "javascript", "expr": "flow_input.variable + my_variable(1)"}})))
