@@ -147,7 +147,7 @@ class ConstantRetry(_Model):
 class ExponentialRetry(_Model):
     attempts: int = Field(default=0, ge=0)
     multiplier: int = Field(default=1, ge=0)
-    seconds: int = Field(default=1, ge=1)
+    seconds: int = Field(default=1, ge=0)  # the spec says >= 1; exports with 0 are still accepted
     random_factor: int = Field(default=0, ge=0, le=100)
 
 

@@ -203,3 +203,21 @@ def test_a_broken_schema_refuses_the_flow() -> None:
 def test_names_that_merely_contain_variable_are_fine() -> None:
     """Only calls of the helpers are refused, not properties or other names."""
     parse_flow(flow(raw("a", {"k": {"type": "javascript", "expr": "flow_input.variable + my_variable(1)"}})))
+
+
+def test_windmill_editor_exports_parse() -> None:
+    """What Windmill's editor writes: both retry kinds with zero attempts, nulls, editor fields."""
+    doc = {"summary": "", "path": "f/x/y", "edited_by": "ada", "extra_perms": {}, "value": {
+        "modules": [{"id": "a", "summary": "", "value": {
+            "type": "rawscript", "language": "python3", "content": "def main(): pass", "lock": "",
+            "path": "f/x/y/a", "tag": None, "concurrent_limit": None, "input_transforms": {},
+            "is_trigger": False},
+            "retry": {"constant": {"attempts": 0, "seconds": 0},
+                      "exponential": {"attempts": 0, "multiplier": 1, "seconds": 0, "random_factor": 0}},
+            "sleep": {"type": "static", "value": None}, "cache_ttl": None, "mock": {"enabled": False}}],
+        "failure_module": None, "preprocessor_module": None, "same_worker": False, "concurrent_limit": None,
+        "skip_expr": None, "cache_ttl": None, "priority": None, "early_return": None},
+        "schema": {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                   "properties": {}, "required": [], "order": []}}
+    parsed = parse_flow(doc)
+    assert retry_delay_s(parsed.value.modules[0].retry, 1, "j") is None
