@@ -2,8 +2,8 @@
 
 ``constant``: ``attempts`` retries, ``seconds`` apart. ``exponential``: the
 n-th retry waits ``multiplier * seconds ** n`` seconds, moved by up to
-``random_factor`` percent either way. Both are capped (attempts and interval),
-as Windmill caps them.
+``random_factor`` percent either way. Given both, the constant retries come
+first. Both are capped (attempts and interval), as Windmill caps them.
 """
 
 from __future__ import annotations
@@ -23,16 +23,22 @@ def _unit(seed: str) -> float:
 
 
 def retry_delay_s(retry: Retry | None, failures: int, seed: str) -> float | None:
-    """Seconds before the next attempt after ``failures`` failed ones; None when none is left."""
+    """Seconds before the next attempt after ``failures`` failed ones; None when none is left.
+
+    With both kinds, the constant retries come first, then the exponential ones,
+    whose n counts the constant retries too (as Windmill counts them).
+    """
     if retry is None or failures < 1:
         return None
-    if retry.constant is not None and retry.constant.attempts > 0:
-        if failures > min(retry.constant.attempts, MAX_RETRY_ATTEMPTS):
-            return None
-        return float(min(retry.constant.seconds, MAX_RETRY_INTERVAL_S))
+    constant = retry.constant.attempts if retry.constant is not None else 0
     exp = retry.exponential
-    if exp is None or failures > min(exp.attempts, MAX_RETRY_ATTEMPTS):
+    total = constant + (exp.attempts if exp is not None else 0)
+    if failures > min(total, MAX_RETRY_ATTEMPTS):
         return None
+    if failures <= constant:
+        assert retry.constant is not None
+        return float(min(retry.constant.seconds, MAX_RETRY_INTERVAL_S))
+    assert exp is not None
     try:
         delay = float(exp.multiplier * exp.seconds**failures)
     except OverflowError:

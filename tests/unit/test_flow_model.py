@@ -132,6 +132,10 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(caught.value.problems) == 3
 
 
+BOTH = {"constant": {"attempts": 2, "seconds": 1},
+        "exponential": {"attempts": 2, "multiplier": 2, "seconds": 2}}
+
+
 @pytest.mark.parametrize(
     ("retry", "failures", "delay"),
     [
@@ -145,6 +149,11 @@ def test_every_problem_is_reported_at_once() -> None:
          float(MAX_RETRY_INTERVAL_S)),
         ({}, 1, None),
         (None, 1, None),
+        # Both kinds: 2 constant retries, then exponential ones whose n counts those too.
+        (BOTH, 2, 1.0),
+        (BOTH, 3, 2.0 * 2**3),
+        (BOTH, 4, 2.0 * 2**4),
+        (BOTH, 5, None),
     ],
 )
 def test_retry_delays(retry: dict[str, Any] | None, failures: int, delay: float | None) -> None:
