@@ -178,7 +178,9 @@ class AwaitResume(_State):
     required_events: int
     timeout_at: int
     key: str
+    # For the resume endpoint to enforce: who may approve.
     user_auth_required: bool = False
+    user_groups_required: list[str] = []
     self_approval_disabled: bool = False
 
 

@@ -29,6 +29,7 @@ from flows.containers import Containers
 from flows.errors import ExpressionError
 from flows.expr import Evaluator
 from flows.model import (
+    DEFAULT_SUSPEND_TIMEOUT_S,
     BranchAll,
     BranchOne,
     FlowModule,
@@ -236,12 +237,25 @@ class _Run(Containers):
         suspend = mdef.suspend
         if (ms.status == "success" and suspend is not None and suspend.required_events > 0
                 and not ms.skipped and len(ms.resumes) < suspend.required_events):
+            groups: list[str] = []
+            if suspend.user_groups_required is not None:
+                try:
+                    found = self._transform(suspend.user_groups_required, {**ctx, "result": ms.result},
+                                            f"{ms.addr} (user_groups_required)")
+                except ExpressionError as exc:
+                    ms.status, ms.error = "failure", flow_error("ExpressionError", str(exc), ms.addr)
+                    self._finish_frame(cur, "failure", error=ms.error)
+                    return
+                if isinstance(found, list):
+                    groups = [str(group) for group in found]
+                elif found is not None:
+                    groups = [str(found)]
             ms.suspended = True
-            timeout_s = suspend.timeout if suspend.timeout is not None else 1800
+            timeout_s = suspend.timeout if suspend.timeout is not None else DEFAULT_SUSPEND_TIMEOUT_S
             self.actions.append(AwaitResume(
                 step=ms.addr, job=ms.job, required_events=suspend.required_events,
                 timeout_at=self.now + timeout_s * 1000, key=f"suspend:{ms.addr}",
-                user_auth_required=suspend.user_auth_required,
+                user_auth_required=suspend.user_auth_required, user_groups_required=groups,
                 self_approval_disabled=suspend.self_approval_disabled,
             ))
             return

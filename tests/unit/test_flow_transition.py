@@ -485,3 +485,13 @@ def test_a_loop_that_continues_on_error_still_cancels_its_running_iterations() -
     assert [j.step for j in d.pending] == ["d"]
     d.run()
     assert d.completed is not None and d.completed.status == "success" and d.state.jobs == {}
+
+
+def test_suspend_names_who_may_approve() -> None:
+    """user_groups_required is evaluated when the step suspends and travels with the wait."""
+    doc = flow(raw("a", {"team": static("ops")}, suspend={
+        "required_events": 1, "user_auth_required": True, "self_approval_disabled": True,
+        "user_groups_required": js("[result.team, 'admins']")}))
+    (wait,) = Driver(doc).run().awaits
+    assert (wait.user_auth_required, wait.user_groups_required, wait.self_approval_disabled) == (
+        True, ["ops", "admins"], True)
