@@ -28,6 +28,7 @@ import json
 import math
 import re
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -155,6 +156,16 @@ def fast_path(expr: str, context: Mapping[str, Any]) -> Any:
     return js_normalize(value)
 
 
+_LIVE: weakref.WeakSet[JsEngine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # An isolate left open keeps the interpreter from exiting; engines are not kept alive for it.
+    for engine in list(_LIVE):
+        engine.close()
+
+
 class JsEngine:
     """A sandboxed V8 isolate for flow expressions; safe to share between threads."""
 
@@ -168,7 +179,7 @@ class JsEngine:
         # Isolates interrupted by a limit: V8 still answers the interrupted call a little later,
         # and closing before that answer arrives makes mini-racer report it on a closed loop.
         self._retired: list[MiniRacer] = []
-        atexit.register(self.close)
+        _LIVE.add(self)
 
     def close(self) -> None:
         """Free the isolate (a new one is made on the next evaluation)."""
