@@ -34,6 +34,7 @@ from common.connection import redis_errors
 from common.keys import Keys
 from common.lua import LuaScript, ScriptArg
 from flows.expr import Evaluator
+from flows.inputs import bind_inputs
 from flows.model import OpenFlow, dump_flow, parse_flow
 from flows.state import (
     Action,
@@ -126,9 +127,13 @@ class FlowStore:
 
     @redis_errors
     def create(self, group: str, flow_id: str, flow: OpenFlow, args: dict[str, Any]) -> bool:
-        """Store a new flow and queue its start; False if it exists already (nothing changes)."""
+        """Store a new flow and queue its start; False if it exists already (nothing changes).
+
+        The args get the flow schema's defaults and are checked against it first
+        (FlowInputError, a SpecError, lists what does not fit).
+        """
         g = self.keys.group(group)
-        state = initial_state(flow_id, args)
+        state = initial_state(flow_id, bind_inputs(flow.schema_, args))
         created = FLOW_CREATE(
             self.client, [g.flow(flow_id), g.flow_events(flow_id), g.flow_queue, g.flows_running],
             [flow_id, dump_flow(flow), state.model_dump_json(), Start().model_dump_json(), self.clock()])
