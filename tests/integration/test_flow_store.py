@@ -139,12 +139,13 @@ def test_a_stale_commit_is_refused_and_writes_nothing(fs: FlowStore, redis_clien
     g = keys.group("flows")
     k = [g.flow(FLOW), g.flow_events(FLOW), g.flow_outbox(FLOW), g.flows_running]
     head = redis_client.lindex(k[1], 0)
-    assert FLOW_COMMIT(redis_client, k, ["7", head, "{}", FLOW, NOW, "1", 0, "x"]) == -1
-    assert FLOW_COMMIT(redis_client, k, ["0", "another event", "{}", FLOW, NOW, "1", 0, "x"]) == -1
+    assert FLOW_COMMIT(redis_client, k, ["7", head, "{}", FLOW, NOW, "1", 0, "x"]) == [-1]
+    assert FLOW_COMMIT(redis_client, k, ["0", "another event", "{}", FLOW, NOW, "1", 0, "x"]) == [-1]
     assert redis_client.zscore(k[3], FLOW) == NOW
     assert redis_client.hget(k[0], "version") == b"0" and redis_client.llen(k[2]) == 0
     assert redis_client.llen(k[1]) == 1
-    assert FLOW_COMMIT(redis_client, k, ["0", head, "{}", FLOW, NOW, "0", 0]) == 0  # applied; none left
+    # Applied: no event left, and the outbox's head comes back with the answer.
+    assert FLOW_COMMIT(redis_client, k, ["0", head, "{}", FLOW, NOW, "0", 0, "a1", "a2"]) == [0, b"a1", b"a2"]
     assert redis_client.hget(k[0], "version") == b"1" and redis_client.llen(k[1]) == 0
 
 
