@@ -48,16 +48,16 @@ key                               type    holds                                 
 ``gm:{schedules}:paths``           SET     every schedule path                        schedule create/delete
 ``gm:{schedules}:due``             ZSET    enabled path -> its queued fire (ms)       scheduler
 ``gm:{schedules}:runs:<path>``     LIST    job ids of its fires, newest first (100)   scheduler
-``gm:{flows}:flow:<hash>``          HASH    one immutable flow version (path, value)   flow deploy
+``gm:{flows}:flow:<hash>``         HASH    one immutable flow version (path, value)   flow deploy
 ``gm:{flows}:paths``               HASH    path -> latest flow hash                   flow deploy
 ``gm:{flows}:history:<path>``      LIST    flow hashes of a path, oldest first        flow deploy
-``gm:{wg:G}:flow:<id>``            HASH    a flow job's ``def``, ``state``, ``version`` flow create / advance
+``gm:{wg:G}:flow:<id>``            HASH    def, state, version, f:<addr> frames       flow create / advance
 ``gm:{wg:G}:flowevents:<id>``      LIST    the flow's events not yet applied (JSON)   producers / advance
 ``gm:{wg:G}:flowoutbox:<id>``      LIST    actions committed, not yet carried out     advance / dispatch
 ``gm:{wg:G}:flowq``                LIST    ids of flows with events (one per event)   producers / advancer
 ``gm:{wg:G}:flowq:processing:<a>`` LIST    flow ids advancer ``<a>`` is working on    advancer
 ``gm:{wg:G}:flowsrunning``         ZSET    running flow id -> last commit ms          advance / sweep
-``gm:{wg:G}:flowtimers``           ZSET    ``<flow id> <key>`` -> due ms (suspends)    dispatch / timer sweep
+``gm:{wg:G}:flowtimers``           ZSET    ``<flow id> <key>`` -> due ms (suspend)    dispatch / timer sweep
 ``gm:{wg:G}:flownotify``           LIST    step outcomes to hand to their flows       step completion / fwd
 ================================  ======  =========================================  =======================
 """

@@ -34,6 +34,7 @@ from common.connection import redis_errors
 from common.keys import Keys
 from common.lua import LuaScript, ScriptArg
 from flows.expr import Evaluator
+from flows.inputs import bind_inputs
 from flows.model import OpenFlow, dump_flow, parse_flow
 from flows.state import (
     Action,
@@ -65,6 +66,7 @@ POP_IF_HEAD = _script("pop_if_head")
 _EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
 _ACTIONS: TypeAdapter[Action] = TypeAdapter(Action)
 _DEF_CACHE_SIZE = 256
+_COMMIT_OUTBOX_HEADS = 100  # how many actions flow_commit.lua answers (LRANGE 0 99)
 DEFAULT_RETENTION_S = 30 * 24 * 3600
 
 
@@ -126,9 +128,13 @@ class FlowStore:
 
     @redis_errors
     def create(self, group: str, flow_id: str, flow: OpenFlow, args: dict[str, Any]) -> bool:
-        """Store a new flow and queue its start; False if it exists already (nothing changes)."""
+        """Store a new flow and queue its start; False if it exists already (nothing changes).
+
+        The args get the flow schema's defaults and are checked against it first
+        (FlowInputError, a SpecError, lists what does not fit).
+        """
         g = self.keys.group(group)
-        state = initial_state(flow_id, args)
+        state = initial_state(flow_id, bind_inputs(flow.schema_, args))
         created = FLOW_CREATE(
             self.client, [g.flow(flow_id), g.flow_events(flow_id), g.flow_queue, g.flows_running],
             [flow_id, dump_flow(flow), state.model_dump_json(), Start().model_dump_json(), self.clock()])
@@ -204,8 +210,8 @@ class FlowStore:
         return self._advance(group, flow_id) is not None
 
     @redis_errors
-    def _advance(self, group: str, flow_id: str) -> int | None:
-        """Apply the head event; how many events remain after it, or None when there was none.
+    def _advance(self, group: str, flow_id: str) -> tuple[int, list[bytes]] | None:
+        """Apply the head event; (events remaining, the outbox's first actions), or None if none.
 
         Reads, computes and commits; when another advancer committed in between,
         reads again. The event is removed by the same commit that applies it.
@@ -230,9 +236,9 @@ class FlowStore:
             for frame in archived:
                 args += [f"f:{frame.addr}", frame.model_dump_json()]
             args += [a.model_dump_json() for a in actions]
-            remaining = int(FLOW_COMMIT(self.client, keys, args))
-            if remaining >= 0:
-                return remaining
+            reply = FLOW_COMMIT(self.client, keys, args)
+            if int(reply[0]) >= 0:
+                return int(reply[0]), list(reply[1:])
 
     def _transition(self, definition: str, raw_state: bytes, state: FlowState,
                     event: Event) -> tuple[FlowState, list[Action]]:
@@ -250,18 +256,23 @@ class FlowStore:
         outbox = g.flow_outbox(flow_id)
         done = 0
         while heads := self.client.lrange(outbox, 0, batch - 1):
-            carried: list[ScriptArg] = []
-            try:
-                for head in heads:
-                    self._carry_out(g.flow_timers, flow_id, _ACTIONS.validate_json(head), launcher)
-                    carried.append(head)
-            finally:
-                if carried:  # what was done is not done again, even if the next one failed
-                    POP_IF_HEAD(self.client, [outbox], carried)
-            done += len(carried)
+            done += self._carry_out_heads(group, flow_id, heads, launcher)
             if len(heads) < batch:
                 break
         return done
+
+    def _carry_out_heads(self, group: str, flow_id: str, heads: list[bytes], launcher: StepLauncher) -> int:
+        """Carry out these first actions of the outbox, then remove them (those done, in order)."""
+        g = self.keys.group(group)
+        carried: list[ScriptArg] = []
+        try:
+            for head in heads:
+                self._carry_out(g.flow_timers, flow_id, _ACTIONS.validate_json(head), launcher)
+                carried.append(head)
+        finally:
+            if carried:  # what was done is not done again, even if the next one failed
+                POP_IF_HEAD(self.client, [g.flow_outbox(flow_id)], carried)
+        return len(carried)
 
     def _carry_out(self, timers: str, flow_id: str, action: Action, launcher: StepLauncher) -> None:
         if isinstance(action, StartJob):
@@ -280,11 +291,14 @@ class FlowStore:
         self.dispatch(group, flow_id, launcher)  # left over by a dispatcher that died
         applied = 0
         while applied < max_events:
-            remaining = self._advance(group, flow_id)
-            if remaining is None:
+            advanced = self._advance(group, flow_id)
+            if advanced is None:
                 break
             applied += 1
-            self.dispatch(group, flow_id, launcher)
+            remaining, heads = advanced
+            # The commit answered the outbox's head: no read before carrying it out.
+            if heads and self._carry_out_heads(group, flow_id, heads, launcher) == _COMMIT_OUTBOX_HEADS:
+                self.dispatch(group, flow_id, launcher)  # a long outbox: the rest
             if remaining == 0:
                 break
         return applied

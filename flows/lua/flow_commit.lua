@@ -15,18 +15,20 @@
 -- ARGV[8 .. 7+2n] field, frame (JSON) pairs written to the flow's hash (f:<address>)
 -- ARGV[8+2n ..] the actions (JSON each), appended to the outbox in order
 --
--- Returns how many events remain when committed: the state, the removal of the event and
--- the actions are one step, so an event is applied exactly once. Returns -1, writing
--- nothing, when another advancer committed first (version or head moved): read again.
+-- Returns {events remaining, the first 100 actions of the outbox} when committed: the state,
+-- the removal of the event and the actions are one step, so an event is applied exactly
+-- once (and the caller carries the actions out without reading the outbox again).
+-- Returns {-1}, writing nothing, when another advancer committed first (version or head
+-- moved): read again and recompute.
 
 if #KEYS ~= 4 or #ARGV < 7 or #ARGV < 7 + 2 * tonumber(ARGV[7]) then
   return redis.error_reply('ERR flow_commit.lua: wrong number of keys or arguments')
 end
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then
-  return -1
+  return {-1}
 end
 if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then
-  return -1
+  return {-1}
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'version', tonumber(ARGV[1]) + 1)
 redis.call('LPOP', KEYS[2])
@@ -45,4 +47,8 @@ if ARGV[6] ~= '0' then
 else
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 end
-return redis.call('LLEN', KEYS[2])
+local reply = {redis.call('LLEN', KEYS[2])}
+for _, action in ipairs(redis.call('LRANGE', KEYS[3], 0, 99)) do
+  reply[#reply + 1] = action
+end
+return reply

@@ -12,6 +12,7 @@ import redis
 
 from common.keys import Keys
 from flows.expr import JsEngine
+from flows.inputs import FlowInputError
 from flows.model import parse_flow
 from flows.state import EarlyReturn, FlowCompleted, JobCompleted, Resumed, StartJob
 from flows.store import FLOW_COMMIT, FlowStore, StepOutcome
@@ -138,12 +139,13 @@ def test_a_stale_commit_is_refused_and_writes_nothing(fs: FlowStore, redis_clien
     g = keys.group("flows")
     k = [g.flow(FLOW), g.flow_events(FLOW), g.flow_outbox(FLOW), g.flows_running]
     head = redis_client.lindex(k[1], 0)
-    assert FLOW_COMMIT(redis_client, k, ["7", head, "{}", FLOW, NOW, "1", 0, "x"]) == -1
-    assert FLOW_COMMIT(redis_client, k, ["0", "another event", "{}", FLOW, NOW, "1", 0, "x"]) == -1
+    assert FLOW_COMMIT(redis_client, k, ["7", head, "{}", FLOW, NOW, "1", 0, "x"]) == [-1]
+    assert FLOW_COMMIT(redis_client, k, ["0", "another event", "{}", FLOW, NOW, "1", 0, "x"]) == [-1]
     assert redis_client.zscore(k[3], FLOW) == NOW
     assert redis_client.hget(k[0], "version") == b"0" and redis_client.llen(k[2]) == 0
     assert redis_client.llen(k[1]) == 1
-    assert FLOW_COMMIT(redis_client, k, ["0", head, "{}", FLOW, NOW, "0", 0]) == 0  # applied; none left
+    # Applied: no event left, and the outbox's head comes back with the answer.
+    assert FLOW_COMMIT(redis_client, k, ["0", head, "{}", FLOW, NOW, "0", 0, "a1", "a2"]) == [0, b"a1", b"a2"]
     assert redis_client.hget(k[0], "version") == b"1" and redis_client.llen(k[1]) == 0
 
 
@@ -309,3 +311,15 @@ def test_ended_iterations_are_kept_beside_the_state(fs: FlowStore, redis_client:
     assert frames["l/1"].modules[0].result == {"v": 20} and frames["l/1"].iter == {"index": 1, "value": 20}
     state = fs.state("flows", FLOW)
     assert state is not None and state.root.modules[0].frames == [] and state.archived == []
+
+
+def test_create_binds_the_inputs_to_the_schema(fs: FlowStore) -> None:
+    """Defaults fill missing inputs; inputs that do not fit refuse the flow before anything is stored."""
+    doc = {**flow(raw("a", {"n": js("flow_input.n")})),
+           "schema": {"type": "object", "properties": {"n": {"type": "integer", "default": 7}}}}
+    with pytest.raises(FlowInputError, match='n: "x" is not of type "integer"'):
+        fs.create("flows", FLOW, parse_flow(doc), {"n": "x"})
+    assert fs.state("flows", FLOW) is None
+    fs.create("flows", FLOW, parse_flow(doc), {})
+    state = fs.state("flows", FLOW)
+    assert state is not None and state.args == {"n": 7}
