@@ -6,7 +6,6 @@ spec is judged the same way wherever it comes from.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -20,6 +19,7 @@ from common.connection import redis_errors
 from common.errors import AuthError, DuplicateJob, NotFound, PermissionDenied, SpecError
 from common.instance import decode as decode_instance
 from common.keys import Keys
+from common.languages import LANGUAGES
 from common.models import Job, Kind, Status
 from common.permissions import Acl, FolderAcl, Principal, may_run_as, require, require_author
 from common.scripts import ScriptStore
@@ -198,26 +198,38 @@ class Admission:
 
     @redis_errors
     def reject(self, raw: bytes | str, message: str) -> str:
-        """Record a spec that was refused, with the error and the raw spec kept."""
-        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-        try:
-            data: Any = json.loads(text)
-        except ValueError:
-            data = None
+        """Record a spec that was refused, with the error and the raw spec kept.
+
+        Whatever ``raw`` holds, this writes a record: every field is built from
+        checked values only (the raw text is kept redacted and bounded,
+        :func:`common.spec.keep_raw`), so the rejection cannot fail the way the
+        admission did.
+        """
+        data = specs.decode_lenient(raw)
         fields = data if isinstance(data, dict) else {}
-        tag = fields.get("tag") if isinstance(fields.get("tag"), str) else ""
-        language = fields.get("language") if isinstance(fields.get("language"), str) else ""
-        producer_id = specs.salvage_id(text)
+        tag = fields.get("tag")
+        tag = tag if isinstance(tag, str) and NAME_PATTERN.fullmatch(tag) else ""
+        language = fields.get("language")
+        language = language if isinstance(language, str) and language in LANGUAGES else ""
+        args = fields.get("args")
+        try:
+            specs.check_json(args)
+        except ValueError:
+            args = None
+        kept = specs.keep_raw(raw)
+        token = fields.get("token")
+        if isinstance(token, str) and token:
+            kept = kept.replace(specs.safe_text(token), specs.REDACTED)
+        producer_id = specs.salvage_id(fields)
         now = self.clock()
         job = Job(
             id=producer_id or str(uuid.uuid4()), kind=specs.guess_kind(data),
-            status=Status.FAILURE, tag=tag or "", language=language or "",
-            group=self.route(tag) if tag and NAME_PATTERN.fullmatch(tag) else self.route(""),
+            status=Status.FAILURE, tag=tag, language=language, group=self.route(tag),
             scheduled_for=now, created_at=now, completed_at=now, created_by=INBOX_USER,
-            permissioned_as=INBOX_USER,
-            args=fields["args"] if isinstance(fields.get("args"), dict) else {},
-            error={"name": "InvalidSpec", "message": message, "traceback": ""},
-            raw_spec=text,
+            permissioned_as=INBOX_USER, args=args if isinstance(args, dict) else {},
+            error={"name": "InvalidSpec", "traceback": "",
+                   "message": specs.safe_text(message, specs.MAX_ERROR_MESSAGE)},
+            raw_spec=kept,
         )
         retention = decode_instance(self.store.client.hgetall(self.keys.settings)).retention_s
         return self.store.reject(job, retention_s=retention, fresh_id=producer_id is None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 from urllib.parse import urlparse
@@ -18,8 +19,40 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# Server states that pass: the command was refused, nothing was done, and the same
+# command succeeds later (UNBLOCKED: a blocking call cut short by a failover).
+# redis-py maps some to classes; the rest keep their code.
+_PASSING_STATES = (
+    redis.exceptions.OutOfMemoryError,  # OOM: at maxmemory with noeviction
+    redis.exceptions.ReadOnlyError,  # READONLY: a replica (failover in progress)
+    redis.exceptions.ClusterDownError,  # MASTERDOWN (a subclass), CLUSTERDOWN
+    redis.exceptions.TryAgainError,  # TRYAGAIN: a slot migrating
+)
+_PASSING_CODES = re.compile(
+    r"(?:^|caused error: )(BUSY|MASTERDOWN|MISCONF|NOREPLICAS|LOADING|TRYAGAIN|CLUSTERDOWN|UNBLOCKED)\b"
+)
+_ADVICE = {
+    redis.exceptions.OutOfMemoryError: "Redis is at its maxmemory limit: free memory (shorter "
+    "retention_s, fewer queued jobs) or raise maxmemory",
+    redis.exceptions.ReadOnlyError: "Redis is a read-only replica (a failover?): point "
+    "GRISTMILL_REDIS_URL at the primary",
+}
+
+
+def passing_state(exc: BaseException) -> bool:
+    """True for a Redis error that says the server cannot serve now, not that we erred."""
+    if isinstance(exc, _PASSING_STATES):
+        return True
+    return isinstance(exc, redis.exceptions.ResponseError) and bool(_PASSING_CODES.search(str(exc)))
+
+
 def redis_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Convert redis-py connection errors into :class:`RedisUnavailable`."""
+    """Convert redis-py errors that a retry can outlive into :class:`RedisUnavailable`.
+
+    That is a lost or refused connection, a timeout, and the server states of
+    :func:`passing_state` (OOM, READONLY, LOADING, BUSY, MASTERDOWN, ...). Other
+    errors (a wrong type, a script bug) stay what they are: retrying cannot help.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -35,14 +68,33 @@ def redis_errors(func: Callable[P, R]) -> Callable[P, R]:
                 f"Redis is unreachable ({exc}): is `gristmill up` running, or "
                 "GRISTMILL_REDIS_URL set to a running server?"
             ) from exc
+        except redis.exceptions.RedisError as exc:
+            if not passing_state(exc):
+                raise
+            advice = _ADVICE.get(type(exc), "retrying until it passes")
+            raise RedisUnavailable(f"Redis refused the command ({exc}): {advice}") from exc
 
     return wrapper
 
 
+def max_block_s(client: redis.Redis) -> float | None:
+    """The longest blocking wait (BLMOVE, BLPOP, XREAD BLOCK) safe on ``client``'s connections.
+
+    A blocking call answers only when its block time ends, and Redis ends it up
+    to one ``hz`` tick (100 ms) late; a socket timeout that is not longer cuts
+    the connection first, and the call fails for nothing. None: no socket timeout.
+    """
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if timeout is None:
+        return None
+    return max(0.01, float(timeout) - max(0.25, float(timeout) * 0.1))
+
+
 def connect(url: str, *, password: str | None = None,
             socket_timeout: float | None = 30.0) -> redis.Redis:
-    """A client for ``url`` (``password``, if given, overrides the URL's); blocking calls must
-    use timeouts below ``socket_timeout``."""
+    """A client for ``url`` (``password``, if given, overrides the URL's);
+    :class:`common.store.Store` keeps blocking calls within :func:`max_block_s` of
+    ``socket_timeout``."""
     extra = {} if password is None else {"password": password}
     return redis.Redis.from_url(
         url,

@@ -20,7 +20,22 @@ class InstanceSettings(BaseModel):
         default=30 * 24 * 3600, ge=60, description="How long completed jobs and logs are kept."
     )
     default_timeout_s: int | None = Field(
-        default=None, gt=0, description="Timeout of jobs that set none (unset: GRISTMILL_DEFAULT_TIMEOUT_S)."
+        default=None, gt=0, le=30 * 24 * 3600,
+        description="Timeout of jobs that set none (unset: GRISTMILL_DEFAULT_TIMEOUT_S).",
+    )
+    retention_max_jobs: int = Field(
+        default=1_000_000, ge=1,
+        description="Completed jobs kept per worker group; the oldest beyond it are deleted "
+        "(with their logs) before retention_s ends.",
+    )
+    max_log_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024,
+        description="Log bytes kept in Redis per job; later lines are dropped and counted, "
+        "with a marker line where the cut happened and a summary at completion.",
+    )
+    max_result_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description="Largest result (msgpack) a job may return; larger fails with ResultTooLarge.",
     )
 
 

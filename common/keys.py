@@ -48,6 +48,17 @@ key                               type    holds                                 
 ``gm:{schedules}:paths``           SET     every schedule path                        schedule create/delete
 ``gm:{schedules}:due``             ZSET    enabled path -> its queued fire (ms)       scheduler
 ``gm:{schedules}:runs:<path>``     LIST    job ids of its fires, newest first (100)   scheduler
+``gm:{flows}:flow:<hash>``         HASH    one immutable flow version (path, value)   flow deploy
+``gm:{flows}:paths``               HASH    path -> latest flow hash                   flow deploy
+``gm:{flows}:history:<path>``      LIST    flow hashes of a path, oldest first        flow deploy
+``gm:{wg:G}:flow:<id>``            HASH    def, state, version, f:<addr> frames       flow create / advance
+``gm:{wg:G}:flowevents:<id>``      LIST    the flow's events not yet applied (JSON)   producers / advance
+``gm:{wg:G}:flowoutbox:<id>``      LIST    actions committed, not yet carried out     advance / dispatch
+``gm:{wg:G}:flowq``                LIST    ids of flows with events (one per event)   producers / advancer
+``gm:{wg:G}:flowq:processing:<a>`` LIST    flow ids advancer ``<a>`` is working on    advancer
+``gm:{wg:G}:flowsrunning``         ZSET    running flow id -> last commit ms          advance / sweep
+``gm:{wg:G}:flowtimers``           ZSET    ``<flow id> <key>`` -> due ms (suspend)    dispatch / timer sweep
+``gm:{wg:G}:flownotify``           LIST    step outcomes to hand to their flows       step completion / fwd
 ================================  ======  =========================================  =======================
 """
 
@@ -107,6 +118,36 @@ class GroupKeys:
     def redact(self, job_id: str) -> str:
         return f"{self.prefix}:redact:{job_id}"
 
+    # -- flows whose flow job is in this group (see docs/ARCHITECTURE.md, "Flows") ----------
+
+    def flow(self, flow_id: str) -> str:
+        return f"{self.prefix}:flow:{flow_id}"
+
+    def flow_events(self, flow_id: str) -> str:
+        return f"{self.prefix}:flowevents:{flow_id}"
+
+    def flow_outbox(self, flow_id: str) -> str:
+        return f"{self.prefix}:flowoutbox:{flow_id}"
+
+    @property
+    def flow_queue(self) -> str:
+        return f"{self.prefix}:flowq"
+
+    def flow_processing(self, advancer_id: str) -> str:
+        return f"{self.prefix}:flowq:processing:{advancer_id}"
+
+    @property
+    def flows_running(self) -> str:
+        return f"{self.prefix}:flowsrunning"
+
+    @property
+    def flow_timers(self) -> str:
+        return f"{self.prefix}:flowtimers"
+
+    @property
+    def flow_notify(self) -> str:
+        return f"{self.prefix}:flownotify"
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -159,6 +200,16 @@ class Keys:
 
     def script_history(self, path: str) -> str:
         return f"{self.namespace}:{{scripts}}:history:{path}"
+
+    def flow_version(self, flow_hash: str) -> str:
+        return f"{self.namespace}:{{flows}}:flow:{flow_hash}"
+
+    @property
+    def flow_paths(self) -> str:
+        return f"{self.namespace}:{{flows}}:paths"
+
+    def flow_history(self, path: str) -> str:
+        return f"{self.namespace}:{{flows}}:history:{path}"
 
     # -- identity ({auth}) and items ({items}) ------------------------------------------------
 

@@ -58,9 +58,10 @@ DEPLOY_SCRIPT = _load("deploy_script")
 RETRY = _load("retry")
 RELEASE = _load("release")
 CANCEL = _load("cancel")
+CANCEL_MANY = _load("cancel_many")
 
 ALL = (ENQUEUE, PROMOTE, START, APPEND_LOGS, COMPLETE, RECOVER, REJECT, DEPLOY_SCRIPT, RETRY,
-       RELEASE, CANCEL)
+       RELEASE, CANCEL, CANCEL_MANY)
 
 
 def load_all(client: redis.Redis) -> None:

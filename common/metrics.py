@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from common.errors import RedisUnavailable
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -54,6 +57,12 @@ PROMOTE_LAG = Histogram(
 WORKER_BUSY = Gauge(
     "gristmill_worker_busy_slots", "Jobs this worker process is running now.", registry=REGISTRY,
 )
+PROCESS_START = Gauge(
+    "gristmill_process_start_time_seconds",
+    "When this process started (epoch s), by process (api, scheduler, worker, up). Present "
+    "whenever the process answers a scrape, so alerts can tell a scheduler is up without "
+    "depending on the scrape job's name.", ["process"], registry=REGISTRY,
+)
 REDIS_ERRORS = Counter(
     "gristmill_redis_errors", "Redis round trips that failed, by process.", ["process"],
     registry=REGISTRY,
@@ -71,14 +80,21 @@ class FleetSnapshot:
 class FleetCollector(Collector):
     """``gristmill_queue_depth`` and ``gristmill_live_workers``, computed at scrape time.
 
-    Reading them on scrape rather than on a timer keeps an idle fleet silent.
+    Reading them on scrape rather than on a timer keeps an idle fleet silent. When
+    Redis cannot be read, the scrape still succeeds, without these samples: an answer
+    of 500 would make the process look down (and every alert on ``up`` fire) during a
+    Redis outage, which ``gristmill_redis_errors_total`` reports instead.
     """
 
     def __init__(self, read: Callable[[], FleetSnapshot]) -> None:
         self.read = read
 
     def collect(self) -> Iterator[Metric]:
-        snapshot = self.read()
+        try:
+            snapshot = self.read()
+        except (RedisUnavailable, redis.RedisError):
+            REDIS_ERRORS.labels(process="metrics").inc()
+            snapshot = FleetSnapshot()
         depth = GaugeMetricFamily(
             "gristmill_queue_depth", "Jobs per group and state (scheduled, ready, running).",
             labels=["group", "state"],

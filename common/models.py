@@ -36,7 +36,8 @@ TERMINAL_STATUSES = frozenset({Status.SUCCESS, Status.FAILURE, Status.CANCELED})
 # Fields stored as integers in the record (epoch ms, counters).
 _INT_FIELDS = frozenset(
     {"scheduled_for", "created_at", "started_at", "completed_at", "priority", "timeout_s",
-     "attempt", "duration_ms", "restarts", "retries"}
+     "attempt", "duration_ms", "restarts", "retries", "log_bytes", "log_dropped_lines",
+     "log_dropped_bytes"}
 )
 
 
@@ -80,6 +81,9 @@ class Job(BaseModel):
     raw_spec: str | None = None
     cancel_requested: str | None = None
     skip_if_running: str | None = None
+    log_bytes: int | None = None  # log bytes kept in Redis (bounded by max_log_bytes)
+    log_dropped_lines: int | None = None  # lines beyond that bound, dropped
+    log_dropped_bytes: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -127,10 +131,13 @@ class ScriptVersion(BaseModel):
     timeout_s: int | None = None
     retry: dict[str, Any] | None = None
     tag: str | None = None
+    # Sandbox limits of its jobs (memory_mb, ...): they may only tighten the worker's own.
+    limits: dict[str, int] | None = None
 
     @classmethod
     def from_redis(cls, fields: dict[bytes, bytes]) -> ScriptVersion:
         data: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
-        if "retry" in data:
-            data["retry"] = json.loads(data["retry"])
+        for packed in ("retry", "limits"):
+            if packed in data:
+                data[packed] = json.loads(data[packed])
         return cls.model_validate(data)

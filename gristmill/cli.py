@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from gristmill.cli_redis import add_redis_user_commands
 from gristmill.durations import parse_arg_pairs, parse_duration_ms
 
 EXTENSIONS = {".py": "python3", ".sh": "bash", ".bash": "bash"}
+WAIT_SLICE_S = 5.0  # `--wait` re-checks that a worker serves the job's group this often
+WAIT_TIMED_OUT = 124  # like timeout(1)
 
 
 def _client() -> Any:
@@ -41,6 +44,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help='retry policy, e.g. \'{"constant": {"attempts": 3, "seconds": 10}}\'')
     parser.add_argument("--wait", action="store_true",
                         help="wait, print the result, exit 1 when the job failed")
+    parser.add_argument("--wait-timeout", type=float, metavar="SECONDS",
+                        help="with --wait: give up waiting after this long (exit 124; the job "
+                        "stays queued). --timeout is the job's own run time limit")
 
 
 def _spec_options(ns: argparse.Namespace) -> dict[str, Any]:
@@ -51,6 +57,10 @@ def _spec_options(ns: argparse.Namespace) -> dict[str, Any]:
     spec: dict[str, Any] = {"args": args, "priority": ns.priority}
     if ns.at:
         spec["scheduled_for"] = parse_time(ns.at)
+        ago_s = (now_ms() - spec["scheduled_for"]) / 1000
+        if ago_s > 1:
+            print(f"gristmill: warning: --at {ns.at} is {ago_s:.0f} s in the past: the job runs now",
+                  file=sys.stderr)
     elif ns.in_:
         spec["scheduled_for"] = now_ms() + parse_duration_ms(ns.in_)
     for key, value in (("tag", ns.tag), ("id", ns.id), ("timeout_s", ns.timeout)):
@@ -59,6 +69,17 @@ def _spec_options(ns: argparse.Namespace) -> dict[str, Any]:
     if ns.retry:
         spec["retry"] = _json_object(ns.retry, "--retry")
     return spec
+
+
+def parse_limits(pairs: list[str]) -> dict[str, int] | None:
+    """``--limit memory_mb=256`` pairs as a dict (checked further by the script store)."""
+    limits: dict[str, int] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise GristmillError(f"--limit expects NAME=N (a whole number), got {pair!r}")
+        limits[name.strip()] = int(value)
+    return limits or None
 
 
 def _json_object(text: str, option: str) -> dict[str, Any]:
@@ -71,14 +92,16 @@ def _json_object(text: str, option: str) -> dict[str, Any]:
     return value
 
 
-def _submit(spec: dict[str, Any], wait: bool) -> int:
+def _submit(spec: dict[str, Any], wait: bool, wait_timeout_s: float | None = None) -> int:
     client = _client()
     job_id = client.submit(spec)
-    if not wait:
+    if not wait and wait_timeout_s is None:
         print(job_id)
         return 0
     print(job_id, file=sys.stderr)
-    job = client.wait(job_id)
+    job = _wait(client, job_id, wait_timeout_s)
+    if job is None:
+        return WAIT_TIMED_OUT
     if job.status == Status.SUCCESS:
         print(json.dumps(job.result, ensure_ascii=False))
         return 0
@@ -89,8 +112,41 @@ def _submit(spec: dict[str, Any], wait: bool) -> int:
     return 1
 
 
+def _wait(client: Any, job_id: str, timeout_s: float | None) -> Any:
+    """The completed job, or None after ``timeout_s``; says once when no worker serves its group."""
+    from common.errors import JobTimeout
+
+    end = time.monotonic() + (timeout_s if timeout_s is not None else float("inf"))
+    warned = False
+    while True:
+        if not warned:
+            group = client.get_job(job_id).group
+            if not _live_workers(client, group):
+                warned = True
+                print(f"gristmill: no live worker serves group {group!r}: the job waits until one "
+                      f"starts (`gristmill worker --group {group}`, or `gristmill up`)",
+                      file=sys.stderr)
+        left = end - time.monotonic()
+        try:
+            return client.wait(job_id, max(0.0, min(WAIT_SLICE_S, left)))
+        except JobTimeout:
+            if time.monotonic() >= end:
+                status = client.get_job(job_id).status.value
+                print(f"gristmill: job {job_id} is still {status} after {timeout_s:g} s; "
+                      f"`gristmill job get {job_id}` shows it later", file=sys.stderr)
+                return None
+
+
+def _live_workers(client: Any, group: str) -> int:
+    """Workers of ``group`` whose heartbeat is within the lease."""
+    from common.clock import now_ms
+
+    oldest = now_ms() - int(client.settings.worker_lease_s * 1000)
+    return sum(1 for w in client.fleet.workers() if w.group == group and w.last_seen_ms >= oldest)
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
-    return _submit({"path": ns.path, **_spec_options(ns)}, ns.wait)
+    return _submit({"path": ns.path, **_spec_options(ns)}, ns.wait, ns.wait_timeout)
 
 
 def cmd_preview(ns: argparse.Namespace) -> int:
@@ -98,7 +154,8 @@ def cmd_preview(ns: argparse.Namespace) -> int:
     language = ns.language or EXTENSIONS.get(path.suffix)
     if language is None:
         raise GristmillError(f"cannot tell the language of {path.name}; pass --language")
-    return _submit({"code": path.read_text(), "language": language, **_spec_options(ns)}, ns.wait)
+    return _submit({"code": path.read_text(), "language": language, **_spec_options(ns)}, ns.wait,
+                   ns.wait_timeout)
 
 
 def cmd_script_deploy(ns: argparse.Namespace) -> int:
@@ -109,6 +166,7 @@ def cmd_script_deploy(ns: argparse.Namespace) -> int:
     version, new = _client().scripts.deploy(
         ns.path, language, path.read_text(), timeout_s=ns.timeout, tag=ns.tag,
         retry=_json_object(ns.retry, "--retry") if ns.retry else None,
+        limits=parse_limits(ns.limit),
     )
     print(version.hash)
     if not new:
@@ -146,7 +204,12 @@ def cmd_job_cancel(ns: argparse.Namespace) -> int:
 
 def cmd_jobs_cancel(ns: argparse.Namespace) -> int:
     client = _client()
-    jobs = client.list_jobs(status=Status(ns.status), group=ns.group, limit=ns.limit)
+    if ns.status == Status.QUEUED.value:
+        # One script per batch of 500: 100,000 queued jobs take seconds, not minutes.
+        done = client.cancel_queued(group=ns.group, reason=ns.reason, limit=ns.limit)
+        print(f"{done} job(s) canceled")
+        return 0
+    jobs = client.list_jobs(status=Status(ns.status), group=ns.group, limit=ns.limit or 10_000)
     done = 0
     for job in jobs:
         try:
@@ -175,6 +238,24 @@ def cmd_jobs_list(ns: argparse.Namespace) -> int:
     else:
         for job in jobs:
             print(fmt.job_row(job))
+        if not jobs:
+            print("gristmill: no job matches", file=sys.stderr)
+    return 0
+
+
+def cmd_inbox_push(ns: argparse.Namespace) -> int:
+    """LPUSH a raw spec to gm:inbox, as any Redis client would (no redis-cli needed)."""
+    text = sys.stdin.read() if ns.spec == "-" else ns.spec
+    client = _client()
+    client.push_raw(text)
+    try:
+        spec = json.loads(text)
+    except ValueError:
+        spec = None
+    named = f" (job id {spec['id']})" if isinstance(spec, dict) and spec.get("id") else ""
+    print(f"pushed to {client.keys.inbox}{named}; the scheduler admits it, "
+          "`gristmill jobs list` shows it (a spec it rejects: as a failed job saying why)",
+          file=sys.stderr)
     return 0
 
 
@@ -266,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("inbox", help="the raw-spec inbox (DESIGN.md §6)").add_subparsers(
+        dest="action", required=True).add_parser(
+        "push", help="push one raw JSON spec, exactly as `LPUSH gm:inbox` does")
+    p.add_argument("spec", help="the JSON spec, e.g. '{\"path\": \"u/alice/hello\"}'; - reads stdin")
+    p.set_defaults(func=cmd_inbox_push)
+
     p = sub.add_parser("preview", help="run a file of raw code")
     p.add_argument("file")
     p.add_argument("--language", choices=LANGUAGES)
@@ -280,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", choices=LANGUAGES)
     p.add_argument("--timeout", type=int, metavar="SECONDS", help="default timeout of its jobs")
     p.add_argument("--retry", metavar="JSON", help="default retry policy of its jobs")
+    p.add_argument("--limit", action="append", default=[], metavar="NAME=N",
+                   help="a sandbox limit of its jobs (memory_mb, max_procs, file_mb, open_files, "
+                   "disk_mb); it can only lower the worker's own; repeatable")
     p.add_argument("--tag", help="default tag of its jobs")
     p.set_defaults(func=cmd_script_deploy)
     p = script.add_parser("show", help="show a version by path (latest) or hash")
@@ -312,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = jobs.add_parser("cancel", help="cancel many jobs")
     p.add_argument("--status", choices=["queued", "running"], required=True)
     p.add_argument("--group")
-    p.add_argument("--limit", type=int, default=10_000)
+    p.add_argument("--limit", type=int, default=None, help="at most this many (default: all)")
     p.add_argument("--reason", default="")
     p.set_defaults(func=cmd_jobs_cancel)
 

@@ -95,6 +95,8 @@ def cmd_delete(ns: argparse.Namespace) -> int:
 
 
 def cmd_list(ns: argparse.Namespace) -> int:
-    for name in sorted(user.decode() for user in _client().redis.acl_users()):
+    # redis-py decodes this reply itself, whatever decode_responses says.
+    names = (u.decode() if isinstance(u, bytes) else str(u) for u in _client().redis.acl_users())
+    for name in sorted(names):
         print(name)
     return 0

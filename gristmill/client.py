@@ -36,7 +36,8 @@ class Gristmill:
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.url = redis_url or self.settings.effective_redis_url
-        self.redis = connect(self.url, password=self.settings.redis_password())
+        self.redis = connect(self.url, password=self.settings.redis_password(),
+                             socket_timeout=self.settings.redis_socket_timeout_s)
         self.keys = Keys(self.settings.namespace)
         self.store = Store(self.redis, self.keys)
         self.scripts = ScriptStore(self.redis, self.keys)
@@ -74,6 +75,20 @@ class Gristmill:
         """Cancel a job: ``canceled`` when it was queued, ``requested`` when it is running."""
         return self.store.cancel(job_id, by=by, reason=reason,
                                  retention_s=self.instance_settings().retention_s)
+
+    def cancel_queued(self, *, group: str | None = None, reason: str = "", by: str = ADMIN_USER,
+                      limit: int | None = None) -> int:
+        """Cancel every queued job (of ``group``, else of all groups), in batched scripts."""
+        retention_s = self.instance_settings().retention_s
+        groups = [group] if group else sorted(g.decode() for g in self.redis.smembers(self.keys.groups))
+        total = 0
+        for name in groups:
+            left = None if limit is None else limit - total
+            if left is not None and left <= 0:
+                break
+            total += self.store.cancel_queued(name, by=by, reason=reason, retention_s=retention_s,
+                                              limit=left)
+        return total
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import redis
 
 from common.connection import check_version
 from common.errors import ConfigError
+from common.hardening import die_with_parent
 
 START_TIMEOUT_S = 15.0
 OPERATOR_USER = "gristmill"
@@ -115,6 +116,7 @@ class EmbeddedRedis:
         self.process = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=die_with_parent(),  # no orphan server when its owner is killed
         )
         client = self._client()
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -182,6 +184,10 @@ class EmbeddedRedis:
                 self.process.wait()
         if self.process.stderr:
             self.process.stderr.close()
+
+    def exited(self) -> bool:
+        """True when the server we started has exited (an adopted one is not watched)."""
+        return not self.adopted and self.process is not None and self.process.poll() is not None
 
     def kill(self) -> None:
         """SIGKILL the server (for crash tests)."""

@@ -31,10 +31,9 @@ def job_json(job: Job) -> dict[str, Any]:
 
 def job_details(job: Job, attempts: list[dict[str, Any]] | None = None) -> str:
     """`job get`: did it run? did it succeed? in one look."""
-    runnable = job.script_path or (f"hash {job.script_hash}" if job.script_hash else "raw code")
     lines = [
         f"{MARKS.get(job.status, '?')} {job.status.value.upper()}  job {job.id}",
-        f"  kind       {job.kind.value} ({job.language}) — {runnable}",
+        f"  kind       {_what(job)}",
         f"  group      {job.group}   tag {job.tag}   attempt {job.attempt}"
         + (f" (retries {job.retries}, restarts {job.restarts})" if job.retries or job.restarts else "")
         + (f"   worker {job.worker}" if job.worker else ""),
@@ -74,16 +73,30 @@ def job_details(job: Job, attempts: list[dict[str, Any]] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _what(job: Job) -> str:
+    """What the job runs, for `job get`; a rejected inbox spec runs nothing."""
+    if job.raw_spec is not None:
+        return "rejected inbox spec (nothing ran; the raw spec is below)"
+    runnable = job.script_path or (f"hash {job.script_hash}" if job.script_hash else "raw code")
+    language = f" ({job.language})" if job.language else ""
+    return f"{job.kind.value}{language} — {runnable}"
+
+
 def job_row(job: Job) -> str:
-    what = job.script_path or job.script_hash or "preview"
+    what = ("rejected inbox spec" if job.raw_spec is not None
+            else job.script_path or job.script_hash or "preview")
     took = f"{job.duration_ms}ms" if job.duration_ms is not None else ""
     return (f"{job.id}  {MARKS.get(job.status, '?')} {job.status.value:<8} {job.kind.value:<8} "
             f"{job.group:<10} {when(job.created_at)}  {took:>8}  {what}")
 
 
 def script_details(version: ScriptVersion) -> str:
+    defaults = [f"{name:<9} {compact(value)}\n" for name, value in (
+        ("timeout", version.timeout_s), ("retry", version.retry), ("tag", version.tag),
+        ("limits", version.limits)) if value is not None]
     return (f"path      {version.path}\nhash      {version.hash}\nlanguage  {version.language}\n"
-            f"created   {when(version.created_at)} by {version.created_by}\n---\n{version.code}")
+            f"created   {when(version.created_at)} by {version.created_by}\n{''.join(defaults)}"
+            f"---\n{version.code}")
 
 
 def schedule_row(schedule: Schedule) -> str:

@@ -6,13 +6,10 @@ import argparse
 import contextlib
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlparse
 
@@ -23,8 +20,8 @@ from common.hardening import forbid_inspection
 from common.retry import Backoff
 from common.settings import EMBEDDED_REDIS_PORT, REDIS_URL_FILE, Settings
 from gristmill.client import Gristmill
-
-RESTART_BACKOFF_S = (0.5, 1, 2, 5, 10)
+from gristmill.stop_signals import StopSignals
+from gristmill.supervisor import Child, Output, json_mode, pump, stop_all
 
 
 def add_process_commands(sub: Any) -> None:
@@ -99,10 +96,11 @@ def sandbox_for(settings: Settings, ns: argparse.Namespace) -> Any:
     return sandbox.warm() if (ns.job_exec or settings.job_exec) == "warm" else sandbox
 
 
-def _start(settings: Settings) -> None:
-    """What every long-running process does first: logging, and hiding its environment."""
+def _start(settings: Settings, process: str) -> None:
+    """What every long-running process does first: logging, hiding its environment, metrics."""
     log.configure(settings.log_format, settings.log_level)
     forbid_inspection()
+    metrics.PROCESS_START.labels(process=process).set(time.time())
 
 
 def cmd_api(ns: argparse.Namespace) -> int:
@@ -112,7 +110,7 @@ def cmd_api(ns: argparse.Namespace) -> int:
     from api.services import Services
 
     settings = Settings()
-    _start(settings)
+    _start(settings, "api")
     app = create_app(Services.build(_instance(settings)))
     host, port = ns.host or settings.api_host, ns.port or settings.api_port
     log.get(process="api").info("api listening", url=f"http://{host}:{port}/api/docs")
@@ -143,7 +141,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     from worker.worker import Worker
 
     settings = Settings()
-    _start(settings)
+    _start(settings, "worker")
     sandbox = sandbox_for(settings, ns)  # before any connection: a refusal says why, at once
     gm = _instance(settings)
     worker = Worker(
@@ -154,14 +152,15 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     metrics.serve(ns.metrics_port, settings.metrics_addr)
     _on_stop(worker.stop, worker.kill_running, ns.grace)
     worker.run()
-    return 0
+    # A vital thread died: exit non-zero so the supervisor (up, Kubernetes) restarts us.
+    return 1 if worker.failed else 0
 
 
 def cmd_scheduler(ns: argparse.Namespace) -> int:
     from scheduler.scheduler import Scheduler
 
     settings = Settings()
-    _start(settings)
+    _start(settings, "scheduler")
     gm = _instance(settings)
     scheduler = Scheduler(
         store=gm.store, admission=gm.admission, fleet=gm.fleet, lease_s=settings.worker_lease_s,
@@ -172,78 +171,29 @@ def cmd_scheduler(ns: argparse.Namespace) -> int:
         metrics.serve(ns.metrics_port, settings.metrics_addr)
     _on_stop(scheduler.stop, None, 0)
     scheduler.run()
-    return 0
+    return 1 if scheduler.failed else 0
 
 
 def _on_stop(stop: Any, kill: Any, grace_s: float) -> None:
-    """SIGTERM/SIGINT: stop; after ``grace_s`` (or a second signal) kill what still runs."""
-    signals_seen = 0
+    """SIGTERM/SIGINT: stop; after ``grace_s`` (or at a second signal) kill what still runs."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        stop()
-        if kill is None:
-            return
-        if signals_seen > 1:
+    def on_signal(count: int) -> None:
+        if count == 1:
+            stop()
+            if kill is not None:
+                timer = threading.Timer(grace_s, kill)
+                timer.daemon = True
+                timer.start()
+        elif count == 2 and kill is not None:
             kill()
-        else:
-            timer = threading.Timer(grace_s, kill)
-            timer.daemon = True
-            timer.start()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    StopSignals(on_signal).install()
 
 
 # -- up ------------------------------------------------------------------------------------
 
 
-class Child:
-    """A supervised child process, restarted with backoff when it dies unexpectedly."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-        self.next_start = 0.0
-
-    def start(self) -> None:
-        # Own session: a Ctrl-C at the terminal reaches `up` only, which then stops
-        # each child once, gracefully.
-        self.process = subprocess.Popen(
-            self.argv, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-
-    def check(self, now: float, log_: Any) -> None:
-        if self.process is not None and self.process.poll() is None:
-            return
-        if self.process is not None:
-            delay = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
-            log_.warning("process exited; restarting", process=self.name,
-                         code=self.process.returncode, in_s=delay)
-            self.process, self.next_start = None, now + delay
-            self.restarts += 1
-        if now >= self.next_start:
-            self.start()
-
-    def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait(self, deadline: float) -> None:
-        if self.process is None:
-            return
-        try:
-            self.process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def bootstrap(settings: Settings, url: str, api_port: int) -> dict[str, str]:
+def bootstrap(settings: Settings, url: str, api_port: int, out: Output) -> dict[str, str]:
     """First run of `up`: a secret key and an admin token in the data dir. Returns env for children."""
     from common.crypto import load_or_create_key
     from common.identity import IdentityStore
@@ -254,8 +204,8 @@ def bootstrap(settings: Settings, url: str, api_port: int) -> dict[str, str]:
     if not settings.secret_key:
         key_file = data_dir / "secret-key"
         env["GRISTMILL_SECRET_KEY"] = load_or_create_key(key_file)
-        print(f"gristmill: the key of secrets at rest is in {key_file.resolve()} "
-              "(back it up: secrets cannot be read without it)", flush=True)
+        out.say(f"the key of secrets at rest is in {key_file.resolve()} (back it up: secrets "
+                "cannot be read without it)", key_file=str(key_file.resolve()))
     if api_port and "GRISTMILL_BASE_URL" not in os.environ:
         env["GRISTMILL_BASE_URL"] = f"http://127.0.0.1:{api_port}"
     token_file = data_dir / "admin-token"
@@ -264,10 +214,9 @@ def bootstrap(settings: Settings, url: str, api_port: int) -> dict[str, str]:
     if token is not None:
         write_private(token_file, token + "\n")
     if token_file.exists():
-        print(f"gristmill: admin API token in {token_file.resolve()}", flush=True)
+        out.say(f"admin API token in {token_file.resolve()}", token_file=str(token_file.resolve()))
     else:
-        print("gristmill: the admin user exists; create a token with "
-              "`gristmill token create --user admin`", flush=True)
+        out.say("the admin user exists; create a token with `gristmill token create --user admin`")
     return env
 
 
@@ -303,19 +252,19 @@ def _without_password(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
-def _up_sandbox_options() -> list[str]:
+def _up_sandbox_options(out: Output) -> list[str]:
     """`up` is a local, single-user fleet: where jobs cannot be isolated it runs them with its
     own rights rather than refusing to start, and says so plainly, once."""
     from worker.sandbox.policy import isolation_problem
 
     problem = isolation_problem()
     if problem is None:
-        print("gristmill: jobs run sandboxed: a uid of their own, their own PID/mount/IPC "
-              "namespaces and private root, memory/process/file limits", flush=True)
+        out.say("jobs run sandboxed: a uid of their own, their own PID/mount/IPC namespaces "
+                "and private root, memory/process/file limits")
         return []
-    print(f"gristmill: WARNING: jobs are NOT isolated here ({problem}): job code runs with "
-          "this fleet's own rights and can read everything it can, Redis password included. "
-          "Run only code you trust, or run `up` as root on Linux.", flush=True)
+    out.say(f"WARNING: jobs are NOT isolated here ({problem}): job code runs with this "
+            "fleet's own rights and can read everything it can, Redis password included. "
+            "Run only code you trust, or run `up` as root on Linux.", level="warning")
     return ["--unsafe-shared-user"]
 
 
@@ -323,8 +272,8 @@ def cmd_up(ns: argparse.Namespace) -> int:
     from gristmill.embedded import EmbeddedRedis, port_in_use
 
     settings = Settings()
-    _start(settings)
-    up_log = log.get(process="up")
+    _start(settings, "up")
+    out = Output(as_json=json_mode(settings.log_format))
     if ns.api_port and port_in_use(ns.api_port):
         raise ConfigError(f"port {ns.api_port} is taken: pass --api-port (0: no API)")
     server = None
@@ -337,21 +286,21 @@ def cmd_up(ns: argparse.Namespace) -> int:
         version = server.start()
         url = server.url
         write_private(url_file, url + "\n")
-        print(f"gristmill: embedded {version} on 127.0.0.1:{ns.redis_port}, credentials "
-              f"required (data in {server.data_dir}); its URL, password included, is in "
-              f"{url_file.resolve()}", flush=True)
+        out.say(f"embedded {version} on 127.0.0.1:{ns.redis_port}, credentials required "
+                f"(data in {server.data_dir}); its URL, password included, is in "
+                f"{url_file.resolve()}", url_file=str(url_file.resolve()))
     else:
         version = check_version(connect(url, password=settings.redis_password()))
         url_file.unlink(missing_ok=True)  # clients here must not find a stale embedded URL
-        print(f"gristmill: using {version} at {_without_password(url)}", flush=True)
+        out.say(f"using {version} at {_without_password(url)}", url=_without_password(url))
 
-    env = {**os.environ, "GRISTMILL_REDIS_URL": url, **bootstrap(settings, url, ns.api_port)}
+    env = {**os.environ, "GRISTMILL_REDIS_URL": url, **bootstrap(settings, url, ns.api_port, out)}
     exe = [sys.executable, "-m", "gristmill"]
     metrics_port = ns.metrics_port
     children = [Child("scheduler", [*exe, "scheduler", "--metrics-port", str(metrics_port)], env)]
     if ns.api_port:
         children.append(Child("api", [*exe, "api", "--port", str(ns.api_port)], env))
-    sandbox = _up_sandbox_options()
+    sandbox = _up_sandbox_options(out)
     for i in range(ns.workers):
         port = metrics_port + 1 + i if metrics_port else 0
         children.append(Child(
@@ -361,30 +310,44 @@ def cmd_up(ns: argparse.Namespace) -> int:
             env,
         ))
     stopping = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    StopSignals(lambda count: stopping.set()).install()
     for child in children:
         child.start()
     api = f", API on http://127.0.0.1:{ns.api_port}/api/docs" if ns.api_port else ""
-    print(f"gristmill: fleet up: 1 scheduler, {ns.workers} workers x {ns.concurrency} "
-          f"(group {ns.group}){api}. Ctrl-C stops it.", flush=True)
+    out.say(f"fleet up: 1 scheduler, {ns.workers} workers x {ns.concurrency} "
+            f"(group {ns.group}){api}. Ctrl-C stops it.")
+    redis_down_since: float | None = None
     try:
-        while not stopping.wait(0.5):
+        while not stopping.is_set():
+            pump(children, out, 0.5)
             now = time.monotonic()
+            if server is not None and server.exited():
+                redis_down_since = _restart_server(server, out, now, redis_down_since)
+                if redis_down_since is not None:
+                    continue  # children wait for Redis (they retry); restart it first
             for child in children:
-                child.check(now, up_log)
+                child.check(now, out)
     finally:
-        print("gristmill: stopping (running jobs get "
-              f"{ns.grace:g} s to finish)", file=sys.stderr, flush=True)
-        for child in children:
-            child.terminate()
-        deadline = time.monotonic() + ns.grace + 5
-        for child in children:
-            child.wait(deadline)
+        out.say(f"stopping (running jobs get {ns.grace:g} s to finish)", to_stderr=True)
+        stop_all(children, out, ns.grace + 5)
         if server is not None:
             server.stop()
     return 0
+
+
+def _restart_server(server: Any, out: Output, now: float, down_since: float | None) -> float | None:
+    """The embedded Redis exited: start it again (its AOF keeps the data). None once it runs."""
+    if down_since is None:
+        out.say("embedded redis exited; restarting it", level="warning", to_stderr=True,
+                code=server.process.returncode if server.process else None)
+        down_since = now
+        if server.process is not None and server.process.stderr is not None:
+            server.process.stderr.close()
+    try:
+        server.start()
+    except ConfigError as exc:
+        out.say("embedded redis did not start; retrying", level="warning", to_stderr=True,
+                error=str(exc))
+        return down_since
+    out.say("embedded redis restarted", down_s=round(now - down_since, 3))
+    return None

@@ -13,7 +13,8 @@ from common import log, metrics
 from common.admission import Admission
 from common.connection import redis_errors
 from common.errors import RedisUnavailable
-from common.retry import Backoff
+from common.loops import Outage
+from common.spec import keep_raw
 from common.store import Store
 
 BLOCK_S = 2.0  # a stopping scheduler waits at most this long for its inbox thread
@@ -33,7 +34,7 @@ class InboxAdmitter:
         self.log = log.get(scheduler_id=scheduler_id)
 
     def run(self) -> None:
-        backoff = Backoff()
+        outage = Outage("inbox", "scheduler", self.log)
         interrupted = True  # at start, and after an error: specs may be left in processing
         while not self.stopping.is_set():
             try:
@@ -41,17 +42,22 @@ class InboxAdmitter:
                     self.drain_processing()
                     interrupted = False
                 self.admit_next(BLOCK_S)
-            except RedisUnavailable:
+            except RedisUnavailable as exc:
                 interrupted = True
-                metrics.REDIS_ERRORS.labels(process="scheduler").inc()
-                self.stopping.wait(backoff.next_delay())
+                self.stopping.wait(outage.failed(exc))
                 continue
-            backoff.reset()
+            outage.ok()
+        try:
+            if self.hand_back():
+                self.log.info("inbox specs handed back at stop")
+        except RedisUnavailable:
+            self.log.warning("could not hand back the inbox processing list; "
+                             "another scheduler recovers it when this one's lease expires")
 
     @redis_errors
     def admit_next(self, block_s: float) -> bool:
         """Take the oldest spec and admit it; False when none came within ``block_s``."""
-        raw = self.store.client.blmove(self.inbox, self.processing, block_s, "RIGHT", "LEFT")
+        raw = self.store.take_inbox_spec(self.processing, block_s)
         if raw is None:
             return False
         self.admit(raw)
@@ -64,7 +70,7 @@ class InboxAdmitter:
             self.admit(raw)
 
     def admit(self, raw: bytes) -> None:
-        """Admit one spec; whatever happens, it leaves a job record."""
+        """Admit one spec; whatever happens, it leaves a job record and the next one follows."""
         try:
             job_id, outcome = self.admission.admit_raw(raw)
         except RedisUnavailable:
@@ -72,10 +78,28 @@ class InboxAdmitter:
         except Exception as exc:
             # A bug must not lose the spec: record it with the error and go on.
             self.log.exception("inbox admission failed")
-            job_id, outcome = self.admission.reject(raw, f"internal error: {exc!r}"), "rejected"
+            try:
+                job_id, outcome = self.admission.reject(raw, f"internal error: {exc!r}"), "rejected"
+            except RedisUnavailable:
+                raise
+            except Exception:
+                # Not even a rejection record: keep the thread (and the specs after
+                # this one) going rather than crash on the same spec at every restart.
+                self.log.exception("inbox spec could not be recorded; dropped",
+                                   raw_spec=keep_raw(raw[:4096]))
+                job_id, outcome = "", "dropped"
         metrics.INBOX_ADMITTED.labels(outcome=outcome).inc()
         self.log.info("inbox spec admitted", job_id=job_id, outcome=outcome)
         self.store.client.lrem(self.processing, 1, raw)
+
+    @redis_errors
+    def hand_back(self) -> int:
+        """Stopping: put what is left in our processing list back, as the oldest in the inbox."""
+        moved = 0
+        # Newest first onto the consuming end, so the oldest is taken first again.
+        while self.store.client.lmove(self.processing, self.inbox, "LEFT", "RIGHT") is not None:
+            moved += 1
+        return moved
 
     @redis_errors
     def recover(self, dead_scheduler_id: str) -> None:

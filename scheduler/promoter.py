@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 
 from common import log, metrics
 from common.clock import Clock
 from common.errors import RedisUnavailable
-from common.retry import Backoff
+from common.loops import Outage, vital
 from common.store import Store
 
 BATCH = 500
@@ -44,11 +45,15 @@ class Promoter:
         self.group = group
         self.stopping = stopping
         self.clock = clock
-        self.thread = threading.Thread(target=self.run, name=f"promote-{group}", daemon=True)
+        self.thread: threading.Thread | None = None
         self.log = log.get(group=group)
 
-    def start(self) -> None:
-        self.thread.start()
+    def start(self, on_death: Callable[[str], None]) -> None:
+        self.thread = vital(f"promote-{self.group}", self.run, on_death)
+
+    def join(self, timeout_s: float | None = None) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout_s)
 
     def wake(self) -> None:
         """Interrupt the blocking wait (used at shutdown so it ends at once)."""
@@ -56,19 +61,14 @@ class Promoter:
             self.store.nudge(self.group)
 
     def run(self) -> None:
-        backoff = Backoff()
+        outage = Outage(f"promote {self.group}", "scheduler", self.log)
         while not self.stopping.is_set():
             try:
                 self.step()
-            except RedisUnavailable:
-                metrics.REDIS_ERRORS.labels(process="scheduler").inc()
-                self.stopping.wait(backoff.next_delay())
+            except RedisUnavailable as exc:
+                self.stopping.wait(outage.failed(exc))
                 continue
-            except Exception:
-                self.log.exception("promoter step failed")
-                self.stopping.wait(1.0)
-                continue
-            backoff.reset()
+            outage.ok()
 
     def step(self) -> None:
         """Promote what is due, then wait for the next due time or a wake nudge."""

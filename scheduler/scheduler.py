@@ -21,8 +21,8 @@ from common.clock import Clock, now_ms
 from common.errors import RedisUnavailable
 from common.fleet import Fleet
 from common.instance import InstanceSettings
+from common.loops import Outage, vital
 from common.metrics import FleetSnapshot
-from common.retry import Backoff
 from common.schedules import ScheduleStore
 from common.store import Store
 from scheduler.inbox import InboxAdmitter
@@ -60,38 +60,41 @@ class Scheduler:
         self.schedules = ScheduleStore(admission, clock=clock)
         self.log = log.get(scheduler_id=self.id)
         self._last_trim = 0.0
+        self.failed: str | None = None  # the vital thread that died, if one did
 
     def run(self) -> None:
         """Run until stop(): the inbox in a thread, one promoter thread per group, ticks here."""
-        inbox = threading.Thread(target=self.inbox.run, name="inbox", daemon=True)
-        inbox.start()
+        inbox = vital("inbox", self.inbox.run, self._vital_died)
         self.log.info("scheduler started")
-        backoff = Backoff()
+        outage = Outage("tick", "scheduler", self.log)
         while not self.stopping.is_set():
             wait_s = self.heartbeat_s
             try:
                 next_fire = self.tick()
                 if next_fire is not None:
                     wait_s = min(wait_s, max(0.0, (next_fire - self.clock()) / 1000))
-                if backoff.failures:
-                    self.log.info("redis reachable again", after_failures=backoff.failures)
-                backoff.reset()
+                outage.ok()
             except RedisUnavailable as exc:
-                metrics.REDIS_ERRORS.labels(process="scheduler").inc()
-                if not backoff.failures:
-                    self.log.warning("redis unreachable; retrying", error=str(exc))
-                wait_s = backoff.next_delay()
+                wait_s = outage.failed(exc)
             self.stopping.wait(wait_s)
         for promoter in self.promoters.values():
             promoter.wake()
         inbox.join()
         for promoter in self.promoters.values():
-            promoter.thread.join()
-        self.fleet.forget_scheduler(self.id)
+            promoter.join()
+        try:
+            self.fleet.forget_scheduler(self.id)
+        except RedisUnavailable:
+            self.log.warning("could not deregister; another scheduler forgets it after the lease")
         self.log.info("scheduler stopped")
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def _vital_died(self, name: str) -> None:
+        """The inbox or a promoter died: stop, so the process exits non-zero and is restarted."""
+        self.failed = name
+        self.stop()
 
     def tick(self) -> int | None:
         """The heartbeat: lease, new groups, dead workers and schedulers, cron fires, retention.
@@ -103,7 +106,7 @@ class Scheduler:
         self.instance = beat.instance
         for group in beat.groups - self.promoters.keys():
             self.promoters[group] = Promoter(self.store, group, self.stopping, self.clock)
-            self.promoters[group].start()
+            self.promoters[group].start(self._vital_died)
         for worker_id in beat.dead_workers:
             self.recover_worker(worker_id, seen_before_ms=now - self.lease_ms)
         for scheduler_id in beat.dead_schedulers:
@@ -117,6 +120,7 @@ class Scheduler:
             cutoff = now - self.instance.retention_s * 1000
             for group in beat.groups:
                 self.store.trim_completed(group, cutoff)
+                self.store.trim_count(group, self.instance.retention_max_jobs)
         return None if beat.due_schedules else beat.next_schedule_fire
 
     def recover_worker(self, worker_id: str, *, seen_before_ms: int) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from worker.executors.base import Prepared
-from worker.sandbox.policy import Sandbox
+from worker.sandbox.policy import Limits, Sandbox
 from worker.sandbox.warm import FORK_SERVER_DIED, RESULT_FD, ForkServer, ForkServerError, WarmJob
 
 TAIL_LINES = 100
@@ -72,10 +72,11 @@ class ProcessRun:
 
     def __init__(
         self, prepared: Prepared, *, sandbox: Sandbox, env: dict[str, str], timeout_s: float,
-        sink: LogSink, flush_interval_s: float = 0.05, max_batch: int = 200,
-        max_line_bytes: int = 65536, kill_grace_s: float = 2.0,
+        sink: LogSink, limits: Limits | None = None, flush_interval_s: float = 0.05,
+        max_batch: int = 200, max_line_bytes: int = 65536, kill_grace_s: float = 2.0,
     ) -> None:
         self.prepared, self.sandbox, self.env, self.timeout_s = prepared, sandbox, env, timeout_s
+        self.limits = limits or sandbox.limits
         self.kill_grace_s = kill_grace_s
         self._sink, self._flush_interval_s, self._max_batch = sink, flush_interval_s, max_batch
         self._max_line_bytes = max_line_bytes
@@ -96,12 +97,13 @@ class ProcessRun:
         argv, read_fd, write_fd = list(self.prepared.argv), None, None
         if self.prepared.result_fd:
             read_fd, write_fd = _result_pipe()
-        # The job gets the pipe under this number: it is told which.
+        # The job gets the pipe under this number (cold: the same; warm: the fork server puts
+        # it on RESULT_FD): it is told which.
         job_fd = None if write_fd is None else (RESULT_FD if self.sandbox.server else write_fd)
         if job_fd is not None:
             argv = [*argv, str(job_fd)]
-        request = self.sandbox.request(argv, {**self.env, **self.prepared.env},
-                                       self.prepared.files, job_fd,
+        request = self.sandbox.request(argv, {**self.prepared.env, **self.env},
+                                       self.prepared.files, job_fd, self.limits,
                                        inprocess=self.prepared.inprocess)
         started = time.monotonic()
         try:
@@ -173,7 +175,7 @@ class ProcessRun:
             exit_code=exit_code, signal=sig, timed_out=timed_out, canceled=canceled,
             payload=payload, stderr_tail=list(tails["stderr"]), stdout_tail=list(tails["stdout"]),
             duration_ms=duration_ms, timeout_s=self.timeout_s,
-            memory_limit_mb=self.sandbox.limits.memory_mb, sink_error=batcher.error,
+            memory_limit_mb=self.limits.memory_mb, sink_error=batcher.error,
             sandbox_error=sandbox_error,
         )
 

@@ -15,6 +15,7 @@ from common.clock import Clock, now_ms
 from common.crypto import SecretBox
 from common.errors import NotFound, RedisUnavailable
 from common.instance import InstanceSettings
+from common.loops import Outage
 from common.models import Job, Status
 from common.retry import next_delay_s, parse_policy
 from common.scripts import ScriptStore
@@ -25,9 +26,9 @@ from worker.environment import ephemeral_token, job_environment
 from worker.executors.base import Outcome, interpret, prepare
 from worker.executors.binding import ArgumentError
 from worker.process import LogLine, ProcessRun
-from worker.sandbox.policy import Sandbox
+from worker.sandbox.policy import Limits, Sandbox
 
-MAX_RESULT_BYTES = 8 * 1024 * 1024
+MAX_ERROR_TEXT = 64 * 1024  # of an error's message and of its traceback, each
 PENDING_LOG_CAP = 20_000
 RETRY_BACKOFF_MAX_S = 5.0
 TOKEN_MARGIN_S = 60
@@ -36,6 +37,16 @@ T = TypeVar("T")
 
 def failure(name: str, message: str) -> Outcome:
     return Outcome(ok=False, error={"name": name, "message": message, "traceback": ""})
+
+
+def bounded_error(error: dict[str, Any]) -> dict[str, Any]:
+    """The error with its message and traceback cut at MAX_ERROR_TEXT characters each."""
+    bounded = dict(error)
+    for key in ("name", "message", "traceback"):
+        text = bounded.get(key)
+        if isinstance(text, str) and len(text) > MAX_ERROR_TEXT:
+            bounded[key] = text[:MAX_ERROR_TEXT] + f"...[gristmill: cut, {len(text)} characters]"
+    return bounded
 
 
 class JobTokens(Protocol):
@@ -73,10 +84,12 @@ class LogSink:
     is killed: a worker presumed dead must stop doing the job's work.
     """
 
-    def __init__(self, store: Store, job: Job, box: SecretBox | None = None) -> None:
+    def __init__(self, store: Store, job: Job, box: SecretBox | None = None,
+                 max_bytes: int = InstanceSettings().max_log_bytes) -> None:
         self.store = store
         self.job = job
         self.box = box
+        self.max_bytes = max_bytes
         self.pending: list[tuple[int, str, str]] = []
         self.fenced = False
         self.run: ProcessRun | None = None
@@ -93,18 +106,24 @@ class LogSink:
                              "while Redis was unreachable]"), *self.pending[-PENDING_LOG_CAP:]]
         self.flush()
 
-    def flush(self) -> None:
+    def flush(self, *, until_written: bool = False) -> None:
+        """Send pending lines; ``until_written``: raise RedisUnavailable rather than keep them."""
         if not self.pending or self.fenced:
             return
         try:
             answer = self.store.append_logs(
-                self.job, self.redacted(self.pending), known_redactions=self.redaction_entries)
+                self.job, self.redacted(self.pending), known_redactions=self.redaction_entries,
+                max_bytes=self.max_bytes)
             if answer == NEW_SECRETS:
                 self.learn_secrets()
                 answer = self.store.append_logs(
-                    self.job, self.redacted(self.pending), known_redactions=self.redaction_entries)
+                    self.job, self.redacted(self.pending), known_redactions=self.redaction_entries,
+                    max_bytes=self.max_bytes)
         except RedisUnavailable:
-            return
+            if until_written:
+                raise
+            metrics.REDIS_ERRORS.labels(process="worker").inc()
+            return  # kept: sent with the next batch
         if answer == NEW_SECRETS:
             return  # more secrets arrived meanwhile: the next flush sends these lines
         self.pending = []
@@ -112,13 +131,6 @@ class LogSink:
             self.fenced = True
             if self.run is not None:
                 self.run.cancel()
-
-    def flush_final(self) -> None:
-        """The job's last flush: RedisUnavailable while lines still wait for Redis, so that the
-        caller retries (as it does for the outcome) instead of dropping them."""
-        self.flush()
-        if self.pending and not self.fenced:
-            raise RedisUnavailable("the job's last log lines wait for Redis")
 
     def learn_secrets(self) -> None:
         """Fetch the secrets the job read since the last batch (to redact them)."""
@@ -179,7 +191,7 @@ class JobRunner:
             }, instance, jlog)
             return
         started = time.monotonic()
-        sink = LogSink(self.store, job, self.box)
+        sink = LogSink(self.store, job, self.box, instance.max_log_bytes)
         try:
             outcome = self._execute(job, instance, sink)
         finally:
@@ -187,7 +199,8 @@ class JobRunner:
             if tokens is not None:
                 # WM_TOKEN dies with the attempt, whatever its outcome.
                 self._write(lambda: tokens.revoke_job_token(job.id))
-        self._write(sink.flush_final)
+        # The last lines are written before the outcome, even across an outage.
+        self._write(lambda: sink.flush(until_written=True))
         if self.box is not None:
             with contextlib.suppress(RedisUnavailable):
                 sink.learn_secrets()
@@ -222,7 +235,7 @@ class JobRunner:
             if job.id in self._cancel_pending or self._releasing:
                 return failure("Canceled", "job was canceled before it started")
         try:
-            code, language = self._write(lambda: self._code(job))
+            code, language, limits = self._write(lambda: self._code(job))
             prepared = prepare(language, code, job.args)
         except ArgumentError as exc:
             return failure("ArgumentError", str(exc))
@@ -233,7 +246,8 @@ class JobRunner:
             job, base_url=self.settings.base_url,
             token=self._write(lambda: self._mint_token(job, timeout_s)),
         )
-        run = ProcessRun(prepared, sandbox=self.sandbox, env=env, timeout_s=timeout_s, sink=sink)
+        run = ProcessRun(prepared, sandbox=self.sandbox, env=env, timeout_s=timeout_s, sink=sink,
+                         limits=limits)
         sink.run = run
         with self._lock:
             self._active[job.id] = run
@@ -253,11 +267,12 @@ class JobRunner:
         return self.tokens.mint_job_token(job.id, job.permissioned_as, expires_at=expires_at,
                                           created_by=job.created_by)
 
-    def _code(self, job: Job) -> tuple[str, str]:
+    def _code(self, job: Job) -> tuple[str, str, Limits]:
+        """The job's code, language and sandbox limits (its script's, within the worker's)."""
         if job.code is not None:
-            return job.code, job.language
+            return job.code, job.language, self.sandbox.limits
         version = self._script_code(job.script_hash or "")
-        return version.code, version.language
+        return version.code, version.language, self.sandbox.limits.tightened(version.limits)
 
     def _complete(
         self, job: Job, outcome: Outcome, duration_ms: int, instance: InstanceSettings,
@@ -265,17 +280,18 @@ class JobRunner:
     ) -> None:
         """Decide the status (success, retry, failure, canceled) and write it."""
         fields: dict[str, Any] = {"duration_ms": duration_ms}
-        if outcome.ok and len(codec.pack(outcome.result)) > MAX_RESULT_BYTES:
+        limit = instance.max_result_bytes
+        if outcome.ok and len(codec.pack(outcome.result)) > limit:
             outcome = failure(
                 "ResultTooLarge",
-                f"the result is larger than {MAX_RESULT_BYTES // (1024 * 1024)} MiB; "
+                f"the result is larger than {limit} bytes (setting max_result_bytes); "
                 "store large data elsewhere and return a reference",
             )
         if outcome.ok:
             fields["result"] = outcome.result
             self._finish(job, Status.SUCCESS, fields, instance, jlog)
             return
-        error = outcome.error or {"name": "Error", "message": "", "traceback": ""}
+        error = bounded_error(outcome.error or {"name": "Error", "message": "", "traceback": ""})
         if error["name"] == "Canceled" and self._cancel_was_requested(job):
             self._finish(job, Status.CANCELED, fields, instance, jlog)
             return
@@ -329,11 +345,11 @@ class JobRunner:
 
         Only for calls that are safe to repeat (conditional scripts, reads, idempotent writes).
         """
-        delay = 0.1
+        outage = Outage("job write", "worker", cap_s=RETRY_BACKOFF_MAX_S)
         while True:
             try:
-                return write()
-            except RedisUnavailable:
-                metrics.REDIS_ERRORS.labels(process="worker").inc()
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_BACKOFF_MAX_S)
+                answer = write()
+                outage.ok()
+                return answer
+            except RedisUnavailable as exc:
+                time.sleep(outage.failed(exc))

@@ -21,8 +21,8 @@ from common.crypto import SecretBox
 from common.errors import RedisUnavailable
 from common.fleet import Fleet
 from common.instance import InstanceSettings
+from common.loops import Outage, vital
 from common.models import Job
-from common.retry import Backoff
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
@@ -71,6 +71,7 @@ class Worker:
         self.started_at = clock()
         self._stopping = threading.Event()
         self._exited = threading.Event()
+        self.failed: str | None = None  # the vital thread that died, if one did
         self._held: set[str] = set()  # ids claimed and not finished (set ops are atomic in CPython)
         self._suspects: set[str] = set()
         self._slots = threading.Semaphore(concurrency)
@@ -83,9 +84,9 @@ class Worker:
 
     def run(self) -> None:
         """Work until :meth:`stop`; then let running jobs finish."""
-        self._heartbeat_once()
+        self._first_heartbeat()
         for loop in (self._heartbeat_loop, self._control_loop):
-            threading.Thread(target=loop, name=loop.__name__, daemon=True).start()
+            vital(loop.__name__, loop, self._vital_died)
         self.log.info("worker started", concurrency=self.concurrency, **self.sandbox.describe())
         try:
             self._claim_loop()
@@ -93,12 +94,21 @@ class Worker:
             self._pool.shutdown(wait=True)
             self._exited.set()
             self._release_leftovers()
-            self.fleet.worker_gone(self.worker_id)
+            try:
+                self.fleet.worker_gone(self.worker_id)
+            except RedisUnavailable:
+                self.log.warning("could not deregister; the scheduler forgets it after the lease")
             self.log.info("worker stopped", jobs_done=self.jobs_done)
 
     def stop(self) -> None:
         """Stop claiming; jobs already running finish."""
         self._stopping.set()
+
+    def _vital_died(self, name: str) -> None:
+        """Without its heartbeat or control loop the worker must not go on: stop, give jobs back."""
+        self.failed = name
+        self.stop()
+        self.kill_running()
 
     def kill_running(self) -> None:
         """Grace period over: stop running jobs and give them back to the queue."""
@@ -108,21 +118,16 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------
 
     def _claim_loop(self) -> None:
-        backoff = Backoff()
+        outage = Outage("claim", "worker", self.log)
         while not self._stopping.is_set():
             if not self._slots.acquire(timeout=self.claim_block_s):
                 continue
             try:
                 job = self._claim_one()
-                if backoff.failures:
-                    self.log.info("redis reachable again", after_failures=backoff.failures)
-                backoff.reset()
+                outage.ok()
             except RedisUnavailable as exc:
                 self._slots.release()
-                if not backoff.failures:  # once per outage, not per attempt
-                    self.log.warning("redis unreachable; retrying", error=str(exc))
-                metrics.REDIS_ERRORS.labels(process="worker").inc()
-                self._stopping.wait(backoff.next_delay())
+                self._stopping.wait(outage.failed(exc))
                 continue
             if job is None:
                 self._slots.release()
@@ -185,17 +190,30 @@ class Worker:
 
     def _control_loop(self) -> None:
         """Cancel requests for jobs this worker runs arrive on its control list."""
+        outage = Outage("control", "worker", self.log)
         while not self._exited.is_set():
             try:
                 job_id = self.store.next_control(self.group, self.worker_id, self.claim_block_s)
-            except RedisUnavailable:
-                self._exited.wait(1.0)
+                outage.ok()
+            except RedisUnavailable as exc:
+                self._exited.wait(outage.failed(exc))
                 continue
             if job_id is not None:
                 self.log.info("cancel requested", job_id=job_id)
                 self._runner.cancel(job_id)
 
     # -- heartbeat -------------------------------------------------------------------------
+
+    def _first_heartbeat(self) -> None:
+        """Register before claiming, waiting out a Redis that refuses (a worker started during OOM)."""
+        outage = Outage("heartbeat", "worker", self.log)
+        while not self._stopping.is_set():
+            try:
+                self._heartbeat_once()
+                outage.ok()
+                return
+            except RedisUnavailable as exc:
+                self._stopping.wait(outage.failed(exc))
 
     def _heartbeat_once(self) -> None:
         self.instance, listed = self.fleet.worker_heartbeat(
@@ -223,8 +241,13 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         # Beats go on while running jobs finish after stop(): only exit ends them.
-        while not self._exited.wait(self.settings.heartbeat_s):
+        # A failed beat is retried at the beat period at most (the lease is at stake).
+        outage = Outage("heartbeat", "worker", self.log, cap_s=self.settings.heartbeat_s)
+        delay = self.settings.heartbeat_s
+        while not self._exited.wait(delay):
             try:
                 self._heartbeat_once()
-            except RedisUnavailable:
-                metrics.REDIS_ERRORS.labels(process="worker").inc()
+                outage.ok()
+                delay = self.settings.heartbeat_s
+            except RedisUnavailable as exc:
+                delay = outage.failed(exc)

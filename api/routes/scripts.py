@@ -36,6 +36,9 @@ class NewScript(BaseModel):
     timeout_s: int | None = Field(default=None, gt=0, le=7 * 86400)
     retry: dict[str, Any] | None = None
     tag: str | None = Field(default=None, max_length=64)
+    limits: dict[str, int] | None = Field(
+        default=None, description="sandbox limits of its jobs (memory_mb, max_procs, file_mb, "
+        "open_files, disk_mb); a worker applies the lower of these and its own")
 
 
 def script_view(version: ScriptVersion) -> dict[str, Any]:
@@ -49,7 +52,7 @@ def create_script(body: NewScript, svc: Svc, context: Auth) -> dict[str, Any]:
     check(svc, context, "write", body.path)
     version, created = svc.gm.scripts.deploy(
         body.path, body.language, body.code, created_by=context.principal.name,
-        timeout_s=body.timeout_s, retry=body.retry, tag=body.tag,
+        timeout_s=body.timeout_s, retry=body.retry, tag=body.tag, limits=body.limits,
     )
     return {**script_view(version), "created": created}
 

@@ -7,9 +7,12 @@
 -- ARGV[2] stream cap
 -- ARGV[3] attempt number
 -- ARGV[4] how many redaction entries the writer already applies
--- ARGV[5..] ts, stream, line, ts, stream, line, ...
+-- ARGV[5] log bytes kept per job: a line that would pass it is dropped and
+--         counted (record fields log_bytes, log_dropped_lines, log_dropped_bytes);
+--         the first dropped line is replaced by one marker line
+-- ARGV[6..] ts, stream, line, ts, stream, line, ...
 --
--- Returns the number of lines appended; -1 when the writer's attempt is not
+-- Returns the number of lines taken (appended or counted as dropped); -1 when the writer's attempt is not
 -- the job's current one (a worker presumed dead must not log into a new
 -- attempt); -2, writing nothing, when the job read secrets the writer does not
 -- know of yet: it must fetch them, redact, and send the batch again.
@@ -21,10 +24,32 @@ end
 if redis.call('SCARD', KEYS[3]) ~= tonumber(ARGV[4]) then
   return -2
 end
-local n = 0
-for i = 5, #ARGV, 3 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-             'a', ARGV[3], 't', ARGV[i], 's', ARGV[i + 1], 'l', ARGV[i + 2])
+local limit = tonumber(ARGV[5])
+local used = tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or '0')
+-- Once a line was dropped every later one is too, so what is kept is a prefix.
+local cut = redis.call('HEXISTS', KEYS[1], 'log_dropped_lines') == 1
+local n, dropped, dropped_bytes = 0, 0, 0
+for i = 6, #ARGV, 3 do
+  local size = #ARGV[i + 2]
+  if not cut and used + size <= limit then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+               'a', ARGV[3], 't', ARGV[i], 's', ARGV[i + 1], 'l', ARGV[i + 2])
+    used = used + size
+  else
+    if not cut then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'a', ARGV[3], 't', ARGV[i],
+                 's', 'stderr', 'l', '[gristmill: this job reached its log limit of ' .. limit ..
+                 ' bytes; later lines are dropped (counted in the record)]')
+      cut = true
+    end
+    dropped = dropped + 1
+    dropped_bytes = dropped_bytes + size
+  end
   n = n + 1
+end
+redis.call('HSET', KEYS[1], 'log_bytes', used)
+if dropped > 0 then
+  redis.call('HINCRBY', KEYS[1], 'log_dropped_lines', dropped)
+  redis.call('HINCRBY', KEYS[1], 'log_dropped_bytes', dropped_bytes)
 end
 return n

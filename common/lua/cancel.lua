@@ -43,10 +43,11 @@ if status == 'running' then
   redis.call('EXPIRE', KEYS[9], 3600)
   return {'requested'}
 end
--- Queued: in scheduled, in ready, or taken by a worker that has not started it
--- (start.lua then drops it, seeing it is no longer queued).
+-- Queued: in scheduled, in ready, or taken by a worker that has not started it.
+-- O(1) in the queue's length: the id stays in ready (an LREM there would scan
+-- the whole list), and start.lua drops it when a worker takes it, seeing it is
+-- no longer queued. KEYS[3] is kept for the callers' sake.
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('LREM', KEYS[3], 0, ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'completed_at', ARGV[2],
            'canceled_by', ARGV[3], 'canceled_reason', ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])

@@ -40,6 +40,12 @@ redis.call('HSET', KEYS[1], 'status', ARGV[8], 'completed_at', ARGV[4])
 if #ARGV >= 10 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 end
+local cut = redis.call('HMGET', KEYS[1], 'log_dropped_lines', 'log_dropped_bytes', 'attempt')
+if cut[1] then
+  redis.call('XADD', KEYS[4], '*', 'a', cut[3] or '0', 't', ARGV[4],
+             's', 'stderr', 'l', '[gristmill: ' .. cut[1] .. ' log lines (' .. cut[2] ..
+             ' bytes) beyond the log limit were dropped]')
+end
 redis.call('RPUSH', KEYS[7], ARGV[9])
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])

@@ -190,12 +190,13 @@ def test_admin_may_run_as_anyone_and_that_is_logged(api: Api) -> None:
 
 
 def test_an_oversized_result_is_an_explicit_error(api: Api, worker: Worker) -> None:
-    """A result over 8 MiB fails the job with ResultTooLarge, never a silent substitute."""
+    """A result over max_result_bytes (2 MiB) fails with ResultTooLarge, never a substitute."""
     code = "def main():\n    return 'x' * (9 * 1024 * 1024)\n"
     answer = api.post("/api/jobs/run_wait_result/preview", params={"wait_s": 60},
                       json={"code": code, "language": "python3"})
     assert answer.status_code == 400
-    assert "ResultTooLarge" in answer.json()["error"] and "8 MiB" in answer.json()["error"]
+    assert "ResultTooLarge" in answer.json()["error"]
+    assert "max_result_bytes" in answer.json()["error"]
 
 
 # -- reading jobs -----------------------------------------------------------------------------

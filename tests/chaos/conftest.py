@@ -35,8 +35,8 @@ LOG_TAIL_LINES = 25
 def fleet_env(redis_url: str, job_tmp: Path) -> dict[str, str]:
     """The environment of every fleet process: no GRISTMILL_* of the test run, fast leases.
 
-    ``TMPDIR`` points into the test's directory, so the job directories a killed
-    worker cannot clean up stay there rather than in /tmp.
+    ``TMPDIR`` points into the test's directory, so whatever a killed process cannot
+    clean up (job directories of the shared sandbox mode) stays there rather than in /tmp.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRISTMILL_")}
     env.update(
@@ -77,7 +77,7 @@ class ChaosFleet:
         job_tmp = tmp_path / "jobtmp"
         job_tmp.mkdir(exist_ok=True)
         self.env = fleet_env(redis_url, job_tmp)
-        self.share = make_share(tmp_path)  # what jobs and the test both write: see worker()
+        self.share = make_share(tmp_path)  # the runs file lives here, written by every job
         self.procs: list[Proc] = []
 
     def start(self, name: str, *args: str) -> Proc:

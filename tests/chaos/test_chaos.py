@@ -1,10 +1,13 @@
-"""Chaos: 500 jobs through SIGKILLed workers, a SIGSTOPped worker and a Redis restart.
+"""Chaos: 500 jobs through SIGKILLed workers, a SIGSTOPped worker, a Redis restart,
+Redis at maxmemory, and a CLIENT PAUSE.
 
 Two schedulers and three workers (4 jobs each) run 500 python3 previews, each
 sleeping a seeded random 20-300 ms and returning its index. While they run,
 the test SIGKILLs a random worker ten times (starting a replacement each
 time), SIGSTOPs one worker past its lease and continues it once its jobs were
-recovered, and restarts Redis (appendfsync always) once. Then every job must
+recovered, restarts Redis (appendfsync always) once, holds Redis at its
+``maxmemory`` (noeviction: every write refused with OOM) for a while, and
+pauses every client (``CLIENT PAUSE ... ALL``) for a while. Then every job must
 have completed exactly once, with its own index as result; jobs that ran more
 than once (at-least-once) are counted from a file every run appends to, and
 reported, not failed.
@@ -50,9 +53,9 @@ SCHEDULERS = 2  # both recover dead workers: a job must never be re-queued twice
 KILLS = 10
 SLEEP_MS = (20, 300)
 SIGSTOP_S = 5.0
-SIGSTOP_PICK_S = 10.0  # how long to look for a busy worker to stop
-ENQUEUE_ATTEMPTS = 5
+ENQUEUE_ATTEMPTS = 40  # with backoff: outlives a Redis restart and the OOM episode
 RECOVERY_WAIT_S = 30.0
+BUSY_WAIT_S = 10.0
 DRAIN_TIMEOUT_S = 90.0
 EVENTS = "gm:{wg:default}:events"
 
@@ -62,7 +65,12 @@ EVENTS = "gm:{wg:default}:events"
 KILL_AT_S = (3.0, 5.5, 8.0, 10.5, 13.0, 20.0, 22.5, 25.0, 27.5, 30.0)
 SIGSTOP_AT_S = 6.5
 REDIS_RESTART_AT_S = 16.5
+# Between the restart's gap and the next kill, and between two kills (whose
+# jitter keeps them at least 1.7 s apart): OOM for 1.5 s, every client paused 1 s.
+MAXMEMORY_AT_S, MAXMEMORY_S = 18.0, 1.5
+CLIENT_PAUSE_AT_S, CLIENT_PAUSE_MS = 11.6, 1000
 JITTER_S = 0.4
+ENQUEUE_BACKOFF_S = (0.1, 2.0)  # first and longest wait between tries of one enqueue
 
 # Each run appends one line to the shared file, in one write to an O_APPEND
 # descriptor (atomic), before doing its work.
@@ -158,6 +166,7 @@ def enqueue(gm: Gristmill, job_id: str, args: dict[str, Any]) -> int:
     retried with the same id; DuplicateJob then means a try whose answer was
     lost had in fact been written (the ids are fresh uuid4s of this test).
     """
+    delay = ENQUEUE_BACKOFF_S[0]
     for attempt in range(1, ENQUEUE_ATTEMPTS + 1):
         try:
             gm.submit({"id": job_id, "code": JOB_CODE, "language": "python3", "args": args})
@@ -167,7 +176,10 @@ def enqueue(gm: Gristmill, job_id: str, args: dict[str, Any]) -> int:
         except RedisUnavailable:
             if attempt == ENQUEUE_ATTEMPTS:
                 raise
+            # Reachable but refusing (OOM) answers a ping at once: back off as well.
             gm.ping(timeout_s=15.0)
+            time.sleep(delay)  # the producer's backoff between tries
+            delay = min(delay * 2, ENQUEUE_BACKOFF_S[1])
     raise AssertionError("unreachable")
 
 
@@ -219,6 +231,8 @@ class Chaos:
         self.stopped: Held | None = None
         self.redis_down_ms: list[float] = []
         self.acked_at_restart = 0
+        self.oom_refusals = 0
+        self.paused = False
 
     def _pick(self, *, busy: bool = False) -> tuple[Proc, str | None]:
         """A random live worker, registered if any is (its id names its running list).
@@ -245,25 +259,19 @@ class Chaos:
         self.kills.append(Held(victim, worker_id, at_ms, running))
 
     def sigstop_worker(self) -> None:
-        """SIGSTOP a random busy worker; it stays stopped longer than its lease.
-
-        A fleet that keeps up with the producer is often idle between jobs, and a job may
-        end between the pick and the signal: try again (a stopped idle worker is resumed
-        at once) until one is caught busy.
-        """
-        end = time.monotonic() + SIGSTOP_PICK_S
-        while True:
+        """SIGSTOP a random busy worker; it stays stopped longer than its lease."""
+        # On a loaded machine every worker may be between jobs (or still starting) at
+        # the scheduled instant: wait for a busy registered one (nothing signals it).
+        end = time.monotonic() + BUSY_WAIT_S
+        victim, worker_id = self._pick(busy=True)
+        while worker_id is None or not running_jobs(self.client, worker_id):
+            assert time.monotonic() < end, "no registered worker busy enough to SIGSTOP"
+            time.sleep(0.05)
             victim, worker_id = self._pick(busy=True)
-            at_ms = time.time() * 1000
-            running: list[str] = []
-            if worker_id is not None:
-                os.kill(victim.pid, signal.SIGSTOP)
-                running = running_jobs(self.client, worker_id)
-                if running:
-                    break
-                os.kill(victim.pid, signal.SIGCONT)
-            assert time.monotonic() < end, "no registered worker was busy to SIGSTOP"
-            time.sleep(0.01)
+        at_ms = time.time() * 1000
+        os.kill(victim.pid, signal.SIGSTOP)
+        running = running_jobs(self.client, worker_id)
+        assert running, f"worker {worker_id} was running no job when stopped"
         pipe = self.client.pipeline(transaction=False)
         for job_id in running:
             pipe.hget(f"gm:{{wg:default}}:job:{job_id}", "attempt")
@@ -294,6 +302,26 @@ class Chaos:
         assert not lost, f"{len(lost)} of {len(acked)} acknowledged jobs lost by the Redis restart"
 
 
+    def fill_memory(self) -> None:
+        """Redis at maxmemory (noeviction) for MAXMEMORY_S: every write refused with OOM."""
+        self.client.config_set("maxmemory-policy", "noeviction")
+        self.client.config_set("maxmemory", 1)
+        before = self.oom_count()
+        time.sleep(MAXMEMORY_S)  # the episode's length (the schedule)
+        self.client.config_set("maxmemory", 0)
+        self.oom_refusals = self.oom_count() - before
+
+    def oom_count(self) -> int:
+        """Commands Redis refused with OOM since it started (INFO errorstats)."""
+        stats = self.client.info("errorstats").get("errorstat_OOM")
+        return int(stats["count"]) if stats else 0
+
+    def pause_clients(self) -> None:
+        """CLIENT PAUSE ALL: every command of every client waits for CLIENT_PAUSE_MS."""
+        self.client.execute_command("CLIENT", "PAUSE", CLIENT_PAUSE_MS, "ALL")
+        self.paused = True
+
+
 def chaos_schedule(chaos: Chaos, rng: random.Random) -> list[tuple[float, Callable[[], None]]]:
     """The chaos actions with their times (seconds from the start), jittered, in order."""
     steps: list[tuple[float, Callable[[], None]]] = [
@@ -302,6 +330,8 @@ def chaos_schedule(chaos: Chaos, rng: random.Random) -> list[tuple[float, Callab
     steps.append((SIGSTOP_AT_S, chaos.sigstop_worker))
     steps.append((SIGSTOP_AT_S + SIGSTOP_S, chaos.sigcont_worker))
     steps.append((REDIS_RESTART_AT_S, chaos.restart_redis))
+    steps.append((MAXMEMORY_AT_S, chaos.fill_memory))
+    steps.append((CLIENT_PAUSE_AT_S, chaos.pause_clients))
     return sorted(steps, key=lambda step: step[0])
 
 
@@ -356,11 +386,9 @@ def test_jobs_survive_worker_kills_pauses_and_a_redis_restart(
     """Every job completes exactly once through the chaos; re-runs are counted, not failed."""
     test_started = time.monotonic()
     rng = random.Random(SEED)
-    # In the share the workers give their jobs (a sandboxed job sees nothing else of the
-    # host), writable by the jobs' own uids.
     runs_file = chaos_fleet.share / "runs.txt"
     runs_file.touch()
-    runs_file.chmod(0o666)
+    runs_file.chmod(0o666)  # every job has a uid of its own: all of them append here
     gm = Gristmill(chaos_redis.url)
     client = redis.Redis.from_url(chaos_redis.url)
     try:
@@ -385,6 +413,8 @@ def test_jobs_survive_worker_kills_pauses_and_a_redis_restart(
             producing.result(timeout=DRAIN_TIMEOUT_S)
         assert len(chaos.kills) == KILLS
         assert len(chaos_fleet.live_workers()) == WORKERS
+        assert chaos.oom_refusals > 0, "the maxmemory episode refused no write"
+        assert chaos.paused
 
         done, left = drain(gm, ids, DRAIN_TIMEOUT_S)
         events = read_events(client)
@@ -459,7 +489,8 @@ def test_jobs_survive_worker_kills_pauses_and_a_redis_restart(
 
     summary = (
         f"chaos: jobs={JOBS} schedulers={SCHEDULERS} worker_kills={len(chaos.kills)} sigstops=1 "
-        f"redis_restarts={len(chaos.redis_down_ms)} lost={len(left)} duplicates={duplicates} "
+        f"redis_restarts={len(chaos.redis_down_ms)} oom_refusals={chaos.oom_refusals} "
+        f"client_pauses=1 lost={len(left)} duplicates={duplicates} "
         f"max_runs={max(runs.values())} recovery_p50_ms={percentile_50(recovery_ms)} "
         f"recovery_max_ms={max(recovery_ms):.0f} recovery_samples={len(recovery_ms)} "
         f"fenced_refused={len(refused)} redis_down_ms={chaos.redis_down_ms[0]:.0f} "

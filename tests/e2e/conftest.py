@@ -276,7 +276,7 @@ def gm(redis_client: redis.Redis, redis_server: EmbeddedRedis) -> Iterator[Grist
     client.redis.close()
 
 
-def worker_id_of(client: redis.Redis, pid: int, timeout_s: float = 10.0) -> str:
+def worker_id_of(client: redis.Redis, pid: int, timeout_s: float = 30.0) -> str:
     """The id under which the worker process ``pid`` registered in ``gm:workers``."""
 
     def registered() -> str | None:

@@ -398,3 +398,14 @@ def test_job_network_none(fleet: Fleet) -> None:
     online = fleet.run(NETWORK, {"port": fleet.port})
     assert fleet.wait(online).result == "connected"  # the port is open to the host network
     assert fleet.wait(offline).result in ("ConnectionRefusedError", "OSError")
+
+
+def test_a_script_may_tighten_its_limits(fleet: Fleet) -> None:
+    """A version deployed with memory_mb=200 fails at 200 MiB on a worker that allows 2048."""
+    version, _ = fleet.gm.scripts.deploy("u/alice/hog", "python3", MEMORY_HOG,
+                                         limits={"memory_mb": 200}, created_by="u/alice")
+    assert version.limits == {"memory_mb": 200}
+    job_id = fleet.gm.submit({"path": "u/alice/hog", "token": fleet.alice})
+    failed = fleet.wait(job_id)
+    assert failed.error is not None and failed.error["name"] == "OutOfMemory", failed.error
+    assert "memory limit of 200 MiB" in failed.error["message"]

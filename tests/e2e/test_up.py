@@ -24,7 +24,7 @@ HELLO = "def main(name: str):\n    return f'hello {name}'\n"
 class Up:
     """One `gristmill up` run in ``cwd`` with its server on ``port``."""
 
-    def __init__(self, procs: Processes, cwd: Path, port: int, name: str) -> None:
+    def __init__(self, procs: Processes, cwd: Path, port: int, name: str, *extra: str) -> None:
         env = clean_env(None)  # no GRISTMILL_REDIS_URL: up starts its own server
         if os.environ.get("GRISTMILL_TEST_REDIS_SERVER"):
             env["GRISTMILL_REDIS_SERVER"] = os.environ["GRISTMILL_TEST_REDIS_SERVER"]
@@ -33,14 +33,15 @@ class Up:
         self.api_port = free_port()
         self.process, lines = procs.start(
             name, "up", "--redis-port", str(port), "--workers", "1", "--concurrency", "1",
-            "--grace", "2", "--api-port", str(self.api_port), env=env, cwd=cwd, read_stdout=True,
+            "--grace", "2", "--api-port", str(self.api_port), *extra, env=env, cwd=cwd,
+            read_stdout=True,
         )
         assert lines is not None
         self.lines: LineReader = lines
         self.cwd = cwd
-        self.url_file = Path(lines.expect(r"password included, is in (\S+)", 20).group(1))
+        self.url_file = Path(lines.expect(r"password included, is in ([^\s\"]+)", 20).group(1))
         self.url = self.url_file.read_text().strip()
-        self.token_file = Path(lines.expect(r"admin API token in (\S+)", 20).group(1))
+        self.token_file = Path(lines.expect(r"admin API token in ([^\s\"]+)", 20).group(1))
         lines.expect(r"fleet up", 10)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -136,3 +137,54 @@ def test_up_keeps_queued_jobs_across_restart(procs: Processes, tmp_path: Path) -
     finally:
         client.close()
     assert second.interrupt() == 0
+
+
+def test_up_output_is_one_json_object_per_line(procs: Processes, tmp_path: Path) -> None:
+    """Everything up and its children write (stdout and stderr) is whole JSON objects, one a line."""
+    site = tmp_path / "site"
+    site.mkdir()
+    up = Up(procs, site, free_port(), "up")
+    (tmp_path / "hello.py").write_text(HELLO)
+    assert up.cli("preview", str(tmp_path / "hello.py"), "-a", "name=x", "--wait").returncode == 0
+    assert up.interrupt() == 0
+    up.lines.close()
+    lines = up.lines.seen + up.log().splitlines()
+    assert len(lines) > 5
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+
+
+def test_a_killed_up_leaves_no_orphans(procs: Processes, tmp_path: Path) -> None:
+    """SIGKILL to up: its Redis, scheduler, workers and API die with it; the next up starts."""
+    site = tmp_path / "site"
+    site.mkdir()
+    port = free_port()
+    first = Up(procs, site, port, "up-1")
+    kids = first.children()
+    assert set(kids) == {"server", "scheduler", "worker", "api"}, kids
+    first.process.kill()
+    first.process.wait(10)
+    deadline(lambda: not any(alive(pid) for pid in kids.values()), 30, "up's children to die")
+    deadline(lambda: not port_in_use(port), 10, "the port to be free")
+    second = Up(procs, site, port, "up-2")
+    assert second.cli("jobs", "list").returncode == 0
+    assert second.interrupt() == 0
+
+
+def test_up_restarts_its_redis_and_keeps_the_data(procs: Processes, tmp_path: Path) -> None:
+    """The embedded Redis killed: up starts it again on the same port, queued jobs kept (AOF)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    port = free_port()
+    up = Up(procs, site, port, "up", "--appendfsync", "always")
+    (tmp_path / "later.py").write_text(HELLO)
+    queued = up.cli("preview", str(tmp_path / "later.py"), "-a", "name=later", "--in", "1h")
+    assert queued.returncode == 0, queued.stderr
+    server = up.children()["server"]
+    os.kill(server, signal.SIGKILL)
+    deadline(lambda: not alive(server), 10, "the server to die")
+    up.lines.expect(r"embedded redis restarted", 30)
+    got = up.cli("job", "get", queued.stdout.strip(), "--json")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["status"] == "queued"
+    assert up.interrupt() == 0

@@ -127,7 +127,7 @@ def test_promoter_wakes_for_an_earlier_job(store: Store) -> None:
     stopping = threading.Event()
     promoter = Promoter(store, "default", stopping, store.clock)
     store.enqueue(make_job(scheduled_for=store.clock() + 60_000), fresh_id=True)
-    promoter.start()
+    promoter.start(lambda thread: None)
     try:
         due = store.clock() + 300
         early = make_job(scheduled_for=due)
@@ -140,7 +140,7 @@ def test_promoter_wakes_for_an_earlier_job(store: Store) -> None:
     finally:
         stopping.set()
         promoter.wake()
-        promoter.thread.join(10)
+        promoter.join(10)
 
 
 def test_cancel_kills_a_running_job(store: Store, worker_factory: object, job_share: Path) -> None:

@@ -56,6 +56,10 @@ def test_a_producer_may_only_lpush_the_inbox(producer_url: str, redis_client: re
         with pytest.raises(redis.exceptions.NoPermissionError):
             refused()
     assert "user feeder on" in (redis_server.data_dir / ACL_FILE).read_text()  # saved
+    listing = io.StringIO()
+    with redirect_stdout(listing):
+        assert cli.main(["redis-user", "list"]) == 0
+    assert {"default", "gristmill", "feeder"} <= set(listing.getvalue().split())
     redis_client.delete("gm:inbox")
 
 

@@ -42,7 +42,7 @@ def test_retry_requeues_for_later_and_keeps_history(store: Store, redis_client: 
 
 
 def test_cancel_a_queued_job(store: Store, redis_client: redis.Redis) -> None:
-    """A queued job is completed as canceled at once and leaves every queue."""
+    """A queued job is completed as canceled at once; it leaves scheduled, and ready when taken."""
     future, ready = make_job(scheduled_for=NOW * 2), make_job(scheduled_for=0)
     store.enqueue(future, fresh_id=True)
     store.enqueue(ready, fresh_id=True)
@@ -52,7 +52,11 @@ def test_cancel_a_queued_job(store: Store, redis_client: redis.Redis) -> None:
         assert (record.status, record.canceled_by, record.canceled_reason) == (
             Status.CANCELED, "u/admin", "not needed")
     g = store.keys.group("default")
-    assert redis_client.zcard(g.scheduled) == 0 and redis_client.llen(g.ready) == 0
+    # O(1) cancel: the id stays in ready until a worker takes it and drops it.
+    assert redis_client.zcard(g.scheduled) == 0 and redis_client.llen(g.ready) == 1
+    assert store.claim("default", "w1", 1) == ready.id
+    assert store.start("default", ready.id, "w1", "c") is None
+    assert redis_client.llen(g.ready) == 0 and store.running_ids("default", "w1") == []
     assert store.wait(ready.id, 1).status == Status.CANCELED
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.executors.bash import BashParam, bash_invocation, bash_result, parse_bash_params
+from worker.executors.bash import BashParam, bash_invocation, bash_result, parse_bash_params, prepare
 from worker.executors.binding import ArgumentError
 
 P = BashParam
@@ -109,3 +109,30 @@ RESULTS: list[tuple[str, list[str], object]] = [
 def test_result(tail: list[str], expected: object) -> None:
     """The result is the last non-empty stdout line, parsed as JSON when it is JSON."""
     assert bash_result(tail) == expected
+
+
+RESERVED = ["PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "BASH_ENV", "ENV", "IFS", "PYTHONPATH",
+            "PYTHONSTARTUP", "WM_TOKEN", "WM_JOB_ID", "GRISTMILL_REDIS_URL", "SHELLOPTS", "PS4",
+            "LC_ALL", "HOME"]
+
+
+@pytest.mark.parametrize("name", RESERVED)
+def test_reserved_names_are_refused_with_a_clear_error(name: str) -> None:
+    """An arg that would become PATH, LD_*, BASH_ENV, ... fails the job before it runs."""
+    params = parse_bash_params(f'{name}="$1"\nother="$2"')
+    with pytest.raises(ArgumentError, match=rf"{name} cannot be passed.*rename the script's parameter"):
+        bash_invocation(params, {name: "/tmp/evil", "other": "x"})
+
+
+def test_a_reserved_optional_parameter_not_given_is_fine() -> None:
+    """Only a value that would be set is refused; ordinary names pass through to the env."""
+    params = parse_bash_params('name="$1"\nPATH="${2:-/bin}"\npath_like="$3"')
+    assert bash_invocation(params, {"name": "a", "path_like": "b"}) == (
+        ["a", "", "b"], {"name": "a", "path_like": "b"})
+
+
+def test_prepare_puts_args_in_the_prepared_env() -> None:
+    """Prepared.env carries the args by name (the spawner merges it under the job's variables)."""
+    prepared = prepare('name="$1"\ncount="${2:-10}"\necho "$name"', {"name": "Ada", "count": 3})
+    assert prepared.env == {"name": "Ada", "count": "3"}
+    assert prepared.argv[-2:] == ["Ada", "3"]

@@ -30,6 +30,8 @@ ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "gristmill-dashboard.json"
 K8S = DEPLOY / "k8s"
 PROCESS_COMMANDS = {"up", "worker", "scheduler", "api"}
+# Names that issue 7 (Redis credentials, the job sandbox) adds to the code; deploy/ uses
+# them already. Accepted here only while the code does not know them yet.
 
 ENV_NAME = re.compile(r"\bGRISTMILL_[A-Z0-9_]+\b")
 METRIC_NAME = re.compile(r"\bgristmill_[a-z0-9_]+\b")
@@ -67,8 +69,10 @@ def _exposed_metric_names() -> set[str]:
 
 
 def _parse_process_args(args: list[str]) -> Any:
+    parser = build_parser()
+    argv = [str(a) for a in args]
     try:
-        ns = build_parser().parse_args([str(a) for a in args])
+        ns = parser.parse_args(argv)
     except SystemExit:
         pytest.fail(f"`gristmill {' '.join(map(str, args))}` does not parse (see stderr)")
     assert ns.command in PROCESS_COMMANDS, f"{args}: not a process command"
@@ -310,10 +314,11 @@ def test_k8s_processes_run_real_commands_with_real_settings() -> None:
     assert {"scheduler", "worker"} <= seen
 
 
-def test_keda_scales_workers_on_their_group_ready_list() -> None:
-    """Each ScaledObject targets a worker Deployment and watches that group's ready list."""
+def test_keda_scales_workers_on_ready_plus_running() -> None:
+    """Each ScaledObject scales a worker Deployment on its group's ready + running jobs."""
     docs = _k8s_docs()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    auths = {d["metadata"]["name"] for d in docs if d["kind"] == "TriggerAuthentication"}
     scaled = [d for d in docs if d["kind"] == "ScaledObject"]
     assert scaled
     for obj in scaled:
@@ -321,10 +326,25 @@ def test_keda_scales_workers_on_their_group_ready_list() -> None:
         (container,) = _gristmill_containers(target)
         ns = _parse_process_args(container["args"])
         assert ns.command == "worker"
-        (trigger,) = obj["spec"]["triggers"]
-        assert trigger["type"] == "redis"
-        meta = trigger["metadata"]
-        assert meta["listName"] == Keys(Settings.model_fields["namespace"].default).group(ns.group).ready
+        triggers = {t["type"]: t for t in obj["spec"]["triggers"]}
+        assert set(triggers) == {"prometheus", "redis"}
         # KEDA reads its metadata as strings.
-        assert all(isinstance(v, str) for v in meta.values()), meta
-        assert int(meta["listLength"]) > 0
+        for trigger in triggers.values():
+            assert all(isinstance(v, str) for v in trigger["metadata"].values()), trigger
+        # Ready + running of this group: the busy workers count, so no scale-down kills them.
+        query = triggers["prometheus"]["metadata"]["query"]
+        assert "gristmill_queue_depth" in query and 'state=~"ready|running"' in query
+        assert f'group="{ns.group}"' in query
+        assert int(triggers["prometheus"]["metadata"]["threshold"]) == ns.concurrency
+        redis = triggers["redis"]
+        keys = Keys(Settings.model_fields["namespace"].default)
+        assert redis["metadata"]["listName"] == keys.group(ns.group).ready
+        assert int(redis["metadata"]["listLength"]) > 0
+        # Address and credentials from a TriggerAuthentication, none in the object itself
+        # (the address names the namespace, which the manifests never do).
+        assert redis["authenticationRef"]["name"] in auths
+        assert not {"address", "host", "password", "username"} & set(redis["metadata"])
+        down = obj["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+        assert down["stabilizationWindowSeconds"] >= 300
+        # A scaled-down worker finishes its jobs: --grace covers the default job timeout.
+        assert ns.grace >= Settings.model_fields["default_timeout_s"].default

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import pytest
 
 from common.errors import GristmillError, SpecError
 from common.instance import InstanceSettings, decode, validate_one
 from common.permissions import check_item_path as check_path
-from common.scripts import script_hash
+from common.scripts import check_limits, script_hash
 from gristmill.durations import parse_arg_pairs, parse_duration_ms
 from scheduler.promoter import FINE_WAIT_MS, IDLE_BLOCK_S, plan_wait
+from worker.sandbox.policy import Limits
 
 
 @pytest.mark.parametrize(
@@ -94,3 +98,30 @@ def test_the_inbox_identity_owns_nothing() -> None:
     from common.permissions import Principal, can
 
     assert not can(Principal(user="inbox"), "read", "u/inbox/anything")
+
+
+@pytest.mark.parametrize(("worker", "script", "expected"), [
+    ({}, None, {}),
+    ({}, {"memory_mb": 256}, {"memory_mb": 256}),
+    ({"memory_mb": 128}, {"memory_mb": 256}, {"memory_mb": 128}),  # never raised
+    ({}, {"max_procs": 8, "disk_mb": 4}, {"max_procs": 8, "disk_mb": 4}),
+    ({"open_files": 64}, {"open_files": 65, "file_mb": 2}, {"open_files": 64, "file_mb": 2}),
+])
+def test_script_limits_only_tighten_the_workers(worker: dict[str, int], script: dict[str, int] | None,
+                                                expected: dict[str, int]) -> None:
+    """Limits.tightened: the lower of the worker's and the script's, per limit."""
+    base = Limits(**worker)
+    assert base.tightened(script) == dataclasses.replace(base, **expected)
+
+
+@pytest.mark.parametrize(("limits", "words"), [
+    ({"memory": 10}, "unknown limit(s) memory"),
+    ({"memory_mb": 0}, "memory_mb must be a whole number"),
+    ({"max_procs": True}, "max_procs must be a whole number"),
+    ({"disk_mb": 2**31}, "disk_mb must be a whole number"),
+    ({"file_mb": "8"}, "file_mb must be a whole number"),
+])
+def test_bad_script_limits_are_named(limits: dict[str, object], words: str) -> None:
+    """check_limits refuses unknown names and values that are not whole numbers in range."""
+    with pytest.raises(SpecError, match=re.escape(words)):
+        check_limits(limits)

@@ -41,6 +41,25 @@ _PARAM_LINE = re.compile(
 )
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# Variables that change how bash, the dynamic loader, an interpreter the script
+# starts, or Gristmill's own contract behave: never set from a job's args.
+RESERVED_NAMES = frozenset({
+    "PATH", "HOME", "SHELL", "ENV", "BASH_ENV", "IFS", "CDPATH", "GLOBIGNORE", "SHELLOPTS",
+    "BASHOPTS", "PS4", "PROMPT_COMMAND", "POSIXLY_CORRECT", "HISTFILE", "TMPDIR", "PWD",
+    "OLDPWD", "LANG", "LANGUAGE", "TZ", "TERM", "NODE_OPTIONS", "PERL5OPT", "PERL5LIB",
+    "RUBYOPT", "RUBYLIB", "GCONV_PATH", "NLSPATH", "LOCPATH", "HOSTALIASES", "RESOLV_HOST_CONF",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY",
+    "http_proxy", "https_proxy", "ALL_PROXY", "NO_PROXY", "no_proxy", "UV_INDEX_URL",
+    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+})
+RESERVED_PREFIXES = ("LD_", "BASH_", "PYTHON", "WM_", "GRISTMILL_", "LC_", "MALLOC_", "GLIBC_",
+                     "GIT_", "PIP_", "UV_")
+
+
+def reserved_env_name(name: str) -> bool:
+    """True when an arg of this name must not become an environment variable."""
+    return name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES)
+
 
 @dataclass(frozen=True)
 class BashParam:
@@ -84,11 +103,20 @@ def bash_invocation(
     Strings go as they are, other JSON values as compact JSON text. An absent
     (or null) optional parameter is passed as "" so its ``:-`` default applies,
     and is left out of the environment. Raises ArgumentError naming every
-    required parameter that ``args`` lacks.
+    required parameter that ``args`` lacks, and every given one whose name is
+    reserved (:func:`reserved_env_name`). The environment goes in
+    ``Prepared.env``, which the spawner merges under the job's own variables.
     """
     missing = [p.name for p in params if p.required and args.get(p.name) is None]
     if missing:
         raise ArgumentError(f"missing required argument(s) for the script: {', '.join(missing)}")
+    reserved = [p.name for p in params if args.get(p.name) is not None and reserved_env_name(p.name)]
+    if reserved:
+        raise ArgumentError(
+            f"argument(s) {', '.join(reserved)} cannot be passed: args are also set as environment "
+            "variables, and these names would change how the shell or the job runs (PATH, LD_*, "
+            "BASH_ENV, ENV, IFS, PYTHON*, WM_*, ...); rename the script's parameter"
+        )
     size = max((p.index for p in params), default=0)
     positional = [""] * size
     env: dict[str, str] = {}

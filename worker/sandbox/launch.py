@@ -279,6 +279,8 @@ def _init(request: Request, status_w: int, start: StartJob) -> None:
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _prctl(PR_SET_DUMPABLE, 0)
+        if _reader_gone(status_w):  # the launcher died before PDEATHSIG was armed
+            os._exit(1)
         uid = request["uid"]
         build_root(request["root"], request["binds"], request["shared_dirs"],
                    request["limits"]["disk_mb"], uid)
@@ -296,6 +298,13 @@ def _init(request: Request, status_w: int, start: StartJob) -> None:
         os.write(2, f"gristmill sandbox: cannot set up the job's sandbox: {exc}\n".encode())
         os.write(status_w, str(START_FAILED << 8).encode())
         os._exit(0)
+
+
+def _reader_gone(write_fd: int) -> bool:
+    """True when nobody holds the read end of the pipe ``write_fd`` writes to."""
+    poller = select.poll()
+    poller.register(write_fd, 0)  # POLLERR is reported whatever the mask
+    return any(event & select.POLLERR for _, event in poller.poll(0))
 
 
 def run_shared(request: Request, watch_fd: int, start: StartJob = exec_job) -> None:

@@ -9,7 +9,6 @@ network, a fresh uid per job, and which host paths the job may see read-only
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -18,7 +17,8 @@ import struct
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -52,6 +52,14 @@ class Limits:
     open_files: int = 1024
     disk_mb: int = 1024
 
+    def tightened(self, wanted: Mapping[str, int] | None) -> Limits:
+        """These limits lowered to what a script asks for; a script never raises them."""
+        if not wanted:
+            return self
+        lower = {name: min(value, wanted[name]) for name, value in asdict(self).items()
+                 if name in wanted}
+        return replace(self, **lower)
+
 
 @dataclass(frozen=True)
 class Sandbox:
@@ -70,20 +78,21 @@ class Sandbox:
         """This sandbox with a fork server of its own (start it before reading secrets)."""
         from worker.sandbox.warm import ForkServer
 
-        return dataclasses.replace(self, server=ForkServer.start())
+        return replace(self, server=ForkServer.start())
 
     def command(self) -> list[str]:
         """The launcher: this interpreter, isolated from the environment and site-packages."""
         return [sys.executable, "-I", "-S", LAUNCHER]
 
     def request(self, argv: list[str], env: dict[str, str], files: dict[str, str],
-                result_fd: int | None, *, inprocess: bool = False) -> bytes:
+                result_fd: int | None, limits: Limits | None = None, *,
+                inprocess: bool = False) -> bytes:
         """One job's length-prefixed request (see ``launch.py`` for the fields; ``inprocess``:
         the fork server runs this python3 job in the forked process, see ``forkserver.py``)."""
         body = json.dumps({
             "inprocess": inprocess,
             "mode": self.mode, "argv": argv, "env": env, "files": files,
-            "limits": asdict(self.limits), "uid": UID_BASE + secrets.randbelow(UID_SPAN),
+            "limits": asdict(limits or self.limits), "uid": UID_BASE + secrets.randbelow(UID_SPAN),
             "network": self.network, "binds": list(self.binds),
             "shared_dirs": list(self.shared_dirs), "root": self.root,
             "result_fd": result_fd,

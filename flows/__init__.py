@@ -1,0 +1,1 @@
+"""Flows: the OpenFlow model, the expression engine, the pure transition function, flow state."""

@@ -1,0 +1,366 @@
+"""Flow state in Redis: one atomic transition per event, actions through an outbox.
+
+Every key of a flow is in its flow job's slot ``{wg:G}`` (``common/keys.py``).
+An event is appended to the flow's ``flowevents`` list (and the flow id to
+the group's ``flowq``). An advancer reads the state, its version and the
+event at the head, computes the transition in Python (the expressions need
+V8, which Lua has not), and commits with ``flow_commit.lua``: the new state,
+the removal of that event and the actions appended to the flow's
+``flowoutbox``, all or nothing, refused if another advancer committed first.
+The actions are then carried out (``dispatch``) and each removed once done;
+they are idempotent (step job ids are derived from flow, step and attempt), so
+a dispatcher that dies midway is simply repeated.
+
+How a step that runs in another group's slot reaches its flow without a
+cross-slot script is written in docs/ARCHITECTURE.md ("Flows"): its outcome
+goes to ``flownotify`` in the step's own slot, and :meth:`FlowStore.forward`
+moves it to the flow's events (at least once; duplicates are ignored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+import redis
+from pydantic import TypeAdapter
+
+from common.clock import Clock, now_ms
+from common.connection import redis_errors
+from common.keys import Keys
+from common.lua import LuaScript, ScriptArg
+from flows.expr import Evaluator
+from flows.inputs import bind_inputs
+from flows.model import OpenFlow, dump_flow, parse_flow
+from flows.state import (
+    Action,
+    AwaitResume,
+    CancelJobs,
+    EarlyReturn,
+    Event,
+    FlowCompleted,
+    FlowState,
+    FrameState,
+    JobCompleted,
+    Start,
+    StartJob,
+    TimerFired,
+)
+from flows.transition import advance, fail_flow, initial_state
+
+
+def _script(name: str) -> LuaScript:
+    return LuaScript(name, resources.files("flows").joinpath("lua", f"{name}.lua").read_text())
+
+
+FLOW_CREATE = _script("flow_create")
+FLOW_EVENT = _script("flow_event")
+FLOW_COMMIT = _script("flow_commit")
+FLOW_TIMER = _script("flow_timer")
+POP_IF_HEAD = _script("pop_if_head")
+
+_EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
+_ACTIONS: TypeAdapter[Action] = TypeAdapter(Action)
+_DEF_CACHE_SIZE = 256
+_COMMIT_OUTBOX_HEADS = 100  # how many actions flow_commit.lua answers (LRANGE 0 99)
+DEFAULT_RETENTION_S = 30 * 24 * 3600
+
+
+class StepLauncher(Protocol):
+    """What carries out a flow's actions; each call must be idempotent (it may be repeated)."""
+
+    def start_job(self, flow_id: str, action: StartJob) -> None:
+        """Enqueue the step job ``action.job`` (an id that already exists is not enqueued again)."""
+
+    def cancel_jobs(self, flow_id: str, jobs: list[str]) -> None: ...
+
+    def early_return(self, flow_id: str, action: EarlyReturn) -> None: ...
+
+    def complete_flow(self, flow_id: str, action: FlowCompleted) -> None:
+        """Complete the flow job's record (which notifies a parent flow in turn)."""
+
+
+OutcomeLookup = Callable[[str], "StepOutcome | None"]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """A finished step job, on its way from its own slot to its flow's."""
+
+    flow_group: str
+    flow_id: str
+    job: str
+    success: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"g": self.flow_group, "f": self.flow_id, "j": self.job, "s": self.success,
+                           "r": self.result, "e": self.error}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StepOutcome:
+        data = json.loads(text)
+        return cls(data["g"], data["f"], data["j"], data["s"], data.get("r"), data.get("e"))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class FlowStore:
+    """Creates flows, queues their events, applies them one atomic transition at a time."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, evaluator: Evaluator, *,
+                 clock: Clock = now_ms, retention_s: int = DEFAULT_RETENTION_S) -> None:
+        self.client = client
+        self.retention_s = retention_s
+        self.keys = keys
+        self.evaluator = evaluator
+        self.clock = clock
+        self._defs: dict[str, OpenFlow] = {}
+
+    # -- producers ---------------------------------------------------------------------------
+
+    @redis_errors
+    def create(self, group: str, flow_id: str, flow: OpenFlow, args: dict[str, Any]) -> bool:
+        """Store a new flow and queue its start; False if it exists already (nothing changes).
+
+        The args get the flow schema's defaults and are checked against it first
+        (FlowInputError, a SpecError, lists what does not fit).
+        """
+        g = self.keys.group(group)
+        state = initial_state(flow_id, bind_inputs(flow.schema_, args))
+        created = FLOW_CREATE(
+            self.client, [g.flow(flow_id), g.flow_events(flow_id), g.flow_queue, g.flows_running],
+            [flow_id, dump_flow(flow), state.model_dump_json(), Start().model_dump_json(), self.clock()])
+        return bool(created)
+
+    @redis_errors
+    def send(self, group: str, flow_id: str, event: Event) -> bool:
+        """Queue an event for a flow; False when there is no such flow."""
+        g = self.keys.group(group)
+        return bool(FLOW_EVENT(self.client, [g.flow(flow_id), g.flow_events(flow_id), g.flow_queue],
+                               [flow_id, event.model_dump_json()]))
+
+    @redis_errors
+    def notify(self, step_group: str, outcome: StepOutcome) -> None:
+        """Record a step's outcome in the step's own slot (done by its completion once wired)."""
+        self.client.rpush(self.keys.group(step_group).flow_notify, outcome.to_json())
+
+    @redis_errors
+    def forward(self, step_group: str, limit: int = 100) -> int:
+        """Hand the step outcomes recorded in ``step_group`` to their flows; how many moved.
+
+        Each outcome is pushed to its flow first and removed here after, so a
+        forwarder that dies in between pushes it again: the flow ignores the copy.
+        """
+        notify = self.keys.group(step_group).flow_notify
+        heads = self.client.lrange(notify, 0, limit - 1)
+        if not heads:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for head in heads:
+            outcome = StepOutcome.from_json(head)
+            g = self.keys.group(outcome.flow_group)
+            event = JobCompleted(job=outcome.job, success=outcome.success, result=outcome.result,
+                                 error=outcome.error)
+            FLOW_EVENT.queue(pipe, [g.flow(outcome.flow_id), g.flow_events(outcome.flow_id), g.flow_queue],
+                             [outcome.flow_id, event.model_dump_json()])
+        commands = list(pipe.command_stack)
+        try:
+            pipe.execute()
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(FLOW_EVENT.source)
+            pipe.command_stack = commands
+            pipe.execute()
+        return int(POP_IF_HEAD(self.client, [notify], heads))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @redis_errors
+    def state(self, group: str, flow_id: str) -> FlowState | None:
+        raw = self.client.hget(self.keys.group(group).flow(flow_id), "state")
+        return None if raw is None else FlowState.model_validate_json(raw)
+
+    @redis_errors
+    def archived_frames(self, group: str, flow_id: str) -> dict[str, FrameState]:
+        """The iterations and branches of a flow that ended, by address (for the flow's tree)."""
+        fields = self.client.hgetall(self.keys.group(group).flow(flow_id))
+        return {_text(k)[2:]: FrameState.model_validate_json(v) for k, v in fields.items()
+                if _text(k).startswith("f:")}
+
+    def _definition(self, text: str) -> OpenFlow:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        flow = self._defs.get(digest)
+        if flow is None:
+            if len(self._defs) >= _DEF_CACHE_SIZE:
+                self._defs.clear()
+            flow = self._defs[digest] = parse_flow(text)
+        return flow
+
+    # -- the advancer ------------------------------------------------------------------------
+
+    def advance_one(self, group: str, flow_id: str) -> bool:
+        """Apply the event at the head of the flow's events; False when there is none."""
+        return self._advance(group, flow_id) is not None
+
+    @redis_errors
+    def _advance(self, group: str, flow_id: str) -> tuple[int, list[bytes]] | None:
+        """Apply the head event; (events remaining, the outbox's first actions), or None if none.
+
+        Reads, computes and commits; when another advancer committed in between,
+        reads again. The event is removed by the same commit that applies it.
+        """
+        g = self.keys.group(group)
+        keys = [g.flow(flow_id), g.flow_events(flow_id), g.flow_outbox(flow_id), g.flows_running]
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(keys[0], "def", "state", "version")
+            pipe.lindex(keys[1], 0)
+            (definition, raw_state, version), head = pipe.execute()
+            if head is None or raw_state is None:
+                return None
+            state = FlowState.model_validate_json(raw_state)
+            new_state, actions = self._transition(_text(definition), raw_state, state,
+                                                  _EVENTS.validate_json(head))
+            # A finished flow's keys live as long as its record (instance setting retention_s).
+            terminal = "0" if new_state.status == "running" else str(max(1, self.retention_s))
+            archived, new_state.archived = new_state.archived, []
+            args = [_text(version), head, new_state.model_dump_json(), flow_id, self.clock(), terminal,
+                    len(archived)]
+            for frame in archived:
+                args += [f"f:{frame.addr}", frame.model_dump_json()]
+            args += [a.model_dump_json() for a in actions]
+            reply = FLOW_COMMIT(self.client, keys, args)
+            if int(reply[0]) >= 0:
+                return int(reply[0]), list(reply[1:])
+
+    def _transition(self, definition: str, raw_state: bytes, state: FlowState,
+                    event: Event) -> tuple[FlowState, list[Action]]:
+        try:
+            return advance(self._definition(definition), state, event, now=self.clock(),
+                           evaluator=self.evaluator, owned=True)
+        except Exception as exc:  # a bug must not leave the event at the head forever
+            error = {"name": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
+            return fail_flow(FlowState.model_validate_json(raw_state), error)
+
+    @redis_errors
+    def dispatch(self, group: str, flow_id: str, launcher: StepLauncher, *, batch: int = 100) -> int:
+        """Carry out the committed actions in order, then remove those done; how many."""
+        g = self.keys.group(group)
+        outbox = g.flow_outbox(flow_id)
+        done = 0
+        while heads := self.client.lrange(outbox, 0, batch - 1):
+            done += self._carry_out_heads(group, flow_id, heads, launcher)
+            if len(heads) < batch:
+                break
+        return done
+
+    def _carry_out_heads(self, group: str, flow_id: str, heads: list[bytes], launcher: StepLauncher) -> int:
+        """Carry out these first actions of the outbox, then remove them (those done, in order)."""
+        g = self.keys.group(group)
+        carried: list[ScriptArg] = []
+        try:
+            for head in heads:
+                self._carry_out(g.flow_timers, flow_id, _ACTIONS.validate_json(head), launcher)
+                carried.append(head)
+        finally:
+            if carried:  # what was done is not done again, even if the next one failed
+                POP_IF_HEAD(self.client, [g.flow_outbox(flow_id)], carried)
+        return len(carried)
+
+    def _carry_out(self, timers: str, flow_id: str, action: Action, launcher: StepLauncher) -> None:
+        if isinstance(action, StartJob):
+            launcher.start_job(flow_id, action)
+        elif isinstance(action, CancelJobs):
+            launcher.cancel_jobs(flow_id, action.jobs)
+        elif isinstance(action, AwaitResume):
+            self.client.zadd(timers, {f"{flow_id} {action.key}": action.timeout_at})
+        elif isinstance(action, EarlyReturn):
+            launcher.early_return(flow_id, action)
+        elif isinstance(action, FlowCompleted):
+            launcher.complete_flow(flow_id, action)
+
+    def process(self, group: str, flow_id: str, launcher: StepLauncher, *, max_events: int = 10_000) -> int:
+        """Carry out leftover actions, then apply every pending event and its actions; how many events."""
+        self.dispatch(group, flow_id, launcher)  # left over by a dispatcher that died
+        applied = 0
+        while applied < max_events:
+            advanced = self._advance(group, flow_id)
+            if advanced is None:
+                break
+            applied += 1
+            remaining, heads = advanced
+            # The commit answered the outbox's head: no read before carrying it out.
+            if heads and self._carry_out_heads(group, flow_id, heads, launcher) == _COMMIT_OUTBOX_HEADS:
+                self.dispatch(group, flow_id, launcher)  # a long outbox: the rest
+            if remaining == 0:
+                break
+        return applied
+
+    @redis_errors
+    def take(self, group: str, advancer_id: str, timeout_s: float) -> str | None:
+        """Wait for a flow with events; it stays in the advancer's processing list until released."""
+        g = self.keys.group(group)
+        flow_id = self.client.blmove(g.flow_queue, g.flow_processing(advancer_id), timeout_s, "LEFT", "RIGHT")
+        return None if flow_id is None else _text(flow_id)
+
+    @redis_errors
+    def release(self, group: str, advancer_id: str, flow_id: str) -> None:
+        self.client.lrem(self.keys.group(group).flow_processing(advancer_id), 1, flow_id)
+
+    @redis_errors
+    def fire_due_timers(self, group: str, now: int, limit: int = 100) -> int:
+        """Turn due timers (suspend timeouts) into events of their flows; how many fired."""
+        g = self.keys.group(group)
+        fired = 0
+        for member in self.client.zrangebyscore(g.flow_timers, "-inf", now, start=0, num=limit):
+            flow_id, _, key = _text(member).partition(" ")
+            event = TimerFired(key=key).model_dump_json()
+            fired += FLOW_TIMER(self.client, [g.flow_timers, g.flow_events(flow_id), g.flow_queue],
+                                [member, flow_id, event])
+        return fired
+
+    @redis_errors
+    def recover_advancer(self, group: str, advancer_id: str) -> int:
+        """Give the flows a dead advancer held back to the queue (same slot: one LMOVE each)."""
+        g = self.keys.group(group)
+        moved = 0
+        while self.client.lmove(g.flow_processing(advancer_id), g.flow_queue, "RIGHT", "LEFT") is not None:
+            moved += 1
+        return moved
+
+    @redis_errors
+    def sweep(self, group: str, *, stale_after_ms: int, outcome_of: OutcomeLookup, limit: int = 100) -> int:
+        """Re-deliver the outcomes of finished steps that their flow still waits for.
+
+        The safety net under the hand-off: a flow that has committed nothing for
+        ``stale_after_ms`` has each of its live step jobs looked up (``outcome_of``
+        reads the job's record wherever its group is); a finished one is sent to
+        the flow again. A copy of an event already queued is ignored by the
+        transition, so the sweep never needs to know whether the first delivery
+        was lost. Returns how many outcomes it sent.
+        """
+        g = self.keys.group(group)
+        now = self.clock()
+        sent = 0
+        for raw_id in self.client.zrangebyscore(g.flows_running, "-inf", now - stale_after_ms, start=0,
+                                                num=limit):
+            flow_id = _text(raw_id)
+            state = self.state(group, flow_id)
+            if state is None or state.status != "running":
+                self.client.zrem(g.flows_running, flow_id)
+                continue
+            for job_id in state.jobs:
+                outcome = outcome_of(job_id)
+                if outcome is not None:
+                    sent += self.send(group, flow_id, JobCompleted(
+                        job=job_id, success=outcome.success, result=outcome.result, error=outcome.error))
+            # Looked at now: the next look is one stale period away, unless it commits before.
+            self.client.zadd(g.flows_running, {flow_id: now}, xx=True)
+        return sent
