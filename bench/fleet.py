@@ -81,10 +81,12 @@ def _bench_port() -> int:
 class BenchFleet:
     """Redis + 1 scheduler + ``workers`` workers of ``concurrency`` slots, as subprocesses."""
 
-    def __init__(self, *, workers: int, concurrency: int, worker_grace_s: float = 5.0) -> None:
+    def __init__(self, *, workers: int, concurrency: int, worker_grace_s: float = 5.0,
+                 mode: str = "warm") -> None:
         self.workers = workers
         self.concurrency = concurrency
         self.worker_grace_s = worker_grace_s
+        self.mode = mode
         self.keys = Keys(NAMESPACE)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.server: EmbeddedRedis | None = None
@@ -145,7 +147,8 @@ class BenchFleet:
         for i in range(self.workers):
             self._spawn(f"worker-{i + 1}", [*exe, "worker", "--group", GROUP,
                                             "--concurrency", str(self.concurrency),
-                                            "--grace", str(self.worker_grace_s)], env)
+                                            "--grace", str(self.worker_grace_s),
+                                            "--job-exec", self.mode], env)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         log_path = self.tmp_dir / f"{name}.log"
@@ -185,12 +188,17 @@ class BenchFleet:
             pids["redis"] = self.server.process.pid
         out = {}
         for name, pid in pids.items():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
+            times = _stat_times(pid)
+            if times is None:
                 continue
-            utime, stime, cutime, cstime = (int(x) / CLOCK_TICKS for x in fields[11:15])
-            out[name] = (utime + stime, cutime + cstime)
+            own, children = times
+            # A warm worker's jobs are the children of its fork server, which lives as long
+            # as the worker: its own CPU and its reaped children's count as the jobs'.
+            for server in _live_children(pid):
+                server_times = _stat_times(server)
+                if server_times is not None:
+                    children += sum(server_times)
+            out[name] = (own, children)
         return out
 
     def check_alive(self) -> None:
@@ -235,3 +243,28 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     """Signal the process group led by ``proc`` (it was started in its own session)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
+
+
+def _stat_times(pid: int) -> tuple[float, float] | None:
+    """(own user+system, reaped children's user+system) CPU seconds of ``pid``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    utime, stime, cutime, cstime = (int(x) / CLOCK_TICKS for x in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+def _live_children(pid: int) -> list[int]:
+    """Pids of ``pid``'s live children (a warm worker's fork server)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+        if ppid == str(pid):
+            found.append(int(entry))
+    return found

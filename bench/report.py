@@ -99,7 +99,8 @@ class Report:
         c, m = self.config, self.machine
         job = f"sleep {c['sleep_ms']} ms" if c["sleep_ms"] else "no-op"
         lines.append(f"gristmill throughput benchmark: {c['jobs']} jobs, {c['workers']} workers x "
-                     f"{c['concurrency']} slots, job = {job}")
+                     f"{c['concurrency']} slots, job = {job}, "
+                     f"execution {c.get('mode', 'cold')}")
         lines.append(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, "
                      f"{m['redis']}, load avg at start {m['loadavg_start']}, "
                      f"at end {m.get('loadavg_end', '?')}")
@@ -135,6 +136,12 @@ class Report:
             if s.isolated_spawn_path_ms is not None:
                 lines.append(f"  worker spawn path, isolated sandbox      "
                              f"{s.isolated_spawn_path_ms:8.1f}")
+            if s.warm_spawn_path_ms is not None:
+                lines.append(f"  warm spawn path, shared sandbox          "
+                             f"{s.warm_spawn_path_ms:8.1f}")
+            if s.warm_isolated_spawn_path_ms is not None:
+                lines.append(f"  warm spawn path, isolated sandbox        "
+                             f"{s.warm_isolated_spawn_path_ms:8.1f}")
             for phase in (self.free_worker, self.due):
                 if phase is not None and phase.duration_median_ms is not None:
                     lines.append(f"  job duration_ms, median, {phase.name:<14}  "

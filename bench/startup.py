@@ -13,11 +13,15 @@ idle), as medians over ``reps`` runs of wall time from spawn to reap:
   interpreter with its result pipe, plus the reader and log threads. This is
   what a job's ``duration_ms`` consists of for a no-op job, minus Redis. It is
   measured in the ``shared`` sandbox and, where the machine allows it, in the
-  ``isolated`` one: the difference is the per-job cost of isolation.
+  ``isolated`` one: the difference is the per-job cost of isolation;
+* the same spawn path warm: the job forked from the worker's fork server
+  (``worker/sandbox/warm.py``) and ``main`` run in the forked process, shared
+  and isolated. The server is started once, before the first round.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -34,6 +38,7 @@ from worker.environment import job_environment
 from worker.executors import python3
 from worker.process import LogLine, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox, choose
+from worker.sandbox.warm import ForkServer
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class StartupFigures:
     pywrapper_noop_ms: float
     worker_spawn_path_ms: float  # in the shared sandbox
     isolated_spawn_path_ms: float | None  # in the isolated sandbox; None where unavailable
+    warm_spawn_path_ms: float | None = None  # forked from the fork server, shared sandbox
+    warm_isolated_spawn_path_ms: float | None = None  # the same, isolated sandbox
 
     def to_dict(self) -> dict[str, float | int | None]:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -120,10 +127,12 @@ def measure_startup(reps: int) -> StartupFigures:
         env = job_environment(job, base_url="http://127.0.0.1:8000", token="bench")
         exe = sys.executable
         shared = Sandbox("shared", Limits())
-        spawns = ["pass", "isolated", "wrapper", "path"]
+        server = ForkServer.start()
+        warm = dataclasses.replace(shared, server=server)
+        spawns = ["pass", "isolated", "wrapper", "path", "warm"]
         isolated = _isolated_sandbox()
         if isolated is not None:
-            spawns.append("sandboxed")
+            spawns += ["sandboxed", "warm_sandboxed"]
         figures: dict[str, list[float]] = {k: [] for k in spawns}
         for i in range(reps + 1):  # the first round warms the page cache and is dropped
             round_ = {
@@ -132,11 +141,15 @@ def measure_startup(reps: int) -> StartupFigures:
                 "wrapper": _pywrapper_once(workdir, env),
                 "path": _worker_path_once(shared, env),
             }
+            round_["warm"] = _worker_path_once(warm, env)
             if isolated is not None:
                 round_["sandboxed"] = _worker_path_once(isolated, env)
+                round_["warm_sandboxed"] = _worker_path_once(
+                    dataclasses.replace(isolated, server=server), env)
             if i > 0:
                 for key, value in round_.items():
                     figures[key].append(value)
+        server.close()
     return StartupFigures(
         reps=reps,
         python_pass_ms=median(figures["pass"]),
@@ -144,4 +157,7 @@ def measure_startup(reps: int) -> StartupFigures:
         pywrapper_noop_ms=median(figures["wrapper"]),
         worker_spawn_path_ms=median(figures["path"]),
         isolated_spawn_path_ms=median(figures["sandboxed"]) if "sandboxed" in figures else None,
+        warm_spawn_path_ms=median(figures["warm"]),
+        warm_isolated_spawn_path_ms=(median(figures["warm_sandboxed"])
+                                     if "warm_sandboxed" in figures else None),
     )

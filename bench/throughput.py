@@ -1,6 +1,6 @@
 """Gristmill throughput and latency benchmark (a benchmark, not a test).
 
-    python -m bench.throughput --jobs 2000 --workers 2 --concurrency 4 [--json]
+    python -m bench.throughput --jobs 2000 --workers 2 --concurrency 4 [--mode cold] [--json]
 
 Starts its own Redis (a free loopback port in a temp dir) and a real fleet of
 subprocesses (1 scheduler, W workers), then measures, in order:
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1000, help="phase 1 due jobs (default 1000)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--concurrency", type=int, default=4, help="slots per worker (default 4)")
+    p.add_argument("--mode", choices=["warm", "cold"], default="warm",
+                   help="warm: jobs forked from each worker's fork server (default); cold: a "
+                   "launcher interpreter per job")
     p.add_argument("--sleep-ms", type=int, default=0,
                    help="each job sleeps this long in main (default 0: a no-op job)")
     p.add_argument("--free-jobs", type=int, default=100,
@@ -105,7 +108,7 @@ def run(ns: argparse.Namespace) -> Report:
         progress(deadline, f"interpreter start-up, {ns.startup_reps} spawns of each kind")
         report.startup = measure_startup(ns.startup_reps)
     progress(deadline, f"starting Redis, 1 scheduler, {ns.workers} workers")
-    with BenchFleet(workers=ns.workers, concurrency=ns.concurrency) as fleet:
+    with BenchFleet(workers=ns.workers, concurrency=ns.concurrency, mode=ns.mode) as fleet:
         report.machine["redis"] = fleet.server_version
         fleet.wait_ready(deadline)
         phases = Phases(fleet, deadline, ns.sleep_ms)

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         default="host",
         description="Jobs' network: `host` (the machine's) or `none` (loopback only, down).",
     )
+    job_exec: Literal["warm", "cold"] = Field(
+        default="warm",
+        description="`warm`: jobs are forked from the worker's fork server (python3 runs "
+        "in the forked process); `cold`: a fresh launcher interpreter per job.",
+    )
     log_format: str = Field(
         default="auto", pattern="^(auto|json|console)$", description="auto: JSON unless a TTY."
     )

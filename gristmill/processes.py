@@ -64,6 +64,9 @@ def _add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    help="a host directory every job may read and write (repeatable)")
     p.add_argument("--job-network", choices=["host", "none"],
                    help="jobs' network (default GRISTMILL_JOB_NETWORK, host)")
+    p.add_argument("--job-exec", choices=["warm", "cold"],
+                   help="warm: fork jobs from a fork server; cold: a launcher per job "
+                   "(default GRISTMILL_JOB_EXEC, warm)")
     for name, what in (("memory-mb", "address space, MiB"), ("max-procs", "processes"),
                        ("file-mb", "largest file, MiB"), ("open-files", "open files"),
                        ("disk-mb", "private filesystem, MiB")):
@@ -86,8 +89,11 @@ def sandbox_for(settings: Settings, ns: argparse.Namespace) -> Any:
         open_files=pick(ns.job_open_files, settings.job_open_files),
         disk_mb=pick(ns.job_disk_mb, settings.job_disk_mb),
     )
-    return choose(limits, ns.job_network or settings.job_network, unsafe_shared_user=ns.unsafe_shared_user,
-                  shared_dirs=tuple(ns.job_shared_dir))
+    sandbox = choose(limits, ns.job_network or settings.job_network,
+                     unsafe_shared_user=ns.unsafe_shared_user, shared_dirs=tuple(ns.job_shared_dir))
+    # The fork server is a fresh interpreter with an empty environment: nothing of this
+    # process (its settings, secrets, connections) reaches it or the jobs it forks.
+    return sandbox.warm() if (ns.job_exec or settings.job_exec) == "warm" else sandbox
 
 
 def _start(settings: Settings, process: str) -> None:

@@ -25,6 +25,7 @@ from common.settings import Settings
 from common.store import Store
 from gristmill.embedded import EmbeddedRedis, free_port
 from worker.sandbox.policy import Limits, Sandbox, choose, isolation_problem
+from worker.sandbox.warm import ForkServer
 
 
 @pytest.fixture(scope="session")
@@ -74,13 +75,27 @@ def fleet(redis_client: redis.Redis, keys: Keys) -> Fleet:
 
 
 @pytest.fixture(scope="session")
-def sandbox() -> Sandbox:
-    """The sandbox workers get here: isolated where the machine allows (root on Linux, as in
-    CI), else shared, so the rest of the suite still runs on a developer's machine."""
+def cold_sandbox() -> Sandbox:
+    """The sandbox workers get here, with a launcher per job: isolated where the machine allows
+    (root on Linux, as in CI), else shared, so the rest of the suite still runs elsewhere."""
     try:
         return choose(Limits(), "host", unsafe_shared_user=False)
     except ConfigError:
         return choose(Limits(), "host", unsafe_shared_user=True)
+
+
+@pytest.fixture(scope="session")
+def fork_server() -> Iterator[ForkServer]:
+    """One warm fork server for the session's in-process workers (it serves either mode)."""
+    server = ForkServer.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox(cold_sandbox: Sandbox, fork_server: ForkServer) -> Sandbox:
+    """The default: ``cold_sandbox``'s mode with warm execution, as workers run by default."""
+    return dataclasses.replace(cold_sandbox, server=fork_server)
 
 
 @pytest.fixture

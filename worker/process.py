@@ -1,10 +1,12 @@
 """Run one prepared job command: stream its output lines, enforce its timeout, kill its group.
 
 One ``ProcessRun`` per job, called from a worker thread. The child is the
-sandbox launcher (``worker/sandbox/launch.py``), started in a session of its
-own (so its whole process group can be signalled); it gets the job's request
-on its stdin, which stays open for as long as the job may run: when this
-process dies, the launcher sees end-of-file and the job dies with it. The job
+sandbox launcher (``worker/sandbox/launch.py``) in a session of its own (so
+its whole process group can be signalled): forked by the worker's fork server
+(warm, ``worker/sandbox/forkserver.py``) or started for this job alone (cold).
+It gets the job's request on a pipe which stays open for as long as the job
+may run: when this process dies, the launcher sees end-of-file and the job
+dies with it. The job
 gets exactly the environment it is given, /dev/null as stdin, and separate
 stdout/stderr pipes that one reader thread splits into lines. Lines go to the ``sink`` in batches
 from a single flusher thread, every ``flush_interval_s`` or ``max_batch`` lines,
@@ -24,10 +26,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from worker.executors.base import Prepared
 from worker.sandbox.policy import Limits, Sandbox
+from worker.sandbox.warm import FORK_SERVER_DIED, RESULT_FD, ForkServer, ForkServerError, WarmJob
 
 TAIL_LINES = 100
 MAX_BUFFERED_LINES = 20_000  # past this the reader waits for the sink: memory stays bounded
@@ -61,6 +64,7 @@ class ProcessResult:
     timeout_s: float = 0.0
     memory_limit_mb: int = 0
     sink_error: BaseException | None = field(default=None, compare=False)  # sink was stopped
+    sandbox_error: str | None = None  # the sandbox lost the job (its fork server died)
 
 
 class ProcessRun:
@@ -93,18 +97,19 @@ class ProcessRun:
         argv, read_fd, write_fd = list(self.prepared.argv), None, None
         if self.prepared.result_fd:
             read_fd, write_fd = _result_pipe()
-            # The job inherits the pipe under the same number: it is told which.
-            argv = [*argv, str(write_fd)]
+        # The job gets the pipe under this number (cold: the same; warm: the fork server puts
+        # it on RESULT_FD): it is told which.
+        job_fd = None if write_fd is None else (RESULT_FD if self.sandbox.server else write_fd)
+        if job_fd is not None:
+            argv = [*argv, str(job_fd)]
         request = self.sandbox.request(argv, {**self.prepared.env, **self.env},
-                                       self.prepared.files, write_fd, self.limits)
+                                       self.prepared.files, job_fd, self.limits,
+                                       inprocess=self.prepared.inprocess)
         started = time.monotonic()
         try:
-            proc = subprocess.Popen(
-                self.sandbox.command(), cwd="/", env={}, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                pass_fds=() if write_fd is None else (write_fd,),
-            )
-        except OSError as exc:
+            child = _WarmChild.spawn(self.sandbox.server, write_fd) if self.sandbox.server \
+                else _ColdChild.spawn(self.sandbox.command(), write_fd)
+        except (OSError, ForkServerError) as exc:
             if read_fd is not None:
                 os.close(read_fd)
             batcher.tails["stderr"].append(f"cannot start the job's sandbox: {exc}")
@@ -113,38 +118,33 @@ class ProcessRun:
         finally:
             if write_fd is not None:
                 os.close(write_fd)  # the job holds the only write end now: EOF when it exits
-        assert proc.stdin is not None
-        # Kept open until the end: its end-of-file tells the launcher that we are gone.
-        with contextlib.suppress(BrokenPipeError):  # the launcher died: its exit status says so
-            proc.stdin.write(request)
-            proc.stdin.flush()
-        assert proc.stdout is not None and proc.stderr is not None
-        streams: dict[int, str] = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
-        reader = _Reader(streams, read_fd, batcher, self._max_line_bytes)
+        # The request pipe stays open until the end: its EOF tells the launcher we are gone.
+        child.send_request(request)
+        reader = _Reader(child.streams, read_fd, batcher, self._max_line_bytes)
         reader.start()
         try:
-            timed_out, canceled = self._supervise(proc)
+            timed_out, canceled = self._supervise(child)
         finally:
-            _killpg(proc.pid, signal.SIGKILL)  # whatever the job left behind in its group
-            returncode = proc.wait()
+            returncode = child.reap()
         duration_ms = int((time.monotonic() - started) * 1000)
         # Processes that left the group may still hold the pipes: stop waiting for them.
         reader.finish(self.kill_grace_s)
         batcher.close()
-        proc.stdout.close()
-        proc.stderr.close()
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
+        child.close()
         payload = bytes(reader.payload) if reader.payload else None
+        if returncode is None:  # the fork server died: the job's processes died with it
+            batcher.tails["stderr"].append(FORK_SERVER_DIED)
+            return self._result(batcher, None, None, canceled=canceled, timed_out=timed_out,
+                                duration_ms=duration_ms, sandbox_error=FORK_SERVER_DIED)
         exit_code, sig = (None, -returncode) if returncode < 0 else (returncode, None)
         return self._result(batcher, exit_code, sig, canceled=canceled, timed_out=timed_out,
                             payload=payload, duration_ms=duration_ms)
 
-    def _supervise(self, proc: subprocess.Popen[bytes]) -> tuple[bool, bool]:
+    def _supervise(self, child: _Child) -> tuple[bool, bool]:
         """Wait for the main child to exit, terminating it on timeout or cancel."""
         exited = threading.Event()
-        threading.Thread(target=self._await_exit, args=(proc.pid, exited), daemon=True,
-                         name=f"gristmill-wait-{proc.pid}").start()
+        threading.Thread(target=self._await_exit, args=(child, exited), daemon=True,
+                         name="gristmill-wait").start()
         deadline = time.monotonic() + self.timeout_s
         reason: str | None = None
         kill_at: float | None = None
@@ -152,33 +152,31 @@ class ProcessRun:
             now = time.monotonic()
             if reason is None and (self._cancel.is_set() or now >= deadline):
                 reason = "cancel" if self._cancel.is_set() else "timeout"
-                _killpg(proc.pid, signal.SIGTERM)
+                child.signal_group(signal.SIGTERM)
                 kill_at = now + self.kill_grace_s
             elif kill_at is not None and now >= kill_at:
-                _killpg(proc.pid, signal.SIGKILL)
+                child.signal_group(signal.SIGKILL)
                 kill_at = None
             wait_until = deadline if reason is None else kill_at
             self._wake.wait(None if wait_until is None else max(0.0, wait_until - now))
             self._wake.clear()  # every flag is re-checked at the top, so no wake-up is lost
         return reason == "timeout", reason == "cancel"
 
-    def _await_exit(self, pid: int, exited: threading.Event) -> None:
-        # WNOWAIT leaves the child a zombie, so its pid (the group id) cannot be
-        # reused before run() has killed the rest of the group and reaped it.
-        with contextlib.suppress(ChildProcessError):
-            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    def _await_exit(self, child: _Child, exited: threading.Event) -> None:
+        child.wait_exit()
         exited.set()
         self._wake.set()
 
     def _result(self, batcher: _Batcher, exit_code: int | None, sig: int | None, *,
                 canceled: bool, timed_out: bool, payload: bytes | None = None,
-                duration_ms: int = 0) -> ProcessResult:
+                duration_ms: int = 0, sandbox_error: str | None = None) -> ProcessResult:
         tails = batcher.tails
         return ProcessResult(
             exit_code=exit_code, signal=sig, timed_out=timed_out, canceled=canceled,
             payload=payload, stderr_tail=list(tails["stderr"]), stdout_tail=list(tails["stdout"]),
             duration_ms=duration_ms, timeout_s=self.timeout_s,
             memory_limit_mb=self.limits.memory_mb, sink_error=batcher.error,
+            sandbox_error=sandbox_error,
         )
 
 
@@ -341,3 +339,108 @@ def _result_pipe() -> tuple[int, int]:
 def _killpg(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
         os.killpg(pgid, sig)
+
+
+class _Child(Protocol):
+    """The job's launcher process, however it was started."""
+
+    streams: dict[int, str]  # read ends of the job's stdout and stderr -> stream name
+
+    def send_request(self, request: bytes) -> None: ...
+    def signal_group(self, sig: signal.Signals) -> None: ...
+    def wait_exit(self) -> None: ...
+    def reap(self) -> int | None: ...
+    def close(self) -> None: ...
+
+
+class _ColdChild:
+    """A launcher interpreter started for this job alone (``python -I -S launch.py``)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self.proc, self.stdin, self.stdout, self.stderr = proc, proc.stdin, proc.stdout, proc.stderr
+        self.streams = {self.stdout.fileno(): "stdout", self.stderr.fileno(): "stderr"}
+
+    @classmethod
+    def spawn(cls, command: list[str], write_fd: int | None) -> _ColdChild:
+        # Its own session, so that its whole process group can be signalled.
+        return cls(subprocess.Popen(
+            command, cwd="/", env={}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
+            pass_fds=() if write_fd is None else (write_fd,),
+        ))
+
+    def send_request(self, request: bytes) -> None:
+        with contextlib.suppress(BrokenPipeError):  # the launcher died: its exit status says so
+            self.stdin.write(request)
+            self.stdin.flush()
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        _killpg(self.proc.pid, sig)
+
+    def wait_exit(self) -> None:
+        # WNOWAIT leaves the child a zombie, so its pid (the group id) cannot be
+        # reused before reap() has killed the rest of the group.
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+
+    def reap(self) -> int | None:
+        _killpg(self.proc.pid, signal.SIGKILL)  # whatever the job left behind in its group
+        return self.proc.wait()
+
+    def close(self) -> None:
+        self.stdout.close()
+        self.stderr.close()
+        with contextlib.suppress(BrokenPipeError):
+            self.stdin.close()
+
+
+class _WarmChild:
+    """A launcher forked by the worker's fork server, which signals and reaps it for us."""
+
+    def __init__(self, job: WarmJob, request_w: int, stdout_r: int, stderr_r: int) -> None:
+        self.job, self.request_w = job, request_w
+        self.streams = {stdout_r: "stdout", stderr_r: "stderr"}
+
+    @classmethod
+    def spawn(cls, server: ForkServer, write_fd: int | None) -> _WarmChild:
+        request_r, request_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        theirs = [request_r, stdout_w, stderr_w, *([] if write_fd is None else [write_fd])]
+        try:
+            job = server.spawn(theirs)
+        except BaseException:
+            for fd in (request_w, stdout_r, stderr_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs[:3]:  # the launcher has its own copies now
+                os.close(fd)
+        return cls(job, request_w, stdout_r, stderr_r)
+
+    def send_request(self, request: bytes) -> None:
+        view = memoryview(request)
+        with contextlib.suppress(BrokenPipeError):  # the launcher died: its exit status says so
+            while view:
+                view = view[os.write(self.request_w, view):]
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        self.job.signal(sig)
+
+    def wait_exit(self) -> None:
+        self.job.wait()
+
+    def reap(self) -> int | None:
+        self.job.signal(signal.SIGKILL)  # a no-op once it has ended: the server killed the group
+        self.job.wait()
+        # The launcher is done, or its server died: then EOF here makes it kill the job.
+        os.close(self.request_w)
+        self.request_w = -1
+        return self.job.returncode()
+
+    def close(self) -> None:
+        for fd in self.streams:
+            os.close(fd)
+        if self.request_w >= 0:
+            os.close(self.request_w)

@@ -35,6 +35,7 @@ from worker.sandbox.policy import Sandbox
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 JOB_TIMEOUT_S = 60
+FORK_SERVER = "worker.sandbox.forkserver"  # in the command line of warm job processes
 
 
 @dataclass
@@ -144,7 +145,7 @@ def test_job_code_cannot_use_redis(fleet: Fleet, redis_client: redis.Redis) -> N
 PROC_SCAN = """
 import os
 def main():
-    pids, blob, memory = [], b"", []
+    pids, blob, memory, environ = [], b"", [], []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -153,6 +154,8 @@ def main():
             try:
                 with open(f"/proc/{entry}/{name}", "rb") as f:
                     blob += f.read()
+                if name == "environ":
+                    environ.append(int(entry))
             except OSError:
                 pass
         try:
@@ -161,7 +164,7 @@ def main():
             memory.append(int(entry))
         except OSError:
             pass
-    return {"pids": sorted(pids), "me": os.getpid(), "memory": memory,
+    return {"pids": sorted(pids), "me": os.getpid(), "memory": memory, "environ": environ,
             "blob": blob.decode(errors="replace")}
 """
 
@@ -173,7 +176,9 @@ def test_job_sees_only_its_own_processes(fleet: Fleet, sibling: tuple[str, str])
     assert seen["pids"] == [1, seen["me"]]  # its namespace's init and itself, nothing else
     assert set(seen["memory"]) <= {seen["me"]}
     blob = seen["blob"]
-    assert "WM_TOKEN=" in blob  # it did read its own environment
+    # It did read its own environ file. (A warm job's shows the fork server's start-up
+    # environment, not WM_TOKEN: its os.environ and its children's environ are the job's.)
+    assert seen["me"] in seen["environ"]
     for secret in (fleet.redis_password, fleet.secret_key, sibling_token, sibling_arg,
                    "GRISTMILL_REDIS_URL", "GRISTMILL_SECRET_KEY"):
         assert secret not in blob
@@ -241,8 +246,11 @@ def main(pids: list[int]):
 def test_job_cannot_signal_or_trace_the_worker_or_a_sibling(
     fleet: Fleet, sibling: tuple[str, str]
 ) -> None:
-    """kill and ptrace of the worker and the sibling's processes fail; kill(-1) harms no one."""
-    sibling_pids = processes_with("pywrapper")
+    """kill and ptrace of the worker, its fork server and the sibling's processes fail;
+    kill(-1) harms no one."""
+    # Cold, the sibling is a `pywrapper` interpreter; warm, its launcher, init and job are
+    # forks of the worker's fork server and carry the server's command line, as it does.
+    sibling_pids = processes_with("pywrapper") + processes_with(FORK_SERVER)
     assert sibling_pids, "the sibling job is not running"
     targets = [fleet.worker.pid, *sibling_pids]
     outcome = result_of(fleet, fleet.run(SIGNALS, {"pids": targets}))
@@ -251,7 +259,8 @@ def test_job_cannot_signal_or_trace_the_worker_or_a_sibling(
         assert outcome[f"ptrace {pid}"] != "attached", outcome
     assert outcome["kill -1"] == "ProcessLookupError"  # nobody else in its namespace
     assert fleet.worker.poll() is None
-    assert all(pid in processes_with("pywrapper") for pid in sibling_pids)
+    still = processes_with("pywrapper") + processes_with(FORK_SERVER)
+    assert all(pid in still for pid in sibling_pids)
 
 
 DETACH = """

@@ -18,17 +18,23 @@ from worker.executors.base import Outcome, Prepared, UnsupportedLanguage, interp
 from worker.executors.binding import ArgumentError
 from worker.process import TRUNCATED, LogLine, ProcessResult, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox
+from worker.sandbox.warm import ForkServer
 
 # LC_ALL keeps Python's C-locale coercion from adding LC_CTYPE in the job's own interpreter.
 BASE_ENV = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C.UTF-8"}
 
 
-@pytest.fixture(params=["isolated", "shared"])
-def sandbox(request: pytest.FixtureRequest) -> Sandbox:
-    """Every executor test runs in both sandbox modes (isolated where the machine allows)."""
+@pytest.fixture(params=["isolated", "shared", "cold"])
+def sandbox(request: pytest.FixtureRequest, fork_server: ForkServer) -> Sandbox:
+    """Every executor test runs warm in both sandbox modes (isolated where the machine allows),
+    and cold (a launcher per job) in the best mode the machine allows."""
     if request.param == "shared":
-        return Sandbox("shared", Limits())
-    return request.getfixturevalue("isolated")
+        return Sandbox("shared", Limits(), server=fork_server)
+    if request.param == "cold":
+        cold: Sandbox = request.getfixturevalue("cold_sandbox")
+        return cold
+    isolated: Sandbox = request.getfixturevalue("isolated")
+    return isolated
 
 
 @dataclass

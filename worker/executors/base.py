@@ -17,6 +17,7 @@ Error names an Outcome can carry, besides the user's own exception names:
 ``ProcessExited``           the process died without reporting a result
 ``OutOfMemory``             the job went over its memory limit
 ``ExitCode``                a bash script exited with a non-zero code
+``SandboxLost``             the worker's fork server died while the job ran
 ==========================  =================================================
 """
 
@@ -47,6 +48,8 @@ class Prepared:
     files: dict[str, str]  # file name -> text, written into the job's directory
     env: dict[str, str]  # extra env for this language, merged into the job env by the caller
     result_fd: bool  # True: the child writes its result JSON on a pipe whose fd is its last arg
+    # True: argv runs the python3 wrapper, which a fork server may run in-process instead.
+    inprocess: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ def interpret(language: str, run: ProcessResult) -> Outcome:
         return failure("Canceled", "job was canceled")
     if run.timed_out:
         return failure("Timeout", f"job exceeded its timeout of {run.timeout_s:g} s")
+    if run.sandbox_error is not None:
+        return failure("SandboxLost", run.sandbox_error)
     if language == "python3":
         from worker.executors import python3
 

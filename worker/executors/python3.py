@@ -22,7 +22,7 @@ def prepare(code: str, args: dict[str, object]) -> Prepared:
     #     itself, so a user file named e.g. worker.py cannot shadow it.
     argv = [sys.executable, "-u", "-P", "-m", "worker.executors.pywrapper", MAIN_FILE, ARGS_FILE]
     files = {MAIN_FILE: code, ARGS_FILE: json.dumps(args)}
-    return Prepared(argv=argv, files=files, env={}, result_fd=True)
+    return Prepared(argv=argv, files=files, env={}, result_fd=True, inprocess=True)
 
 
 def interpret(run: ProcessResult) -> Outcome:

@@ -47,7 +47,7 @@ import signal
 import struct
 import sys
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -64,6 +64,12 @@ START_FAILED = 127  # the job's command could not be started (its stderr says wh
 
 _libc = ctypes.CDLL(None, use_errno=True)
 Request = dict[str, Any]  # the JSON request: see the module docstring
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    # Runs in the job's forked process and never returns: (request, workdir, uid, tmpdir).
+    # ``exec_job`` here; the warm fork server passes one that runs python3 jobs in-process.
+    StartJob = Callable[[Request, str, int | None, str], None]
 
 
 class SandboxError(Exception):
@@ -165,27 +171,37 @@ def write_files(directory: str, files: dict[str, str], uid: int | None) -> None:
 def exec_job(request: Request, workdir: str, uid: int | None, tmpdir: str) -> None:
     """In the forked job process: limits, identity, then exec. Never returns."""
     try:
-        keep = request["result_fd"]
-        devnull = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(devnull, 0)
-        _close_fds_except(keep)
-        os.chdir(workdir)
-        _set_limits(request["limits"])
-        if uid is not None:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            if os.getuid() != uid or os.geteuid() != uid:
-                raise SandboxError("could not drop to the job's uid")
-        _prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries (su, mount, ...) gain nothing
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
+        enter_job(request, workdir, uid)
         argv = request["argv"]
         os.execve(argv[0], argv, {**request["env"], "HOME": workdir, "TMPDIR": tmpdir})
     except BaseException as exc:  # report why, on the job's own stderr
-        os.write(2, f"gristmill sandbox: cannot start the job: {exc}\n".encode(errors="replace"))
+        cannot_start(exc)
+
+
+def cannot_start(exc: BaseException) -> None:
+    """Say why the job could not start, on its own stderr, and exit. Never returns."""
+    os.write(2, f"gristmill sandbox: cannot start the job: {exc}\n".encode(errors="replace"))
     os._exit(START_FAILED)
+
+
+def enter_job(request: Request, workdir: str, uid: int | None) -> None:
+    """In the forked job process: its descriptors, directory, limits and identity."""
+    keep = request["result_fd"]
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(devnull, 0)
+    _close_fds_except(keep)
+    os.chdir(workdir)
+    _set_limits(request["limits"])
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        if os.getuid() != uid or os.geteuid() != uid:
+            raise SandboxError("could not drop to the job's uid")
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries (su, mount, ...) gain nothing
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _close_fds_except(keep: int | None) -> None:
@@ -238,7 +254,7 @@ def exit_like(status: int) -> None:
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
-def run_isolated(request: Request, watch_fd: int) -> None:
+def run_isolated(request: Request, watch_fd: int, start: StartJob = exec_job) -> None:
     flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
     if request["network"] == "none":
         flags |= CLONE_NEWNET
@@ -248,7 +264,7 @@ def run_isolated(request: Request, watch_fd: int) -> None:
     if init == 0:
         os.close(status_r)
         os.close(watch_fd)
-        _init(request, status_w)
+        _init(request, status_w, start)
     os.close(status_w)
     if wait_for(init, watch_fd) is None:  # the worker is gone: so is the job
         os.kill(init, signal.SIGKILL)
@@ -258,7 +274,7 @@ def run_isolated(request: Request, watch_fd: int) -> None:
     exit_like(int(report) if report else 1 << 8)
 
 
-def _init(request: Request, status_w: int) -> None:
+def _init(request: Request, status_w: int, start: StartJob) -> None:
     """PID 1 of the job's namespaces. Never returns; its exit ends every job process."""
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -272,7 +288,7 @@ def _init(request: Request, status_w: int) -> None:
         job = os.fork()
         if job == 0:
             os.close(status_w)
-            exec_job(request, JOB_DIR, uid, "/tmp")
+            start(request, JOB_DIR, uid, "/tmp")
         while True:  # reap everything; the job's main process decides the end
             pid, status = os.wait()
             if pid == job:
@@ -291,7 +307,7 @@ def _reader_gone(write_fd: int) -> bool:
     return any(event & select.POLLERR for _, event in poller.poll(0))
 
 
-def run_shared(request: Request, watch_fd: int) -> None:
+def run_shared(request: Request, watch_fd: int, start: StartJob = exec_job) -> None:
     _prctl(PR_SET_CHILD_SUBREAPER, 1)  # detached descendants become our children
     workdir = tempfile.mkdtemp(prefix="gristmill-job-")
     try:
@@ -299,7 +315,7 @@ def run_shared(request: Request, watch_fd: int) -> None:
         job = os.fork()
         if job == 0:
             os.close(watch_fd)
-            exec_job(request, workdir, None, workdir)
+            start(request, workdir, None, workdir)
         status = wait_for(job, watch_fd)
         if status is None:
             os.kill(job, signal.SIGKILL)

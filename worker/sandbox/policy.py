@@ -18,11 +18,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from common.errors import ConfigError
+
+if TYPE_CHECKING:
+    from worker.sandbox.warm import ForkServer
 
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 # Our own top-level packages: job code may `import gristmill` (the in-job client).
@@ -68,15 +71,26 @@ class Sandbox:
     binds: tuple[str, ...] = ()
     root: str = ""
     shared_dirs: tuple[str, ...] = ()  # read-write for every job: the operator's choice
+    # Warm execution: jobs are forked from this server; None runs one launcher per job (cold).
+    server: ForkServer | None = field(default=None, compare=False)
+
+    def warm(self) -> Sandbox:
+        """This sandbox with a fork server of its own (start it before reading secrets)."""
+        from worker.sandbox.warm import ForkServer
+
+        return replace(self, server=ForkServer.start())
 
     def command(self) -> list[str]:
         """The launcher: this interpreter, isolated from the environment and site-packages."""
         return [sys.executable, "-I", "-S", LAUNCHER]
 
     def request(self, argv: list[str], env: dict[str, str], files: dict[str, str],
-                result_fd: int | None, limits: Limits | None = None) -> bytes:
-        """One job's length-prefixed request (see ``launch.py`` for the fields)."""
+                result_fd: int | None, limits: Limits | None = None, *,
+                inprocess: bool = False) -> bytes:
+        """One job's length-prefixed request (see ``launch.py`` for the fields; ``inprocess``:
+        the fork server runs this python3 job in the forked process, see ``forkserver.py``)."""
         body = json.dumps({
+            "inprocess": inprocess,
             "mode": self.mode, "argv": argv, "env": env, "files": files,
             "limits": asdict(limits or self.limits), "uid": UID_BASE + secrets.randbelow(UID_SPAN),
             "network": self.network, "binds": list(self.binds),
@@ -87,12 +101,15 @@ class Sandbox:
 
     def describe(self) -> dict[str, object]:
         """What is enforced, for the worker's start-up log line."""
+        limits = asdict(self.limits)
+        execution = "warm (forked from a fork server)" if self.server is not None else \
+            "cold (a launcher per job)"
         if self.mode == "shared":
             return {"sandbox": "shared (UNSAFE: job code runs with the worker's own rights)",
-                    **asdict(self.limits)}
+                    "execution": execution, **limits}
         return {"sandbox": "isolated (own uid, PID/mount/IPC namespaces, private root)",
-                "network": self.network, "shared_dirs": list(self.shared_dirs),
-                **asdict(self.limits)}
+                "execution": execution, "network": self.network,
+                "shared_dirs": list(self.shared_dirs), **limits}
 
 
 def visible_paths() -> tuple[str, ...]:

@@ -1,0 +1,130 @@
+"""Warm execution: what forking jobs from a long-lived server must not change (no Redis)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import signal
+import textwrap
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import deadline
+from tests.procs import assert_no_process_running, processes_with, unique_sleep
+from worker.executors.base import Outcome, interpret, prepare
+from worker.process import LogLine, ProcessRun
+from worker.sandbox.policy import Limits, Sandbox
+from worker.sandbox.warm import FORK_SERVER_DIED, ForkServer
+
+pytestmark = pytest.mark.timeout(120)
+
+ENV = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C.UTF-8"}
+
+
+@pytest.fixture(params=["isolated", "shared"])
+def warm(request: pytest.FixtureRequest, fork_server: ForkServer) -> Sandbox:
+    """The session's fork server, in both sandbox modes."""
+    if request.param == "shared":
+        return Sandbox("shared", Limits(), server=fork_server)
+    isolated: Sandbox = request.getfixturevalue("isolated")
+    return isolated
+
+
+def run(sandbox: Sandbox, code: str, args: dict[str, object] | None = None,
+        lines: list[LogLine] | None = None) -> Outcome:
+    prepared = prepare("python3", textwrap.dedent(code), args or {})
+    sink = lines.extend if lines is not None else (lambda batch: None)
+    result = ProcessRun(prepared, sandbox=sandbox, env=ENV, timeout_s=60, sink=sink,
+                        kill_grace_s=0.2).run()
+    return interpret("python3", result)
+
+
+def test_a_jobs_imports_and_module_state_do_not_reach_the_next(warm: Sandbox) -> None:
+    """Each job is a fresh fork: what one imports or changes is gone for the next."""
+    leak = """
+        import sys, json, colorsys
+        def main():
+            json.leaked = True
+            sys.modules["gristmill_leak"] = colorsys
+            return sorted(m for m in ("colorsys", "gristmill_leak") if m in sys.modules)
+    """
+    look = """
+        import sys, json
+        def main():
+            return [hasattr(json, "leaked"),
+                    sorted(m for m in ("colorsys", "gristmill_leak") if m in sys.modules)]
+    """
+    assert run(warm, leak) == Outcome(ok=True, result=["colorsys", "gristmill_leak"])
+    assert run(warm, look) == Outcome(ok=True, result=[False, []])
+
+
+# Scans the job's own memory for `head` immediately followed by `tail`, without ever
+# building head+tail itself (which would put the needle in memory and find it).
+SCAN = """
+    import re
+    def main(head: str, tail: str, secret_arg: str = ""):
+        head_b, tail_b = head.encode(), tail.encode()
+        found = 0
+        with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
+            for line in maps:
+                start, end, perms = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\\S+)", line).groups()
+                if not perms.startswith("rw"):
+                    continue
+                try:
+                    mem.seek(int(start, 16))
+                    chunk = mem.read(int(end, 16) - int(start, 16))
+                except (OSError, OverflowError, ValueError):
+                    continue
+                at = chunk.find(head_b)
+                while at >= 0:
+                    found += chunk[at + len(head_b):at + len(head_b) + len(tail_b)] == tail_b
+                    at = chunk.find(head_b, at + 1)
+        return found
+"""
+
+
+def test_a_job_finds_nothing_of_the_previous_jobs_args_in_its_memory(warm: Sandbox) -> None:
+    """The server never reads a request, so no job's args are in the memory jobs fork from."""
+    head, tail = secrets.token_hex(8), secrets.token_hex(8)
+    first = run(warm, SCAN, {"head": head, "tail": tail, "secret_arg": head + tail})
+    assert first.ok and isinstance(first.result, int) and first.result > 0  # the scan works
+    assert run(warm, SCAN, {"head": head, "tail": tail}) == Outcome(ok=True, result=0)
+
+
+@pytest.fixture
+def own_server(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """The session's sandbox mode with a fork server of its own (the test kills it)."""
+    server = ForkServer.start()
+    yield dataclasses.replace(sandbox, server=server)
+    server.close()
+
+
+def test_a_dead_fork_server_fails_its_jobs_clearly_and_is_replaced(own_server: Sandbox) -> None:
+    """SIGKILL the server mid-job: the job fails as SandboxLost, its processes die, and the
+    next job runs on a new server."""
+    server = own_server.server
+    assert server is not None and server.pid is not None
+    marker = unique_sleep()
+    prepared = prepare("python3", textwrap.dedent("""
+        import subprocess
+        def main(marker: str):
+            subprocess.run(["sleep", marker])
+    """), {"marker": marker})
+    job = ProcessRun(prepared, sandbox=own_server, env=ENV, timeout_s=60, sink=lambda b: None,
+                     kill_grace_s=0.2)
+    outcomes: list[Outcome] = []
+    thread = threading.Thread(target=lambda: outcomes.append(interpret("python3", job.run())))
+    thread.start()
+    try:
+        deadline(lambda: processes_with(marker), 30, "the job to start its sleep")
+        os.kill(server.pid, signal.SIGKILL)
+    finally:
+        thread.join(30)
+    assert outcomes == [Outcome(ok=False, error={"name": "SandboxLost",
+                                                 "message": FORK_SERVER_DIED, "traceback": ""})]
+    assert_no_process_running(marker, timeout_s=1.0)
+    assert run(own_server, "def main():\n    return 'again'\n") == Outcome(ok=True, result="again")
+    assert server.starts == 2
