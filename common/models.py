@@ -32,6 +32,8 @@ class Status(enum.StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({Status.SUCCESS, Status.FAILURE, Status.CANCELED})
+# Record fields no view shows: the fencing token and the index bookkeeping.
+INTERNAL_FIELDS = frozenset({"claim", "ix"})
 
 # Fields stored as integers in the record (epoch ms, counters).
 _INT_FIELDS = frozenset(
@@ -80,6 +82,12 @@ class Job(BaseModel):
     raw_spec: str | None = None
     cancel_requested: str | None = None
     skip_if_running: str | None = None
+    # The job's listing index entries (common/indexes.py); internal, never shown.
+    ix: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The record as shown to people and API callers: decoded, without internal fields."""
+        return self.model_dump(mode="json", exclude_none=True, exclude=set(INTERNAL_FIELDS))
 
     @property
     def is_terminal(self) -> bool:

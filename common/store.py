@@ -14,11 +14,11 @@ from typing import Any
 
 import redis
 
-from common import codec, lua, metrics
+from common import codec, indexes, lua, metrics
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
-from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, Keys
+from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, GroupKeys, Keys
 from common.models import Job, Status
 
 SCAN_PAGE = 1000
@@ -45,6 +45,10 @@ class LogEntry:
 
 def _flatten(fields: dict[str, Any]) -> list[Any]:
     return [item for pair in fields.items() for item in pair]
+
+
+def _status_keys(g: GroupKeys, *statuses: Status) -> list[str]:
+    return [g.index(indexes.status_entry(s)) for s in statuses]
 
 
 class Store:
@@ -75,11 +79,13 @@ class Store:
         else:
             pipe.set(loc, job.group)
         pipe.sadd(self.keys.groups, job.group)
+        ix = indexes.record_field(job)
         lua.ENQUEUE.queue(
             pipe,
-            [g.job(job.id), g.scheduled, g.ready, g.wake, g.events],
+            [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
+             *_status_keys(g, Status.QUEUED), *(g.index(e) for e in indexes.fixed_entries(job))],
             [job.id, job.scheduled_for, self.clock(), job.priority, EVENTS_MAXLEN,
-             *_flatten(job.to_redis())],
+             indexes.member(job.created_at, job.id), *_flatten({**job.to_redis(), "ix": ix})],
         )
         state = lua.run_pipeline(self.client, pipe)[-1]
         if state == 0:
@@ -99,11 +105,15 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.keys.jobloc(job.id), job.group)
         pipe.sadd(self.keys.groups, job.group)
+        ix = indexes.record_field(job)
+        final = indexes.status_entry(Status.FAILURE)
         lua.REJECT.queue(
             pipe,
-            [g.job(job.id), g.completed, g.done(job.id), g.events],
+            [g.job(job.id), g.completed, g.done(job.id), g.events, g.ixtrim,
+             g.index(final), *(g.index(e) for e in indexes.fixed_entries(job))],
             [job.id, job.completed_at or self.clock(), retention_s, DONE_TTL_S,
-             EVENTS_MAXLEN, *_flatten(job.to_redis())],
+             EVENTS_MAXLEN, indexes.member(job.created_at, job.id),
+             indexes.SEPARATOR.join([ix, final]), *_flatten({**job.to_redis(), "ix": ix})],
         )
         lua.run_pipeline(self.client, pipe)
         metrics.JOBS_COMPLETED.labels(
@@ -143,7 +153,8 @@ class Store:
         g = self.keys.group(group)
         fields = lua.START(
             self.client,
-            [g.job(job_id), g.running(worker_id), g.events],
+            [g.job(job_id), g.running(worker_id), g.events,
+             *_status_keys(g, Status.QUEUED, Status.RUNNING)],
             [job_id, worker_id, self.clock(), claim, EVENTS_MAXLEN],
         )
         if not fields:
@@ -193,7 +204,8 @@ class Store:
             lua.COMPLETE(
                 self.client,
                 [g.job(job.id), g.running(worker), g.completed, g.logs(job.id),
-                 g.done(job.id), g.events, g.attempts(job.id)],
+                 g.done(job.id), g.events, g.attempts(job.id),
+                 *_status_keys(g, Status.RUNNING, status), g.ixtrim],
                 [job.id, worker, job.claim or "", self.clock(), retention_s, DONE_TTL_S,
                  EVENTS_MAXLEN, status.value, self._entry(job, status.value, fields),
                  *_flatten(encoded)],
@@ -213,7 +225,7 @@ class Store:
         requeued = lua.RETRY(
             self.client,
             [g.job(job.id), g.running(worker), g.scheduled, g.ready, g.wake, g.events,
-             g.attempts(job.id)],
+             g.attempts(job.id), *_status_keys(g, Status.RUNNING, Status.QUEUED)],
             [job.id, worker, job.claim or "", self.clock(), at_ms, EVENTS_MAXLEN,
              self._entry(job, Status.FAILURE.value, fields), codec.pack(fields.get("error"))],
         )
@@ -226,7 +238,8 @@ class Store:
         worker = job.worker or ""
         released = lua.RELEASE(
             self.client,
-            [g.job(job.id), g.running(worker), g.ready, g.events, g.attempts(job.id)],
+            [g.job(job.id), g.running(worker), g.ready, g.events, g.attempts(job.id),
+             *_status_keys(g, Status.RUNNING, Status.QUEUED)],
             [job.id, worker, job.claim or "", EVENTS_MAXLEN, self._entry(job, "released", {})],
         )
         return bool(released)
@@ -243,7 +256,8 @@ class Store:
             answer = lua.CANCEL(
                 self.client,
                 [g.job(job_id), g.scheduled, g.ready, g.completed, g.logs(job_id), g.done(job_id),
-                 g.events, g.attempts(job_id), g.control(job.worker or "")],
+                 g.events, g.attempts(job_id), g.control(job.worker or ""),
+                 *_status_keys(g, Status.QUEUED, Status.CANCELED), g.ixtrim],
                 [job_id, self.clock(), by, reason, retention_s, DONE_TTL_S, EVENTS_MAXLEN,
                  job.worker or "" if job.status == Status.RUNNING else ""],
             )
@@ -285,7 +299,9 @@ class Store:
         outcome = lua.RECOVER(
             self.client,
             [g.job(job_id), g.running(dead_worker), g.ready, g.completed, g.logs(job_id),
-             g.done(job_id), g.events, g.attempts(job_id)],
+             g.done(job_id), g.events, g.attempts(job_id),
+             *_status_keys(g, Status.RUNNING, Status.QUEUED, Status.FAILURE, Status.CANCELED),
+             g.ixtrim],
             [job_id, dead_worker, self.clock(), max_restarts, retention_s, DONE_TTL_S,
              EVENTS_MAXLEN, error],
         )
@@ -297,7 +313,9 @@ class Store:
 
     @redis_errors
     def trim_completed(self, group: str, cutoff_ms: int) -> int:
-        """Drop ids completed before ``cutoff_ms`` from the index, with their locations."""
+        """Drop ids completed before ``cutoff_ms`` from the index, with their locations
+        and their listing-index entries."""
+        self.trim_indexes(group, cutoff_ms)
         g = self.keys.group(group)
         total = 0
         while True:
@@ -310,6 +328,29 @@ class Store:
             pipe.zrem(g.completed, *ids)
             pipe.execute()
             total += len(ids)
+
+    @redis_errors
+    def trim_indexes(self, group: str, cutoff_ms: int) -> int:
+        """Remove the index entries of jobs completed before ``cutoff_ms`` (retention).
+
+        Reads ``ixtrim``, not the records: a record may already have expired.
+        Idempotent, so two schedulers trimming at once do no harm.
+        """
+        g = self.keys.group(group)
+        total = 0
+        while True:
+            raw = self.client.zrange(g.ixtrim, "-inf", cutoff_ms, byscore=True, offset=0,
+                                     num=SCAN_PAGE)
+            if not raw:
+                return total
+            pipe = self.client.pipeline(transaction=False)
+            for line in raw:
+                trim = indexes.parse_trim(line.decode())
+                for entry in trim.entries:
+                    pipe.zrem(g.index(entry), trim.member)
+            pipe.zrem(g.ixtrim, *raw)
+            pipe.execute()
+            total += len(raw)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -10,6 +10,9 @@
 -- KEYS[8] gm:{wg:G}:attempts:<id>      LIST   attempt history
 -- KEYS[9] gm:{wg:G}:control:<worker>   LIST   the running worker's control list ('' worker
 --                                              when the caller saw the job queued)
+-- KEYS[10] gm:{wg:G}:ix:status:queued  ZSET   listing index the job leaves
+-- KEYS[11] gm:{wg:G}:ix:status:canceled ZSET  listing index the job joins
+-- KEYS[12] gm:{wg:G}:ixtrim            ZSET   completed jobs' index entries, for the trim
 -- ARGV[1] job id
 -- ARGV[2] now (epoch ms)
 -- ARGV[3] canceled_by
@@ -24,6 +27,23 @@
 -- and completes it as canceled), {'completed', status} (too late),
 -- {'missing'}, or {'moved'} (the job changed worker since the caller looked:
 -- read it again and retry).
+
+-- Moves the job's listing-index member (from the record's `ix` field) between status sets.
+local function move_status(job_key, from_key, to_key)
+  local ix = redis.call('HGET', job_key, 'ix')
+  if ix then
+    local m = string.match(ix, '^[^\t]*')
+    redis.call('ZREM', from_key, m)
+    redis.call('ZADD', to_key, 0, m)
+  end
+  return ix
+end
+-- Records a completed job's index entries for the retention trim.
+local function to_trim(ix, trim_key, completed_at, final)
+  if ix then
+    redis.call('ZADD', trim_key, completed_at, ix .. '\tstatus:' .. final)
+  end
+end
 
 local cur = redis.call('HMGET', KEYS[1], 'status', 'worker')
 local status = cur[1]
@@ -50,6 +70,7 @@ redis.call('LREM', KEYS[3], 0, ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'completed_at', ARGV[2],
            'canceled_by', ARGV[3], 'canceled_reason', ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+to_trim(move_status(KEYS[1], KEYS[10], KEYS[11]), KEYS[12], ARGV[2], 'canceled')
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
 redis.call('EXPIRE', KEYS[8], ARGV[5])
