@@ -23,6 +23,13 @@ from common.store import Store
 
 SCAN_BUDGET = 5000
 MIN_BATCH = 100
+MAX_BATCH = 1600
+# What a listing row shows (and the filters check); the full record is one GET away.
+SUMMARY_FIELDS = (
+    "id", "kind", "status", "tag", "group", "language", "scheduled_for", "created_at",
+    "created_by", "permissioned_as", "script_path", "script_hash", "started_at", "completed_at",
+    "duration_ms", "worker", "attempt", "parent_job", "root_job", "schedule_path", "canceled_by",
+)
 
 
 @dataclass(frozen=True)
@@ -54,12 +61,10 @@ class JobFilter:
                 out[indexes.entry(dim, str(value))] = attr
         return out
 
-    def matches(self, job: Job, skip: str | None = None) -> bool:
-        """Whether a record passes every indexed filter except the driver's own ``skip``."""
-        for entry, attr in self.entries().items():
-            if entry != skip and str(getattr(job, attr) or "") != entry.partition(":")[2]:
-                return False
-        return True
+    def checks(self, skip: str | None = None) -> list[tuple[str, str]]:
+        """(record field, wanted value) for every indexed filter but the driver's own ``skip``."""
+        return [(attr, entry.partition(":")[2]) for entry, attr in self.entries().items()
+                if entry != skip]
 
     def describe(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)
@@ -82,9 +87,9 @@ class Viewer:
         out = [indexes.entry("by", self.user)] if self.user else []
         return out + [indexes.entry("as", i) for i in sorted(self.identities or ())]
 
-    def may_see(self, job: Job) -> bool:
-        return (self.identities is None or job.created_by == self.user
-                or job.permissioned_as in self.identities)
+    def may_see(self, record: dict[str, str]) -> bool:
+        return (self.identities is None or record.get("created_by") == self.user
+                or record.get("permissioned_as") in self.identities)
 
 
 EVERYONE = Viewer()
@@ -132,7 +137,9 @@ def list_page(
     store: Store, flt: JobFilter = JobFilter(), *, viewer: Viewer = EVERYONE,
     cursor: str | None = None, limit: int = 50, scan_budget: int = SCAN_BUDGET,
 ) -> Page:
-    """One page of the jobs ``viewer`` may see that match ``flt``, newest first."""
+    """One page of the jobs ``viewer`` may see that match ``flt``, newest first.
+
+    The jobs carry the summary fields only (``SUMMARY_FIELDS``)."""
     groups = _groups(store, flt)
     if not groups:
         return Page([], None)
@@ -140,28 +147,40 @@ def list_page(
     post_filter = len(flt.entries()) > (1 if satisfied else 0) or not viewer.sees_all
     window = Window(cursor, flt.created_after, flt.created_before)
     batch = max(limit + 1, MIN_BATCH) if post_filter else limit + 1
+    checks = flt.checks(satisfied)
+    check_fields = ("id", "created_by", "permissioned_as", *(attr for attr, _ in checks))
     jobs: list[Job] = []
     scanned = 0
     while True:
         members, where = _read_batch(store, groups, driver, window, batch)
         if not members:
             return Page(jobs, None, scanned, driver)
-        records = _records(store, members, where)
-        for i, member in enumerate(members, start=1):
+        # Sparse filters read only the fields they check, then the rows that pass.
+        records = _records(store, members, where, check_fields if post_filter else SUMMARY_FIELDS)
+        chosen: list[str] = []
+        for i, member in enumerate(members, start=1):  # noqa: B007 (i is read after the loop)
             scanned += 1
-            job = records.get(member)
-            if job is None or not flt.matches(job, satisfied) or not viewer.may_see(job):
+            record = records.get(member)
+            if (record is None or not viewer.may_see(record)
+                    or any(record.get(attr) != value for attr, value in checks)):
                 continue
-            jobs.append(job)
-            if len(jobs) == limit:
-                more = i < len(members) or len(members) == batch
-                return Page(jobs, member if more else None, scanned, driver)
-        if len(members) < batch:
+            chosen.append(member)
+            if len(jobs) + len(chosen) == limit:
+                break
+        rows = _records(store, chosen, where, SUMMARY_FIELDS) if post_filter else records
+        jobs += [Job.from_redis({k.encode(): v.encode() for k, v in rows[m].items()})
+                 for m in chosen if m in rows]
+        if len(jobs) >= limit:
+            more = i < len(members) or len(members) == batch
+            return Page(jobs, chosen[-1] if more else None, scanned, driver)
+        if i == len(members) and len(members) < batch:
             return Page(jobs, None, scanned, driver)
-        window = window.after(members[-1])
+        window = window.after(members[i - 1])
+        if post_filter:  # a sparse filter: read further ahead each round
+            batch = min(batch * 2, MAX_BATCH)
         if scanned >= scan_budget:
             # Partial page: the caller goes on from where the scan stopped.
-            return Page(jobs, members[-1], scanned, driver)
+            return Page(jobs, members[i - 1], scanned, driver)
 
 
 def _read_batch(store: Store, groups: Sequence[str], driver: Sequence[str], window: Window,
@@ -180,14 +199,19 @@ def _read_batch(store: Store, groups: Sequence[str], driver: Sequence[str], wind
     return indexes.merge_newest([list(where)], batch), where
 
 
-def _records(store: Store, members: Sequence[str], where: dict[str, str]) -> dict[str, Job]:
+def _records(store: Store, members: Sequence[str], where: dict[str, str],
+             wanted: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Some fields (the first is ``id``) of each member's record; never args, result or logs."""
+    if not members:
+        return {}
     pipe = store.client.pipeline(transaction=False)
     for member in members:
-        pipe.hgetall(store.keys.group(where[member]).job(indexes.split_member(member)[1]))
+        pipe.hmget(store.keys.group(where[member]).job(indexes.split_member(member)[1]), wanted)
     out = {}
-    for member, raw in zip(members, pipe.execute(), strict=True):
-        if raw:  # an entry whose record just expired is skipped; the trim removes it
-            out[member] = Job.from_redis(raw)
+    for member, values in zip(members, pipe.execute(), strict=True):
+        if values[0] is not None:  # a record that just expired is skipped; the trim removes it
+            out[member] = {k: v.decode() for k, v in zip(wanted, values, strict=True)
+                           if v is not None}
     return out
 
 
