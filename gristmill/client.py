@@ -84,9 +84,9 @@ class Gristmill:
         """Block until the job completes (JobTimeout after ``timeout_s``)."""
         return self.store.wait(job_id, timeout_s)
 
-    def logs(self, job_id: str, *, follow: bool = False) -> Iterator[LogEntry]:
-        """The job's log entries; with ``follow``, new ones until the job completes."""
-        after = "0-0"
+    def logs(self, job_id: str, *, follow: bool = False, after: str = "0-0") -> Iterator[LogEntry]:
+        """The job's log entries after stream id ``after``; with ``follow``, new ones until
+        the job completes."""
         while True:
             entries = self.store.logs(job_id, after=after)
             yield from entries
