@@ -16,11 +16,10 @@ key                               type    holds                                 
 ``gm:{wg:G}:completed``           ZSET    completed ids, score = completed_at        trimmed by the scheduler
 ``gm:{wg:G}:events``              STREAM  lifecycle events                           capped at EVENTS_MAXLEN
 ``gm:{wg:G}:wake``                LIST    nudges the group's promoter                capped at 1 element
-``gm:{wg:G}:ix:<dim>:<value>``    ZSET    listing index; members ``<created_at>:<id>``  transitions / trim
-                                          (13-digit ms), all scores 0, read BYLEX;
-                                          dims status kind path by as tag schedule root
-``gm:{wg:G}:ixtrim``              ZSET    completed jobs' index entries, score =     completions / trim
-                                          completed_at (what the retention trim removes)
+``gm:{wg:G}:ix:<dim>:<value>``    ZSET    listing index, members ``<ms>:<id>``       transitions / trim
+                                          (score 0, read BYLEX; common/indexes.py)
+``gm:{wg:G}:ixtrim``              ZSET    completed jobs' index entries by           completions / trim
+                                          completed_at: what the trim removes
 ``gm:inbox``                      LIST    raw JSON specs from any client             scheduler admits
 ``gm:inbox:processing:<sched>``   LIST    specs one scheduler is admitting           recovered if it dies
 ``gm:jobloc:<id>``                STRING  the group of job ``<id>``                  deleted by retention trim
