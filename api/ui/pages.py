@@ -274,7 +274,10 @@ def schedules(request: Request, svc: Svc, context: Session) -> HTMLResponse:
         acl, folder = svc.identity.access(schedule.path)
         if not can(context.principal, "read", schedule.path, acl, folder):
             continue
+        fires = views.upcoming(schedule.cron, schedule.tz,
+                               None if schedule.paused else schedule.next_fire)
         shown.append({"s": schedule, "runs": svc.gm.schedules.runs(schedule.path, limit=5),
+                      "fires": fires,
                       "writable": can(context.principal, "write", schedule.path, acl, folder)})
     return render(request, "schedules.html", context, schedules=shown)
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common.cron import parse_cron
 from common.models import Job
 
 CHART_W, CHART_H, PAD = 720, 180, 28
@@ -113,3 +114,14 @@ def worker_rows(workers: Sequence[Any], running: dict[str, int], now: int) -> li
             "version": w.fields.get("version", ""),
         })
     return sorted(rows, key=lambda r: (r["group"], r["id"]))
+
+
+def upcoming(cron: str, tz: str, first: int | None, n: int = 3) -> list[int]:
+    """The next ``n`` fires of a schedule whose queued fire is ``first`` (none: paused)."""
+    if first is None:
+        return []
+    fires = [first]
+    parsed = parse_cron(cron, tz)
+    while len(fires) < n:
+        fires.append(parsed.next_after(fires[-1]))
+    return fires

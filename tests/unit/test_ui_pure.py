@@ -115,3 +115,10 @@ def test_cookies_csrf_and_redirects() -> None:
     assert safe_next("%2Fjobs%2F1") == "/jobs/1"
     assert safe_next("//evil.example/x") == "/runs"
     assert safe_next("https://evil.example/") == "/runs"
+
+
+def test_upcoming_fires_follow_the_queued_one() -> None:
+    """The queued fire first, then the cron's next ones; a paused schedule has none."""
+    hour = 3_600_000
+    assert views.upcoming("0 * * * *", "UTC", 10 * hour, 3) == [10 * hour, 11 * hour, 12 * hour]
+    assert views.upcoming("0 * * * *", "UTC", None) == []
