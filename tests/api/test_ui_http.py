@@ -54,7 +54,7 @@ def test_password_sign_in_mints_a_session_token_that_sign_out_revokes(api: Api) 
 
 def test_a_job_token_cannot_sign_in(api: Api) -> None:
     """WM_TOKENs are for jobs, not browsers."""
-    job_id, token = api.running_job("u/alice", who="alice")
+    _, token = api.running_job("u/alice", who="alice")
     client = TestClient(api.client.app, follow_redirects=False)
     answer = client.post("/signin", data={"token": token})
     assert answer.status_code == 200 and "not a job token" in answer.text
