@@ -29,7 +29,15 @@ from common.keys import Keys
 from gristmill.client import Gristmill
 from gristmill.embedded import EmbeddedRedis, free_port
 from tests.e2e.browser import ARGS, ensure_chromium
-from tests.e2e.conftest import Processes, clean_env, deadline, scheduler_registered, worker_id_of
+from tests.e2e.conftest import (
+    GROUP,
+    Processes,
+    clean_env,
+    deadline,
+    scheduler_registered,
+    worker_id_of,
+    xwait,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -205,7 +213,8 @@ def test_live_logs_then_cancel_from_the_page(page: Page, fleet: UiFleet) -> None
     """A running job's log line appears without a reload; Cancel stops it and shows canceled."""
     sign_in(page, fleet, "admin")
     job_id = fleet.preview(WAIT)
-    deadline(lambda: fleet.gm.get_job(job_id).status.value == "running", 30, "the job to start")
+    xwait(fleet.gm.redis, f"{GROUP}:events",
+          lambda e: e.get("event") == "started" and e.get("id") == job_id, 30)
     page.goto(f"{fleet.base}/jobs/{job_id}")
     expect(page.locator("#job-status")).to_have_text("running")
     page.evaluate("window.notReloaded = true")
