@@ -80,13 +80,12 @@ def populate(store: Store, n: int, seed: int) -> None:
                 "duration_ms": done_at - job.created_at - 5, "attempt": 1, "worker": "w",
             })
             ix = indexes.record_field(record)
-            final_entry = indexes.status_entry(final)
             pipe.set(store.keys.jobloc(job.id), "default")
             lua.REJECT.queue(pipe, [
                 g.job(job.id), g.completed, g.done(job.id), g.events, g.ixtrim,
-                g.index(final_entry), *(g.index(e) for e in indexes.fixed_entries(record))],
+                *(g.index(e) for e in indexes.entries_for(record, final))],
                 [job.id, done_at, 30 * 86400, DONE_TTL_S, EVENTS_MAXLEN,
-                 indexes.member(job.created_at, job.id), indexes.SEPARATOR.join([ix, final_entry]),
+                 indexes.member(job.created_at, job.id), indexes.trim_line(record),
                  *_flat({**record.to_redis(), "ix": ix})])
         pipe.execute()
         # The done lists and events are the workers' business, not the listing's: keep memory honest.

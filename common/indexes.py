@@ -2,16 +2,22 @@
 
 Every job is a member of a few sorted sets in its group's slot,
 ``gm:{wg:G}:ix:<dim>:<value>``: one for its status (moved by every transition
-script), and one each for its kind, script path, creator (``by``),
-``permissioned_as`` (``as``), tag, schedule and root flow job (written at
-enqueue, never changed). The member is ``<created_at as 13 digits>:<id>`` with
+script); one each for its kind, script path, tag, schedule and root flow job
+(written at enqueue, never changed); and one for its creator
+(``by:<user>:<part>``) and one for its ``permissioned_as``
+(``as:<identity>:<part>``), partitioned by ``live`` (queued or running) or the
+final status, so a user lists his failures exactly from his own sets. Only a
+completion moves a job between partitions, and every completing caller knows
+the job's identity; starts, retries and releases (the hot path) do not touch
+them. The member is ``<created_at as 13 digits>:<id>`` with
 score 0, so the sets are read with ZRANGE BYLEX: newest first, ties broken by
 id, and a cursor is simply the last member seen (exact, whatever the number of
 jobs created in the same millisecond).
 
 The record keeps its entries in the field ``ix`` (member, then the fixed
-entries, tab-separated). A completing script copies that field, plus the final
-status entry, into ``gm:{wg:G}:ixtrim`` scored by ``completed_at``; the
+entries, tab-separated). A completing script copies that field, plus its final
+status and identity entries, into ``gm:{wg:G}:ixtrim`` scored by
+``completed_at``; the
 retention trim reads it there, so it removes a job's index entries without
 needing the record (which expires on its own).
 
@@ -23,14 +29,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from common.models import Job, Status
+from common.models import TERMINAL_STATUSES, Job, Status
 
 DIMENSIONS = ("status", "kind", "path", "by", "as", "tag", "schedule", "root")
 # The record field and job attribute behind each fixed dimension.
 FIXED: Mapping[str, str] = {
-    "kind": "kind", "path": "script_path", "by": "created_by", "as": "permissioned_as",
-    "tag": "tag", "schedule": "schedule_path", "root": "root_job",
+    "kind": "kind", "path": "script_path", "tag": "tag", "schedule": "schedule_path",
+    "root": "root_job",
 }
+LIVE = "live"
+# The partitions of the identity sets: live jobs, then one per final status.
+PARTS = (LIVE, Status.SUCCESS.value, Status.FAILURE.value, Status.CANCELED.value)
 SEPARATOR = "\t"
 TS_DIGITS = 13
 
@@ -57,6 +66,22 @@ def status_entry(status: Status | str) -> str:
     return entry("status", str(status))
 
 
+def part_of(status: Status) -> str:
+    """The identity-set partition of a status: ``live`` until the job is over."""
+    return status.value if status in TERMINAL_STATUSES else LIVE
+
+
+def identity_entries(created_by: str, permissioned_as: str, part: str) -> list[str]:
+    """The creator's and the run-as identity's sets for one partition."""
+    return [entry("by", f"{created_by}:{part}"), entry("as", f"{permissioned_as}:{part}")]
+
+
+def entries_for(job: Job, status: Status) -> list[str]:
+    """Every set a new record with ``status`` joins: status, fixed entries, identities."""
+    return [status_entry(status), *fixed_entries(job),
+            *identity_entries(job.created_by, job.permissioned_as, part_of(status))]
+
+
 def fixed_entries(job: Job) -> list[str]:
     """The entries a job keeps for its whole life (everything but its status)."""
     out = []
@@ -72,6 +97,13 @@ def record_field(job: Job) -> str:
     return SEPARATOR.join([member(job.created_at, job.id), *fixed_entries(job)])
 
 
+def trim_line(job: Job) -> str:
+    """A completed job's ``ixtrim`` member, as the completing scripts write it."""
+    final = [status_entry(job.status),
+             *identity_entries(job.created_by, job.permissioned_as, part_of(job.status))]
+    return SEPARATOR.join([record_field(job), *final])
+
+
 @dataclass(frozen=True)
 class TrimEntry:
     """One completed job's line in ``ixtrim``: its member and every entry it is in."""
@@ -81,7 +113,7 @@ class TrimEntry:
 
 
 def parse_trim(raw: str) -> TrimEntry:
-    """Decode an ``ixtrim`` member (the record's ``ix`` + the final status entry)."""
+    """Decode an ``ixtrim`` member (the record's ``ix`` + the final status and identity entries)."""
     first, *rest = raw.split(SEPARATOR)
     return TrimEntry(first, tuple(rest))
 

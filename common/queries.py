@@ -33,6 +33,14 @@ SUMMARY_FIELDS = (
 
 
 @dataclass(frozen=True)
+class Driver:
+    """Sets whose union a page reads, and the filters (record fields) every member satisfies."""
+
+    entries: list[str]
+    settles: frozenset[str]
+
+
+@dataclass(frozen=True)
 class JobFilter:
     """What a listing asks for; None means any. Time bounds are epoch ms on created_at."""
 
@@ -48,23 +56,38 @@ class JobFilter:
     created_after: int | None = None
     created_before: int | None = None
 
-    def entries(self) -> dict[str, str]:
-        """The filters that have an index: dimension entry -> record field it checks."""
-        out = {}
+    def wanted(self) -> dict[str, str]:
+        """Record field -> value, for every filter that a record is checked against."""
+        pairs = (("status", self.status), ("kind", self.kind), ("script_path", self.path),
+                 ("created_by", self.created_by), ("permissioned_as", self.permissioned_as),
+                 ("tag", self.tag), ("schedule_path", self.schedule), ("root_job", self.root))
+        return {attr: str(value) for attr, value in pairs if value is not None}
+
+    def parts(self) -> tuple[tuple[str, ...], frozenset[str]]:
+        """The identity-set partitions to read, and whether they settle the status filter."""
+        if self.status is None:
+            return indexes.PARTS, frozenset()
+        part = indexes.part_of(self.status)
+        return (part,), frozenset({"status"}) if part != indexes.LIVE else frozenset()
+
+    def single_options(self) -> list[Driver]:
+        """One driver per filter that has a set of its own (for who may read every set)."""
+        out = []
         for dim, attr, value in (
             ("status", "status", self.status), ("kind", "kind", self.kind),
-            ("path", "script_path", self.path), ("by", "created_by", self.created_by),
-            ("as", "permissioned_as", self.permissioned_as), ("tag", "tag", self.tag),
+            ("path", "script_path", self.path), ("tag", "tag", self.tag),
             ("schedule", "schedule_path", self.schedule), ("root", "root_job", self.root),
         ):
             if value is not None:
-                out[indexes.entry(dim, str(value))] = attr
+                out.append(Driver([indexes.entry(dim, str(value))], frozenset({attr})))
         return out
 
-    def checks(self, skip: str | None = None) -> list[tuple[str, str]]:
-        """(record field, wanted value) for every indexed filter but the driver's own ``skip``."""
-        return [(attr, entry.partition(":")[2]) for entry, attr in self.entries().items()
-                if entry != skip]
+    def identity_option(self, dim: str, identity: str) -> Driver:
+        """The partitions of one identity set (``by`` or ``as``)."""
+        parts, settled = self.parts()
+        attr = "created_by" if dim == "by" else "permissioned_as"
+        return Driver([indexes.entry(dim, f"{identity}:{p}") for p in parts],
+                      settled | {attr})
 
     def describe(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)
@@ -82,10 +105,11 @@ class Viewer:
     def sees_all(self) -> bool:
         return self.identities is None
 
-    def own_entries(self) -> list[str]:
-        """The indexes that hold exactly the jobs this viewer may see (with overlaps)."""
-        out = [indexes.entry("by", self.user)] if self.user else []
-        return out + [indexes.entry("as", i) for i in sorted(self.identities or ())]
+    def own_entries(self, parts: Sequence[str] = indexes.PARTS) -> list[str]:
+        """The sets that hold exactly the jobs this viewer may see (with overlaps)."""
+        out = [indexes.entry("by", f"{self.user}:{p}") for p in parts] if self.user else []
+        return out + [indexes.entry("as", f"{i}:{p}") for i in sorted(self.identities or ())
+                      for p in parts]
 
     def may_see(self, record: dict[str, str]) -> bool:
         return (self.identities is None or record.get("created_by") == self.user
@@ -111,25 +135,38 @@ def _groups(store: Store, flt: JobFilter) -> list[str]:
     return sorted(g.decode() for g in store.client.smembers(store.keys.groups))
 
 
+def _options(flt: JobFilter, viewer: Viewer) -> list[Driver]:
+    """Every driver this viewer may read for this filter."""
+    options = []
+    if viewer.sees_all:
+        options += flt.single_options()
+    if flt.created_by is not None and (viewer.sees_all or flt.created_by == viewer.user):
+        options.append(flt.identity_option("by", flt.created_by))
+    if flt.permissioned_as is not None and (viewer.sees_all
+                                            or flt.permissioned_as in (viewer.identities or ())):
+        options.append(flt.identity_option("as", flt.permissioned_as))
+    if not viewer.sees_all:
+        parts, settled = flt.parts()
+        options.append(Driver(viewer.own_entries(parts), settled))
+    elif not options:
+        options.append(Driver([indexes.status_entry(s) for s in Status], frozenset()))
+    return options
+
+
 def _choose_driver(store: Store, groups: Sequence[str], flt: JobFilter, viewer: Viewer
-                   ) -> tuple[list[str], str | None]:
-    """(index entries to union, the filter entry the driver satisfies by itself)."""
-    wanted = flt.entries()
-    own = viewer.own_entries()
-    candidates = list(wanted) if viewer.sees_all else [e for e in wanted if e in own]
-    if candidates:
-        pipe = store.client.pipeline(transaction=False)
-        for entry in candidates:
+                   ) -> Driver:
+    """The option whose sets are the smallest (sizes by ZCARD, in one round trip)."""
+    options = _options(flt, viewer)
+    if len(options) == 1:
+        return options[0]
+    pipe = store.client.pipeline(transaction=False)
+    for option in options:
+        for entry in option.entries:
             for group in groups:
                 pipe.zcard(store.keys.group(group).index(entry))
-        sizes = pipe.execute()
-        n = len(groups)
-        totals = [sum(sizes[i * n:(i + 1) * n]) for i in range(len(candidates))]
-        best = candidates[totals.index(min(totals))]
-        return [best], best
-    if viewer.sees_all:
-        return [indexes.status_entry(s) for s in Status], None
-    return own, None
+    sizes = iter(pipe.execute())
+    totals = [sum(next(sizes) for _ in range(len(o.entries) * len(groups))) for o in options]
+    return options[totals.index(min(totals))]
 
 
 @redis_errors
@@ -143,11 +180,13 @@ def list_page(
     groups = _groups(store, flt)
     if not groups:
         return Page([], None)
-    driver, satisfied = _choose_driver(store, groups, flt, viewer)
-    post_filter = len(flt.entries()) > (1 if satisfied else 0) or not viewer.sees_all
+    chosen_driver = _choose_driver(store, groups, flt, viewer)
+    driver = chosen_driver.entries
+    checks = [(attr, value) for attr, value in flt.wanted().items()
+              if attr not in chosen_driver.settles]
+    post_filter = bool(checks)
     window = Window(cursor, flt.created_after, flt.created_before)
     batch = max(limit + 1, MIN_BATCH) if post_filter else limit + 1
-    checks = flt.checks(satisfied)
     check_fields = ("id", "created_by", "permissioned_as", *(attr for attr, _ in checks))
     jobs: list[Job] = []
     scanned = 0
@@ -228,22 +267,34 @@ def iter_jobs(store: Store, flt: JobFilter = JobFilter(), *, viewer: Viewer = EV
 
 
 @redis_errors
-def counts(store: Store, flt: JobFilter = JobFilter()) -> dict[str, dict[str, int]]:
-    """Jobs per status and per kind (for callers who may see every job), from ZLEXCOUNT alone."""
+def counts(store: Store, flt: JobFilter = JobFilter(), viewer: Viewer = EVERYONE
+           ) -> dict[str, dict[str, int]]:
+    """Jobs per status and per kind, from ZLEXCOUNT alone (no record is read).
+
+    Everyone else than an admin gets his counts per partition (``live`` =
+    queued + running, then each final status) of the jobs run as him or his
+    groups; jobs he created as another identity are not counted.
+    """
     groups = _groups(store, flt)
     window = Window(None, flt.created_after, flt.created_before)
-    upper = window.max_bound()
-    names = [("status", s.value) for s in Status] + [("kind", k.value) for k in Kind]
+    if viewer.sees_all:
+        names = [("status", s.value, [indexes.status_entry(s)]) for s in Status]
+        names += [("kind", k.value, [indexes.entry("kind", k.value)]) for k in Kind]
+    else:
+        names = [("status", part, [indexes.entry("as", f"{i}:{part}")
+                                   for i in sorted(viewer.identities or ())])
+                 for part in indexes.PARTS]
     pipe = store.client.pipeline(transaction=False)
-    for dim, value in names:
-        for group in groups:
-            pipe.zlexcount(store.keys.group(group).index(indexes.entry(dim, value)),
-                           window.min_bound(), upper)
-    answers = pipe.execute()
-    out: dict[str, dict[str, int]] = {"status": {}, "kind": {}}
-    n = len(groups)
-    for i, (dim, value) in enumerate(names):
-        out[dim][value] = sum(answers[i * n:(i + 1) * n])
+    for _, _, entries in names:
+        for entry in entries:
+            for group in groups:
+                pipe.zlexcount(store.keys.group(group).index(entry), window.min_bound(),
+                               window.max_bound())
+    answers = iter(pipe.execute())
+    out: dict[str, dict[str, int]] = {"status": {}} if not viewer.sees_all else {
+        "status": {}, "kind": {}}
+    for dim, value, entries in names:
+        out[dim][value] = sum(next(answers) for _ in range(len(entries) * len(groups)))
     return out
 
 

@@ -51,6 +51,12 @@ def _status_keys(g: GroupKeys, *statuses: Status) -> list[str]:
     return [g.index(indexes.status_entry(s)) for s in statuses]
 
 
+def _identity_keys(g: GroupKeys, created_by: str, permissioned_as: str, *parts: str) -> list[str]:
+    """by:…:<part>, as:…:<part> for each part: the sets a completion moves the job between."""
+    return [g.index(e) for part in parts
+            for e in indexes.identity_entries(created_by, permissioned_as, part)]
+
+
 class Store:
     """Job transitions on one Redis, in one namespace."""
 
@@ -83,7 +89,7 @@ class Store:
         lua.ENQUEUE.queue(
             pipe,
             [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
-             *_status_keys(g, Status.QUEUED), *(g.index(e) for e in indexes.fixed_entries(job))],
+             *(g.index(e) for e in indexes.entries_for(job, Status.QUEUED))],
             [job.id, job.scheduled_for, self.clock(), job.priority, EVENTS_MAXLEN,
              indexes.member(job.created_at, job.id), *_flatten({**job.to_redis(), "ix": ix})],
         )
@@ -106,14 +112,15 @@ class Store:
         pipe.set(self.keys.jobloc(job.id), job.group)
         pipe.sadd(self.keys.groups, job.group)
         ix = indexes.record_field(job)
-        final = indexes.status_entry(Status.FAILURE)
+        entries = indexes.entries_for(job, Status.FAILURE)
         lua.REJECT.queue(
             pipe,
             [g.job(job.id), g.completed, g.done(job.id), g.events, g.ixtrim,
-             g.index(final), *(g.index(e) for e in indexes.fixed_entries(job))],
+             *(g.index(e) for e in entries)],
             [job.id, job.completed_at or self.clock(), retention_s, DONE_TTL_S,
              EVENTS_MAXLEN, indexes.member(job.created_at, job.id),
-             indexes.SEPARATOR.join([ix, final]), *_flatten({**job.to_redis(), "ix": ix})],
+             indexes.SEPARATOR.join([ix, *entries[:1], *entries[-2:]]),
+             *_flatten({**job.to_redis(), "ix": ix})],
         )
         lua.run_pipeline(self.client, pipe)
         metrics.JOBS_COMPLETED.labels(
@@ -205,7 +212,9 @@ class Store:
                 self.client,
                 [g.job(job.id), g.running(worker), g.completed, g.logs(job.id),
                  g.done(job.id), g.events, g.attempts(job.id),
-                 *_status_keys(g, Status.RUNNING, status), g.ixtrim],
+                 *_status_keys(g, Status.RUNNING, status), g.ixtrim,
+                 *_identity_keys(g, job.created_by, job.permissioned_as, indexes.LIVE,
+                                 indexes.part_of(status))],
                 [job.id, worker, job.claim or "", self.clock(), retention_s, DONE_TTL_S,
                  EVENTS_MAXLEN, status.value, self._entry(job, status.value, fields),
                  *_flatten(encoded)],
@@ -257,7 +266,9 @@ class Store:
                 self.client,
                 [g.job(job_id), g.scheduled, g.ready, g.completed, g.logs(job_id), g.done(job_id),
                  g.events, g.attempts(job_id), g.control(job.worker or ""),
-                 *_status_keys(g, Status.QUEUED, Status.CANCELED), g.ixtrim],
+                 *_status_keys(g, Status.QUEUED, Status.CANCELED), g.ixtrim,
+                 *_identity_keys(g, job.created_by, job.permissioned_as, indexes.LIVE,
+                                 Status.CANCELED.value)],
                 [job_id, self.clock(), by, reason, retention_s, DONE_TTL_S, EVENTS_MAXLEN,
                  job.worker or "" if job.status == Status.RUNNING else ""],
             )
@@ -290,6 +301,9 @@ class Store:
     ) -> str:
         """Re-queue (or fail, when out of restarts) one job of a worker presumed dead."""
         g = self.keys.group(group)
+        # Identities never change: read first, so the script gets every key it touches.
+        who = self.client.hmget(g.job(job_id), "created_by", "permissioned_as")
+        created_by, run_as = (v.decode() if v else "" for v in who)
         error = codec.pack({
             "name": "WorkerLost",
             "message": f"worker {dead_worker} stopped answering while running this job, "
@@ -301,7 +315,8 @@ class Store:
             [g.job(job_id), g.running(dead_worker), g.ready, g.completed, g.logs(job_id),
              g.done(job_id), g.events, g.attempts(job_id),
              *_status_keys(g, Status.RUNNING, Status.QUEUED, Status.FAILURE, Status.CANCELED),
-             g.ixtrim],
+             g.ixtrim, *_identity_keys(g, created_by, run_as, indexes.LIVE, Status.FAILURE.value,
+                                       Status.CANCELED.value)],
             [job_id, dead_worker, self.clock(), max_restarts, retention_s, DONE_TTL_S,
              EVENTS_MAXLEN, error],
         )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-from api.auth import Admin, Auth, Svc
+from api.auth import Auth, Svc
 from api.services import Services
 from common.errors import GristmillError, JobTimeout, NotFound
 from common.identity import AuthContext
@@ -219,11 +219,13 @@ def list_jobs(
 
 
 @router.get("/counts")
-def job_counts(svc: Svc, context: Admin, q: Annotated[ListQuery, Depends()]
+def job_counts(svc: Svc, context: Auth, q: Annotated[ListQuery, Depends()]
                ) -> dict[str, dict[str, int]]:
-    """Jobs per status and per kind (admins; read from index sizes, no scan).
-    Honours ``group`` and the creation-time range; other filters are ignored."""
-    return counts(svc.gm.store, q.filter)
+    """Jobs per status and per kind, read from index sizes (no scan). A user who is not an
+    admin gets his own per ``live`` (queued + running), ``success``, ``failure``,
+    ``canceled``: the jobs run as him or his groups. Honours ``group`` and the
+    creation-time range; other filters are ignored."""
+    return counts(svc.gm.store, q.filter, viewer_of(context))
 
 
 @router.get("/{job_id}")

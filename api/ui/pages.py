@@ -169,7 +169,7 @@ def runs(request: Request, svc: Svc, context: Session, kind: str = "all",
                                           "cursor": page.next_cursor}) if page.next_cursor else "",
         "first_url": "/runs?" + urlencode({**kept, "kind": kind, "limit": limit}),
         "paged": bool(cursor), "limit": limit, "page_sizes": PAGE_SIZES,
-        "counts": counts(svc.gm.store, flt) if context.principal.is_admin else None,
+        "counts": counts(svc.gm.store, flt, viewer_of(context)),
         "short_page": page.next_cursor is not None and len(page.jobs) < limit,
         "duration": lambda job: views.duration_of(job, now),
     }

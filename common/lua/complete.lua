@@ -10,6 +10,8 @@
 -- KEYS[8] gm:{wg:G}:ix:status:running  ZSET   listing index the job leaves
 -- KEYS[9] gm:{wg:G}:ix:status:<final>  ZSET   listing index the job joins
 -- KEYS[10] gm:{wg:G}:ixtrim            ZSET   completed jobs' index entries, for the trim
+-- KEYS[11..14] gm:{wg:G}:ix:by:<created_by>:live, ix:as:<permissioned_as>:live,
+--              ix:by:<created_by>:<final>, ix:as:<permissioned_as>:<final>   ZSET
 -- ARGV[1] job id
 -- ARGV[2] worker id
 -- ARGV[3] claim token of the attempt
@@ -25,7 +27,7 @@
 -- retried call after a lost reply), 0 when refused: the job's current attempt
 -- is not this worker's claim (it was presumed dead and the job moved on).
 
-if #KEYS ~= 10 or #ARGV < 9 or #ARGV % 2 ~= 1 then
+if #KEYS ~= 14 or #ARGV < 9 or #ARGV % 2 ~= 1 then
   -- Checked before any write: a script that fails midway keeps what it wrote.
   return redis.error_reply('ERR complete.lua: wrong number of keys or arguments')
 end
@@ -39,11 +41,21 @@ local function move_status(job_key, from_key, to_key)
   end
   return ix
 end
--- Records a completed job's index entries for the retention trim.
-local function to_trim(ix, trim_key, completed_at, final)
-  if ix then
-    redis.call('ZADD', trim_key, completed_at, ix .. '\tstatus:' .. final)
+-- A completed job leaves its identities' live sets for their `final` ones (keys
+-- by_live, as_live, by_final, as_final), and its index entries are recorded for the
+-- retention trim. `ix` is the record's ix field (nil: the job predates the indexes).
+local function finish(job_key, ix, id_keys, trim_key, completed_at, final)
+  if not ix then
+    return
   end
+  local m = string.match(ix, '^[^\t]*')
+  redis.call('ZREM', id_keys[1], m)
+  redis.call('ZREM', id_keys[2], m)
+  redis.call('ZADD', id_keys[3], 0, m)
+  redis.call('ZADD', id_keys[4], 0, m)
+  local who = redis.call('HMGET', job_key, 'created_by', 'permissioned_as')
+  redis.call('ZADD', trim_key, completed_at, ix .. '\tstatus:' .. final .. '\tby:' ..
+             (who[1] or '') .. ':' .. final .. '\tas:' .. (who[2] or '') .. ':' .. final)
 end
 
 local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'claim')
@@ -61,7 +73,8 @@ if #ARGV >= 10 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 end
 redis.call('RPUSH', KEYS[7], ARGV[9])
-to_trim(move_status(KEYS[1], KEYS[8], KEYS[9]), KEYS[10], ARGV[4], ARGV[8])
+finish(KEYS[1], move_status(KEYS[1], KEYS[8], KEYS[9]), {KEYS[11], KEYS[12], KEYS[13], KEYS[14]},
+       KEYS[10], ARGV[4], ARGV[8])
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[5])

@@ -13,6 +13,9 @@
 -- KEYS[11] gm:{wg:G}:ix:status:failure  ZSET  ... or when it fails (no restart left),
 -- KEYS[12] gm:{wg:G}:ix:status:canceled ZSET  ... or when its cancel is honoured
 -- KEYS[13] gm:{wg:G}:ixtrim             ZSET  completed jobs' index entries, for the trim
+-- KEYS[14..19] gm:{wg:G}:ix:by:<created_by>:live, ix:as:<permissioned_as>:live,
+--              ix:by:<created_by>:failure, ix:as:<permissioned_as>:failure,
+--              ix:by:<created_by>:canceled, ix:as:<permissioned_as>:canceled   ZSET
 -- ARGV[1] job id
 -- ARGV[2] dead worker id
 -- ARGV[3] now (epoch ms)
@@ -39,11 +42,21 @@ local function move_status(job_key, from_key, to_key)
   end
   return ix
 end
--- Records a completed job's index entries for the retention trim.
-local function to_trim(ix, trim_key, completed_at, final)
-  if ix then
-    redis.call('ZADD', trim_key, completed_at, ix .. '\tstatus:' .. final)
+-- A completed job leaves its identities' live sets for their `final` ones (keys
+-- by_live, as_live, by_final, as_final), and its index entries are recorded for the
+-- retention trim. `ix` is the record's ix field (nil: the job predates the indexes).
+local function finish(job_key, ix, id_keys, trim_key, completed_at, final)
+  if not ix then
+    return
   end
+  local m = string.match(ix, '^[^\t]*')
+  redis.call('ZREM', id_keys[1], m)
+  redis.call('ZREM', id_keys[2], m)
+  redis.call('ZADD', id_keys[3], 0, m)
+  redis.call('ZADD', id_keys[4], 0, m)
+  local who = redis.call('HMGET', job_key, 'created_by', 'permissioned_as')
+  redis.call('ZADD', trim_key, completed_at, ix .. '\tstatus:' .. final .. '\tby:' ..
+             (who[1] or '') .. ':' .. final .. '\tas:' .. (who[2] or '') .. ':' .. final)
 end
 
 if redis.call('LREM', KEYS[2], 0, ARGV[1]) == 0 then
@@ -80,11 +93,11 @@ if final then
     redis.call('HSET', KEYS[1], 'error', ARGV[8])
   end
   redis.call('HDEL', KEYS[1], 'claim')
-  local to = KEYS[11]
+  local to, ids = KEYS[11], {KEYS[14], KEYS[15], KEYS[16], KEYS[17]}
   if final == 'canceled' then
-    to = KEYS[12]
+    to, ids = KEYS[12], {KEYS[14], KEYS[15], KEYS[18], KEYS[19]}
   end
-  to_trim(move_status(KEYS[1], KEYS[9], to), KEYS[13], ARGV[3], final)
+  finish(KEYS[1], move_status(KEYS[1], KEYS[9], to), ids, KEYS[13], ARGV[3], final)
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   redis.call('EXPIRE', KEYS[5], ARGV[5])

@@ -274,6 +274,9 @@ def test_run_a_script_from_its_form(page: Page, fleet: UiFleet) -> None:
     job_id = page.url.rsplit("/", 1)[1]
     done = fleet.gm.wait(job_id, 30)
     assert done.args == {"x": 41, "name": "Ada"} and done.result == {"x": 41}
+    # The page's log stream ends with the job and the page shows the outcome.
+    expect(page.locator("#job-status")).to_have_text("success")
+    expect(page.locator("#result")).to_contain_text("41")
 
 
 def test_pages_are_accessible_on_desktop_and_phone(page: Page, fleet: UiFleet) -> None:

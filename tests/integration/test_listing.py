@@ -127,10 +127,39 @@ def test_a_user_lists_only_what_he_may_see(store: Store, redis_client: redis.Red
     assert ids(store, JobFilter(created_by="u/bob"), viewer=alice) == [ops.id]
     assert ids(store, JobFilter(kind=Kind.SCRIPT), viewer=alice) == []
     page = list_page(store, JobFilter(kind=Kind.PREVIEW), viewer=alice)
-    assert set(page.driver) == {"by:u/alice", "as:u/alice", "as:g/ops"}
+    assert set(page.driver) == {f"{who}:{part}" for who in ("by:u/alice", "as:u/alice", "as:g/ops")
+                                for part in ("live", "success", "failure", "canceled")}
     # The records read are those of the driver's members only: none of Bob's own jobs.
     redis_client.delete(store.keys.group("default").job(bobs.id))
     assert ids(store, viewer=alice) == [ops.id, mine.id]
+
+
+def test_a_users_status_filter_reads_his_own_partitions_exactly(store: Store) -> None:
+    """Alice's failures come from her failure sets alone: no other job is scanned."""
+    s = clocked(store, NOW)
+    alice = Viewer(user="u/alice", identities=frozenset({"u/alice", "g/ops"}))
+    made = []
+    for i in range(30):
+        job = make_job(created_at=NOW + i, created_by="u/alice" if i % 3 else "u/bob",
+                       permissioned_as="u/alice" if i % 3 else "g/ops", scheduled_for=NOW)
+        s.enqueue(job, fresh_id=True)
+        made.append(job)
+    for i, job in enumerate(made):
+        assert store.claim("default", "w1", 1) == job.id
+        running = s.start("default", job.id, "w1", f"c{i}")
+        assert running is not None
+        final = Status.FAILURE if i % 5 == 0 else Status.SUCCESS
+        assert s.complete(running, final, {}, retention_s=60) == 1
+    failed = [j.id for j in reversed(made) if made.index(j) % 5 == 0]
+    page = list_page(store, JobFilter(status=Status.FAILURE), viewer=alice, limit=100)
+    assert [j.id for j in page.jobs] == failed
+    assert page.scanned == len(failed)
+    assert set(page.driver) == {"by:u/alice:failure", "as:u/alice:failure", "as:g/ops:failure"}
+    assert counts(store, viewer=alice)["status"] == {"live": 0, "success": 24, "failure": 6,
+                                                    "canceled": 0}
+    bob = Viewer(user="u/bob", identities=frozenset({"u/bob"}))
+    assert [j.id for j in list_page(store, JobFilter(status=Status.FAILURE), viewer=bob).jobs] == [
+        j.id for j in reversed(made) if made.index(j) % 15 == 0]
 
 
 def test_a_sparse_filter_returns_short_pages_with_a_cursor(store: Store) -> None:
@@ -175,3 +204,25 @@ def test_retention_trim_removes_index_entries_even_after_the_record_expired(
     assert redis_client.zcard(g.ixtrim) == 0
     assert ids(store) == [keep.id]
     assert counts(store)["kind"]["script"] == 0
+
+
+def test_recovery_moves_a_lost_job_to_its_final_sets(store: Store, redis_client: redis.Redis
+                                                     ) -> None:
+    """A job whose worker died with no restart left leaves every live set for its failure sets."""
+    s = clocked(store, NOW)
+    job = make_job(created_at=NOW, scheduled_for=NOW, created_by="u/alice",
+                   permissioned_as="g/ops")
+    s.enqueue(job, fresh_id=True)
+    assert store.claim("default", "w1", 1) == job.id
+    assert s.start("default", job.id, "w1", "c1") is not None
+    assert s.recover("default", job.id, "w1", max_restarts=0, retention_s=60) == "failed"
+    g = store.keys.group("default")
+    holding = sorted(k.decode().removeprefix(g.index(""))
+                     for k in redis_client.keys(g.index("*"))
+                     if redis_client.zscore(k, indexes.member(NOW, job.id)) is not None)
+    assert holding == ["as:g/ops:failure", "by:u/alice:failure", "kind:preview",
+                       "status:failure", "tag:python3"]
+    alice = Viewer(user="u/alice", identities=frozenset({"u/alice"}))
+    assert ids(store, JobFilter(status=Status.FAILURE), alice) == [job.id]
+    assert store.trim_completed("default", NOW + 1) == 1
+    assert not any(redis_client.zcard(k) for k in redis_client.keys(g.index("*")))

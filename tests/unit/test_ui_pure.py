@@ -47,10 +47,12 @@ def test_record_field_round_trips_through_the_trim_entry() -> None:
     """The record's ix field plus the final status is exactly what the trim removes."""
     j = job(id="x", created_at=42, created_by="u/alice", permissioned_as="g/ops",
             script_path="g/ops/s", schedule_path="g/ops/nightly")
-    trim = indexes.parse_trim(indexes.record_field(j) + "\tstatus:success")
+    trim = indexes.parse_trim(indexes.trim_line(j))
     assert trim.member == indexes.member(42, "x")
-    assert set(trim.entries) == {"kind:script", "path:g/ops/s", "by:u/alice", "as:g/ops",
-                                 "tag:python3", "schedule:g/ops/nightly", "status:success"}
+    assert set(trim.entries) == {"kind:script", "path:g/ops/s", "by:u/alice:success",
+                                 "as:g/ops:success", "tag:python3", "schedule:g/ops/nightly",
+                                 "status:success"}
+    assert indexes.record_field(j).split("\t")[0] == trim.member
 
 
 def test_python_params_from_main() -> None:
