@@ -110,3 +110,46 @@ def test_runs_filters_and_a_bad_filter(api: Api) -> None:
     assert client.get("/runs", params={"kind": "nope"}).status_code == 404
     fragment = client.get("/runs", params={"fragment": "1"}).text
     assert "<html" not in fragment and script_job in fragment
+
+
+def csrf_of(client: TestClient) -> str:
+    parsed = split_cookie(client.cookies[COOKIE])
+    assert parsed is not None
+    return csrf_value(parsed[1])
+
+
+def test_rerun_makes_a_new_job_with_the_same_code_and_args_as_the_caller(api: Api) -> None:
+    """Re-run of alice's finished script job by alice: same version and args, a new id."""
+    api.script("g/ops/echo", who="alice")
+    first = api.run("g/ops/echo", {"x": 7}, who="alice", permissioned_as="g/ops")
+    api.finish(first)
+    client = signed_in(api, "alice")
+    answer = client.post(f"/jobs/{first}/rerun", data={"csrf": csrf_of(client)})
+    assert answer.status_code == 303
+    second = answer.headers["location"].removeprefix("/jobs/")
+    old, new = api.job(first), api.job(second)
+    assert second != first and new.status.value == "queued"
+    assert (new.script_hash, new.args, new.permissioned_as, new.created_by) == (
+        old.script_hash, {"x": 7}, "g/ops", "u/alice")
+    queued = api.run("g/ops/echo", who="alice")
+    assert client.post(f"/jobs/{queued}/rerun", data={"csrf": csrf_of(client)}).status_code == 400
+
+
+def test_pause_and_resume_a_schedule_from_the_page(api: Api) -> None:
+    """The owner pauses and resumes; a user who may only read it cannot."""
+    api.script("u/admin/echo")
+    made = api.post("/api/schedules", json={"path": "u/admin/hourly", "script_path": "u/admin/echo",
+                                            "cron": "0 * * * *"})
+    assert made.status_code == 201, made.text
+    admin = signed_in(api, "admin")
+    assert "u/admin/hourly" in admin.get("/schedules").text
+    paused = admin.post("/schedules/pause/u/admin/hourly", data={"csrf": csrf_of(admin)})
+    assert paused.status_code == 303
+    assert api.services.gm.schedules.get("u/admin/hourly").paused
+    admin.post("/schedules/resume/u/admin/hourly", data={"csrf": csrf_of(admin)})
+    assert not api.services.gm.schedules.get("u/admin/hourly").paused
+    carol = signed_in(api, "carol")
+    assert "u/admin/hourly" not in carol.get("/schedules").text
+    refused = carol.post("/schedules/pause/u/admin/hourly", data={"csrf": csrf_of(carol)})
+    assert refused.status_code == 403 and "text/html" in refused.headers["content-type"]
+    assert not api.services.gm.schedules.get("u/admin/hourly").paused
