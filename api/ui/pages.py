@@ -23,7 +23,6 @@ from fastapi.templating import Jinja2Templates
 from api.auth import Svc
 from api.routes.jobs import submit, viewer_of, visible_job
 from api.routes.scripts import check, readable
-from api.services import Services
 from api.ui import views
 from api.ui.session import (
     COOKIE,
@@ -333,33 +332,38 @@ def form_args(params: list[Param] | None, form: dict[str, str]) -> dict[str, Any
             if p.required:
                 raise SpecError(f"{p.name} is required")
             continue
-        try:
-            args[p.name] = (int(raw) if p.annotation == "int" else float(raw)
-                            if p.annotation == "float" else json.loads(raw) if p.is_json else raw)
-        except ValueError:
-            raise SpecError(f"{p.name}: {raw!r} is not a valid {p.annotation}") from None
+        args[p.name] = _typed(p, raw)
     return args
+
+
+def _typed(p: Param, raw: str) -> Any:
+    """One form field as ``main`` expects it: number, JSON value or text."""
+    try:
+        if p.annotation == "int":
+            return int(raw)
+        if p.annotation == "float":
+            return float(raw)
+        return json.loads(raw) if p.is_json else raw
+    except ValueError:
+        raise SpecError(f"{p.name}: {raw!r} is not a valid {p.annotation}") from None
 
 
 @router.post("/scripts/p/{path:path}", response_model=None)
 async def run_script(path: str, request: Request, svc: Svc, context: Session) -> Response:
+    """The run form: its fields are named after main's parameters, so they are read here."""
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
     check_csrf(request, form.get("csrf", ""))
-    return await _run_in_thread(svc, context, request, path, form)
 
-
-async def _run_in_thread(svc: Services, context: AuthContext, request: Request, path: str,
-                         form: dict[str, str]) -> Response:
-    def run() -> Response:
+    def run() -> Response:  # blocking Redis calls: off the event loop
         latest = svc.gm.scripts.latest(path)
         params = python_params(latest.code) if latest.language == "python3" else None
         try:
             job = submit(svc, context, {"path": path, "args": form_args(params, form)})
         except SpecError as exc:
             versions = [svc.gm.scripts.by_hash(h) for h in reversed(svc.gm.scripts.history(path))]
-            return render(request, "script.html", context, status_code=400, script=latest,
-                          versions=versions, params=params, no_default=NO_DEFAULT,
-                          error=str(exc), runnable=True)
+            # 200: the form is shown again with the error (a 4xx is a browser console error).
+            return render(request, "script.html", context, script=latest, versions=versions,
+                          params=params, no_default=NO_DEFAULT, error=str(exc), runnable=True)
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
     return await anyio.to_thread.run_sync(run)

@@ -153,3 +153,18 @@ def test_pause_and_resume_a_schedule_from_the_page(api: Api) -> None:
     refused = carol.post("/schedules/pause/u/admin/hourly", data={"csrf": csrf_of(carol)})
     assert refused.status_code == 403 and "text/html" in refused.headers["content-type"]
     assert not api.services.gm.schedules.get("u/admin/hourly").paused
+
+
+def test_the_run_form_shows_a_bad_value_and_runs_a_good_one(api: Api) -> None:
+    """A value that is not an int is explained on the form; a good one runs with typed args."""
+    api.script("u/admin/echo")
+    client = signed_in(api, "admin")
+    form = client.get("/scripts/p/u/admin/echo").text
+    assert 'name="arg_x"' in form and 'type="number"' in form and 'value="1"' in form
+    bad = client.post("/scripts/p/u/admin/echo", data={"csrf": csrf_of(client), "arg_x": "ten"})
+    assert bad.status_code == 200 and "is not a valid int" in bad.text
+    good = client.post("/scripts/p/u/admin/echo", data={"csrf": csrf_of(client), "arg_x": "10"})
+    assert good.status_code == 303
+    assert api.job(good.headers["location"].removeprefix("/jobs/")).args == {"x": 10}
+    forged = client.post("/scripts/p/u/admin/echo", data={"csrf": "x", "arg_x": "10"})
+    assert forged.status_code == 403
