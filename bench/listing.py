@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -206,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=12)
     p.add_argument("--out", type=Path, help="also write the JSON report here")
     ns = p.parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, so the redis-server this run started is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     report = run(ns)
     text = json.dumps(report, indent=2)
     print(text)
