@@ -39,6 +39,9 @@ class Up:
         self.url = lines.expect(r"embedded \S+ \S+ at (redis://\S+)", 20).group(1)
         self.token_file = Path(lines.expect(r"admin API token in (\S+)", 20).group(1))
         lines.expect(r"fleet up", 10)
+        ui = lines.expect(r"web UI on (http://\S+/) .*token in (\S+)", 10)
+        assert ui.group(1) == f"http://127.0.0.1:{self.api_port}/"
+        assert Path(ui.group(2)) == self.token_file
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.procs.cli(*args, env=clean_env(self.url))
