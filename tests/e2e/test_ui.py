@@ -311,7 +311,8 @@ def test_pages_are_accessible_on_desktop_and_phone(page: Page, fleet: UiFleet) -
             .map(e => e.tagName + '.' + e.className).slice(0, 5)""")
         assert overflow <= 1, (name, overflow, wide)
         assert serious_violations(page) == [], name
-    screenshot(page, "runs-phone")
+        if name == "runs":
+            screenshot(page, "runs-phone")
 
 
 def test_keyboard_reaches_the_tabs_and_opens_one(page: Page, fleet: UiFleet) -> None:
