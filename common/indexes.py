@@ -97,11 +97,13 @@ def record_field(job: Job) -> str:
     return SEPARATOR.join([member(job.created_at, job.id), *fixed_entries(job)])
 
 
-def trim_line(job: Job) -> str:
-    """A completed job's ``ixtrim`` member, as the completing scripts write it."""
-    final = [status_entry(job.status),
-             *identity_entries(job.created_by, job.permissioned_as, part_of(job.status))]
-    return SEPARATOR.join([record_field(job), *final])
+def trim_line(job: Job, status: Status | None = None) -> str:
+    """The ``ixtrim`` member of a job completed with ``status`` (default: its own), as the
+    completing scripts write it."""
+    final = status or job.status
+    entries = [status_entry(final),
+               *identity_entries(job.created_by, job.permissioned_as, part_of(final))]
+    return SEPARATOR.join([record_field(job), *entries])
 
 
 @dataclass(frozen=True)

@@ -111,16 +111,14 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.keys.jobloc(job.id), job.group)
         pipe.sadd(self.keys.groups, job.group)
-        ix = indexes.record_field(job)
-        entries = indexes.entries_for(job, Status.FAILURE)
         lua.REJECT.queue(
             pipe,
             [g.job(job.id), g.completed, g.done(job.id), g.events, g.ixtrim,
-             *(g.index(e) for e in entries)],
+             *(g.index(e) for e in indexes.entries_for(job, Status.FAILURE))],
             [job.id, job.completed_at or self.clock(), retention_s, DONE_TTL_S,
              EVENTS_MAXLEN, indexes.member(job.created_at, job.id),
-             indexes.SEPARATOR.join([ix, *entries[:1], *entries[-2:]]),
-             *_flatten({**job.to_redis(), "ix": ix})],
+             indexes.trim_line(job, Status.FAILURE),
+             *_flatten({**job.to_redis(), "ix": indexes.record_field(job)})],
         )
         lua.run_pipeline(self.client, pipe)
         metrics.JOBS_COMPLETED.labels(
