@@ -68,8 +68,12 @@ def install(app: FastAPI, page: ErrorPage | None = None) -> None:
         return JSONResponse(error_body("; ".join(problems)), status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         # Unknown routes (404), wrong methods (405), oversized bodies (413): the same shape.
+        if page is not None and exc.status_code == 404:
+            answer = page(request, NotFound(f"nothing at {request.url.path}"), 404)
+            if answer is not None:
+                return answer
         return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code,
                             headers=exc.headers)
 

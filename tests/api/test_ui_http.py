@@ -168,3 +168,12 @@ def test_the_run_form_shows_a_bad_value_and_runs_a_good_one(api: Api) -> None:
     assert api.job(good.headers["location"].removeprefix("/jobs/")).args == {"x": 10}
     forged = client.post("/scripts/p/u/admin/echo", data={"csrf": "x", "arg_x": "10"})
     assert forged.status_code == 403
+
+
+def test_an_unknown_page_is_an_html_404_and_an_unknown_api_route_json(api: Api) -> None:
+    """People get a page with a way back; API clients keep JSON errors."""
+    client = signed_in(api, "alice")
+    page = client.get("/no/such/page")
+    assert page.status_code == 404 and "text/html" in page.headers["content-type"]
+    assert "Back to the runs" in page.text
+    assert client.get("/api/no/such/route").json() == {"error": "Not Found"}
