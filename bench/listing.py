@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import statistics
@@ -105,14 +106,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def timed(fn: Callable[[], Page], reps: int) -> dict[str, float]:
+def redis_cpu_us(client: redis.Redis) -> float:
+    """Microseconds Redis has spent running commands so far (INFO commandstats)."""
+    return float(sum(v["usec"] for v in client.info("commandstats").values()))
+
+
+def timed(client: redis.Redis, fn: Callable[[], Page], reps: int) -> dict[str, float]:
+    """Wall-clock percentiles, and the CPU a page costs: this process's and Redis's.
+
+    The CPU figures do not include time spent waiting for a core, so they stay
+    meaningful on a shared, loaded machine where the wall-clock p99 does not.
+    """
     samples = []
+    redis_before, cpu_before = redis_cpu_us(client), time.process_time()
     for _ in range(reps):
         t = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t) * 1000)
+    client_cpu_ms = (time.process_time() - cpu_before) * 1000 / reps
+    redis_cpu_ms = (redis_cpu_us(client) - redis_before) / 1000 / reps
     return {"p50_ms": round(statistics.median(samples), 2), "p99_ms": round(percentile(samples, 0.99), 2),
-            "max_ms": round(max(samples), 2)}
+            "max_ms": round(max(samples), 2), "client_cpu_ms": round(client_cpu_ms, 2),
+            "redis_cpu_ms": round(redis_cpu_ms, 2)}
 
 
 def measure(store: Store, name: str, flt: JobFilter, viewer: Viewer, reps: int,
@@ -120,7 +135,8 @@ def measure(store: Store, name: str, flt: JobFilter, viewer: Viewer, reps: int,
     """First page timings, then pages reached by following the cursor ``depth`` pages deep."""
     first = list_page(store, flt, viewer=viewer, limit=50)
     out: dict[str, Any] = {"filter": name, "rows_first_page": len(first.jobs),
-                           "first_page": timed(lambda: list_page(store, flt, viewer=viewer, limit=50),
+                           "first_page": timed(store.client,
+                                               lambda: list_page(store, flt, viewer=viewer, limit=50),
                                                reps)}
     cursor, page_no, later = first.next_cursor, 1, {}
     for depth in depths:
@@ -131,7 +147,7 @@ def measure(store: Store, name: str, flt: JobFilter, viewer: Viewer, reps: int,
             break
         at = cursor
         later[f"page_{depth + 1}"] = timed(
-            lambda at=at: list_page(store, flt, viewer=viewer, cursor=at, limit=50), reps)  # type: ignore[misc]
+            store.client, lambda at=at: list_page(store, flt, viewer=viewer, cursor=at, limit=50), reps)  # type: ignore[misc]
     out["later_pages"] = later
     return out
 
@@ -191,6 +207,7 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
             results = [measure(store, name, flt, viewer, ns.reps, [10, 100, 1000])
                        for name, flt, viewer in cases]
             return {"jobs": ns.jobs, "write_s": round(written_s, 1),
+                    "load_average": [round(x, 1) for x in os.getloadavg()],
                     "write_jobs_per_s": round(ns.jobs / written_s), "page_size": 50,
                     "reps": ns.reps, "redis": client.info("server")["redis_version"],
                     "memory": index_memory(client, store.keys, ns.jobs), "cases": results}
