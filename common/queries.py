@@ -29,6 +29,8 @@ SUMMARY_FIELDS = (
     "id", "kind", "status", "tag", "group", "language", "scheduled_for", "created_at",
     "created_by", "permissioned_as", "script_path", "script_hash", "started_at", "completed_at",
     "duration_ms", "worker", "attempt", "parent_job", "root_job", "schedule_path", "canceled_by",
+    # Only a rejected inbox spec has one (redacted, at most 64 KiB): a listing shows it as such.
+    "raw_spec",
 )
 
 
