@@ -78,7 +78,9 @@ def healthy(base: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an asyncio loop running in the main thread while
+# it is open, and mini-racer (the flows' expressions) refuses timeouts inside a running loop.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     executable = ensure_chromium()
     with sync_playwright() as playwright:
