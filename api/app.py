@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import errors
+from api import errors, ui
 from api.auth import Svc
 from api.routes import admin, items, jobs, scripts
 from api.services import Services
@@ -38,9 +38,10 @@ def create_app(services: Services) -> FastAPI:
         openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
     )
     app.state.services = services
-    errors.install(app)
+    errors.install(app, page=ui.error_page)
     for module in (jobs, scripts, items, admin):
         app.include_router(module.router)
+    ui.install(app)
 
     @app.get("/api/health", tags=["health"])
     def health(svc: Svc) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,11 +42,21 @@ def error_body(message: str, **extra: Any) -> dict[str, Any]:
     return {"error": message, **extra}
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that turn our errors into JSON responses."""
+ErrorPage = Callable[[Request, GristmillError, int], Response | None]
+
+
+def install(app: FastAPI, page: ErrorPage | None = None) -> None:
+    """Register the handlers that turn our errors into JSON responses.
+
+    ``page`` may answer instead (the web UI's HTML error pages); it returns
+    None for requests that are not its own."""
 
     @app.exception_handler(GristmillError)
-    async def gristmill_error(request: Request, exc: GristmillError) -> JSONResponse:
+    async def gristmill_error(request: Request, exc: GristmillError) -> Response:
+        if page is not None:
+            answer = page(request, exc, status_of(exc))
+            if answer is not None:
+                return answer
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
         return JSONResponse(error_body(str(exc)), status_code=status_of(exc), headers=headers)
 
@@ -57,8 +68,12 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("; ".join(problems)), status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         # Unknown routes (404), wrong methods (405), oversized bodies (413): the same shape.
+        if page is not None and exc.status_code == 404:
+            answer = page(request, NotFound(f"nothing at {request.url.path}"), 404)
+            if answer is not None:
+                return answer
         return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code,
                             headers=exc.headers)
 

@@ -16,6 +16,10 @@ key                               type    holds                                 
 ``gm:{wg:G}:completed``           ZSET    completed ids, score = completed_at        trimmed by the scheduler
 ``gm:{wg:G}:events``              STREAM  lifecycle events                           capped at EVENTS_MAXLEN
 ``gm:{wg:G}:wake``                LIST    nudges the group's promoter                capped at 1 element
+``gm:{wg:G}:ix:<dim>:<value>``    ZSET    listing index, members ``<ms>:<id>``       transitions / trim
+                                          (score 0, read BYLEX; common/indexes.py)
+``gm:{wg:G}:ixtrim``              ZSET    completed jobs' index entries by           completions / trim
+                                          completed_at: what the trim removes
 ``gm:inbox``                      LIST    raw JSON specs from any client             scheduler admits
 ``gm:inbox:processing:<sched>``   LIST    specs one scheduler is admitting           recovered if it dies
 ``gm:jobloc:<id>``                STRING  the group of job ``<id>``                  deleted by retention trim
@@ -147,6 +151,14 @@ class GroupKeys:
     @property
     def flow_notify(self) -> str:
         return f"{self.prefix}:flownotify"
+
+    def index(self, entry: str) -> str:
+        """A listing index; ``entry`` is ``<dim>:<value>`` (see common/indexes.py)."""
+        return f"{self.prefix}:ix:{entry}"
+
+    @property
+    def ixtrim(self) -> str:
+        return f"{self.prefix}:ixtrim"
 
 
 @dataclass(frozen=True)

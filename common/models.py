@@ -32,6 +32,8 @@ class Status(enum.StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({Status.SUCCESS, Status.FAILURE, Status.CANCELED})
+# Record fields no view shows: the fencing token and the index bookkeeping.
+INTERNAL_FIELDS = frozenset({"claim", "ix"})
 
 # Fields stored as integers in the record (epoch ms, counters).
 _INT_FIELDS = frozenset(
@@ -84,6 +86,12 @@ class Job(BaseModel):
     log_bytes: int | None = None  # log bytes kept in Redis (bounded by max_log_bytes)
     log_dropped_lines: int | None = None  # lines beyond that bound, dropped
     log_dropped_bytes: int | None = None
+    # The job's listing index entries (common/indexes.py); internal, never shown.
+    ix: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The record as shown to people and API callers: decoded, without internal fields."""
+        return self.model_dump(mode="json", exclude_none=True, exclude=set(INTERNAL_FIELDS))
 
     @property
     def is_terminal(self) -> bool:

@@ -14,12 +14,12 @@ from typing import Any
 
 import redis
 
-from common import codec, lua, metrics
+from common import codec, indexes, lua, metrics
 from common.clock import Clock, now_ms
 from common.connection import max_block_s, redis_errors
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
 from common.instance import InstanceSettings
-from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, Keys
+from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, GroupKeys, Keys
 from common.models import Job, Status
 
 SCAN_PAGE = 1000
@@ -47,6 +47,16 @@ class LogEntry:
 
 def _flatten(fields: dict[str, Any]) -> list[Any]:
     return [item for pair in fields.items() for item in pair]
+
+
+def _status_keys(g: GroupKeys, *statuses: Status) -> list[str]:
+    return [g.index(indexes.status_entry(s)) for s in statuses]
+
+
+def _identity_keys(g: GroupKeys, created_by: str, permissioned_as: str, *parts: str) -> list[str]:
+    """by:…:<part>, as:…:<part> for each part: the sets a completion moves the job between."""
+    return [g.index(e) for part in parts
+            for e in indexes.identity_entries(created_by, permissioned_as, part)]
 
 
 class Store:
@@ -80,7 +90,8 @@ class Store:
         loc = self.keys.jobloc(job.id)
         # Encoded before the location is claimed: a record that cannot be encoded
         # must not leave gm:jobloc:<id> pointing at nothing.
-        record = _flatten(job.to_redis())
+        ix = indexes.record_field(job)
+        record = _flatten({**job.to_redis(), "ix": ix})
         pipe = self.client.pipeline(transaction=False)
         if not fresh_id:
             previous = self.client.set(loc, job.group, nx=True, get=True)
@@ -91,8 +102,10 @@ class Store:
         pipe.sadd(self.keys.groups, job.group)
         lua.ENQUEUE.queue(
             pipe,
-            [g.job(job.id), g.scheduled, g.ready, g.wake, g.events],
-            [job.id, job.scheduled_for, self.clock(), job.priority, EVENTS_MAXLEN, *record],
+            [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
+             *(g.index(e) for e in indexes.entries_for(job, Status.QUEUED))],
+            [job.id, job.scheduled_for, self.clock(), job.priority, EVENTS_MAXLEN,
+             indexes.member(job.created_at, job.id), *record],
         )
         state = lua.run_pipeline(self.client, pipe)[-1]
         if state == 0:
@@ -116,9 +129,12 @@ class Store:
         pipe.sadd(self.keys.groups, job.group)
         lua.REJECT.queue(
             pipe,
-            [g.job(job.id), g.completed, g.done(job.id), g.events],
+            [g.job(job.id), g.completed, g.done(job.id), g.events, g.ixtrim,
+             *(g.index(e) for e in indexes.entries_for(job, Status.FAILURE))],
             [job.id, job.completed_at or self.clock(), retention_s, DONE_TTL_S,
-             EVENTS_MAXLEN, *_flatten(job.to_redis())],
+             EVENTS_MAXLEN, indexes.member(job.created_at, job.id),
+             indexes.trim_line(job, Status.FAILURE),
+             *_flatten({**job.to_redis(), "ix": indexes.record_field(job)})],
         )
         lua.run_pipeline(self.client, pipe)
         metrics.JOBS_COMPLETED.labels(
@@ -176,7 +192,8 @@ class Store:
         g = self.keys.group(group)
         fields = lua.START(
             self.client,
-            [g.job(job_id), g.running(worker_id), g.events],
+            [g.job(job_id), g.running(worker_id), g.events,
+             *_status_keys(g, Status.QUEUED, Status.RUNNING)],
             [job_id, worker_id, self.clock(), claim, EVENTS_MAXLEN],
         )
         if not fields:
@@ -227,7 +244,10 @@ class Store:
             lua.COMPLETE(
                 self.client,
                 [g.job(job.id), g.running(worker), g.completed, g.logs(job.id),
-                 g.done(job.id), g.events, g.attempts(job.id)],
+                 g.done(job.id), g.events, g.attempts(job.id),
+                 *_status_keys(g, Status.RUNNING, status), g.ixtrim,
+                 *_identity_keys(g, job.created_by, job.permissioned_as, indexes.LIVE,
+                                 indexes.part_of(status))],
                 [job.id, worker, job.claim or "", self.clock(), retention_s, DONE_TTL_S,
                  EVENTS_MAXLEN, status.value, self._entry(job, status.value, fields),
                  *_flatten(encoded)],
@@ -247,7 +267,7 @@ class Store:
         requeued = lua.RETRY(
             self.client,
             [g.job(job.id), g.running(worker), g.scheduled, g.ready, g.wake, g.events,
-             g.attempts(job.id)],
+             g.attempts(job.id), *_status_keys(g, Status.RUNNING, Status.QUEUED)],
             [job.id, worker, job.claim or "", self.clock(), at_ms, EVENTS_MAXLEN,
              self._entry(job, Status.FAILURE.value, fields), codec.pack(fields.get("error"))],
         )
@@ -260,7 +280,8 @@ class Store:
         worker = job.worker or ""
         released = lua.RELEASE(
             self.client,
-            [g.job(job.id), g.running(worker), g.ready, g.events, g.attempts(job.id)],
+            [g.job(job.id), g.running(worker), g.ready, g.events, g.attempts(job.id),
+             *_status_keys(g, Status.RUNNING, Status.QUEUED)],
             [job.id, worker, job.claim or "", EVENTS_MAXLEN, self._entry(job, "released", {})],
         )
         return bool(released)
@@ -277,7 +298,10 @@ class Store:
             answer = lua.CANCEL(
                 self.client,
                 [g.job(job_id), g.scheduled, g.ready, g.completed, g.logs(job_id), g.done(job_id),
-                 g.events, g.attempts(job_id), g.control(job.worker or "")],
+                 g.events, g.attempts(job_id), g.control(job.worker or ""),
+                 *_status_keys(g, Status.QUEUED, Status.CANCELED), g.ixtrim,
+                 *_identity_keys(g, job.created_by, job.permissioned_as, indexes.LIVE,
+                                 Status.CANCELED.value)],
                 [job_id, self.clock(), by, reason, retention_s, DONE_TTL_S, EVENTS_MAXLEN,
                  job.worker or "" if job.status == Status.RUNNING else ""],
             )
@@ -323,8 +347,8 @@ class Store:
                 kinds = lua.CANCEL_MANY(
                     self.client,
                     [g.scheduled, g.completed, g.events,
-                     *(key for i in ids for key in (g.job(i.decode()), g.logs(i.decode()),
-                                                    g.done(i.decode()), g.attempts(i.decode())))],
+                     *_status_keys(g, Status.QUEUED, Status.CANCELED), g.ixtrim,
+                     *self._cancel_keys(g, [i.decode() for i in ids])],
                     [self.clock(), by, reason, retention_s, DONE_TTL_S, EVENTS_MAXLEN, *ids],
                 )
                 done = len(kinds)
@@ -335,6 +359,20 @@ class Store:
                 if source == "scheduled" and done == 0:
                     break  # the head holds no queued job any more (started or gone)
         return total
+
+    def _cancel_keys(self, g: GroupKeys, ids: list[str]) -> list[str]:
+        """Each id's keys for cancel_many.lua: its own four, then its identity sets
+        (live and canceled), read first: identities never change."""
+        read = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            read.hmget(g.job(job_id), "created_by", "permissioned_as")
+        keys: list[str] = []
+        for job_id, who in zip(ids, read.execute(), strict=True):
+            created_by, run_as = (v.decode() if v else "" for v in who)
+            keys += [g.job(job_id), g.logs(job_id), g.done(job_id), g.attempts(job_id),
+                     *_identity_keys(g, created_by, run_as, indexes.LIVE,
+                                     Status.CANCELED.value)]
+        return keys
 
     @redis_errors
     def next_control(self, group: str, worker_id: str, timeout_s: float) -> str | None:
@@ -355,6 +393,9 @@ class Store:
     ) -> str:
         """Re-queue (or fail, when out of restarts) one job of a worker presumed dead."""
         g = self.keys.group(group)
+        # Identities never change: read first, so the script gets every key it touches.
+        who = self.client.hmget(g.job(job_id), "created_by", "permissioned_as")
+        created_by, run_as = (v.decode() if v else "" for v in who)
         error = codec.pack({
             "name": "WorkerLost",
             "message": f"worker {dead_worker} stopped answering while running this job, "
@@ -364,7 +405,10 @@ class Store:
         outcome = lua.RECOVER(
             self.client,
             [g.job(job_id), g.running(dead_worker), g.ready, g.completed, g.logs(job_id),
-             g.done(job_id), g.events, g.attempts(job_id)],
+             g.done(job_id), g.events, g.attempts(job_id),
+             *_status_keys(g, Status.RUNNING, Status.QUEUED, Status.FAILURE, Status.CANCELED),
+             g.ixtrim, *_identity_keys(g, created_by, run_as, indexes.LIVE, Status.FAILURE.value,
+                                       Status.CANCELED.value)],
             [job_id, dead_worker, self.clock(), max_restarts, retention_s, DONE_TTL_S,
              EVENTS_MAXLEN, error],
         )
@@ -384,7 +428,9 @@ class Store:
 
     @redis_errors
     def trim_completed(self, group: str, cutoff_ms: int) -> int:
-        """Drop ids completed before ``cutoff_ms`` from the index, with their locations."""
+        """Drop ids completed before ``cutoff_ms`` from the index, with their locations
+        and their listing-index entries."""
+        self.trim_indexes(group, cutoff_ms)
         g = self.keys.group(group)
         total = 0
         while True:
@@ -403,7 +449,9 @@ class Store:
         """Delete the oldest completed jobs of ``group`` beyond ``max_jobs``, with their keys.
 
         Count-based retention next to the time-based one: record, logs, attempt
-        history, done list, redactions and location go together. Idempotent.
+        history, done list, redactions, location and listing-index entries (with
+        the job's ``ixtrim`` line) go together, so the indexes and their counts
+        stay exact. Idempotent.
         """
         g = self.keys.group(group)
         total = 0
@@ -412,14 +460,53 @@ class Store:
             if excess <= 0:
                 return total
             ids = [i.decode() for i in self.client.zrange(g.completed, 0, min(excess, SCAN_PAGE) - 1)]
-            pipe = self.client.pipeline(transaction=False)
+            # A completed record no longer changes: what it says now is what its
+            # completing script wrote into the indexes and into ixtrim.
+            read = self.client.pipeline(transaction=False)
             for job_id in ids:
+                read.hmget(g.job(job_id), "ix", "status", "created_by", "permissioned_as")
+            records = read.execute()
+            pipe = self.client.pipeline(transaction=False)
+            for job_id, (ix, status, created_by, run_as) in zip(ids, records, strict=True):
+                if ix is not None and status is not None:
+                    line = indexes.completed_line(ix.decode(), status.decode(),
+                                                  (created_by or b"").decode(),
+                                                  (run_as or b"").decode())
+                    self._unindex(pipe, g, line)
                 pipe.delete(g.job(job_id), g.logs(job_id), g.attempts(job_id), g.done(job_id),
                             g.redact(job_id))
                 pipe.delete(self.keys.jobloc(job_id))
             pipe.zrem(g.completed, *ids)
             pipe.execute()
             total += len(ids)
+
+    @redis_errors
+    def trim_indexes(self, group: str, cutoff_ms: int) -> int:
+        """Remove the index entries of jobs completed before ``cutoff_ms`` (retention).
+
+        Reads ``ixtrim``, not the records: a record may already have expired.
+        Idempotent, so two schedulers trimming at once do no harm.
+        """
+        g = self.keys.group(group)
+        total = 0
+        while True:
+            raw = self.client.zrange(g.ixtrim, "-inf", cutoff_ms, byscore=True, offset=0,
+                                     num=SCAN_PAGE)
+            if not raw:
+                return total
+            pipe = self.client.pipeline(transaction=False)
+            for line in raw:
+                self._unindex(pipe, g, line.decode())
+            pipe.execute()
+            total += len(raw)
+
+    @staticmethod
+    def _unindex(pipe: Any, g: GroupKeys, line: str) -> None:
+        """Queue the removal of one completed job's index entries and of its ``ixtrim`` line."""
+        trim = indexes.parse_trim(line)
+        for entry in trim.entries:
+            pipe.zrem(g.index(entry), trim.member)
+        pipe.zrem(g.ixtrim, line)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Any
 from common.errors import GristmillError
 from common.languages import LANGUAGES
 from common.models import Kind, Status
+from common.queries import JobFilter
 from common.spec import parse_time
 from gristmill import format as fmt
 from gristmill.cli_identity import add_identity_commands
@@ -209,7 +211,9 @@ def cmd_jobs_cancel(ns: argparse.Namespace) -> int:
         done = client.cancel_queued(group=ns.group, reason=ns.reason, limit=ns.limit)
         print(f"{done} job(s) canceled")
         return 0
-    jobs = client.list_jobs(status=Status(ns.status), group=ns.group, limit=ns.limit or 10_000)
+    flt = JobFilter(status=Status(ns.status), group=ns.group)
+    # Collected first: cancelling while paging would move jobs out of the status index.
+    jobs = list(itertools.islice(client.iter_jobs(flt), ns.limit))
     done = 0
     for job in jobs:
         try:
@@ -229,17 +233,27 @@ def cmd_job_logs(ns: argparse.Namespace) -> int:
 
 
 def cmd_jobs_list(ns: argparse.Namespace) -> int:
-    jobs = _client().list_jobs(
-        status=Status(ns.status) if ns.status else None,
-        kind=Kind(ns.kind) if ns.kind else None, group=ns.group, limit=ns.limit,
+    try:
+        after = parse_time(ns.created_after) if ns.created_after else None
+        before = parse_time(ns.created_before) if ns.created_before else None
+    except ValueError as exc:
+        raise GristmillError(f"--created-after/--created-before: {exc}") from None
+    flt = JobFilter(
+        status=Status(ns.status) if ns.status else None, kind=Kind(ns.kind) if ns.kind else None,
+        group=ns.group, path=ns.path, created_by=ns.created_by,
+        permissioned_as=ns.permissioned_as, tag=ns.tag, schedule=ns.schedule,
+        created_after=after, created_before=before,
     )
+    page = _client().list_page(flt, cursor=ns.cursor, limit=ns.limit)
     if ns.json:
-        print(json.dumps([fmt.job_json(job) for job in jobs], ensure_ascii=False))
+        print(json.dumps([fmt.job_json(job) for job in page.jobs], ensure_ascii=False))
     else:
-        for job in jobs:
+        for job in page.jobs:
             print(fmt.job_row(job))
-        if not jobs:
+        if not page.jobs:
             print("gristmill: no job matches", file=sys.stderr)
+    if page.next_cursor:
+        print(f"more: --cursor '{page.next_cursor}'", file=sys.stderr)
     return 0
 
 
@@ -395,6 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=[s.value for s in Status])
     p.add_argument("--kind", choices=[k.value for k in Kind])
     p.add_argument("--group")
+    p.add_argument("--path", help="script path")
+    p.add_argument("--created-by", help="u/<user>")
+    p.add_argument("--permissioned-as", help="u/<user> or g/<group>")
+    p.add_argument("--tag")
+    p.add_argument("--schedule", help="schedule path")
+    p.add_argument("--created-after", help="ISO 8601 or epoch ms (inclusive)")
+    p.add_argument("--created-before", help="ISO 8601 or epoch ms (exclusive)")
+    p.add_argument("--cursor", help="the cursor a previous page printed")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs_list)

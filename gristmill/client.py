@@ -22,7 +22,7 @@ from common.instance import InstanceSettings, validate_one
 from common.instance import decode as decode_instance
 from common.keys import Keys
 from common.models import Job, Kind, ScriptVersion, Status
-from common.queries import list_jobs
+from common.queries import EVERYONE, JobFilter, Page, Viewer, iter_jobs, list_jobs, list_page
 from common.schedules import ScheduleStore
 from common.scripts import ScriptStore
 from common.settings import Settings
@@ -99,9 +99,9 @@ class Gristmill:
         """Block until the job completes (JobTimeout after ``timeout_s``)."""
         return self.store.wait(job_id, timeout_s)
 
-    def logs(self, job_id: str, *, follow: bool = False) -> Iterator[LogEntry]:
-        """The job's log entries; with ``follow``, new ones until the job completes."""
-        after = "0-0"
+    def logs(self, job_id: str, *, follow: bool = False, after: str = "0-0") -> Iterator[LogEntry]:
+        """The job's log entries after stream id ``after``; with ``follow``, new ones until
+        the job completes."""
         while True:
             entries = self.store.logs(job_id, after=after)
             yield from entries
@@ -120,8 +120,16 @@ class Gristmill:
         self, *, status: Status | None = None, kind: Kind | None = None,
         group: str | None = None, limit: int = 50,
     ) -> list[Job]:
-        return list_jobs(self.store, self.fleet, status=status, kind=kind, group=group,
-                         limit=limit)
+        return list_jobs(self.store, status=status, kind=kind, group=group, limit=limit)
+
+    def list_page(self, flt: JobFilter, *, viewer: Viewer = EVERYONE, cursor: str | None = None,
+                  limit: int = 50) -> Page:
+        """One page of matching jobs from the listing indexes, with the cursor of the next."""
+        return list_page(self.store, flt, viewer=viewer, cursor=cursor, limit=limit)
+
+    def iter_jobs(self, flt: JobFilter) -> Iterator[Job]:
+        """Every matching job, newest first."""
+        return iter_jobs(self.store, flt)
 
     # -- scripts and settings --------------------------------------------------------------
 

@@ -26,7 +26,7 @@ def compact(value: Any, limit: int = 2000) -> str:
 
 def job_json(job: Job) -> dict[str, Any]:
     """The record with DESIGN.md's field names, decoded (for --json)."""
-    return job.model_dump(mode="json", exclude_none=True, exclude={"claim"})
+    return job.public()
 
 
 def job_details(job: Job, attempts: list[dict[str, Any]] | None = None) -> str:

@@ -316,6 +316,10 @@ def cmd_up(ns: argparse.Namespace) -> int:
     api = f", API on http://127.0.0.1:{ns.api_port}/api/docs" if ns.api_port else ""
     out.say(f"fleet up: 1 scheduler, {ns.workers} workers x {ns.concurrency} "
             f"(group {ns.group}){api}. Ctrl-C stops it.")
+    if ns.api_port:
+        token_file = (Path(settings.data_dir) / "admin-token").resolve()
+        out.say(f"web UI on http://127.0.0.1:{ns.api_port}/ — sign in as admin with "
+                f"the API token in {token_file} (or a user's password)")
     redis_down_since: float | None = None
     try:
         while not stopping.is_set():

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from api.auth import Auth, Svc
@@ -15,6 +15,7 @@ from api.services import Services
 from common.errors import GristmillError, JobTimeout, NotFound
 from common.identity import AuthContext
 from common.models import Job, Kind, Status
+from common.queries import EVERYONE, JobFilter, Viewer, counts
 from common.spec import JobSpec, parse_spec, parse_time
 from common.store import LogEntry
 
@@ -158,39 +159,73 @@ def run_wait_preview(body: PreviewBody, svc: Svc, context: Auth,
 
 def job_view(svc: Services, job: Job) -> dict[str, Any]:
     """The record with DESIGN.md's field names, args/result/error decoded, plus attempts."""
-    data = job.model_dump(mode="json", exclude_none=True, exclude={"claim"})
+    data = job.public()
     data["attempts"] = svc.gm.store.attempts(job)
     return data
 
 
+def viewer_of(context: AuthContext) -> Viewer:
+    """What the caller may list: every job for an admin, else his own and his identities'."""
+    principal = context.principal
+    if principal.is_admin:
+        return EVERYONE
+    return Viewer(user=principal.name, identities=principal.identities)
+
+
+class ListQuery:
+    """The filters of a job listing (the API's and the UI's)."""
+
+    def __init__(
+        self,
+        kind: Kind | None = None, status: Status | None = None,
+        path: Annotated[str | None, Query(max_length=300, description="script path")] = None,
+        group: Annotated[str | None, Query(max_length=64)] = None,
+        created_by: Annotated[str | None, Query(max_length=130)] = None,
+        permissioned_as: Annotated[str | None, Query(max_length=130)] = None,
+        tag: Annotated[str | None, Query(max_length=64)] = None,
+        schedule: Annotated[str | None, Query(max_length=300, description="schedule path")] = None,
+        root: Annotated[str | None, Query(max_length=64, description="root flow job id")] = None,
+        created_after: Annotated[str | None, Query(description="ISO 8601 or epoch ms")] = None,
+        created_before: Annotated[str | None, Query(description="ISO 8601 or epoch ms")] = None,
+    ) -> None:
+        try:
+            after = parse_time(created_after) if created_after else None
+            before = parse_time(created_before) if created_before else None
+        except ValueError as exc:
+            raise GristmillError(f"created_after/created_before: {exc}") from None
+        self.filter = JobFilter(
+            status=status, kind=kind, path=path or None, group=group or None,
+            created_by=created_by or None, permissioned_as=permissioned_as or None,
+            tag=tag or None, schedule=schedule or None, root=root or None,
+            created_after=after, created_before=before,
+        )
+
+
+Cursor = Annotated[str | None, Query(max_length=120, pattern=r"^[0-9]{13}:[0-9A-Za-z-]{1,100}$",
+                                     description="next_cursor of the previous page")]
+
+
 @router.get("")
 def list_jobs(
-    svc: Svc, context: Auth,
-    kind: Kind | None = None, status: Status | None = None,
-    path: Annotated[str | None, Query(description="script path")] = None,
-    group: str | None = None, created_by: str | None = None,
-    created_after: Annotated[str | None, Query(description="ISO 8601 or epoch ms")] = None,
-    created_before: Annotated[str | None, Query(description="ISO 8601 or epoch ms")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    svc: Svc, context: Auth, response: Response, q: Annotated[ListQuery, Depends()],
+    cursor: Cursor = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[dict[str, Any]]:
-    """Jobs the caller may see, newest first, filtered."""
-    try:
-        after = parse_time(created_after) if created_after else None
-        before = parse_time(created_before) if created_before else None
-    except ValueError as exc:
-        raise GristmillError(f"created_after/created_before: {exc}") from None
-    candidates = svc.gm.list_jobs(status=status, kind=kind, group=group, limit=100_000)
-    chosen = [
-        job for job in candidates
-        if may_see(context, job)
-        and (path is None or job.script_path == path)
-        and (created_by is None or job.created_by == created_by)
-        and (after is None or job.created_at >= after)
-        and (before is None or job.created_at < before)
-    ]
-    return [job.model_dump(mode="json", exclude_none=True, exclude={"claim"})
-            for job in chosen[offset:offset + limit]]
+    """Jobs the caller may see, newest first. The ``X-Next-Cursor`` header, when present,
+    is the ``cursor`` of the next page (a page may be short when a filter is sparse)."""
+    page = svc.gm.list_page(q.filter, viewer=viewer_of(context), cursor=cursor, limit=limit)
+    if page.next_cursor is not None:
+        response.headers["X-Next-Cursor"] = page.next_cursor
+    return [job.public() for job in page.jobs]
+
+
+@router.get("/counts")
+def job_counts(svc: Svc, context: Auth, q: Annotated[ListQuery, Depends()]
+               ) -> dict[str, dict[str, int]]:
+    """Jobs per status and per kind, read from index sizes (no scan). A user who is not an
+    admin gets his own per ``live`` (queued + running), ``success``, ``failure``,
+    ``canceled``: the jobs run as him or his groups. Honours ``group`` and the
+    creation-time range; other filters are ignored."""
+    return counts(svc.gm.store, q.filter, viewer_of(context))
 
 
 @router.get("/{job_id}")

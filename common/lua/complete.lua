@@ -7,6 +7,11 @@
 -- KEYS[5] gm:{wg:G}:done:<id>          LIST   wakes waiters
 -- KEYS[6] gm:{wg:G}:events             STREAM lifecycle events
 -- KEYS[7] gm:{wg:G}:attempts:<id>      LIST   one msgpack entry per finished attempt
+-- KEYS[8] gm:{wg:G}:ix:status:running  ZSET   listing index the job leaves
+-- KEYS[9] gm:{wg:G}:ix:status:<final>  ZSET   listing index the job joins
+-- KEYS[10] gm:{wg:G}:ixtrim            ZSET   completed jobs' index entries, for the trim
+-- KEYS[11..14] gm:{wg:G}:ix:by:<created_by>:live, ix:as:<permissioned_as>:live,
+--              ix:by:<created_by>:<final>, ix:as:<permissioned_as>:<final>   ZSET
 -- ARGV[1] job id
 -- ARGV[2] worker id
 -- ARGV[3] claim token of the attempt
@@ -22,10 +27,37 @@
 -- retried call after a lost reply), 0 when refused: the job's current attempt
 -- is not this worker's claim (it was presumed dead and the job moved on).
 
-if #KEYS ~= 7 or #ARGV < 9 or #ARGV % 2 ~= 1 then
+if #KEYS ~= 14 or #ARGV < 9 or #ARGV % 2 ~= 1 then
   -- Checked before any write: a script that fails midway keeps what it wrote.
   return redis.error_reply('ERR complete.lua: wrong number of keys or arguments')
 end
+-- Moves the job's listing-index member (from the record's `ix` field) between status sets.
+local function move_status(job_key, from_key, to_key)
+  local ix = redis.call('HGET', job_key, 'ix')
+  if ix then
+    local m = string.match(ix, '^[^\t]*')
+    redis.call('ZREM', from_key, m)
+    redis.call('ZADD', to_key, 0, m)
+  end
+  return ix
+end
+-- A completed job leaves its identities' live sets for their `final` ones (keys
+-- by_live, as_live, by_final, as_final), and its index entries are recorded for the
+-- retention trim. `ix` is the record's ix field (nil: the job predates the indexes).
+local function finish(job_key, ix, id_keys, trim_key, completed_at, final)
+  if not ix then
+    return
+  end
+  local m = string.match(ix, '^[^\t]*')
+  redis.call('ZREM', id_keys[1], m)
+  redis.call('ZREM', id_keys[2], m)
+  redis.call('ZADD', id_keys[3], 0, m)
+  redis.call('ZADD', id_keys[4], 0, m)
+  local who = redis.call('HMGET', job_key, 'created_by', 'permissioned_as')
+  redis.call('ZADD', trim_key, completed_at, ix .. '\tstatus:' .. final .. '\tby:' ..
+             (who[1] or '') .. ':' .. final .. '\tas:' .. (who[2] or '') .. ':' .. final)
+end
+
 local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'claim')
 if cur[2] ~= ARGV[2] or cur[3] ~= ARGV[3] then
   return 0
@@ -47,6 +79,8 @@ if cut[1] then
              ' bytes) beyond the log limit were dropped]')
 end
 redis.call('RPUSH', KEYS[7], ARGV[9])
+finish(KEYS[1], move_status(KEYS[1], KEYS[8], KEYS[9]), {KEYS[11], KEYS[12], KEYS[13], KEYS[14]},
+       KEYS[10], ARGV[4], ARGV[8])
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[5])

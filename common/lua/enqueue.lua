@@ -5,12 +5,14 @@
 -- KEYS[3] gm:{wg:G}:ready         LIST   due jobs
 -- KEYS[4] gm:{wg:G}:wake          LIST   nudge for the group's promoter
 -- KEYS[5] gm:{wg:G}:events        STREAM lifecycle events
+-- KEYS[6..] gm:{wg:G}:ix:<entry>  ZSET   listing indexes the job joins (status:queued, kind, ...)
 -- ARGV[1] job id
 -- ARGV[2] scheduled_for (epoch ms)
 -- ARGV[3] now (epoch ms)
 -- ARGV[4] priority (> 0: a due job goes to the head of ready)
 -- ARGV[5] events stream cap
--- ARGV[6..] record field, value, field, value, ...
+-- ARGV[6] the job's index member (<created_at 13 digits>:<id>)
+-- ARGV[7..] record field, value, field, value, ...
 --
 -- Returns 0 when a job with this id exists (nothing is written: a repeated
 -- id is never run twice), 1 when queued for later, 2 when ready now.
@@ -20,7 +22,10 @@
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+for i = 6, #KEYS do
+  redis.call('ZADD', KEYS[i], 0, ARGV[6])
+end
 
 local at = tonumber(ARGV[2])
 local state

@@ -7,6 +7,8 @@
 -- KEYS[5] gm:{wg:G}:wake               LIST   nudge for the promoter
 -- KEYS[6] gm:{wg:G}:events             STREAM lifecycle events
 -- KEYS[7] gm:{wg:G}:attempts:<id>      LIST   attempt history
+-- KEYS[8] gm:{wg:G}:ix:status:running  ZSET   listing index the job leaves
+-- KEYS[9] gm:{wg:G}:ix:status:queued   ZSET   listing index the job joins
 -- ARGV[1] job id
 -- ARGV[2] worker id
 -- ARGV[3] claim token of the failed attempt
@@ -18,6 +20,17 @@
 --
 -- Returns 1 when re-queued, 0 when refused (not this worker's current attempt).
 
+-- Moves the job's listing-index member (from the record's `ix` field) between status sets.
+local function move_status(job_key, from_key, to_key)
+  local ix = redis.call('HGET', job_key, 'ix')
+  if ix then
+    local m = string.match(ix, '^[^\t]*')
+    redis.call('ZREM', from_key, m)
+    redis.call('ZADD', to_key, 0, m)
+  end
+  return ix
+end
+
 local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'claim')
 if cur[1] ~= 'running' or cur[2] ~= ARGV[2] or cur[3] ~= ARGV[3] then
   return 0
@@ -25,6 +38,7 @@ end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'scheduled_for', ARGV[5], 'error', ARGV[8])
 redis.call('HDEL', KEYS[1], 'worker', 'claim')
 redis.call('HINCRBY', KEYS[1], 'retries', 1)
+move_status(KEYS[1], KEYS[8], KEYS[9])
 redis.call('RPUSH', KEYS[7], ARGV[7])
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 local at = tonumber(ARGV[5])

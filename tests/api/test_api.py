@@ -300,16 +300,40 @@ def test_list_jobs_filters(api: Api) -> None:
 
 
 def test_list_jobs_pages(api: Api) -> None:
-    """limit and offset page through the newest-first list without gaps or repeats."""
+    """A cursor pages through the newest-first list without gaps or repeats, then stops."""
     api.script("u/admin/echo")
     made = [api.run("u/admin/echo", {"x": i}) for i in range(5)]
     everything = [job["id"] for job in api.get("/api/jobs").json()]
-    pages = [[job["id"] for job in api.get("/api/jobs", params={"limit": 2, "offset": o}).json()]
-             for o in (0, 2, 4)]
+    pages: list[list[str]] = []
+    cursor: str | None = None
+    for _ in range(4):
+        params: dict[str, object] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        answer = api.get("/api/jobs", params=params)
+        pages.append([job["id"] for job in answer.json()])
+        cursor = answer.headers.get("x-next-cursor")
+        if cursor is None:
+            break
     assert [len(page) for page in pages] == [2, 2, 1]
     assert [i for page in pages for i in page] == everything
     assert set(everything) == set(made)
     assert api.get("/api/jobs", params={"limit": 0}).status_code == 422
+    assert api.get("/api/jobs", params={"cursor": "not a cursor"}).status_code == 422
+
+
+def test_job_counts(api: Api) -> None:
+    """Counts per status and kind come from the indexes; a user gets those of his own jobs."""
+    api.script("u/admin/echo")
+    done = api.run("u/admin/echo")
+    api.run("u/admin/echo")
+    api.finish(done)
+    counts = api.get("/api/jobs/counts").json()
+    assert counts["status"]["canceled"] == 1 and counts["status"]["queued"] == 1
+    assert counts["kind"]["script"] == 2 and counts["kind"]["preview"] == 0
+    alices = api.get("/api/jobs/counts", "alice").json()
+    assert alices == {"status": {"live": 0, "success": 0, "failure": 0, "canceled": 0}}
+    api.script("g/ops/echo", who="alice")
+    api.run("g/ops/echo", who="alice")
+    assert api.get("/api/jobs/counts", "alice").json()["status"]["live"] == 1
 
 
 def test_cancel_a_queued_job(api: Api) -> None:

@@ -43,6 +43,9 @@ class Up:
         self.url = self.url_file.read_text().strip()
         self.token_file = Path(lines.expect(r"admin API token in ([^\s\"]+)", 20).group(1))
         lines.expect(r"fleet up", 10)
+        ui = lines.expect(r"web UI on (http://\S+/) .*token in (\S+)", 10)
+        assert ui.group(1) == f"http://127.0.0.1:{self.api_port}/"
+        assert Path(ui.group(2)) == self.token_file
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A client command run where `up` runs, with no GRISTMILL_REDIS_URL: it finds the fleet."""
