@@ -56,6 +56,15 @@ class Authority(Protocol):
     def authenticate(self, token: str) -> AuthContextLike: ...
     def principal_for(self, identity: str) -> Principal: ...
     def access(self, path: str) -> tuple[Acl, FolderAcl | None]: ...
+class FlowJobsLike(Protocol):
+    """What admission needs of the flows package (flows/jobs.py): the kernel does not import it."""
+
+    def describe(self, spec: JobSpec) -> dict[str, Any]: ...
+    def open(self, job: Job, spec: JobSpec | None = None) -> None: ...
+
+
+FLOW_KINDS = frozenset({Kind.FLOW, Kind.FLOWPREVIEW})
+FLOW_TAG = "flow"
 ROUTE_CACHE_S = 5.0
 # Tags and group names become parts of Redis keys: a short, safe alphabet.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -66,9 +75,10 @@ class Admission:
 
     def __init__(
         self, store: Store, scripts: ScriptStore, settings: Settings, *, clock: Clock = now_ms,
-        authority: Authority | None = None,
+        authority: Authority | None = None, flows: FlowJobsLike | None = None,
     ) -> None:
         self.store = store
+        self.flows = flows
         self.authority = authority
         self.log = log.get()
         self.scripts = scripts
@@ -134,7 +144,14 @@ class Admission:
             fields = {"kind": Kind.PREVIEW, "code": spec.code, "language": spec.language}
             defaults = {}
         else:
-            raise SpecError("flow jobs (flow_path, flow) are not supported by this version yet")
+            if self.flows is None:
+                raise SpecError("flow jobs (flow_path, flow) are not enabled on this connection")
+            fields = self.flows.describe(spec)
+            if fields["kind"] == Kind.FLOWPREVIEW:
+                require_author(principal, "run a flow preview (raw flow)")
+            elif not trusted:
+                self._require_run(permissioned_as, fields["script_path"])
+            defaults = {"tag": FLOW_TAG}
         tag = spec.tag or defaults.get("tag") or fields["language"]
         if not NAME_PATTERN.fullmatch(tag):
             raise SpecError(f"tag: {tag!r} is not a tag (letters, digits, _ . -, at most 64)")
@@ -159,6 +176,10 @@ class Admission:
             raise SpecError(f"token: {exc}") from None
         return context.principal, context.token.job_id
 
+    def require_run(self, permissioned_as: str, path: str) -> None:
+        """PermissionDenied unless ``permissioned_as`` may run the item at ``path``."""
+        self._require_run(permissioned_as, path)
+
     def _require_run(self, permissioned_as: str, path: str) -> None:
         if self.authority is None:
             return
@@ -180,7 +201,10 @@ class Admission:
                parent_job: str | None = None) -> Job:
         """Validate and enqueue; raise SpecError, PermissionDenied or DuplicateJob."""
         job = self.build(spec, principal=principal, trusted=trusted, parent_job=parent_job)
-        self.store.enqueue(job, fresh_id=spec.id is None)
+        if job.kind in FLOW_KINDS and self.flows is not None:
+            self.flows.open(job, spec)
+        else:
+            self.store.enqueue(job, fresh_id=spec.id is None)
         return job
 
     def admit_raw(self, raw: bytes) -> tuple[str, str]:

@@ -66,6 +66,9 @@ class Job(BaseModel):
     completed_at: int | None = None
     parent_job: str | None = None
     root_job: str | None = None
+    # A flow's step: its module id, and the group of its flow job (where its outcome goes).
+    flow_step_id: str | None = None
+    flow_group: str | None = None
     priority: int = 0
     timeout_s: int | None = None
     retry: dict[str, Any] | None = None

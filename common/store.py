@@ -113,6 +113,14 @@ class Store:
         metrics.JOBS_ENQUEUED.labels(group=job.group, kind=job.kind.value).inc()
 
     @redis_errors
+    def set_fields(self, job: Job, fields: dict[str, str]) -> None:
+        """Add informative fields to a live record (a flow's early result); none that a
+        transition reads."""
+        key = self.keys.group(job.group).job(job.id)
+        if self.client.exists(key):
+            self.client.hset(key, mapping=fields)
+
+    @redis_errors
     def reject(self, job: Job, *, retention_s: int, fresh_id: bool) -> str:
         """Record a job that could not be accepted as completed ``failure``; return its id.
 
@@ -234,9 +242,14 @@ class Store:
 
     @redis_errors
     def complete(
-        self, job: Job, status: Status, fields: dict[str, Any], *, retention_s: int
+        self, job: Job, status: Status, fields: dict[str, Any], *, retention_s: int,
+        notify: str | None = None,
     ) -> int:
-        """Write an attempt's final outcome: 1 done, 2 already done by this claim, 0 fenced off."""
+        """Write an attempt's final outcome: 1 done, 2 already done by this claim, 0 fenced off.
+
+        ``notify``: a flow step's outcome (its flow's wire format), pushed to the group's
+        ``flownotify`` by the same script.
+        """
         g = self.keys.group(job.group)
         worker = job.worker or ""
         encoded = {k: codec.pack(v) if k in codec.PACKED_FIELDS else v for k, v in fields.items()}
@@ -247,10 +260,10 @@ class Store:
                  g.done(job.id), g.events, g.attempts(job.id),
                  *_status_keys(g, Status.RUNNING, status), g.ixtrim,
                  *_identity_keys(g, job.created_by, job.permissioned_as, indexes.LIVE,
-                                 indexes.part_of(status))],
+                                 indexes.part_of(status)), g.flow_notify],
                 [job.id, worker, job.claim or "", self.clock(), retention_s, DONE_TTL_S,
                  EVENTS_MAXLEN, status.value, self._entry(job, status.value, fields),
-                 *_flatten(encoded)],
+                 notify or "", *_flatten(encoded)],
             )
         )
         if outcome == 1:

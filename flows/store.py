@@ -20,9 +20,7 @@ moves it to the flow's events (at least once; duplicates are ignored).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
@@ -34,6 +32,9 @@ from common.connection import redis_errors
 from common.keys import Keys
 from common.lua import LuaScript, ScriptArg
 from flows.expr import Evaluator
+from flows.handoff import POP_IF_HEAD, StepOutcome
+from flows.handoff import forward as forward_outcomes
+from flows.handoff import send as send_event
 from flows.inputs import bind_inputs
 from flows.model import OpenFlow, dump_flow, parse_flow
 from flows.state import (
@@ -45,7 +46,6 @@ from flows.state import (
     FlowCompleted,
     FlowState,
     FrameState,
-    JobCompleted,
     Start,
     StartJob,
     TimerFired,
@@ -58,10 +58,8 @@ def _script(name: str) -> LuaScript:
 
 
 FLOW_CREATE = _script("flow_create")
-FLOW_EVENT = _script("flow_event")
 FLOW_COMMIT = _script("flow_commit")
 FLOW_TIMER = _script("flow_timer")
-POP_IF_HEAD = _script("pop_if_head")
 
 _EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
 _ACTIONS: TypeAdapter[Action] = TypeAdapter(Action)
@@ -87,27 +85,6 @@ class StepLauncher(Protocol):
 OutcomeLookup = Callable[[str], "StepOutcome | None"]
 
 
-@dataclass(frozen=True)
-class StepOutcome:
-    """A finished step job, on its way from its own slot to its flow's."""
-
-    flow_group: str
-    flow_id: str
-    job: str
-    success: bool
-    result: Any = None
-    error: dict[str, Any] | None = None
-
-    def to_json(self) -> str:
-        return json.dumps({"g": self.flow_group, "f": self.flow_id, "j": self.job, "s": self.success,
-                           "r": self.result, "e": self.error}, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> StepOutcome:
-        data = json.loads(text)
-        return cls(data["g"], data["f"], data["j"], data["s"], data.get("r"), data.get("e"))
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -115,7 +92,7 @@ def _text(value: Any) -> str:
 class FlowStore:
     """Creates flows, queues their events, applies them one atomic transition at a time."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, evaluator: Evaluator, *,
+    def __init__(self, client: redis.Redis, keys: Keys, evaluator: Evaluator | None = None, *,
                  clock: Clock = now_ms, retention_s: int = DEFAULT_RETENTION_S) -> None:
         self.client = client
         self.retention_s = retention_s
@@ -143,9 +120,7 @@ class FlowStore:
     @redis_errors
     def send(self, group: str, flow_id: str, event: Event) -> bool:
         """Queue an event for a flow; False when there is no such flow."""
-        g = self.keys.group(group)
-        return bool(FLOW_EVENT(self.client, [g.flow(flow_id), g.flow_events(flow_id), g.flow_queue],
-                               [flow_id, event.model_dump_json()]))
+        return send_event(self.client, self.keys, group, flow_id, event)
 
     @redis_errors
     def notify(self, step_group: str, outcome: StepOutcome) -> None:
@@ -154,31 +129,8 @@ class FlowStore:
 
     @redis_errors
     def forward(self, step_group: str, limit: int = 100) -> int:
-        """Hand the step outcomes recorded in ``step_group`` to their flows; how many moved.
-
-        Each outcome is pushed to its flow first and removed here after, so a
-        forwarder that dies in between pushes it again: the flow ignores the copy.
-        """
-        notify = self.keys.group(step_group).flow_notify
-        heads = self.client.lrange(notify, 0, limit - 1)
-        if not heads:
-            return 0
-        pipe = self.client.pipeline(transaction=False)
-        for head in heads:
-            outcome = StepOutcome.from_json(head)
-            g = self.keys.group(outcome.flow_group)
-            event = JobCompleted(job=outcome.job, success=outcome.success, result=outcome.result,
-                                 error=outcome.error)
-            FLOW_EVENT.queue(pipe, [g.flow(outcome.flow_id), g.flow_events(outcome.flow_id), g.flow_queue],
-                             [outcome.flow_id, event.model_dump_json()])
-        commands = list(pipe.command_stack)
-        try:
-            pipe.execute()
-        except redis.exceptions.NoScriptError:
-            self.client.script_load(FLOW_EVENT.source)
-            pipe.command_stack = commands
-            pipe.execute()
-        return int(POP_IF_HEAD(self.client, [notify], heads))
+        """Hand the outcomes recorded in ``step_group`` to their flows (:func:`flows.handoff.forward`)."""
+        return forward_outcomes(self.client, self.keys, step_group, limit)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -242,6 +194,8 @@ class FlowStore:
 
     def _transition(self, definition: str, raw_state: bytes, state: FlowState,
                     event: Event) -> tuple[FlowState, list[Action]]:
+        if self.evaluator is None:
+            raise TypeError("this FlowStore reads flows only: it was given no expression evaluator")
         try:
             return advance(self._definition(definition), state, event, now=self.clock(),
                            evaluator=self.evaluator, owned=True)
@@ -359,8 +313,7 @@ class FlowStore:
             for job_id in state.jobs:
                 outcome = outcome_of(job_id)
                 if outcome is not None:
-                    sent += self.send(group, flow_id, JobCompleted(
-                        job=job_id, success=outcome.success, result=outcome.result, error=outcome.error))
+                    sent += self.send(group, flow_id, outcome.event())
             # Looked at now: the next look is one stale period away, unless it commits before.
             self.client.zadd(g.flows_running, {flow_id: now}, xx=True)
         return sent

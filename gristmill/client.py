@@ -28,6 +28,10 @@ from common.scripts import ScriptStore
 from common.settings import Settings
 from common.spec import JobSpec, parse_spec
 from common.store import LogEntry, Store
+from flows.jobs import FlowJobs
+from flows.steps import StepRow, step_rows
+from flows.store import FlowStore
+from flows.versions import FlowVersion
 
 
 class Gristmill:
@@ -43,8 +47,10 @@ class Gristmill:
         self.scripts = ScriptStore(self.redis, self.keys)
         self.fleet = Fleet(self.redis, self.keys)
         self.identity = IdentityStore(self.redis, self.keys)
+        self.flow_jobs = FlowJobs(self.redis, self.keys)
+        self.flows = self.flow_jobs.versions
         self.admission = Admission(self.store, self.scripts, self.settings,
-                                   authority=self.identity)
+                                   authority=self.identity, flows=self.flow_jobs)
         self.schedules = ScheduleStore(self.admission)
 
     # -- running ---------------------------------------------------------------------------
@@ -130,6 +136,33 @@ class Gristmill:
     def iter_jobs(self, flt: JobFilter) -> Iterator[Job]:
         """Every matching job, newest first."""
         return iter_jobs(self.store, flt)
+
+    # -- flows -----------------------------------------------------------------------------
+
+    def flow_steps(self, flow_id: str) -> list[StepRow]:
+        """The steps of a flow job as rows of a tree (empty for a flow whose state expired)."""
+        group = self.store.locate(flow_id)
+        reader = FlowStore(self.redis, self.keys)
+        state = reader.state(group, flow_id)
+        if state is None:
+            return []
+        return step_rows(state, reader.archived_frames(group, flow_id))
+
+    def deploy_flow(self, path: str, document: dict[str, Any] | str | bytes, *,
+                    created_by: str = ADMIN_USER) -> tuple[FlowVersion, bool]:
+        """Check and save a flow version (JSON or YAML); (version, is_new)."""
+        return self.flows.deploy(path, document, created_by=created_by)
+
+    def get_flow(self, ref: str) -> FlowVersion:
+        """A flow version by hash, or the latest at a path."""
+        return self.flows.get(ref)
+
+    def run_flow(self, path: str, args: dict[str, Any] | None = None, **options: Any) -> str:
+        return self.submit({"flow_path": path, "args": args or {}, **options})
+
+    def run_flow_preview(self, flow: dict[str, Any], args: dict[str, Any] | None = None,
+                         **options: Any) -> str:
+        return self.submit({"flow": flow, "args": args or {}, **options})
 
     # -- scripts and settings --------------------------------------------------------------
 

@@ -25,6 +25,8 @@ from common.loops import Outage, vital
 from common.metrics import FleetSnapshot
 from common.schedules import ScheduleStore
 from common.store import Store
+from flows.jobs import FlowJobs
+from scheduler.flows import FlowEngine
 from scheduler.inbox import InboxAdmitter
 from scheduler.promoter import Promoter
 
@@ -45,6 +47,7 @@ class Scheduler:
         max_restarts: int = 3,
         scheduler_id: str | None = None,
         clock: Clock = now_ms,
+        flow_jobs: FlowJobs | None = None,
     ) -> None:
         self.store = store
         self.fleet = fleet
@@ -61,6 +64,9 @@ class Scheduler:
         self.log = log.get(scheduler_id=self.id)
         self._last_trim = 0.0
         self.failed: str | None = None  # the vital thread that died, if one did
+        self.flows = None if flow_jobs is None else FlowEngine(
+            store, admission, flow_jobs, scheduler_id=self.id, stopping=self.stopping, clock=clock,
+            instance=lambda: self.instance)
 
     def run(self) -> None:
         """Run until stop(): the inbox in a thread, one promoter thread per group, ticks here."""
@@ -82,6 +88,8 @@ class Scheduler:
         inbox.join()
         for promoter in self.promoters.values():
             promoter.join()
+        if self.flows is not None:
+            self.flows.join()
         try:
             self.fleet.forget_scheduler(self.id)
         except RedisUnavailable:
@@ -113,6 +121,10 @@ class Scheduler:
             if scheduler_id != self.id:
                 self.inbox.recover(scheduler_id)
                 self.fleet.forget_scheduler(scheduler_id)
+        if self.flows is not None:
+            for group in beat.groups:
+                self.flows.start_group(group, self._vital_died)
+            self.flows.tick(beat.groups, now, beat.dead_schedulers)
         for path, fire_ms in beat.due_schedules:
             self.schedules.materialise(path, fire_ms, now)
         if time.monotonic() - self._last_trim >= TRIM_EVERY_S:

@@ -29,6 +29,9 @@ def job_environment(job: Job, *, base_url: str, token: str) -> dict[str, str]:
         WM_ROOT_FLOW_JOB_ID=job.root_job or job.id,
         WM_JOB_PATH=job.script_path or "",
     )
+    if job.flow_step_id:
+        env["WM_FLOW_STEP_ID"] = job.flow_step_id
+        env["WM_FLOW_JOB_ID"] = job.parent_job or ""
     return env
 
 

@@ -22,6 +22,7 @@ from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import FENCED, NEW_SECRETS, Store
 from common.vault import redact, redaction_values
+from flows.handoff import StepOutcome, forward
 from worker.environment import ephemeral_token, job_environment
 from worker.executors.base import Outcome, interpret, prepare
 from worker.executors.binding import ArgumentError
@@ -332,13 +333,19 @@ class JobRunner:
         self, job: Job, status: Status, fields: dict[str, Any], instance: InstanceSettings,
         jlog: Any,
     ) -> None:
+        step = StepOutcome.of(job, status, fields.get("result"), fields.get("error"))
         answer = self._write(
-            lambda: self.store.complete(job, status, fields, retention_s=instance.retention_s)
+            lambda: self.store.complete(job, status, fields, retention_s=instance.retention_s,
+                                        notify=None if step is None else step.to_json())
         )
         if answer == 0:
             jlog.warning("late completion refused: the job moved on to another attempt")
-        else:
-            jlog.info("job completed", status=status.value, duration_ms=fields.get("duration_ms"))
+            return
+        jlog.info("job completed", status=status.value, duration_ms=fields.get("duration_ms"))
+        if step is not None:
+            # The flow hears of it now; the scheduler forwards what an outage left behind.
+            with contextlib.suppress(RedisUnavailable):
+                forward(self.store.client, self.store.keys, job.group)
 
     def _write(self, write: Callable[[], T]) -> T:
         """Run a Redis call until Redis answers: nothing a job did is lost to an outage.

@@ -12,6 +12,7 @@
 -- KEYS[10] gm:{wg:G}:ixtrim            ZSET   completed jobs' index entries, for the trim
 -- KEYS[11..14] gm:{wg:G}:ix:by:<created_by>:live, ix:as:<permissioned_as>:live,
 --              ix:by:<created_by>:<final>, ix:as:<permissioned_as>:<final>   ZSET
+-- KEYS[15] gm:{wg:G}:flownotify        LIST   outcomes of flow steps, for their flows
 -- ARGV[1] job id
 -- ARGV[2] worker id
 -- ARGV[3] claim token of the attempt
@@ -21,13 +22,15 @@
 -- ARGV[7] events stream cap
 -- ARGV[8] final status: success | failure | canceled
 -- ARGV[9] this attempt's history entry (msgpack)
--- ARGV[10..] result fields: field, value, ...
+-- ARGV[10] the step's outcome for its flow (JSON), or '' for a job of no flow: pushed to
+--          flownotify by this same script, so the outcome exists exactly when the completion does
+-- ARGV[11..] result fields: field, value, ...
 --
 -- Returns 1 when completed now, 2 when this claim had already completed it (a
 -- retried call after a lost reply), 0 when refused: the job's current attempt
 -- is not this worker's claim (it was presumed dead and the job moved on).
 
-if #KEYS ~= 14 or #ARGV < 9 or #ARGV % 2 ~= 1 then
+if #KEYS ~= 15 or #ARGV < 10 or #ARGV % 2 ~= 0 then
   -- Checked before any write: a script that fails midway keeps what it wrote.
   return redis.error_reply('ERR complete.lua: wrong number of keys or arguments')
 end
@@ -69,8 +72,8 @@ if cur[1] ~= 'running' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[8], 'completed_at', ARGV[4])
-if #ARGV >= 10 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+if #ARGV >= 11 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 11))
 end
 local cut = redis.call('HMGET', KEYS[1], 'log_dropped_lines', 'log_dropped_bytes', 'attempt')
 if cut[1] then
@@ -86,6 +89,9 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 redis.call('EXPIRE', KEYS[7], ARGV[5])
+if ARGV[10] ~= '' then
+  redis.call('RPUSH', KEYS[15], ARGV[10])
+end
 redis.call('LPUSH', KEYS[5], ARGV[8])
 redis.call('EXPIRE', KEYS[5], ARGV[6])
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 'event', 'completed', 'id', ARGV[1],

@@ -18,6 +18,7 @@ from common.scripts import ScriptStore
 from common.settings import Settings
 from common.spec import parse_spec
 from common.store import Store
+from flows.jobs import FlowJobs
 from scheduler.inbox import InboxAdmitter
 
 UUID = "6f1c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
@@ -26,7 +27,8 @@ UUID = "6f1c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
 @pytest.fixture
 def admission(store: Store, scripts: ScriptStore) -> Admission:
     scripts.deploy("u/alice/hello", "python3", "def main(name: str):\n    return name\n")
-    return Admission(store, scripts, Settings(redis_url="redis://unused"))
+    return Admission(store, scripts, Settings(redis_url="redis://unused"),
+                     flows=FlowJobs(store.client, store.keys))
 
 
 def test_path_resolves_to_the_latest_hash(admission: Admission, scripts: ScriptStore) -> None:
@@ -67,7 +69,10 @@ BAD_INPUTS = [
     (b'{"code": "x", "language": "cobol"}', "unknown language 'cobol'"),
     (b'{"path": "u/alice/hello", "args": [1]}', "args: must be a JSON object, got an array"),
     (b'{"path": "u/alice/hello", "scheduled_for": "yesterday-ish"}', "is not an ISO 8601 time"),
-    (b'{"flow_path": "f/x/y"}', "flow jobs (flow_path, flow) are not supported"),
+    (b'{"flow_path": "f/x/y"}', "no flow at path 'f/x/y'"),
+    (b'{"flow": {"value": {"modules": [{"id": "a", "value": {"type": "aiagent"}}]}}}', "module 'a'"),
+    (b'{"flow": {"value": {"modules": []}, "schema": {"type": "object", "required": ["n"]}}}',
+     "n"),
     (b'{"path": "u/alice/hello", "tag": "no spaces"}', "is not a tag"),
     (b'{"path": "u/alice/hello", "tag": "gpu\\n"}', "is not a tag"),
     (b'{"path": "u/alice/hello", "permissioned_as": "u/admin"}', "u/inbox may not run jobs as u/admin"),
