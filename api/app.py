@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import errors, ui
 from api.auth import Svc
-from api.routes import admin, items, jobs, scripts
+from api.routes import admin, flows, items, jobs, scripts
 from api.services import Services
 from common import metrics
 
@@ -39,7 +39,7 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     errors.install(app, page=ui.error_page)
-    for module in (jobs, scripts, items, admin):
+    for module in (flows, jobs, scripts, items, admin):
         app.include_router(module.router)
     ui.install(app)
 

@@ -8,6 +8,7 @@ from common.crypto import SecretBox
 from common.identity import IdentityStore
 from common.settings import Settings
 from common.vault import Vault
+from flows.approvals import Approvals
 from gristmill.client import Gristmill
 
 
@@ -17,6 +18,7 @@ class Services:
     identity: IdentityStore
     vault: Vault
     settings: Settings
+    approvals: Approvals
 
     @classmethod
     def build(cls, source: Settings | Gristmill) -> Services:
@@ -24,4 +26,5 @@ class Services:
         settings = gm.settings
         box = SecretBox.from_setting(settings.secret_key) if settings.secret_key else None
         vault = Vault(gm.redis, gm.keys, box, access=gm.identity.access)
-        return cls(gm=gm, identity=gm.identity, vault=vault, settings=settings)
+        return cls(gm=gm, identity=gm.identity, vault=vault, settings=settings,
+                   approvals=Approvals(gm.store, settings.secret_key))

@@ -63,6 +63,7 @@ key                               type    holds                                 
 ``gm:{wg:G}:flowsrunning``         ZSET    running flow id -> last commit ms          advance / sweep
 ``gm:{wg:G}:flowtimers``           ZSET    ``<flow id> <key>`` -> due ms (suspend)    dispatch / timer sweep
 ``gm:{wg:G}:flownotify``           LIST    step outcomes to hand to their flows       step completion / fwd
+``gm:{wg:G}:flownonce:<id>:<n>``   STRING  a resume URL's nonce, used (TTL: expiry)   resume endpoint
 ================================  ======  =========================================  =======================
 """
 
@@ -151,6 +152,9 @@ class GroupKeys:
     @property
     def flow_notify(self) -> str:
         return f"{self.prefix}:flownotify"
+
+    def flow_nonce(self, flow_id: str, nonce: str) -> str:
+        return f"{self.prefix}:flownonce:{flow_id}:{nonce}"
 
     def index(self, entry: str) -> str:
         """A listing index; ``entry`` is ``<dim>:<value>`` (see common/indexes.py)."""

@@ -66,6 +66,7 @@ _ACTIONS: TypeAdapter[Action] = TypeAdapter(Action)
 _DEF_CACHE_SIZE = 256
 _COMMIT_OUTBOX_HEADS = 100  # how many actions flow_commit.lua answers (LRANGE 0 99)
 DEFAULT_RETENTION_S = 30 * 24 * 3600
+AWAIT_PREFIX = "await:"  # flow hash field of a step's approval wait (f: holds archived frames)
 
 
 class StepLauncher(Protocol):
@@ -138,6 +139,18 @@ class FlowStore:
     def state(self, group: str, flow_id: str) -> FlowState | None:
         raw = self.client.hget(self.keys.group(group).flow(flow_id), "state")
         return None if raw is None else FlowState.model_validate_json(raw)
+
+    @redis_errors
+    def awaits(self, group: str, flow_id: str) -> dict[str, AwaitResume]:
+        """The approval waits a flow asked for, by step address (ended ones included)."""
+        fields = self.client.hgetall(self.keys.group(group).flow(flow_id))
+        return {_text(k)[len(AWAIT_PREFIX):]: AwaitResume.model_validate_json(v)
+                for k, v in fields.items() if _text(k).startswith(AWAIT_PREFIX)}
+
+    @redis_errors
+    def definition(self, group: str, flow_id: str) -> OpenFlow | None:
+        raw = self.client.hget(self.keys.group(group).flow(flow_id), "def")
+        return None if raw is None else self._definition(_text(raw))
 
     @redis_errors
     def archived_frames(self, group: str, flow_id: str) -> dict[str, FrameState]:
@@ -221,20 +234,25 @@ class FlowStore:
         carried: list[ScriptArg] = []
         try:
             for head in heads:
-                self._carry_out(g.flow_timers, flow_id, _ACTIONS.validate_json(head), launcher)
+                self._carry_out(group, flow_id, _ACTIONS.validate_json(head), launcher)
                 carried.append(head)
         finally:
             if carried:  # what was done is not done again, even if the next one failed
                 POP_IF_HEAD(self.client, [g.flow_outbox(flow_id)], carried)
         return len(carried)
 
-    def _carry_out(self, timers: str, flow_id: str, action: Action, launcher: StepLauncher) -> None:
+    def _carry_out(self, group: str, flow_id: str, action: Action, launcher: StepLauncher) -> None:
         if isinstance(action, StartJob):
             launcher.start_job(flow_id, action)
         elif isinstance(action, CancelJobs):
             launcher.cancel_jobs(flow_id, action.jobs)
         elif isinstance(action, AwaitResume):
-            self.client.zadd(timers, {f"{flow_id} {action.key}": action.timeout_at})
+            # The rules of the wait (who may approve), for the resume endpoints and the UI.
+            g = self.keys.group(group)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(g.flow(flow_id), f"{AWAIT_PREFIX}{action.step}", action.model_dump_json())
+            pipe.zadd(g.flow_timers, {f"{flow_id} {action.key}": action.timeout_at})
+            pipe.execute()
         elif isinstance(action, EarlyReturn):
             launcher.early_return(flow_id, action)
         elif isinstance(action, FlowCompleted):

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import os
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis
 
+from common.crypto import generate_key
+from common.identity import IdentityStore
+from common.keys import Keys
 from gristmill.client import Gristmill
-from tests.e2e.conftest import RunningFleet
+from gristmill.embedded import EmbeddedRedis, free_port
+from tests.e2e.conftest import (
+    Processes,
+    RunningFleet,
+    clean_env,
+    deadline,
+    scheduler_registered,
+    worker_id_of,
+)
+from tests.e2e.test_identity_e2e import Http, healthy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -69,3 +86,189 @@ def test_reference_flow_runs_loop_and_both_branches(fleet_up: RunningFleet, gm: 
     assert {j.parent_job for j in step_jobs} == {big}
     assert all(j.root_job == big and j.status == "success" for j in step_jobs)
     assert {j.flow_step_id for j in step_jobs} == {"a", "c", "e"}
+
+
+# -- a fleet with the API: suspends, permissions, the sandbox ----------------------------------
+
+
+@dataclass
+class FlowFleet:
+    procs: Processes
+    gm: Gristmill
+    http: Http
+    tokens: dict[str, str]
+    worker_uid: int
+
+
+@pytest.fixture
+def flow_fleet(procs: Processes, gm: Gristmill, redis_client: redis.Redis) -> FlowFleet:
+    """Scheduler, worker and API sharing one secret key; alice and bob, developers."""
+    port = free_port()
+    env = {"GRISTMILL_SECRET_KEY": generate_key(), "GRISTMILL_BASE_URL": f"http://127.0.0.1:{port}"}
+    procs.scheduler(**env)
+    worker = procs.worker(**env)
+    procs.start("api", "api", "--port", str(port), env=clean_env(procs.redis_url, **env))
+    http = Http(f"http://127.0.0.1:{port}")
+    identity = IdentityStore(redis_client, Keys("gm"))
+    admin = identity.ensure_admin()
+    assert admin is not None
+    tokens = {"admin": admin}
+    for name in ("alice", "bob"):
+        identity.create_user(name)
+        tokens[name] = identity.create_token(name, label="flows")[0]
+    deadline(lambda: healthy(http), 20, "the API to answer /api/health")
+    worker_id_of(redis_client, worker.pid)
+    scheduler_registered(redis_client)
+    return FlowFleet(procs, gm, http, tokens, os.stat(f"/proc/{worker.pid}").st_uid)
+
+
+def flow_of(*modules: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"summary": "test", "value": {"modules": list(modules)}}
+    if schema is not None:
+        doc["schema"] = schema
+    return doc
+
+
+def raw(module_id: str, content: str, **inputs: str) -> dict[str, Any]:
+    """A python3 rawscript module whose inputs are JavaScript expressions."""
+    transforms = {name: {"type": "javascript", "expr": expr} for name, expr in inputs.items()}
+    return {"id": module_id, "value": {"type": "rawscript", "language": "python3", "content": content,
+                                       "input_transforms": transforms}}
+
+
+def waiting_steps(fleet: FlowFleet, flow_id: str, who: str = "admin") -> list[str]:
+    answer: list[str] = fleet.http.ok("GET", f"/api/jobs/{flow_id}/flow", fleet.tokens[who])["waiting"]
+    return answer
+
+
+def test_suspend_is_resumed_through_its_signed_urls_each_once(flow_fleet: FlowFleet) -> None:
+    """Deployed and run over HTTP; the step waits for 2 approvals; each signed URL counts once."""
+    fleet, admin = flow_fleet, flow_fleet.tokens["admin"]
+    ask = raw("a", "def main():\n    return 'asked'")
+    ask["suspend"] = {"required_events": 2, "timeout": 300}
+    doc = flow_of(ask, raw("b", "def main(r, who: list):\n    return {'resume': r, 'approvers': who}",
+                           r="resume", who="approvers"))
+    fleet.http.ok("POST", "/api/flows", admin, {"path": "f/ops/approve", "value": doc})
+    flow_id = fleet.http.ok("POST", "/api/jobs/run/f/f/ops/approve", admin, {})
+    deadline(lambda: waiting_steps(fleet, flow_id) == ["a"], 60, "step a to wait for approval")
+    base = fleet.http.base
+    first, second = (fleet.http.ok("GET", f"/api/jobs/flows/{flow_id}/resume_urls/a", admin)
+                     for _ in range(2))
+    assert first["resume"].startswith(base) and first["cancel"].startswith(base)
+    forged = first["resume"].replace("signature=", "signature=0")
+    assert fleet.http.call("GET", forged[len(base):], None)[0] == 403
+    status, answer = fleet.http.call("POST", first["resume"][len(base):], None, {"n": 1})
+    assert status == 200, answer
+    status, again = fleet.http.call("POST", first["resume"][len(base):], None, {"n": 2})
+    assert status == 403 and "used already" in json.dumps(again)
+    assert waiting_steps(fleet, flow_id) == ["a"]
+    status, answer = fleet.http.call("GET", second["resume"][len(base):], None)
+    assert status == 200, answer
+    done = fleet.gm.wait(flow_id, WAIT_S)
+    assert done.status == "success", done.error
+    assert done.result == {"resume": None, "approvers": ["anonymous", "anonymous"]}
+
+
+def test_suspend_times_out_and_fails_the_flow(flow_fleet: FlowFleet) -> None:
+    """Nobody approves within the suspend's timeout: the flow fails with SuspendedTimedOut."""
+    ask = raw("a", "def main():\n    return 1")
+    ask["suspend"] = {"required_events": 1, "timeout": 1}
+    flow_id = flow_fleet.gm.run_flow_preview(flow_of(ask, raw("b", "def main():\n    return 2")))
+    done = flow_fleet.gm.wait(flow_id, WAIT_S)
+    assert done.status == "failure"
+    assert done.error is not None and done.error["name"] == "SuspendedTimedOut", done.error
+    assert [row.status for row in flow_fleet.gm.flow_steps(flow_id)] == ["failure"]
+
+
+def test_a_subflow_runs_as_a_child_flow_job(flow_fleet: FlowFleet) -> None:
+    """A `flow` step runs the deployed child flow as a flow job of its own; its result flows back."""
+    gm = flow_fleet.gm
+    gm.deploy_flow("f/ops/double", flow_of(raw("d", "def main(x: int):\n    return 2 * x", x="flow_input.x")))
+    parent = flow_of(
+        raw("a", "def main(n: int):\n    return n + 1", n="flow_input.n"),
+        {"id": "b", "value": {"type": "flow", "path": "f/ops/double",
+                              "input_transforms": {"x": {"type": "javascript", "expr": "results.a"}}}},
+        raw("c", "def main(v: int):\n    return {'final': v}", v="previous_result"))
+    flow_id = gm.run_flow_preview(parent, {"n": 20})
+    done = gm.wait(flow_id, WAIT_S)
+    assert done.status == "success", done.error
+    assert done.result == {"final": 42}
+    child_id = next(row.job for row in gm.flow_steps(flow_id) if row.label == "b")
+    assert child_id is not None
+    child = gm.get_job(child_id)
+    assert (child.kind, child.status, child.parent_job, child.root_job) == ("flow", "success", flow_id,
+                                                                            flow_id)
+    assert child.script_path == "f/ops/double" and child.result == 42
+    grandchild = next(row.job for row in gm.flow_steps(child_id) if row.label == "d")
+    assert grandchild is not None and gm.get_job(grandchild).root_job == flow_id
+
+
+STEP_ENV = """\
+import os, socket
+
+def main():
+    try:
+        with socket.create_connection(("127.0.0.1", int(os.environ["PORT"])), timeout=5) as conn:
+            conn.sendall(b"PING\\r\\n")
+            redis = conn.recv(100).decode(errors="replace")
+    except OSError as exc:
+        redis = f"unreachable: {exc}"
+    names = ("WM_PERMISSIONED_AS", "WM_ROOT_FLOW_JOB_ID", "WM_FLOW_STEP_ID", "WM_FLOW_JOB_ID")
+    return {"env": {name: os.environ.get(name) for name in names}, "uid": os.getuid(), "redis": redis,
+            "secrets": sorted(k for k in os.environ if k.startswith("GRISTMILL_"))}
+"""
+
+
+def test_steps_run_as_the_flow_identity_and_a_forbidden_script_fails_the_flow(
+        flow_fleet: FlowFleet, redis_server: EmbeddedRedis) -> None:
+    """alice's flow: its steps run as alice in the sandbox; a step running bob's script is refused."""
+    fleet, http = flow_fleet, flow_fleet.http
+    alice, bob = fleet.tokens["alice"], fleet.tokens["bob"]
+    http.ok("POST", "/api/scripts", bob, {"path": "u/bob/private", "language": "python3",
+                                          "code": "def main():\n    return 'bob only'"})
+    env_step = raw("a", STEP_ENV.replace('os.environ["PORT"]', str(redis_server.port)))
+    allowed = flow_of(env_step)
+    flow_id = http.ok("POST", "/api/jobs/run/preview_flow", alice, {"value": allowed, "args": {}})
+    done = fleet.gm.wait(flow_id, WAIT_S)
+    assert done.status == "success", done.error
+    seen = done.result
+    assert seen["env"] == {"WM_PERMISSIONED_AS": "u/alice", "WM_ROOT_FLOW_JOB_ID": flow_id,
+                           "WM_FLOW_STEP_ID": "a", "WM_FLOW_JOB_ID": flow_id}
+    # The sandbox's guarantees hold for a step: its own uid, no credentials, Redis refuses it.
+    assert seen["secrets"] == [] and seen["uid"] != fleet.worker_uid
+    assert seen["redis"].startswith(("-NOAUTH", "unreachable")), seen["redis"]
+
+    forbidden = flow_of(raw("a", "def main():\n    return 1"),
+                        {"id": "b", "value": {"type": "script", "path": "u/bob/private",
+                                              "input_transforms": {}}})
+    flow_id = http.ok("POST", "/api/jobs/run/preview_flow", alice, {"value": forbidden, "args": {}})
+    done = fleet.gm.wait(flow_id, WAIT_S)
+    assert done.status == "failure"
+    assert done.error is not None and "PermissionDenied" in json.dumps(done.error), done.error
+    assert "u/bob/private" in done.error["message"]
+    refused = next(row for row in fleet.gm.flow_steps(flow_id) if row.label == "b")
+    assert refused.status == "failure" and refused.job is not None
+    record = fleet.gm.get_job(refused.job)  # the refusal left a record saying why
+    assert record.status == "failure" and record.error is not None
+    assert record.error["name"] == "PermissionDenied" and record.permissioned_as == "u/alice"
+    # bob may run his own script in a flow.
+    flow_id = http.ok("POST", "/api/jobs/run/preview_flow", bob, {"value": forbidden, "args": {}})
+    done = fleet.gm.wait(flow_id, WAIT_S)
+    assert (done.status, done.result) == ("success", "bob only"), done.error
+
+
+def test_a_flow_preview_from_the_inbox(fleet_up: RunningFleet, gm: Gristmill,
+                                       redis_client: redis.Redis) -> None:
+    """A raw flow LPUSHed to gm:inbox runs; a bad one is rejected with a record that says why."""
+    flow_id, bad_id = str(uuid.uuid4()), str(uuid.uuid4())
+    redis_client.lpush("gm:inbox", json.dumps({"id": flow_id, "flow": REFERENCE, "args": {"n": 3}}))
+    redis_client.lpush("gm:inbox", json.dumps({
+        "id": bad_id, "flow": flow_of({"id": "a", "value": {"type": "rawscript", "language": "deno",
+                                                            "content": "x"}})}))
+    done = gm.wait(flow_id, WAIT_S)
+    assert (done.status, done.kind, done.result) == ("success", "flowpreview", [0, 1, 4]), done.error
+    assert done.permissioned_as == "u/inbox"
+    rejected = gm.wait(bad_id, WAIT_S)
+    assert rejected.status == "failure" and rejected.error is not None
+    assert rejected.error["name"] == "InvalidSpec" and "'a'" in rejected.error["message"]
+    assert "deno" in rejected.error["message"]
