@@ -16,6 +16,7 @@ from common.models import Kind, Status
 from common.queries import JobFilter
 from common.spec import parse_time
 from gristmill import format as fmt
+from gristmill.cli_flows import FLOW_KINDS, add_flow_commands, print_flow_logs, steps_text
 from gristmill.cli_identity import add_identity_commands
 from gristmill.cli_redis import add_redis_user_commands
 from gristmill.durations import parse_arg_pairs, parse_duration_ms
@@ -148,7 +149,8 @@ def _live_workers(client: Any, group: str) -> int:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    return _submit({"path": ns.path, **_spec_options(ns)}, ns.wait, ns.wait_timeout)
+    what = "flow_path" if ns.flow else "path"
+    return _submit({what: ns.path, **_spec_options(ns)}, ns.wait, ns.wait_timeout)
 
 
 def cmd_preview(ns: argparse.Namespace) -> int:
@@ -191,10 +193,14 @@ def cmd_job_get(ns: argparse.Namespace) -> int:
     job = client.get_job(ns.id)
     attempts = client.store.attempts(job)
     if ns.json:
-        print(json.dumps({**fmt.job_json(job), "attempts": attempts}, indent=2,
+        extra = ({"steps": [vars(row) for row in client.flow_steps(job.id)]}
+                 if job.kind in FLOW_KINDS else {})
+        print(json.dumps({**fmt.job_json(job), "attempts": attempts, **extra}, indent=2,
                          ensure_ascii=False, default=str))
     else:
         print(fmt.job_details(job, attempts))
+        if job.kind in FLOW_KINDS:
+            print(f"steps:\n{steps_text(client, job.id)}")
     return 0
 
 
@@ -226,7 +232,11 @@ def cmd_jobs_cancel(ns: argparse.Namespace) -> int:
 
 
 def cmd_job_logs(ns: argparse.Namespace) -> int:
-    for entry in _client().logs(ns.id, follow=ns.follow):
+    client = _client()
+    job = client.get_job(ns.id)
+    if job.kind in FLOW_KINDS:
+        return print_flow_logs(client, job, ns.follow)
+    for entry in client.logs(ns.id, follow=ns.follow):
         stream = sys.stderr if entry.stream == "stderr" else sys.stdout
         print(entry.line, file=stream, flush=ns.follow)
     return 0
@@ -356,10 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_identity_commands(sub)
     add_redis_user_commands(sub)
 
-    p = sub.add_parser("run", help="run the latest version of a script")
+    p = sub.add_parser("run", help="run the latest version of a script (or a flow: --flow)")
     p.add_argument("path")
+    p.add_argument("--flow", action="store_true", help="PATH is a flow's")
     _add_run_options(p)
     p.set_defaults(func=cmd_run)
+    add_flow_commands(sub, _add_run_options, _spec_options, _submit)
 
     p = sub.add_parser("inbox", help="the raw-spec inbox (DESIGN.md §6)").add_subparsers(
         dest="action", required=True).add_parser(

@@ -6,6 +6,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -272,3 +273,87 @@ def test_a_flow_preview_from_the_inbox(fleet_up: RunningFleet, gm: Gristmill,
     assert rejected.status == "failure" and rejected.error is not None
     assert rejected.error["name"] == "InvalidSpec" and "'a'" in rejected.error["message"]
     assert "deno" in rejected.error["message"]
+
+
+def test_cancel_a_flow_cancels_its_running_step_and_starts_no_other(
+        fleet_up: RunningFleet, gm: Gristmill) -> None:
+    """Cancel a running flow: its running step is canceled, the next one never starts."""
+    share = fleet_up.procs.share
+    started = share / "started"
+    slow = raw("a", "import pathlib, time\n\ndef main(mark: str):\n    pathlib.Path(mark).touch()\n"
+                    "    time.sleep(120)\n", mark=json.dumps(str(started)))
+    flow_id = gm.run_flow_preview(flow_of(slow, raw("b", "def main():\n    return 'never'")))
+    deadline(started.exists, 60, "step a to start")
+    assert gm.cancel(flow_id, reason="enough") == "requested"
+    done = gm.wait(flow_id, WAIT_S)
+    assert done.status == "canceled"
+    rows = gm.flow_steps(flow_id)
+    assert [row.label for row in rows] == ["a"]
+    assert rows[0].job is not None
+    step = gm.wait(rows[0].job, WAIT_S)
+    assert step.status == "canceled"
+
+
+PRINTING_FLOW = """\
+summary: printing
+schema:
+  type: object
+  properties:
+    n: {type: integer, default: 2}
+value:
+  modules:
+    - id: a
+      value:
+        type: rawscript
+        language: python3
+        content: |
+          def main(n: int):
+              print(f"a got {n}")
+              return list(range(n))
+        input_transforms:
+          n: {type: javascript, expr: flow_input.n}
+    - id: b
+      value:
+        type: forloopflow
+        iterator: {type: javascript, expr: results.a}
+        modules:
+          - id: c
+            value:
+              type: rawscript
+              language: bash
+              content: |
+                x="$1"
+                echo "c got $x"
+                echo "$x"
+              input_transforms:
+                x: {type: javascript, expr: flow_input.iter.value}
+"""
+
+
+def test_cli_deploys_shows_runs_and_explains_a_flow(fleet_up: RunningFleet, tmp_path: Path) -> None:
+    """flow deploy (YAML) / show / run --flow --wait; job get shows the tree; job logs the steps' logs."""
+    procs = fleet_up.procs
+    (tmp_path / "printing.yaml").write_text(PRINTING_FLOW)
+    deployed = procs.cli("flow", "deploy", "f/ops/printing", str(tmp_path / "printing.yaml"))
+    assert deployed.returncode == 0, deployed.stderr
+    digest = deployed.stdout.strip()
+    shown = procs.cli("flow", "show", "f/ops/printing")
+    assert shown.returncode == 0 and digest in shown.stdout and '"forloopflow"' in shown.stdout
+    ran = procs.cli("run", "--flow", "f/ops/printing", "-a", "n=3", "--wait")
+    assert ran.returncode == 0, ran.stderr
+    flow_id = ran.stderr.strip().splitlines()[-1]
+    assert json.loads(ran.stdout) == [0, 1, 2]
+    got = procs.cli("job", "get", flow_id)
+    assert got.returncode == 0, got.stderr
+    tree = got.stdout.split("steps:\n", 1)[1].splitlines()
+    assert tree[0].startswith("a  success") and tree[1].startswith("b  success")
+    assert [line.split()[:3] for line in tree[2::2]] == [["iteration", str(i), "success"] for i in range(3)]
+    assert all(line.strip().startswith("c  success") and " ms" in line for line in tree[3::2])
+    logs = procs.cli("job", "logs", flow_id)
+    assert logs.returncode == 0, logs.stderr
+    lines = logs.stdout.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("== ")] == ["a", "b/0/c", "b/1/c", "b/2/c"]
+    assert [line for line in lines if not line.startswith("== ")] == [
+        "a got 3", "c got 0", "0", "c got 1", "1", "c got 2", "2"]
+    preview = procs.cli("flow", "preview", str(tmp_path / "printing.yaml"), "--wait")
+    assert preview.returncode == 0 and json.loads(preview.stdout) == [0, 1], preview.stderr
