@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from common.admission import ADMIN_USER, OPERATOR, Admission
+from common.admission import ADMIN_USER, FLOW_KINDS, OPERATOR, Admission
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.cron import CATCH_UP_POLICIES, parse_cron, plan_fires
@@ -31,7 +31,7 @@ class Schedule(BaseModel):
     """A schedule's definition and state."""
 
     path: str
-    script_path: str
+    script_path: str  # the script's path, or the flow's when is_flow
     cron: str
     tz: str = "UTC"
     args: dict[str, Any] = {}
@@ -41,12 +41,13 @@ class Schedule(BaseModel):
     created_at: int = 0
     created_by: str = "u/admin"
     next_fire: int | None = None
+    is_flow: bool = False
 
     @classmethod
     def from_redis(cls, fields: dict[bytes, bytes]) -> Schedule:
         data: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
         data["args"] = json.loads(data.get("args", "{}"))
-        for flag in ("no_overlap", "paused"):
+        for flag in ("no_overlap", "paused", "is_flow"):
             data[flag] = data.get(flag) == "1"
         return cls.model_validate(data)
 
@@ -56,6 +57,7 @@ class Schedule(BaseModel):
             "args": json.dumps(self.args), "no_overlap": int(self.no_overlap),
             "paused": int(self.paused), "catch_up": self.catch_up,
             "created_at": self.created_at, "created_by": self.created_by,
+            "is_flow": int(self.is_flow),
         }
         if self.next_fire is not None:
             out["next_fire"] = self.next_fire
@@ -87,7 +89,12 @@ class ScheduleStore:
         if schedule.catch_up not in CATCH_UP_POLICIES:
             raise SpecError(f"catch-up policy {schedule.catch_up!r}; use one of "
                             f"{', '.join(CATCH_UP_POLICIES)}")
-        self.admission.scripts.latest(schedule.script_path)  # NotFound says how to fix it
+        if schedule.is_flow:  # a missing flow is a SpecError that says how to fix it
+            if self.admission.flows is None:
+                raise SpecError("this connection cannot schedule flows")
+            self.admission.flows.describe(JobSpec(flow_path=schedule.script_path))
+        else:
+            self.admission.scripts.latest(schedule.script_path)  # NotFound says how to fix it
         schedule = schedule.model_copy(update={"created_at": self.clock(), "next_fire": None})
         if not self.client.hsetnx(self.keys.schedule(schedule.path), "path", schedule.path):
             raise GristmillError(f"schedule {schedule.path} exists; delete it first")
@@ -176,8 +183,9 @@ class ScheduleStore:
 
     def _enqueue_fire(self, schedule: Schedule, fire_ms: int, previous: str | None) -> str:
         job_id = fire_job_id(self.keys.namespace, schedule.path, fire_ms)
-        spec = JobSpec(path=schedule.script_path, args=schedule.args, id=job_id,
-                       scheduled_for=fire_ms)
+        target = "flow_path" if schedule.is_flow else "path"
+        spec = JobSpec.model_validate({target: schedule.script_path, "args": schedule.args,
+                                       "id": job_id, "scheduled_for": fire_ms})
         try:
             # Checked again at every fire: a revoked permission stops the schedule's runs.
             job = self.admission.build(spec, principal=self._owner(schedule),
@@ -186,13 +194,16 @@ class ScheduleStore:
                 "schedule_path": schedule.path,
                 "skip_if_running": previous if schedule.no_overlap else None,
             })
-            self.store.enqueue(job, fresh_id=False)
+            if job.kind in FLOW_KINDS and self.admission.flows is not None:
+                self.admission.flows.open(job, spec)  # its first step waits for fire_ms
+            else:
+                self.store.enqueue(job, fresh_id=False)
         except DuplicateJob:
             return job_id  # another scheduler queued this fire
         except (SpecError, PermissionDenied, NotFound) as exc:
             # The script was deleted or the schedule is broken: the fire still leaves a record.
             job_id = self.admission.reject(
-                json.dumps({"id": job_id, "path": schedule.script_path, "args": schedule.args}),
+                json.dumps({"id": job_id, target: schedule.script_path, "args": schedule.args}),
                 f"schedule {schedule.path}: {exc}",
             )
         pipe = self.client.pipeline(transaction=False)

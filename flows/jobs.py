@@ -75,10 +75,14 @@ class FlowJobs:
         definition = flow or self.definition(job, spec)
         args = bind_inputs(definition.schema_, job.args)
         now = self.clock()
+        # A flow for later (a schedule's next fire) is opened now; its first step waits.
+        starts = max(now, job.scheduled_for)
         job = job.model_copy(update={
-            "status": Status.RUNNING, "started_at": now, "worker": FLOW_WORKER, "claim": FLOW_CLAIM,
+            "status": Status.RUNNING, "started_at": starts, "worker": FLOW_WORKER, "claim": FLOW_CLAIM,
             "attempt": 1, "args": args})
-        self._write(job, dump_flow(definition), initial_state(job.id, args).model_dump_json(), now)
+        state = initial_state(job.id, args)
+        state.root.not_before = starts
+        self._write(job, dump_flow(definition), state.model_dump_json(), now)
 
     @redis_errors
     def _write(self, job: Job, definition: str, state: str, now: int) -> None:

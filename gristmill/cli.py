@@ -308,8 +308,8 @@ def cmd_schedule_create(ns: argparse.Namespace) -> int:
     args = _json_object(ns.args_json, "--args-json") if ns.args_json else {}
     args.update(parse_arg_pairs(ns.arg))
     schedule = _client().schedules.create(Schedule(
-        path=ns.path, script_path=ns.script, cron=ns.cron, tz=ns.tz, args=args,
-        no_overlap=ns.no_overlap, paused=ns.paused, catch_up=ns.catch_up,
+        path=ns.path, script_path=ns.script or ns.flow, cron=ns.cron, tz=ns.tz, args=args,
+        no_overlap=ns.no_overlap, paused=ns.paused, catch_up=ns.catch_up, is_flow=ns.flow is not None,
     ))
     print(fmt.schedule_row(schedule))
     return 0
@@ -442,9 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     schedule = sub.add_parser("schedule", help="cron schedules").add_subparsers(
         dest="action", required=True)
-    p = schedule.add_parser("create", help="run a script on a cron schedule")
+    p = schedule.add_parser("create", help="run a script (or a flow) on a cron schedule")
     p.add_argument("path", help="the schedule's own path, e.g. u/alice/nightly")
-    p.add_argument("--script", required=True, help="path of the script to run")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--script", help="path of the script to run")
+    target.add_argument("--flow", help="path of the flow to run")
     p.add_argument("--cron", required=True,
                    help='5 fields, or 6 with seconds first: "0 */5 * * * *"')
     p.add_argument("--tz", default="UTC", help="IANA time zone, e.g. Europe/Paris")

@@ -102,7 +102,8 @@ def script_details(version: ScriptVersion) -> str:
 def schedule_row(schedule: Schedule) -> str:
     state = "paused" if schedule.paused else f"next {when(schedule.next_fire)}"
     flags = " no-overlap" if schedule.no_overlap else ""
-    return (f"{schedule.path}  {schedule.cron!r} {schedule.tz}  -> {schedule.script_path}  "
+    target = f"flow {schedule.script_path}" if schedule.is_flow else schedule.script_path
+    return (f"{schedule.path}  {schedule.cron!r} {schedule.tz}  -> {target}  "
             f"{state}  catch-up {schedule.catch_up}{flags}")
 
 

@@ -92,7 +92,8 @@ def script_history(path: str, svc: Svc, context: Auth) -> list[str]:
 class NewSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(max_length=300)
-    script_path: str = Field(max_length=300)
+    script_path: str = Field(max_length=300, description="the script's path, or the flow's (is_flow)")
+    is_flow: bool = False
     cron: str = Field(max_length=200)
     tz: str = Field(default="UTC", max_length=64)
     args: dict[str, Any] = {}

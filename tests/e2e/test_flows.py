@@ -15,6 +15,7 @@ import redis
 from common.crypto import generate_key
 from common.identity import IdentityStore
 from common.keys import Keys
+from common.schedules import Schedule
 from gristmill.client import Gristmill
 from gristmill.embedded import EmbeddedRedis, free_port
 from tests.e2e.conftest import (
@@ -357,3 +358,17 @@ def test_cli_deploys_shows_runs_and_explains_a_flow(fleet_up: RunningFleet, tmp_
         "a got 3", "c got 0", "0", "c got 1", "1", "c got 2", "2"]
     preview = procs.cli("flow", "preview", str(tmp_path / "printing.yaml"), "--wait")
     assert preview.returncode == 0 and json.loads(preview.stdout) == [0, 1], preview.stderr
+
+
+def test_a_schedule_fires_a_flow(fleet_up: RunningFleet, gm: Gristmill) -> None:
+    """A schedule whose target is a flow: its fires are flow jobs that run to their result."""
+    gm.deploy_flow("f/ops/tick", flow_of(raw("a", "def main(word: str):\n    return word * 2",
+                                             word="flow_input.word")))
+    gm.schedules.create(Schedule(path="f/ops/every_second", script_path="f/ops/tick", is_flow=True,
+                                 cron="* * * * * *", args={"word": "tick"}))
+    first = deadline(lambda: gm.schedules.runs("f/ops/every_second"), 30, "the schedule's first fire")
+    run_id = first[-1]  # newest first: the first fire
+    done = gm.wait(run_id, WAIT_S)
+    assert (done.kind, done.status, done.result) == ("flow", "success", "ticktick"), done.error
+    assert done.schedule_path == "f/ops/every_second" and done.script_path == "f/ops/tick"
+    gm.schedules.pause("f/ops/every_second")
