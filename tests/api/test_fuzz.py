@@ -37,7 +37,9 @@ FIXED_QUERY: dict[str, dict[str, Any]] = {
     "/api/jobs/run_wait_result/preview": {"wait_s": 0.05},
     "/api/jobs/{job_id}/logs": {"follow": False},
 }
-PUBLIC = {("GET", "/api/health")}
+# A flow's signed resume URL needs no token: its signature is the permission (flows/approval.py).
+PUBLIC = {("GET", "/api/health"), ("GET", "/api/jobs/flows/{flow_id}/{action}/{step}"),
+          ("POST", "/api/jobs/flows/{flow_id}/{action}/{step}")}
 Check = Callable[[str, str, Any], str | None]
 
 
