@@ -372,3 +372,17 @@ def test_a_schedule_fires_a_flow(fleet_up: RunningFleet, gm: Gristmill) -> None:
     assert (done.kind, done.status, done.result) == ("flow", "success", "ticktick"), done.error
     assert done.schedule_path == "f/ops/every_second" and done.script_path == "f/ops/tick"
     gm.schedules.pause("f/ops/every_second")
+
+
+def test_the_readme_example_runs(fleet_up: RunningFleet, tmp_path: Path) -> None:
+    """The flow in README's *Flows* section deploys and runs as it says ({"big": 140} for n=8)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Flows", 1)[1]
+    document = section.split("<<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0]
+    (tmp_path / "squares.yaml").write_text(document)
+    procs = fleet_up.procs
+    assert procs.cli("flow", "deploy", "f/demo/squares", str(tmp_path / "squares.yaml")).returncode == 0
+    ran = procs.cli("run", "--flow", "f/demo/squares", "-a", "n=8", "--wait")
+    assert ran.returncode == 0 and json.loads(ran.stdout) == {"big": 140}, ran.stderr
+    ran = procs.cli("flow", "preview", str(tmp_path / "squares.yaml"), "-a", "n=3", "--wait")
+    assert ran.returncode == 0 and json.loads(ran.stdout) == [0, 1, 4], ran.stderr
