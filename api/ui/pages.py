@@ -23,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 from api.auth import Svc
 from api.routes.jobs import submit, viewer_of, visible_job
 from api.routes.scripts import check, readable
+from api.services import Services
 from api.ui import views
 from api.ui.session import (
     COOKIE,
@@ -40,6 +41,7 @@ from common.permissions import can
 from common.queries import JobFilter, counts
 from common.signature import NO_DEFAULT, Param, python_params
 from common.spec import parse_time
+from flows.approvals import FLOW_KINDS
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -182,17 +184,46 @@ def may_rerun(job: Job) -> bool:
     return job.kind in (Kind.SCRIPT, Kind.PREVIEW) and job.is_terminal and not job.raw_spec
 
 
+def flow_graph(svc: Services, job: Job) -> dict[str, Any]:
+    """A flow job's steps as rows of a tree and the steps waiting for approval (else no steps)."""
+    if job.kind not in FLOW_KINDS:
+        return {"steps": None, "waiting": set()}
+    return {"steps": svc.gm.flow_steps(job.id), "waiting": set(svc.approvals.waiting(job))}
+
+
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str, request: Request, svc: Svc, context: Session) -> HTMLResponse:
     job = visible_job(svc, context, job_id)
     logs = list(svc.gm.store.logs(job_id, count=LOG_LINES_SHOWN))
     return render(
         request, "job.html", context, job=job, attempts=svc.gm.store.attempts(job), logs=logs,
+        **flow_graph(svc, job),
         last_log=logs[-1].id if logs else "0-0", may_rerun=may_rerun(job),
         duration=views.duration_of(job, svc.gm.store.clock()),
         args_json=json.dumps(job.args, indent=2, ensure_ascii=False),
         result_json=json.dumps(job.result, indent=2, ensure_ascii=False, default=str),
     )
+
+
+@router.get("/jobs/{job_id}/steps")
+def flow_steps(job_id: str, request: Request, svc: Svc, context: Session) -> HTMLResponse:
+    """The step graph alone, for a running flow's page to refresh."""
+    job = visible_job(svc, context, job_id)
+    return render(request, "flow_steps.html", context, job=job, **flow_graph(svc, job))
+
+
+@router.post("/jobs/{job_id}/{verdict}/{step:path}")
+def approval(job_id: str, verdict: str, step: str, request: Request, svc: Svc, context: Session,
+             csrf: Annotated[str, Form(max_length=64)] = "") -> RedirectResponse:
+    """Approve or reject a suspended flow step as the signed-in user."""
+    check_csrf(request, csrf)
+    if verdict not in ("approve", "reject"):
+        raise NotFound(f"no such action {verdict!r}")
+    job = visible_job(svc, context, job_id)
+    if job.kind not in FLOW_KINDS:
+        raise NotFound(f"job {job_id} is not a flow")
+    svc.approvals.by_user(job, step, context.principal, approved=verdict == "approve")
+    return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
 @router.get("/jobs/{job_id}/logs/stream")

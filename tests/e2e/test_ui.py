@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -329,3 +330,55 @@ def test_keyboard_reaches_the_tabs_and_opens_one(page: Page, fleet: UiFleet) -> 
         raise AssertionError("Tab never reached the preview tab")
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(re.escape("kind=preview")))
+
+
+UI_FLOW: dict[str, Any] = {"summary": "ui", "value": {"modules": [
+    {"id": "a", "value": {"type": "rawscript", "language": "python3",
+                          "content": "def main():\n    return [1, 2]", "input_transforms": {}}},
+    {"id": "b", "value": {"type": "forloopflow", "iterator": {"type": "javascript", "expr": "results.a"},
+                          "modules": [{"id": "c", "value": {
+                              "type": "rawscript", "language": "python3",
+                              "content": "def main(x: int):\n    return x * 10",
+                              "input_transforms": {"x": {"type": "javascript",
+                                                         "expr": "flow_input.iter.value"}}}}]}},
+    {"id": "d", "value": {"type": "branchone",
+                          "branches": [{"expr": "results.b[1] == 20", "modules": [
+                              {"id": "e", "value": {"type": "identity"}}]}],
+                          "default": []},
+     "suspend": {"required_events": 1, "timeout": 600}},
+]}}
+
+
+def test_a_flow_page_shows_its_step_graph_and_approves_a_suspended_step(
+        page: Page, fleet: UiFleet, console_errors: list[str]) -> None:
+    """The graph: modules, loop iterations, the branch; step links open the step's page; Approve resumes."""
+    flow_id = fleet.post("/api/jobs/run/preview_flow", "alice", {"value": UI_FLOW, "args": {}})
+    sign_in(page, fleet, "alice")
+    page.goto(f"{fleet.base}/jobs/{flow_id}")
+    expect(page.locator("#job-status")).to_have_text("running")
+    steps = page.locator("#flow-steps")
+    approve = steps.get_by_role("button", name="Approve step d")
+    expect(approve).to_be_visible()  # the graph refreshes itself until the step waits
+    expect(steps.locator('li[data-addr="a"] .badge')).to_have_text("success")
+    expect(steps.locator('li[data-addr="b/0"]')).to_contain_text("iteration 0")
+    expect(steps.locator('li[data-addr="b/1/c"] .badge')).to_have_text("success")
+    expect(steps.locator('li[data-addr="d"]')).to_contain_text("branch chosen: 0")
+    expect(steps.locator('li[data-addr="d"] .badge')).to_have_text("suspended")
+    assert serious_violations(page) == []
+    screenshot(page, "flow")
+    approve.click()
+    assert fleet.gm.wait(flow_id, 30).status.value == "success"
+    page.goto(f"{fleet.base}/jobs/{flow_id}")
+    expect(page.locator("#job-status")).to_have_text("success")
+    expect(steps.locator('li[data-addr="d"] .badge')).to_have_text("success")
+    expect(steps.get_by_role("button", name="Approve step d")).to_have_count(0)
+    steps.get_by_role("link", name="step b/1/c: success").click()
+    expect(page.locator("h1")).to_contain_text("Job")
+    expect(page.locator("#result")).to_contain_text("20")
+    expect(page.get_by_role("link", name=flow_id).first).to_be_visible()  # parent and root
+    # bob may not see alice's flow, nor approve its steps: the server answers as if it did not exist.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        fleet.post(f"/api/jobs/{flow_id}/approve/d", "bob", {})
+    assert refused.value.code == 404
+    refused.value.close()
+    assert console_errors == []

@@ -55,3 +55,22 @@
     // The browser retries by itself; once the job is over the stream ends with "end".
   };
 })();
+
+(function liveFlowSteps() {
+  // A running flow's step graph, refreshed until the flow ends (the page then reloads).
+  const steps = document.getElementById("flow-steps");
+  if (!steps || !steps.dataset.liveUrl) return;
+  let inFlight = false;
+  setInterval(async () => {
+    if (inFlight || steps.contains(document.activeElement)) return;
+    inFlight = true;
+    try {
+      const answer = await fetch(steps.dataset.liveUrl, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (answer.ok && !answer.redirected) steps.innerHTML = await answer.text();
+    } catch (err) {
+      // The next tick tries again.
+    } finally {
+      inFlight = false;
+    }
+  }, 1500);
+})();
