@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.admission import Admission
+from common.connection import redis_errors
 from common.errors import DuplicateJob, GristmillError, NotFound, PermissionDenied, SpecError
 from common.models import Job, Kind, Status
 from common.store import Store
@@ -51,9 +52,10 @@ class StepJobs:
 
     # -- start_job -----------------------------------------------------------------------------
 
+    @redis_errors
     def start_job(self, flow_id: str, action: StartJob) -> None:
         flow = self._flow(flow_id)
-        if self.store.client.exists(self.store.keys.jobloc(action.job)):
+        if self._recorded(action.job):
             return  # enqueued before a crash (or refused and recorded)
         try:
             job = self._step_job(flow, action)
@@ -65,6 +67,13 @@ class StepJobs:
             return
         except (SpecError, PermissionDenied, NotFound) as exc:
             self._refuse(flow, action, exc)
+
+    def _recorded(self, job_id: str) -> bool:
+        """Whether the step's record exists. Its location alone is not enough: an enqueue
+        cut short after claiming the location wrote no record, and is to be done again."""
+        group = self.store.client.get(self.store.keys.jobloc(job_id))
+        return group is not None and bool(
+            self.store.client.exists(self.store.keys.group(group.decode()).job(job_id)))
 
     def _step_job(self, flow: Job, action: StartJob) -> Job:
         fields: dict[str, Any]
@@ -121,10 +130,12 @@ class StepJobs:
             except GristmillError:
                 continue  # gone or already completed: nothing to cancel
 
+    @redis_errors
     def early_return(self, flow_id: str, action: EarlyReturn) -> None:
         """Keep the early result on the flow job's record (``early_result``, JSON)."""
         self.store.set_fields(self._flow(flow_id), {"early_result": json.dumps(action.result)})
 
+    @redis_errors
     def complete_flow(self, flow_id: str, action: FlowCompleted) -> None:
         flow = self._flow(flow_id)
         status = Status(action.status)

@@ -258,6 +258,7 @@ class FlowStore:
         elif isinstance(action, FlowCompleted):
             launcher.complete_flow(flow_id, action)
 
+    @redis_errors
     def process(self, group: str, flow_id: str, launcher: StepLauncher, *, max_events: int = 10_000) -> int:
         """Carry out leftover actions, then apply every pending event and its actions; how many events."""
         self.dispatch(group, flow_id, launcher)  # left over by a dispatcher that died
@@ -316,7 +317,8 @@ class FlowStore:
         reads the job's record wherever its group is); a finished one is sent to
         the flow again. A copy of an event already queued is ignored by the
         transition, so the sweep never needs to know whether the first delivery
-        was lost. Returns how many outcomes it sent.
+        was lost. A silent flow with events or actions pending is queued again. Returns how
+        many outcomes it sent.
         """
         g = self.keys.group(group)
         now = self.clock()
@@ -332,6 +334,10 @@ class FlowStore:
                 outcome = outcome_of(job_id)
                 if outcome is not None:
                     sent += self.send(group, flow_id, outcome.event())
+            if self.client.llen(g.flow_events(flow_id)) or self.client.llen(g.flow_outbox(flow_id)):
+                # Events or actions left while no advancer holds the flow (its take was lost,
+                # an action failed): queue the flow again, so they are not left for good.
+                self.client.rpush(g.flow_queue, flow_id)
             # Looked at now: the next look is one stale period away, unless it commits before.
             self.client.zadd(g.flows_running, {flow_id: now}, xx=True)
         return sent

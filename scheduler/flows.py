@@ -61,6 +61,9 @@ class FlowEngine:
         outage = Outage(f"flows {group}", "scheduler", self.log)
         while not self.stopping.is_set():
             try:
+                if outage.ongoing:
+                    # A flow taken before the outage may still sit in our processing list.
+                    self.flows.recover_advancer(group, self.id)
                 self.advance(group, self.store.block_s(TAKE_BLOCK_S))
             except RedisUnavailable as exc:
                 self.stopping.wait(outage.failed(exc))
@@ -82,16 +85,18 @@ class FlowEngine:
         self.flows.release(group, self.id, flow_id)
         return flow_id
 
-    def tick(self, groups: set[str], now: int, dead_schedulers: list[str]) -> None:
+    def tick(self, groups: set[str], now: int) -> None:
         """The flows' part of the scheduler's heartbeat, for every group."""
         for group in groups:
             self.flows.forward(group)
             self.flows.fire_due_timers(group, now)
             self.flows.sweep(group, stale_after_ms=STALE_AFTER_MS, outcome_of=self._outcome_of)
             self._cancel_requests(group)
-            for dead in dead_schedulers:
-                if dead != self.id:
-                    self.flows.recover_advancer(group, dead)
+
+    def recover_scheduler(self, scheduler_id: str, groups: set[str]) -> None:
+        """Give the flows a dead scheduler's advancers held back to their groups' queues."""
+        for group in groups:
+            self.flows.recover_advancer(group, scheduler_id)
 
     def _outcome_of(self, job_id: str) -> StepOutcome | None:
         try:

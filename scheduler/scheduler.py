@@ -120,11 +120,13 @@ class Scheduler:
         for scheduler_id in beat.dead_schedulers:
             if scheduler_id != self.id:
                 self.inbox.recover(scheduler_id)
+                if self.flows is not None:
+                    self.flows.recover_scheduler(scheduler_id, beat.groups)
                 self.fleet.forget_scheduler(scheduler_id)
         if self.flows is not None:
             for group in beat.groups:
                 self.flows.start_group(group, self._vital_died)
-            self.flows.tick(beat.groups, now, beat.dead_schedulers)
+            self.flows.tick(beat.groups, now)
         for path, fire_ms in beat.due_schedules:
             self.schedules.materialise(path, fire_ms, now)
         if time.monotonic() - self._last_trim >= TRIM_EVERY_S:
