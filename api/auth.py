@@ -8,9 +8,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import Services
-from common.authn import require_live
+from auth.authn import require_live
+from auth.identity import AuthContext
 from common.errors import AuthError, PermissionDenied
-from common.identity import AuthContext
 
 bearer = HTTPBearer(auto_error=False, description="An API token, or a job's WM_TOKEN")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.crypto import SecretBox
-from common.identity import IdentityStore
+from auth.identity import IdentityStore
 from common.settings import Settings
-from common.vault import Vault
 from gristmill.client import Gristmill
+from vault.crypto import SecretBox
+from vault.store import Vault
 
 
 @dataclass

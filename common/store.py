@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from common import codec, indexes, lua, metrics
+from common import codec, indexes, luascripts, metrics
 from common.clock import Clock, now_ms
 from common.connection import max_block_s, redis_errors
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
@@ -100,14 +100,14 @@ class Store:
         else:
             pipe.set(loc, job.group)
         pipe.sadd(self.keys.groups, job.group)
-        lua.ENQUEUE.queue(
+        luascripts.ENQUEUE.queue(
             pipe,
             [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
              *(g.index(e) for e in indexes.entries_for(job, Status.QUEUED))],
             [job.id, job.scheduled_for, self.clock(), job.priority, EVENTS_MAXLEN,
              indexes.member(job.created_at, job.id), *record],
         )
-        state = lua.run_pipeline(self.client, pipe)[-1]
+        state = luascripts.run_pipeline(self.client, pipe)[-1]
         if state == 0:
             raise DuplicateJob(job.id)
         metrics.JOBS_ENQUEUED.labels(group=job.group, kind=job.kind.value).inc()
@@ -127,7 +127,7 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.keys.jobloc(job.id), job.group)
         pipe.sadd(self.keys.groups, job.group)
-        lua.REJECT.queue(
+        luascripts.REJECT.queue(
             pipe,
             [g.job(job.id), g.completed, g.done(job.id), g.events, g.ixtrim,
              *(g.index(e) for e in indexes.entries_for(job, Status.FAILURE))],
@@ -136,7 +136,7 @@ class Store:
              indexes.trim_line(job, Status.FAILURE),
              *_flatten({**job.to_redis(), "ix": indexes.record_field(job)})],
         )
-        lua.run_pipeline(self.client, pipe)
+        luascripts.run_pipeline(self.client, pipe)
         metrics.JOBS_COMPLETED.labels(
             group=job.group, kind=job.kind.value, status=Status.FAILURE.value
         ).inc()
@@ -157,7 +157,7 @@ class Store:
     def promote(self, group: str, *, now: int, batch: int = 500) -> PromoteResult:
         """Move due jobs of ``group`` to ready; tell when the next one is due."""
         g = self.keys.group(group)
-        moved, next_due, lag = lua.PROMOTE(self.client, [g.scheduled, g.ready], [now, batch])
+        moved, next_due, lag = luascripts.PROMOTE(self.client, [g.scheduled, g.ready], [now, batch])
         return PromoteResult(int(moved), None if int(next_due) < 0 else int(next_due), int(lag))
 
     @redis_errors
@@ -190,7 +190,7 @@ class Store:
     def start(self, group: str, job_id: str, worker_id: str, claim: str) -> Job | None:
         """Mark a claimed job running under ``claim``; None if it is no longer queued."""
         g = self.keys.group(group)
-        fields = lua.START(
+        fields = luascripts.START(
             self.client,
             [g.job(job_id), g.running(worker_id), g.events,
              *_status_keys(g, Status.QUEUED, Status.RUNNING)],
@@ -213,7 +213,7 @@ class Store:
         """
         g = self.keys.group(job.group)
         flat = [item for entry in lines for item in entry]
-        return int(lua.APPEND_LOGS(
+        return int(luascripts.APPEND_LOGS(
             self.client,
             [g.job(job.id), g.logs(job.id), g.redact(job.id)],
             [job.claim or "", LOGS_MAXLEN, job.attempt, known_redactions, max_bytes, *flat],
@@ -241,7 +241,7 @@ class Store:
         worker = job.worker or ""
         encoded = {k: codec.pack(v) if k in codec.PACKED_FIELDS else v for k, v in fields.items()}
         outcome = int(
-            lua.COMPLETE(
+            luascripts.COMPLETE(
                 self.client,
                 [g.job(job.id), g.running(worker), g.completed, g.logs(job.id),
                  g.done(job.id), g.events, g.attempts(job.id),
@@ -264,7 +264,7 @@ class Store:
         """Put a failed attempt back in the queue for ``at_ms``; False when fenced off."""
         g = self.keys.group(job.group)
         worker = job.worker or ""
-        requeued = lua.RETRY(
+        requeued = luascripts.RETRY(
             self.client,
             [g.job(job.id), g.running(worker), g.scheduled, g.ready, g.wake, g.events,
              g.attempts(job.id), *_status_keys(g, Status.RUNNING, Status.QUEUED)],
@@ -278,7 +278,7 @@ class Store:
         """Give an unfinished job back (worker stopping): head of ready, nothing counted."""
         g = self.keys.group(job.group)
         worker = job.worker or ""
-        released = lua.RELEASE(
+        released = luascripts.RELEASE(
             self.client,
             [g.job(job.id), g.running(worker), g.ready, g.events, g.attempts(job.id),
              *_status_keys(g, Status.RUNNING, Status.QUEUED)],
@@ -295,7 +295,7 @@ class Store:
         for _ in range(10):
             job = self.get_job(job_id)
             g = self.keys.group(job.group)
-            answer = lua.CANCEL(
+            answer = luascripts.CANCEL(
                 self.client,
                 [g.job(job_id), g.scheduled, g.ready, g.completed, g.logs(job_id), g.done(job_id),
                  g.events, g.attempts(job_id), g.control(job.worker or ""),
@@ -344,7 +344,7 @@ class Store:
                     start += len(ids)
                 if not ids:
                     break
-                kinds = lua.CANCEL_MANY(
+                kinds = luascripts.CANCEL_MANY(
                     self.client,
                     [g.scheduled, g.completed, g.events,
                      *_status_keys(g, Status.QUEUED, Status.CANCELED), g.ixtrim,
@@ -402,7 +402,7 @@ class Store:
             f"and the job was already restarted {max_restarts} times",
             "traceback": "",
         })
-        outcome = lua.RECOVER(
+        outcome = luascripts.RECOVER(
             self.client,
             [g.job(job_id), g.running(dead_worker), g.ready, g.completed, g.logs(job_id),
              g.done(job_id), g.events, g.attempts(job_id),

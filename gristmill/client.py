@@ -13,21 +13,21 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from common.admission import ADMIN_USER, NAME_PATTERN, Admission
+from auth.identity import IdentityStore
 from common.connection import connect, redis_errors
 from common.errors import SpecError
 from common.fleet import Fleet
-from common.identity import IdentityStore
 from common.instance import InstanceSettings, validate_one
 from common.instance import decode as decode_instance
 from common.keys import Keys
 from common.models import Job, Kind, ScriptVersion, Status
 from common.queries import EVERYONE, JobFilter, Page, Viewer, iter_jobs, list_jobs, list_page
-from common.schedules import ScheduleStore
-from common.scripts import ScriptStore
 from common.settings import Settings
-from common.spec import JobSpec, parse_spec
 from common.store import LogEntry, Store
+from jobs.admission import ADMIN_USER, NAME_PATTERN, Admission
+from jobs.scripts import ScriptStore
+from jobs.spec import JobSpec, parse_spec
+from schedules.store import ScheduleStore
 
 
 class Gristmill:

@@ -9,9 +9,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Admin, ApiUser, Auth, IdentityAdmin, Svc
+from auth.identity import User
+from auth.permissions import Level, Role, require
 from common.errors import PermissionDenied
-from common.identity import User
-from common.permissions import Level, Role, require
 
 router = APIRouter(prefix="/api", tags=["identity and settings"])
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Auth, Svc
 from api.services import Services
-from common.identity import AuthContext
+from auth.identity import AuthContext
 
 router = APIRouter(prefix="/api", tags=["variables and resources"])
 

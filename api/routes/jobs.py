@@ -12,12 +12,12 @@ from pydantic import BaseModel, ConfigDict
 
 from api.auth import Auth, Svc
 from api.services import Services
+from auth.identity import AuthContext
 from common.errors import GristmillError, JobTimeout, NotFound
-from common.identity import AuthContext
 from common.models import Job, Kind, Status
 from common.queries import EVERYONE, JobFilter, Viewer, counts
-from common.spec import JobSpec, parse_spec, parse_time
 from common.store import LogEntry
+from jobs.spec import JobSpec, parse_spec, parse_time
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 

@@ -9,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Auth, Svc
 from api.services import Services
+from auth.identity import AuthContext
+from auth.permissions import Level, can, require, require_author
 from common.errors import NotFound
-from common.identity import AuthContext
 from common.models import ScriptVersion
-from common.permissions import Level, can, require, require_author
-from common.schedules import Schedule
+from schedules.store import Schedule
 
 router = APIRouter(prefix="/api", tags=["scripts"])
 

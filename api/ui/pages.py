@@ -33,13 +33,13 @@ from api.ui.session import (
     sign_in_token,
     sign_out,
 )
+from auth.identity import AuthContext
+from auth.permissions import can
 from common.errors import GristmillError, NotFound, SpecError
-from common.identity import AuthContext
 from common.models import Job, Kind, Status
-from common.permissions import can
 from common.queries import JobFilter, counts
-from common.signature import NO_DEFAULT, Param, python_params
-from common.spec import parse_time
+from jobs.signature import NO_DEFAULT, Param, python_params
+from jobs.spec import parse_time
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")

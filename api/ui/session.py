@@ -21,9 +21,9 @@ from fastapi import Depends, Request
 
 from api.auth import Svc
 from api.services import Services
-from common.authn import require_live
+from auth.authn import require_live
+from auth.identity import AuthContext
 from common.errors import AuthError, GristmillError, PermissionDenied
-from common.identity import AuthContext
 
 COOKIE = "gm_session"
 SESSION_S = 12 * 3600

@@ -31,10 +31,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.services import Services
-from common.crypto import SecretBox, generate_key
 from common.models import Job
 from common.settings import Settings
 from gristmill.embedded import EmbeddedRedis
+from vault.crypto import SecretBox, generate_key
 from worker.sandbox.policy import Sandbox
 from worker.worker import Worker
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from common.admission import Admission
 from common.models import Status
+from jobs.admission import Admission
 from tests.api.conftest import HOUR_MS, Api
 from worker.worker import Worker
 

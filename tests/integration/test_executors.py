@@ -16,7 +16,7 @@ import pytest
 from tests.procs import assert_no_process_running, unique_sleep
 from worker.executors.base import Outcome, Prepared, UnsupportedLanguage, interpret, prepare
 from worker.executors.binding import ArgumentError
-from worker.process import TRUNCATED, LogLine, ProcessResult, ProcessRun
+from worker.jobprocess import TRUNCATED, LogLine, ProcessResult, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox
 from worker.sandbox.warm import ForkServer
 

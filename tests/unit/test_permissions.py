@@ -1,4 +1,4 @@
-"""Who may do what (common.permissions), from tables of cases, without Redis."""
+"""Who may do what (auth.permissions), from tables of cases, without Redis."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from common.errors import PermissionDenied, SpecError
-from common.permissions import (
+from auth.permissions import (
     Acl,
     FolderAcl,
     Level,
@@ -20,6 +19,7 @@ from common.permissions import (
     may_run_as,
     require,
 )
+from common.errors import PermissionDenied, SpecError
 
 ALICE = Principal("alice", frozenset({"ops"}))
 BOB = Principal("bob")

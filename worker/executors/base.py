@@ -1,7 +1,7 @@
 """The executor interface the worker uses: ``prepare`` a job, then ``interpret`` its run.
 
 ``prepare`` turns (language, code, args) into a command and the files it
-needs in the job's directory; ``worker.process.ProcessRun`` runs it in the
+needs in the job's directory; ``worker.jobprocess.ProcessRun`` runs it in the
 job's sandbox; ``interpret`` turns
 the ``ProcessResult`` into an ``Outcome`` (a JSON result or a named error).
 
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from common.languages import LANGUAGES
 
 if TYPE_CHECKING:
-    from worker.process import ProcessResult
+    from worker.jobprocess import ProcessResult
 
 SUPPORTED_LANGUAGES: frozenset[str] = frozenset(LANGUAGES)
 STDERR_TAIL_LINES = 20

@@ -23,7 +23,7 @@ from worker.executors.base import Outcome, Prepared, failure, process_exited, st
 from worker.executors.binding import ArgumentError
 
 if TYPE_CHECKING:
-    from worker.process import ProcessResult
+    from worker.jobprocess import ProcessResult
 
 SCRIPT_FILE = "main.sh"
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from worker.executors.base import Outcome, Prepared, failure, process_exited
 
 if TYPE_CHECKING:
-    from worker.process import ProcessResult
+    from worker.jobprocess import ProcessResult
 
 MAIN_FILE = "main.py"
 ARGS_FILE = "args.json"

@@ -1,11 +1,11 @@
 """Variables, secrets and resources at item paths, with who may read and write them.
 
-Permission decisions come from :mod:`common.permissions`; the item's ACL and
+Permission decisions come from :mod:`auth.permissions`; the item's ACL and
 its folder's readers/writers come from an ``access`` callable given at
 construction (the API passes ``IdentityStore.access``), so this module never
 reads identity data itself.
 
-A secret's value is stored only sealed (:class:`common.crypto.SecretBox`,
+A secret's value is stored only sealed (:class:`vault.crypto.SecretBox`,
 context = its path); metadata and list views never carry it, sealed or not.
 A job that reads a secret records it in its group's redact set, from which
 the worker recovers the plaintexts (:func:`redaction_values`) to
@@ -21,12 +21,12 @@ from typing import Any
 
 import redis
 
+from auth.permissions import Acl, FolderAcl, Level, Principal, can, check_item_path, check_name, require
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
-from common.crypto import DecryptionError, SecretBox
 from common.errors import ConfigError, NotFound, SpecError
 from common.keys import Keys
-from common.permissions import Acl, FolderAcl, Level, Principal, can, check_item_path, check_name, require
+from vault.crypto import DecryptionError, SecretBox
 
 Access = Callable[[str], tuple[Acl, FolderAcl | None]]
 
