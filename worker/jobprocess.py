@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from worker.executors.base import Prepared
+from worker.executors.prepared import Prepared
 from worker.sandbox.policy import Limits, Sandbox
 from worker.sandbox.warm import FORK_SERVER_DIED, RESULT_FD, ForkServer, ForkServerError, WarmJob
 

@@ -23,8 +23,9 @@ from jobs.scripts import ScriptStore
 from vault.crypto import SecretBox
 from vault.store import redact, redaction_values
 from worker.environment import ephemeral_token, job_environment
-from worker.executors.base import Outcome, interpret, prepare
 from worker.executors.binding import ArgumentError
+from worker.executors.dispatch import interpret, prepare
+from worker.executors.outcome import Outcome
 from worker.jobprocess import LogLine, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox
 

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from tests.procs import assert_no_process_running, unique_sleep
-from worker.executors.base import Outcome, Prepared, UnsupportedLanguage, interpret, prepare
 from worker.executors.binding import ArgumentError
+from worker.executors.dispatch import UnsupportedLanguage, interpret, prepare
+from worker.executors.outcome import Outcome
+from worker.executors.prepared import Prepared
 from worker.jobprocess import TRUNCATED, LogLine, ProcessResult, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox
 from worker.sandbox.warm import ForkServer

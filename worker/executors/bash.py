@@ -19,8 +19,9 @@ import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from worker.executors.base import Outcome, Prepared, failure, process_exited, stderr_excerpt
 from worker.executors.binding import ArgumentError
+from worker.executors.outcome import Outcome, failure, process_exited, stderr_excerpt
+from worker.executors.prepared import Prepared
 
 if TYPE_CHECKING:
     from worker.jobprocess import ProcessResult

@@ -6,7 +6,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from worker.executors.base import Outcome, Prepared, failure, process_exited
+from worker.executors.outcome import Outcome, failure, process_exited
+from worker.executors.prepared import Prepared
 
 if TYPE_CHECKING:
     from worker.jobprocess import ProcessResult
