@@ -30,7 +30,7 @@ def authenticate(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthError("missing bearer token: send `Authorization: Bearer <token>`")
     context = svc.identity.authenticate(credentials.credentials)
-    require_live(context.token, svc.gm.store)
+    require_live(context.token, svc.store)
     return context
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -546,6 +547,23 @@ class Store:
             done = self.keys.group(job.group).done(job_id)
             # Rotating the list onto itself leaves the element for other waiters.
             self.client.blmove(done, done, self.block_s(min(left_s, 5.0)), "RIGHT", "LEFT")
+
+    def iter_logs(self, job_id: str, *, follow: bool = False, after: str = "0-0") -> Iterator[LogEntry]:
+        """The job's log entries after stream id ``after``; with ``follow``, new ones until
+        the job completes."""
+        while True:
+            entries = self.logs(job_id, after=after)
+            yield from entries
+            if entries:
+                after = entries[-1].id
+                continue
+            if not follow or self.get_job(job_id).is_terminal:
+                # One last read: lines written just before completion.
+                yield from self.logs(job_id, after=after)
+                return
+            for entry in self.logs(job_id, after=after, block_ms=1000):
+                after = entry.id
+                yield entry
 
     @redis_errors
     def logs(

@@ -111,7 +111,7 @@ def cmd_api(ns: argparse.Namespace) -> int:
 
     settings = Settings()
     _start(settings, "api")
-    app = create_app(Services.build(_instance(settings)))
+    app = create_app(Services.build(settings, _instance(settings).redis))
     host, port = ns.host or settings.api_host, ns.port or settings.api_port
     log.get(process="api").info("api listening", url=f"http://{host}:{port}/api/docs")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
