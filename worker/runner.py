@@ -21,7 +21,7 @@ from common.settings import Settings
 from common.store import FENCED, NEW_SECRETS, Store
 from jobs.scripts import ScriptStore
 from vault.crypto import SecretBox
-from vault.store import redact, redaction_values
+from vault.redaction import redact, redaction_values
 from worker.environment import ephemeral_token, job_environment
 from worker.executors.binding import ArgumentError
 from worker.executors.dispatch import interpret, prepare

@@ -11,7 +11,8 @@ from auth.permissions import Acl, FolderAcl, Level, Principal
 from common.errors import ConfigError, NotFound, PermissionDenied, SpecError
 from common.keys import Keys
 from vault.crypto import DecryptionError, SecretBox
-from vault.store import Vault, redact, redaction_values
+from vault.redaction import redact, redaction_values
+from vault.store import Vault
 
 NOW = 1_700_000_000_000
 SECRET = "s3cr3t-Pa55word-\u00e9\u2713"

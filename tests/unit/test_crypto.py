@@ -12,7 +12,7 @@ import pytest
 
 from common.errors import ConfigError, GristmillError
 from vault.crypto import KEY_HINT, DecryptionError, SecretBox, generate_key, load_or_create_key
-from vault.store import REDACTED, redact, redaction_values, secret_fragments
+from vault.redaction import REDACTED, redact, redaction_values, secret_fragments
 
 KEY = bytes(range(32))
 R = REDACTED
