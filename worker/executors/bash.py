@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from worker.executors.binding import ArgumentError
+from worker.executors.command import Prepared
 from worker.executors.outcome import Outcome, failure, process_exited, stderr_excerpt
-from worker.executors.prepared import Prepared
 
 if TYPE_CHECKING:
-    from worker.jobprocess import ProcessResult
+    from worker.executors.command import ProcessResult
 
 SCRIPT_FILE = "main.sh"
 

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 from common.languages import LANGUAGES
 from worker.executors import bash, python3
+from worker.executors.command import Prepared
 from worker.executors.outcome import Outcome, failure
-from worker.executors.prepared import Prepared
 
 if TYPE_CHECKING:
-    from worker.jobprocess import ProcessResult
+    from worker.executors.command import ProcessResult
 
 SUPPORTED_LANGUAGES: frozenset[str] = frozenset(LANGUAGES)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from worker.jobprocess import ProcessResult
+    from worker.executors.command import ProcessResult
 
 STDERR_TAIL_LINES = 20
 

@@ -6,11 +6,11 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from worker.executors.command import Prepared
 from worker.executors.outcome import Outcome, failure, process_exited
-from worker.executors.prepared import Prepared
 
 if TYPE_CHECKING:
-    from worker.jobprocess import ProcessResult
+    from worker.executors.command import ProcessResult
 
 MAIN_FILE = "main.py"
 ARGS_FILE = "args.json"
