@@ -21,24 +21,14 @@ import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from auth.permissions import (
-    LEVELS,
-    ROLES,
-    Acl,
-    FolderAcl,
-    Level,
-    Principal,
-    check_identity,
-    check_item_path,
-    check_name,
-    lesser_role,
-)
+from auth.permissions import LEVELS, ROLES, Acl, FolderAcl, Level, Principal, lesser_role
 from auth.permissions import Role as RoleName
 from auth.tokens import TokenInfo, TokenStore
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import AuthError, GristmillError, NotFound, SpecError
 from common.keys import Keys
+from common.paths import check_identity, check_item_path, check_name
 
 INBOX = "inbox"  # the built-in user of tokenless inbox specs: no groups, no rights, never stored
 MAX_PASSWORD_LENGTH = 1024

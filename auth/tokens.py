@@ -21,11 +21,11 @@ from typing import Any, Literal
 
 import redis
 
-from auth.permissions import check_identity
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import AuthError, NotFound, SpecError
 from common.keys import Keys
+from common.paths import check_identity
 
 PREFIX = "gm_"
 ID_LENGTH = 12

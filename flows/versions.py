@@ -9,12 +9,12 @@ from typing import Any
 
 import redis
 
-from auth.permissions import check_item_path
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import GristmillError, NotFound
 from common.keys import Keys
 from common.luascripts import LuaScript
+from common.paths import check_item_path
 from flows.model import OpenFlow, dump_flow, parse_flow
 from jobs.scripts import HASH_LENGTH, is_hash
 

@@ -16,9 +16,9 @@ from urllib.parse import urlparse
 
 import redis
 
-from auth.permissions import check_name
 from common.connection import redis_errors
 from common.errors import ConfigError, SpecError
+from common.paths import check_name
 
 PRODUCER_COMMANDS = ("lpush", "ping")
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import redis
 
-from auth.permissions import check_item_path
 from common import luascripts
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
@@ -17,6 +16,7 @@ from common.errors import GristmillError, NotFound, SpecError
 from common.keys import Keys
 from common.languages import LANGUAGES
 from common.models import ScriptVersion
+from common.paths import check_item_path
 from common.retry import parse_policy
 from jobs.spec import MAX_TIMEOUT_S
 

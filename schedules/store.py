@@ -13,11 +13,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from auth.permissions import Principal, check_item_path
+from auth.permissions import Principal
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import DuplicateJob, GristmillError, NotFound, PermissionDenied, SpecError
 from common.instance import decode as decode_instance
+from common.paths import check_item_path
 from common.store import Store
 from jobs.admission import ADMIN_USER, OPERATOR, Admission
 from jobs.spec import JobSpec

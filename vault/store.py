@@ -21,11 +21,12 @@ from typing import Any
 
 import redis
 
-from auth.permissions import Acl, FolderAcl, Level, Principal, can, check_item_path, check_name, require
+from auth.permissions import Acl, FolderAcl, Level, Principal, can, require
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import ConfigError, NotFound, SpecError
 from common.keys import Keys
+from common.paths import check_item_path, check_name
 from vault.crypto import SecretBox
 
 Access = Callable[[str], tuple[Acl, FolderAcl | None]]

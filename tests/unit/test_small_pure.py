@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from auth.permissions import check_item_path as check_path
 from common.errors import GristmillError, SpecError
 from common.instance import InstanceSettings, decode, validate_one
+from common.paths import check_item_path as check_path
 from gristmill.durations import parse_arg_pairs, parse_duration_ms
 from jobs.scripts import check_limits, script_hash
 from scheduler.promoter import FINE_WAIT_MS, IDLE_BLOCK_S, plan_wait
