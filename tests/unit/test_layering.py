@@ -15,7 +15,10 @@ import sys
 import tomllib
 from pathlib import Path
 
+import grimp
 import pytest
+
+from worker.sandbox.policy import PACKAGES as SANDBOX_PACKAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
@@ -80,3 +83,10 @@ def test_a_planted_violation_breaks_its_contract(
     assert code != 0, out
     for name in (LAYERS, KERNEL, ACYCLIC):
         assert f"{name} {'BROKEN' if name in broken else 'KEPT'}" in out, out
+
+
+def test_the_sandbox_exposes_every_package_that_import_gristmill_needs() -> None:
+    """Job code may `import gristmill`: a package it imports that the sandbox hides fails the job."""
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    needed = {module.split(".")[0] for module in graph.find_upstream_modules("gristmill")}
+    assert needed <= set(SANDBOX_PACKAGES), needed - set(SANDBOX_PACKAGES)
