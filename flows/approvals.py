@@ -15,9 +15,9 @@ from __future__ import annotations
 import secrets
 from typing import Any, Literal
 
+from auth.permissions import Principal
 from common.errors import GristmillError, NotFound, PermissionDenied
 from common.models import Job, Kind
-from common.permissions import Principal
 from common.store import Store
 from flows.approval import resume_urls, verify
 from flows.handoff import send

@@ -18,7 +18,7 @@ import redis
 
 from common.connection import redis_errors
 from common.keys import Keys
-from common.lua import LuaScript
+from common.luascripts import LuaScript
 from common.models import Job, Status
 from flows.state import Event, JobCompleted
 

@@ -21,14 +21,16 @@ from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import DuplicateJob, NotFound, SpecError
 from common.keys import EVENTS_MAXLEN, Keys
-from common.lua import LuaScript
+from common.luascripts import LuaScript
 from common.models import Job, Kind, Status
-from common.spec import JobSpec
 from flows.inputs import bind_inputs
 from flows.model import OpenFlow, dump_flow, parse_flow
 from flows.state import Start
+from flows.steps import StepRow, step_rows
+from flows.store import FlowStore
 from flows.transition import initial_state
 from flows.versions import FlowVersions
+from jobs.spec import JobSpec
 
 FLOW_OPEN = LuaScript("flow_open", resources.files("flows").joinpath("lua", "flow_open.lua").read_text())
 # The record's worker and claim: the flow engine, which completes it with complete.lua's fencing.
@@ -57,6 +59,17 @@ class FlowJobs:
             raise SpecError(str(exc)) from None
         return {"kind": Kind.FLOW, "script_path": version.path, "script_hash": version.hash,
                 "language": ""}
+
+    def steps(self, flow_id: str) -> list[StepRow]:
+        """The steps of a flow job as rows of a tree (empty for a flow whose state expired)."""
+        group = self.client.get(self.keys.jobloc(flow_id))
+        if group is None:
+            raise NotFound(f"no job {flow_id} (never enqueued, or older than the retention period)")
+        reader = FlowStore(self.client, self.keys)
+        state = reader.state(group.decode(), flow_id)
+        if state is None:
+            return []
+        return step_rows(state, reader.archived_frames(group.decode(), flow_id))
 
     def definition(self, job: Job, spec: JobSpec | None = None) -> OpenFlow:
         """The flow a flow job runs: its pinned version, or the preview's own document."""

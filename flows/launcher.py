@@ -18,7 +18,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from common.admission import Admission
 from common.connection import redis_errors
 from common.errors import DuplicateJob, GristmillError, NotFound, PermissionDenied, SpecError
 from common.models import Job, Kind, Status
@@ -26,6 +25,7 @@ from common.store import Store
 from flows.handoff import StepOutcome, forward, send
 from flows.jobs import FlowJobs
 from flows.state import EarlyReturn, FlowCompleted, JobCompleted, StartJob
+from jobs.admission import Admission
 
 _CACHE = 1024
 

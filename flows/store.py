@@ -30,7 +30,7 @@ from pydantic import TypeAdapter
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.keys import Keys
-from common.lua import LuaScript, ScriptArg
+from common.luascripts import LuaScript, ScriptArg
 from flows.expr import Evaluator
 from flows.handoff import POP_IF_HEAD, StepOutcome
 from flows.handoff import forward as forward_outcomes

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable
 
 from common import log
-from common.admission import Admission
 from common.clock import Clock
 from common.errors import NotFound, RedisUnavailable
 from common.instance import InstanceSettings
@@ -26,6 +25,7 @@ from flows.jobs import FLOW_WORKER, FlowJobs
 from flows.launcher import StepJobs
 from flows.state import Cancel
 from flows.store import FlowStore
+from jobs.admission import Admission
 
 TAKE_BLOCK_S = 1.0  # also how long a stopping scheduler waits for its advancers
 # A running flow that committed nothing for this long has its live steps looked up.

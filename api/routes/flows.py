@@ -12,10 +12,10 @@ from api.auth import Auth, Svc
 from api.routes.jobs import RunQuery, WaitS, submit, visible_job, wait_result
 from api.routes.scripts import check, readable
 from api.services import Services
+from auth.identity import AuthContext
+from auth.permissions import require_author
 from common.errors import NotFound
-from common.identity import AuthContext
 from common.models import Job
-from common.permissions import require_author
 from flows.approvals import FLOW_KINDS
 from flows.steps import StepRow
 from flows.versions import FlowVersion
@@ -51,14 +51,14 @@ def create_flow(body: NewFlow, svc: Svc, context: Auth) -> dict[str, Any]:
     """Save a new immutable flow version at ``path`` (write permission on it; not operators)."""
     require_author(context.principal, "deploy flows")
     check(svc, context, "write", body.path)
-    version, created = svc.gm.deploy_flow(body.path, body.value, created_by=context.principal.name)
+    version, created = svc.flow_jobs.versions.deploy(body.path, body.value, created_by=context.principal.name)
     return {**flow_view(version), "created": created}
 
 
 @router.get("/flows")
 def list_flows(svc: Svc, context: Auth) -> list[dict[str, str]]:
     """Flow paths the caller may read, with their latest hash."""
-    return [{"path": path, "hash": digest} for path, digest in svc.gm.flows.all_paths().items()
+    return [{"path": path, "hash": digest} for path, digest in svc.flow_jobs.versions.all_paths().items()
             if readable(svc, context, path)]
 
 
@@ -66,12 +66,12 @@ def list_flows(svc: Svc, context: Auth) -> list[dict[str, str]]:
 def get_flow(path: str, svc: Svc, context: Auth) -> dict[str, Any]:
     if not readable(svc, context, path):
         raise NotFound(f"no flow at path {path!r}")
-    return flow_view(svc.gm.flows.latest(path))
+    return flow_view(svc.flow_jobs.versions.latest(path))
 
 
 @router.get("/flows/h/{flow_hash}")
 def get_flow_by_hash(flow_hash: str, svc: Svc, context: Auth) -> dict[str, Any]:
-    version = svc.gm.flows.by_hash(flow_hash)
+    version = svc.flow_jobs.versions.by_hash(flow_hash)
     if not readable(svc, context, version.path):
         raise NotFound(f"no flow version with hash {flow_hash}")
     return flow_view(version)
@@ -81,7 +81,7 @@ def get_flow_by_hash(flow_hash: str, svc: Svc, context: Auth) -> dict[str, Any]:
 def flow_history(path: str, svc: Svc, context: Auth) -> list[str]:
     if not readable(svc, context, path):
         raise NotFound(f"no flow at path {path!r}")
-    return svc.gm.flows.history(path)
+    return svc.flow_jobs.versions.history(path)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ def flow_status(flow_id: str, svc: Svc, context: Auth) -> dict[str, Any]:
     """The flow job's status and its steps as rows of a tree; the steps waiting for approval."""
     job = visible_flow(svc, context, flow_id)
     return {"id": job.id, "status": job.status.value,
-            "steps": [row_view(row) for row in svc.gm.flow_steps(flow_id)],
+            "steps": [row_view(row) for row in svc.flow_jobs.steps(flow_id)],
             "waiting": sorted(svc.approvals.waiting(job))}
 
 

@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 import redis
 
-from common.crypto import generate_key
-from common.identity import IdentityStore
+from auth.identity import IdentityStore
 from common.keys import Keys
-from common.schedules import Schedule
 from gristmill.client import Gristmill
 from gristmill.embedded import EmbeddedRedis, free_port
+from schedules.store import Schedule
 from tests.e2e.conftest import (
     Processes,
     RunningFleet,
@@ -27,6 +26,7 @@ from tests.e2e.conftest import (
     worker_id_of,
 )
 from tests.e2e.test_identity_e2e import Http, healthy
+from vault.crypto import generate_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
