@@ -4,9 +4,9 @@ A flow job is never run by a worker: its record is written already ``running``
 (worker ``flows``, the flow engine) in one script with the flow's definition,
 initial state and start event (``flow_open.lua``), and it is completed by the
 flow's last transition (:class:`flows.launcher.StepJobs`). Admission
-(``common/admission.py``) calls :meth:`FlowJobs.describe` and
-:meth:`FlowJobs.open` through its ``FlowJobsLike`` protocol, since the kernel
-imports no domain package.
+(``jobs/admission.py``) calls :meth:`FlowJobs.describe` and
+:meth:`FlowJobs.open` through its ``FlowJobsLike`` protocol, since flows/ builds
+on jobs/ and not the reverse.
 """
 
 from __future__ import annotations
