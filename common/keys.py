@@ -64,6 +64,7 @@ key                               type    holds                                 
 ``gm:{wg:G}:flowtimers``           ZSET    ``<flow id> <key>`` -> due ms (suspend)    dispatch / timer sweep
 ``gm:{wg:G}:flownotify``           LIST    step outcomes to hand to their flows       step completion / fwd
 ``gm:{wg:G}:flownonce:<id>:<n>``   STRING  a resume URL's nonce, used (TTL: expiry)   resume endpoint
+``gm:{wg:G}:flowearly:<id>``       LIST    wakes run_wait_result: early return, end    flow launcher
 ================================  ======  =========================================  =======================
 """
 
@@ -155,6 +156,9 @@ class GroupKeys:
 
     def flow_nonce(self, flow_id: str, nonce: str) -> str:
         return f"{self.prefix}:flownonce:{flow_id}:{nonce}"
+
+    def flow_early(self, flow_id: str) -> str:
+        return f"{self.prefix}:flowearly:{flow_id}"
 
     def index(self, entry: str) -> str:
         """A listing index; ``entry`` is ``<dim>:<value>`` (see common/indexes.py)."""

@@ -11,6 +11,8 @@ on jobs/ and not the reverse.
 
 from __future__ import annotations
 
+import json
+import time
 from importlib import resources
 from typing import Any
 
@@ -19,10 +21,11 @@ import redis
 from common import indexes, metrics
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
-from common.errors import DuplicateJob, NotFound, SpecError
+from common.errors import DuplicateJob, JobTimeout, NotFound, SpecError
 from common.keys import EVENTS_MAXLEN, Keys
 from common.luascripts import LuaScript
 from common.models import Job, Kind, Status
+from common.store import Store
 from flows.inputs import bind_inputs
 from flows.model import OpenFlow, dump_flow, parse_flow
 from flows.state import Start
@@ -70,6 +73,24 @@ class FlowJobs:
         if state is None:
             return []
         return step_rows(state, reader.archived_frames(group.decode(), flow_id))
+
+    def wait_early(self, store: Store, flow_id: str, timeout_s: float) -> tuple[Job, bool, Any]:
+        """Wait until the flow answers early (``early_return``) or ends: (its record, whether it
+        answered early, the early result); JobTimeout after ``timeout_s``."""
+        key = self.keys.group(store.locate(flow_id)).flow_early(flow_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = store.get_job(flow_id)
+            early = (job.model_extra or {}).get("early_result")
+            if early is not None:
+                return job, True, json.loads(early)
+            if job.is_terminal:
+                return job, False, None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise JobTimeout(f"flow {flow_id} is still {job.status} after {timeout_s:g} s")
+            # Rotating the list onto itself leaves its element for the other waiters.
+            self.client.blmove(key, key, store.block_s(min(left, 1.0)), "RIGHT", "LEFT")
 
     def definition(self, job: Job, spec: JobSpec | None = None) -> OpenFlow:
         """The flow a flow job runs: its pinned version, or the preview's own document."""

@@ -28,6 +28,7 @@ from flows.state import EarlyReturn, FlowCompleted, JobCompleted, StartJob
 from jobs.admission import Admission
 
 _CACHE = 1024
+EARLY_TTL_S = 24 * 3600  # the wake-up list of run_wait_result callers of one flow
 
 
 class StepJobs:
@@ -132,8 +133,18 @@ class StepJobs:
 
     @redis_errors
     def early_return(self, flow_id: str, action: EarlyReturn) -> None:
-        """Keep the early result on the flow job's record (``early_result``, JSON)."""
-        self.store.set_fields(self._flow(flow_id), {"early_result": json.dumps(action.result)})
+        """Keep the early result on the flow job's record (``early_result``, JSON), then wake
+        the callers waiting for it (``FlowJobs.wait_early``)."""
+        flow = self._flow(flow_id)
+        self.store.set_fields(flow, {"early_result": json.dumps(action.result)})
+        self._wake(flow)
+
+    def _wake(self, flow: Job) -> None:
+        early = self.store.keys.group(flow.group).flow_early(flow.id)
+        pipe = self.store.client.pipeline(transaction=False)
+        pipe.lpush(early, "1")
+        pipe.expire(early, EARLY_TTL_S)
+        pipe.execute()
 
     @redis_errors
     def complete_flow(self, flow_id: str, action: FlowCompleted) -> None:
@@ -148,5 +159,6 @@ class StepJobs:
         self.store.complete(flow, status, fields, retention_s=self.retention_s(),
                             notify=None if step is None else step.to_json())
         self._flows.pop(flow_id, None)
+        self._wake(flow)
         if step is not None:
             forward(self.store.client, self.store.keys, flow.group)

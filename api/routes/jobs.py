@@ -83,8 +83,14 @@ def submit(svc: Services, context: AuthContext, fields: dict[str, Any]) -> Job:
 
 
 def wait_result(svc: Services, context: AuthContext, job: Job, wait_s: float) -> Any:
+    """The job's result once it succeeded (a flow's early result as soon as it answers)."""
     try:
-        done = svc.store.wait(job.id, wait_s)
+        if job.kind in (Kind.FLOW, Kind.FLOWPREVIEW):
+            done, answered, early = svc.flow_jobs.wait_early(svc.store, job.id, wait_s)
+            if answered:
+                return early
+        else:
+            done = svc.store.wait(job.id, wait_s)
     except JobTimeout:
         raise JobTimeout(
             f"job {job.id} did not complete within {wait_s:g} s; it keeps running: "

@@ -14,6 +14,7 @@ import redis
 
 from auth.identity import IdentityStore
 from common.keys import Keys
+from common.models import Kind
 from gristmill.client import Gristmill
 from gristmill.embedded import EmbeddedRedis, free_port
 from schedules.store import Schedule
@@ -386,3 +387,22 @@ def test_the_readme_example_runs(fleet_up: RunningFleet, tmp_path: Path) -> None
     assert ran.returncode == 0 and json.loads(ran.stdout) == {"big": 140}, ran.stderr
     ran = procs.cli("flow", "preview", str(tmp_path / "squares.yaml"), "-a", "n=3", "--wait")
     assert ran.returncode == 0 and json.loads(ran.stdout) == [0, 1, 4], ran.stderr
+
+
+def test_run_wait_result_answers_a_flow_s_early_return(flow_fleet: FlowFleet) -> None:
+    """early_return: the synchronous caller gets step a's result while step b still runs."""
+    fleet = flow_fleet
+    gate = fleet.procs.share / "go"
+    slow = raw("b", "import pathlib, time\n\ndef main(gate: str):\n"
+                    "    for _ in range(1200):\n        if pathlib.Path(gate).exists():\n"
+                    "            return 'late'\n        time.sleep(0.05)\n", gate=json.dumps(str(gate)))
+    doc = flow_of(raw("a", "def main():\n    return {'early': True}"), slow)
+    doc["value"]["early_return"] = "a"
+    answer = fleet.http.ok("POST", "/api/jobs/run_wait_result/preview_flow", fleet.tokens["admin"],
+                           {"value": doc, "args": {}}, query={"wait_s": 60})
+    assert answer == {"early": True}
+    running = fleet.gm.list_jobs(kind=Kind.FLOWPREVIEW)
+    assert [job.status for job in running] == ["running"]
+    gate.touch()
+    done = fleet.gm.wait(running[0].id, WAIT_S)
+    assert (done.status, done.result) == ("success", "late"), done.error
