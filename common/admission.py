@@ -121,9 +121,15 @@ class Admission:
         defaults: dict[str, Any]
         if spec.path is not None or spec.hash is not None:
             try:
-                version = self.scripts.get(spec.hash or spec.path or "")
+                version = self.scripts.by_hash(spec.hash) if spec.hash else \
+                    self.scripts.runnable(spec.path or "")
             except NotFound as exc:
                 raise SpecError(str(exc)) from None
+            if version.lock_status == "failed":
+                raise SpecError(
+                    f"script version {version.hash} of {version.path} cannot run: lock failed: "
+                    f"{version.lock_job} (see `gristmill job get {version.lock_job}`); fix its "
+                    f"requirements and deploy again, or `gristmill script lock {version.hash}`")
             if not trusted:
                 self._require_run(permissioned_as, version.path)
             fields = {"kind": Kind.SCRIPT, "script_path": version.path,

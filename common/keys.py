@@ -32,6 +32,8 @@ key                               type    holds                                 
 ``gm:{scripts}:script:<hash>``    HASH    one immutable script version               script deploy
 ``gm:{scripts}:paths``            HASH    path -> latest hash                        script deploy
 ``gm:{scripts}:history:<path>``   LIST    hashes of a path, oldest first             script deploy
+``gm:{scripts}:locked``           HASH    path -> latest runnable (locked) hash      deploy, dependencies job
+``gm:{scripts}:lockcache:<sha>``  STRING  a resolved lock by requirement set         dependencies / previews
 ``gm:{auth}:user:<name>``          HASH    name, password (argon2), role, …           user create
 ``gm:{auth}:users``                SET     user names                                 user create/delete
 ``gm:{auth}:group:<name>``         HASH    name, created_at, created_by               group create
@@ -212,6 +214,15 @@ class Keys:
 
     def script_history(self, path: str) -> str:
         return f"{self.namespace}:{{scripts}}:history:{path}"
+
+    @property
+    def script_locked(self) -> str:
+        """path -> the latest version that may run (locked, or needing no lock)."""
+        return f"{self.namespace}:{{scripts}}:locked"
+
+    def lock_cache(self, digest: str) -> str:
+        """A resolved lock, by the sha256 of its requirement set and index options (TTL)."""
+        return f"{self.namespace}:{{scripts}}:lockcache:{digest}"
 
     def flow_version(self, flow_hash: str) -> str:
         return f"{self.namespace}:{{flows}}:flow:{flow_hash}"

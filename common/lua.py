@@ -55,13 +55,14 @@ COMPLETE = _load("complete")
 RECOVER = _load("recover")
 REJECT = _load("reject")
 DEPLOY_SCRIPT = _load("deploy_script")
+SET_LOCK = _load("set_lock")
 RETRY = _load("retry")
 RELEASE = _load("release")
 CANCEL = _load("cancel")
 CANCEL_MANY = _load("cancel_many")
 
 ALL = (ENQUEUE, PROMOTE, START, APPEND_LOGS, COMPLETE, RECOVER, REJECT, DEPLOY_SCRIPT, RETRY,
-       RELEASE, CANCEL, CANCEL_MANY)
+       RELEASE, CANCEL, CANCEL_MANY, SET_LOCK)
 
 
 def load_all(client: redis.Redis) -> None:

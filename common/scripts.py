@@ -65,13 +65,15 @@ class ScriptStore:
     def deploy(
         self, path: str, language: str, code: str, *, created_by: str = "u/admin",
         timeout_s: int | None = None, retry: dict[str, Any] | None = None, tag: str | None = None,
-        limits: dict[str, int] | None = None,
+        limits: dict[str, int] | None = None, lock_fields: dict[str, str] | None = None,
     ) -> tuple[ScriptVersion, bool]:
         """Save a version (idempotent); return it and whether it is new.
 
         ``limits`` are sandbox limits for its jobs (``memory_mb``, ``max_procs``,
         ``file_mb``, ``open_files``, ``disk_mb``); a worker applies the lower of
-        them and its own.
+        them and its own. ``lock_fields`` (``lock_status``, ``lock``, ``lock_job``,
+        ``requirements``; see deps/locking.py) are written with a new version and
+        are not part of its hash.
         """
         check_item_path(path)
         if language not in LANGUAGES:
@@ -90,9 +92,11 @@ class ScriptStore:
         try:
             created = lua.DEPLOY_SCRIPT(
                 self.client,
-                [self.keys.script(digest), self.keys.script_paths, self.keys.script_history(path)],
+                [self.keys.script(digest), self.keys.script_paths, self.keys.script_history(path),
+                 self.keys.script_locked],
                 [digest, path, language, code, now, created_by,
-                 *(item for pair in defaults.items() for item in pair)],
+                 *(item for pair in {**defaults, **(lock_fields or {})}.items()
+                   for item in pair)],
             )
         except redis.exceptions.ResponseError as exc:
             raise GristmillError(str(exc)) from exc
@@ -115,6 +119,44 @@ class ScriptStore:
     def get(self, ref: str) -> ScriptVersion:
         """A version by hash, or the latest at a path."""
         return self.by_hash(ref) if is_hash(ref) else self.latest(ref)
+
+    @redis_errors
+    def runnable(self, path: str) -> ScriptVersion:
+        """The version a run by path uses: the latest whose lock is ready (or needs none).
+
+        With none ready yet, the latest version: its job waits for its lock, or
+        is refused when the lock failed.
+        """
+        digest = self.client.hget(self.keys.script_locked, path)
+        if digest is not None:
+            return self.by_hash(digest.decode())
+        latest = self.latest(path)
+        for older in reversed(self.history(path)):  # a failed relock left no pointer
+            version = latest if older == latest.hash else self.by_hash(older)
+            if version.runnable:
+                return version
+        return latest
+
+    @redis_errors
+    def set_lock(self, digest: str, job_id: str, status: str, lock: str = "",
+                 requirements: str = "") -> bool:
+        """Record a lock (``locked``), its failure (``failed``) or a relock (``locking``)
+        made by dependencies job ``job_id``; False when a later relock superseded it."""
+        version = self.by_hash(digest)
+        return bool(lua.SET_LOCK(
+            self.client,
+            [self.keys.script(digest), self.keys.script_locked, self.keys.script_history(version.path)],
+            [job_id, status, lock, requirements],
+        ))
+
+    @redis_errors
+    def cached_lock(self, digest: str) -> str | None:
+        raw = self.client.get(self.keys.lock_cache(digest))
+        return None if raw is None else str(raw.decode())
+
+    @redis_errors
+    def cache_lock(self, digest: str, lock: str, ttl_s: int) -> None:
+        self.client.set(self.keys.lock_cache(digest), lock, ex=ttl_s)
 
     @redis_errors
     def all_paths(self) -> dict[str, str]:

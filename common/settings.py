@@ -100,6 +100,27 @@ class Settings(BaseSettings):
         description="`warm`: jobs are forked from the worker's fork server (python3 runs "
         "in the forked process); `cold`: a fresh launcher interpreter per job.",
     )
+    pip_index_url: str | None = Field(
+        default=None,
+        description="Package index the dependencies of python3 scripts are resolved and "
+        "installed from (uv's --index-url); default: PyPI.",
+    )
+    pip_extra_index_url: str = Field(
+        default="", description="More package indexes, space-separated (--extra-index-url)."
+    )
+    pip_find_links: str = Field(
+        default="",
+        description="Directories or URLs of wheels, space-separated (--find-links); local "
+        "directories are shown read-only to dependencies jobs.",
+    )
+    pip_no_index: bool = Field(
+        default=False, description="Use only --find-links, never an index (--no-index)."
+    )
+    deps_dir: Path | None = Field(
+        default=None,
+        description="Where a worker keeps the environments of locked scripts (one directory "
+        "per lock hash) and uv's cache; default: <data_dir>/deps.",
+    )
     log_format: str = Field(
         default="auto", pattern="^(auto|json|console)$", description="auto: JSON unless a TTY."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import threading
 import time
@@ -16,12 +17,13 @@ from common.crypto import SecretBox
 from common.errors import NotFound, RedisUnavailable
 from common.instance import InstanceSettings
 from common.loops import Outage
-from common.models import Job, Status
+from common.models import Job, Kind, ScriptVersion, Status
 from common.retry import next_delay_s, parse_policy
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import FENCED, NEW_SECRETS, Store
 from common.vault import redact, redaction_values
+from worker.dependencies import Dependencies, DependencyFailure, with_deps
 from worker.environment import ephemeral_token, job_environment
 from worker.executors.base import Outcome, interpret, prepare
 from worker.executors.binding import ArgumentError
@@ -150,7 +152,9 @@ class JobRunner:
     def __init__(
         self, *, store: Store, scripts: ScriptStore, settings: Settings, sandbox: Sandbox,
         clock: Clock = now_ms, tokens: JobTokens | None = None, box: SecretBox | None = None,
+        deps: Dependencies | None = None,
     ) -> None:
+        self.deps = deps
         self.store = store
         self.sandbox = sandbox
         self.tokens = tokens
@@ -234,30 +238,50 @@ class JobRunner:
         with self._lock:
             if job.id in self._cancel_pending or self._releasing:
                 return failure("Canceled", "job was canceled before it started")
+        timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
+        deadline = time.monotonic() + timeout_s
+        sandbox, lock_input = self.sandbox, None
         try:
-            code, language, limits = self._write(lambda: self._code(job))
-            prepared = prepare(language, code, job.args)
+            if job.kind == Kind.DEPENDENCIES and self.deps is not None:
+                deps = self.deps
+                prepared, lock_input = self._write(lambda: deps.lock_plan(job))
+                language, limits = Kind.DEPENDENCIES.value, self.sandbox.limits
+                sandbox = deps.sandbox_for_resolver(sandbox)
+            else:
+                version, code, language, limits = self._write(lambda: self._code(job))
+                prepared = prepare(language, code, job.args)
+                if language == "python3" and self.deps is not None:
+                    deps = self.deps
+                    needs = self._write(
+                        lambda: deps.for_job(job, version, code, sink, sandbox, deadline))
+                    prepared = dataclasses.replace(prepared, env={**prepared.env, **needs.env})
+                    sandbox = with_deps(sandbox, needs)
         except ArgumentError as exc:
             return failure("ArgumentError", str(exc))
         except NotFound as exc:
             return failure("ScriptNotFound", str(exc))
-        timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
+        except DependencyFailure as exc:
+            return exc.outcome
         env = job_environment(
             job, base_url=self.settings.base_url,
             token=self._write(lambda: self._mint_token(job, timeout_s)),
         )
-        run = ProcessRun(prepared, sandbox=self.sandbox, env=env, timeout_s=timeout_s, sink=sink,
-                         limits=limits)
+        run = ProcessRun(prepared, sandbox=sandbox, env=env, sink=sink, limits=limits,
+                         timeout_s=max(1.0, deadline - time.monotonic()))
         sink.run = run
         with self._lock:
             self._active[job.id] = run
             if job.id in self._cancel_pending or self._releasing:
                 run.cancel()
         try:
-            return interpret(language, run.run())
+            result = run.run()
         finally:
             with self._lock:
                 self._active.pop(job.id, None)
+        if lock_input is not None and self.deps is not None:
+            deps, text, releasing = self.deps, lock_input, self._releasing
+            return self._write(lambda: deps.finish_lock(job, text, result, releasing=releasing))
+        return interpret(language, result)
 
     def _mint_token(self, job: Job, timeout_s: int) -> str:
         """WM_TOKEN: the permissions of permissioned_as, until the job ends (or timeout + 60 s)."""
@@ -267,12 +291,14 @@ class JobRunner:
         return self.tokens.mint_job_token(job.id, job.permissioned_as, expires_at=expires_at,
                                           created_by=job.created_by)
 
-    def _code(self, job: Job) -> tuple[str, str, Limits]:
-        """The job's code, language and sandbox limits (its script's, within the worker's)."""
+    def _code(self, job: Job) -> tuple[ScriptVersion | None, str, str, Limits]:
+        """The job's version, code, language and sandbox limits (its script's, within the
+        worker's)."""
         if job.code is not None:
-            return job.code, job.language, self.sandbox.limits
+            return None, job.code, job.language, self.sandbox.limits
         version = self._script_code(job.script_hash or "")
-        return version.code, version.language, self.sandbox.limits.tightened(version.limits)
+        return version, version.code, version.language, \
+            self.sandbox.limits.tightened(version.limits)
 
     def _complete(
         self, job: Job, outcome: Outcome, duration_ms: int, instance: InstanceSettings,

@@ -26,6 +26,7 @@ from common.models import Job
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
+from worker.dependencies import Dependencies
 from worker.runner import JobRunner, JobTokens
 from worker.sandbox.policy import Sandbox
 
@@ -77,7 +78,8 @@ class Worker:
         self._slots = threading.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="job")
         self._runner = JobRunner(store=store, scripts=scripts, settings=settings, clock=clock,
-                                 sandbox=sandbox, tokens=tokens, box=box)
+                                 sandbox=sandbox, tokens=tokens, box=box,
+                                 deps=Dependencies(scripts=scripts, store=store, settings=settings))
         self.log = log.get(worker_id=self.worker_id, group=group)
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 # Our own top-level packages: job code may `import gristmill` (the in-job client).
-PACKAGES = ("common", "worker", "scheduler", "api", "gristmill")
+PACKAGES = ("common", "deps", "worker", "scheduler", "api", "gristmill")
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 # Jobs get uids of their own, far above any real account's.
 UID_BASE = 1_000_000_000

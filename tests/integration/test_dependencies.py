@@ -1,0 +1,221 @@
+"""Dependencies jobs, locks and environments, end to end on a real Redis and real workers.
+
+No package index is reached: the tests write two tiny wheels (one depending on
+the other) into a directory and the workers resolve with ``--no-index
+--find-links`` it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from common.admission import Admission
+from common.errors import SpecError
+from common.fleet import Fleet
+from common.models import Kind, Status
+from common.scripts import ScriptStore
+from common.settings import Settings
+from common.spec import parse_spec
+from common.store import Store
+from deps.locking import Locker
+from tests.wheels import write_wheel
+from worker.sandbox.policy import Sandbox
+from worker.worker import Worker
+
+USES_TOP = "import gmtesttop\n\ndef main():\n    return gmtesttop.answer()\n"
+INSTALLING = "[gristmill] installing environment"
+
+
+@pytest.fixture
+def wheels(tmp_path: Path) -> Path:
+    directory = tmp_path / "wheels"
+    write_wheel(directory, "gmtestbase", "1.2.0", "VALUE = 41\n")
+    write_wheel(directory, "gmtesttop", "0.3.0",
+                "import gmtestbase\n\ndef answer():\n    return gmtestbase.VALUE + 1\n",
+                ("gmtestbase>=1.0",))
+    directory.chmod(0o755)
+    return directory
+
+
+@pytest.fixture
+def deps_settings(settings: Settings, wheels: Path, tmp_path: Path) -> Settings:
+    return settings.model_copy(update={"pip_find_links": str(wheels), "pip_no_index": True,
+                                       "deps_dir": tmp_path / "deps"})
+
+
+@pytest.fixture
+def admission(store: Store, scripts: ScriptStore, deps_settings: Settings) -> Admission:
+    return Admission(store, scripts, deps_settings)
+
+
+@pytest.fixture
+def locker(scripts: ScriptStore, admission: Admission) -> Locker:
+    return Locker(scripts, admission)
+
+
+WorkerFactory = Callable[..., Worker]
+
+
+@pytest.fixture
+def start_worker(store: Store, scripts: ScriptStore, fleet: Fleet, deps_settings: Settings,
+                 sandbox: Sandbox) -> Iterator[WorkerFactory]:
+    running: list[tuple[Worker, threading.Thread]] = []
+
+    def start(settings: Settings = deps_settings, concurrency: int = 1) -> Worker:
+        worker = Worker(store=store, scripts=scripts, fleet=fleet, settings=settings,
+                        concurrency=concurrency, claim_block_s=0.5, sandbox=sandbox)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        running.append((worker, thread))
+        return worker
+
+    yield start
+    for worker, thread in running:
+        worker.stop()
+        worker.kill_running()
+        thread.join(15)
+
+
+def log_text(store: Store, job_id: str) -> str:
+    return "\n".join(entry.line for entry in store.logs(job_id))
+
+
+def run(admission: Admission, store: Store, spec: dict[str, object], timeout_s: float = 60):
+    job = admission.submit(parse_spec(spec))
+    return store.wait(job.id, timeout_s)
+
+
+def test_deploy_locks_then_runs_and_reuses_the_environment(
+    locker: Locker, scripts: ScriptStore, store: Store, admission: Admission,
+    start_worker: WorkerFactory,
+) -> None:
+    """A deploy queues a dependencies job; the lock lands on the version; the first run
+    installs, the second reuses the environment."""
+    version, created = locker.deploy("u/admin/top", "python3", USES_TOP)
+    assert created and version.lock_state == "locking" and version.lock_job
+    start_worker()
+    deps_job = store.wait(version.lock_job, 60)
+    assert deps_job.kind == Kind.DEPENDENCIES
+    assert deps_job.status == Status.SUCCESS, deps_job.error
+    assert "Resolved 2 packages" in log_text(store, deps_job.id)
+    locked = scripts.by_hash(version.hash)
+    assert locked.lock_state == "locked"
+    assert locked.lock == "gmtestbase==1.2.0\ngmtesttop==0.3.0\n"
+    first = run(admission, store, {"path": "u/admin/top"})
+    assert (first.status, first.result) == (Status.SUCCESS, 42), first.error
+    assert INSTALLING in log_text(store, first.id)
+    second = run(admission, store, {"path": "u/admin/top"})
+    assert (second.status, second.result) == (Status.SUCCESS, 42), second.error
+    assert INSTALLING not in log_text(store, second.id)
+
+
+def test_a_run_by_hash_waits_for_a_pending_lock(
+    locker: Locker, store: Store, admission: Admission, start_worker: WorkerFactory,
+) -> None:
+    """Enqueued before the lock exists, the job waits for its dependencies job, then runs."""
+    version, _ = locker.deploy("u/admin/top", "python3", USES_TOP)
+    job = admission.submit(parse_spec({"hash": version.hash}))
+    start_worker(concurrency=2)
+    done = store.wait(job.id, 90)
+    assert (done.status, done.result) == (Status.SUCCESS, 42), done.error
+
+
+def test_an_unresolvable_requirement_fails_its_lock_and_never_runs(
+    locker: Locker, scripts: ScriptStore, store: Store, admission: Admission,
+    start_worker: WorkerFactory,
+) -> None:
+    """The dependencies job fails with uv's reason and what to do; the version is refused."""
+    good, _ = locker.deploy("u/admin/s", "python3", USES_TOP)
+    bad, _ = locker.deploy("u/admin/s", "python3", "import gmnosuchthing\n\ndef main():\n"
+                           "    return 1\n")
+    start_worker()
+    assert store.wait(good.lock_job or "", 60).status == Status.SUCCESS
+    failed = store.wait(bad.lock_job or "", 60)
+    assert failed.status == Status.FAILURE and failed.error is not None
+    assert failed.error["name"] == "LockFailed"
+    assert "gmnosuchthing" in failed.error["message"]
+    assert "# requirements:" in failed.error["message"]
+    assert scripts.by_hash(bad.hash).lock_state == f"lock failed: {bad.lock_job}"
+    with pytest.raises(SpecError, match=f"lock failed: {bad.lock_job}"):
+        admission.submit(parse_spec({"hash": bad.hash}))
+    by_path = run(admission, store, {"path": "u/admin/s"})  # the latest *locked* version
+    assert (by_path.script_hash, by_path.result) == (good.hash, 42)
+
+
+def test_a_script_without_third_party_imports_is_locked_at_deploy(
+    locker: Locker, store: Store, admission: Admission,
+) -> None:
+    """No dependencies job, no delay: runnable at once."""
+    version, _ = locker.deploy("u/admin/plain", "python3", "import json\ndef main():\n"
+                               "    return json.dumps(1)\n")
+    assert version.lock_state == "locked" and version.lock == "" and version.lock_job == "none"
+    assert store.client.zcard(store.keys.group("default").scheduled) == 0
+    assert store.client.llen(store.keys.group("default").ready) == 0
+
+
+def test_a_preview_resolves_inline_and_caches_the_resolution(
+    store: Store, admission: Admission, scripts: ScriptStore, start_worker: WorkerFactory,
+) -> None:
+    """A preview importing a package runs with it; the second resolves nothing."""
+    start_worker()
+    spec = {"code": USES_TOP, "language": "python3", "tag": "python3"}
+    first = run(admission, store, spec)
+    assert (first.status, first.result) == (Status.SUCCESS, 42), first.error
+    assert "resolving this preview's requirements" in log_text(store, first.id)
+    second = run(admission, store, spec)
+    assert (second.status, second.result) == (Status.SUCCESS, 42), second.error
+    assert "resolving" not in log_text(store, second.id)
+
+
+def test_concurrent_first_runs_on_two_workers_build_once(
+    locker: Locker, store: Store, admission: Admission, start_worker: WorkerFactory,
+) -> None:
+    """Two workers of one host, two first runs at once: one install."""
+    version, _ = locker.deploy("u/admin/top", "python3", USES_TOP)
+    start_worker()
+    assert store.wait(version.lock_job or "", 60).status == Status.SUCCESS
+    jobs = [admission.submit(parse_spec({"hash": version.hash})) for _ in range(4)]
+    start_worker(concurrency=2)
+    start_worker(concurrency=2)
+    done = [store.wait(job.id, 90) for job in jobs]
+    assert all((d.status, d.result) == (Status.SUCCESS, 42) for d in done), \
+        [d.error for d in done]
+    assert sum(log_text(store, d.id).count(INSTALLING) for d in done) == 1
+
+
+def test_the_resolver_runs_in_the_sandbox(
+    locker: Locker, store: Store, deps_settings: Settings, isolated: Sandbox,
+    start_worker: WorkerFactory,
+) -> None:
+    """A requirement naming a file of the worker's data directory cannot read it."""
+    assert isolated.mode == "isolated"
+    secret_dir = deps_settings.data_dir
+    secret_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    wheel = write_wheel(secret_dir, "gmtestbase", "1.2.0", "TOKEN = 'secret'\n")
+    code = f"# requirements:\n# gmtestbase @ file://{wheel}\n\ndef main():\n    return 1\n"
+    version, _ = locker.deploy("u/admin/sneaky", "python3", code)
+    start_worker()
+    failed = store.wait(version.lock_job or "", 60)
+    assert failed.status == Status.FAILURE and failed.error is not None
+    # uv never saw the file: had it, the lock would have been refused as a direct reference.
+    assert failed.error["name"] == "LockFailed", failed.error
+    assert "not found" in failed.error["message"] or "No such file" in failed.error["message"]
+    assert "secret" not in log_text(store, failed.id).replace(str(wheel), "")
+
+
+def test_script_lock_relocks_a_version(
+    locker: Locker, scripts: ScriptStore, store: Store, start_worker: WorkerFactory,
+) -> None:
+    """`gristmill script lock`: a new dependencies job, the version locked again by it."""
+    version, _ = locker.deploy("u/admin/top", "python3", USES_TOP)
+    start_worker()
+    assert store.wait(version.lock_job or "", 60).status == Status.SUCCESS
+    relocked = locker.relock(version.hash)
+    assert relocked.lock_job != version.lock_job
+    assert relocked.runnable  # the previous lock stays usable meanwhile
+    assert store.wait(relocked.lock_job or "", 60).status == Status.SUCCESS
+    assert scripts.by_hash(version.hash).lock_job == relocked.lock_job
