@@ -16,6 +16,7 @@ from common.models import Kind, Status
 from common.queries import JobFilter
 from common.spec import parse_time
 from gristmill import format as fmt
+from gristmill.cli_deps import add_deps_commands
 from gristmill.cli_identity import add_identity_commands
 from gristmill.cli_redis import add_redis_user_commands
 from gristmill.durations import parse_arg_pairs, parse_duration_ms
@@ -165,7 +166,7 @@ def cmd_script_deploy(ns: argparse.Namespace) -> int:
     language = ns.language or EXTENSIONS.get(path.suffix)
     if language is None:
         raise GristmillError(f"cannot tell the language of {path.name}; pass --language")
-    version, new = _client().scripts.deploy(
+    version, new = _client().locker.deploy(
         ns.path, language, path.read_text(), timeout_s=ns.timeout, tag=ns.tag,
         retry=_json_object(ns.retry, "--retry") if ns.retry else None,
         limits=parse_limits(ns.limit),
@@ -173,6 +174,8 @@ def cmd_script_deploy(ns: argparse.Namespace) -> int:
     print(version.hash)
     if not new:
         print(f"(identical to an existing version of {ns.path})", file=sys.stderr)
+    elif version.lock_status == "locking":
+        print(f"(locking its dependencies: job {version.lock_job})", file=sys.stderr)
     return 0
 
 
@@ -389,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = script.add_parser("show", help="show a version by path (latest) or hash")
     p.add_argument("ref")
     p.set_defaults(func=cmd_script_show)
+    add_deps_commands(sub, script)
 
     job = sub.add_parser("job", help="one job").add_subparsers(dest="action", required=True)
     p = job.add_parser("get", help="did it run? did it succeed?")

@@ -28,6 +28,7 @@ from common.scripts import ScriptStore
 from common.settings import Settings
 from common.spec import JobSpec, parse_spec
 from common.store import LogEntry, Store
+from deps.locking import Locker
 
 
 class Gristmill:
@@ -46,6 +47,7 @@ class Gristmill:
         self.admission = Admission(self.store, self.scripts, self.settings,
                                    authority=self.identity)
         self.schedules = ScheduleStore(self.admission)
+        self.locker = Locker(self.scripts, self.admission)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -134,8 +136,12 @@ class Gristmill:
     # -- scripts and settings --------------------------------------------------------------
 
     def deploy_script(self, path: str, code: str, language: str) -> tuple[ScriptVersion, bool]:
-        """Save a new immutable version (or find the identical one); (version, is_new)."""
-        return self.scripts.deploy(path, language, code)
+        """Save a new immutable version (or find the identical one); (version, is_new).
+
+        A new python3 version with third-party imports gets a dependencies job
+        (``version.lock_job``); runs by path keep the previous locked version until it ends.
+        """
+        return self.locker.deploy(path, language, code)
 
     def get_script(self, ref: str) -> ScriptVersion:
         return self.scripts.get(ref)

@@ -22,6 +22,7 @@ from common.settings import Settings
 from common.spec import parse_spec
 from common.store import Store
 from deps.locking import Locker
+from gristmill.format import script_details
 from tests.wheels import write_wheel
 from worker.sandbox.policy import Sandbox
 from worker.worker import Worker
@@ -105,6 +106,7 @@ def test_deploy_locks_then_runs_and_reuses_the_environment(
     locked = scripts.by_hash(version.hash)
     assert locked.lock_state == "locked"
     assert locked.lock == "gmtestbase==1.2.0\ngmtesttop==0.3.0\n"
+    assert "lock      locked\n          gmtestbase==1.2.0\n" in script_details(locked)
     first = run(admission, store, {"path": "u/admin/top"})
     assert (first.status, first.result) == (Status.SUCCESS, 42), first.error
     assert INSTALLING in log_text(store, first.id)
@@ -140,6 +142,7 @@ def test_an_unresolvable_requirement_fails_its_lock_and_never_runs(
     assert "gmnosuchthing" in failed.error["message"]
     assert "# requirements:" in failed.error["message"]
     assert scripts.by_hash(bad.hash).lock_state == f"lock failed: {bad.lock_job}"
+    assert f"lock      lock failed: {bad.lock_job}\n" in script_details(scripts.by_hash(bad.hash))
     with pytest.raises(SpecError, match=f"lock failed: {bad.lock_job}"):
         admission.submit(parse_spec({"hash": bad.hash}))
     by_path = run(admission, store, {"path": "u/admin/s"})  # the latest *locked* version
