@@ -121,6 +121,13 @@ class Settings(BaseSettings):
         description="Where a worker keeps the environments of locked scripts (one directory "
         "per lock hash) and uv's cache; default: <data_dir>/deps.",
     )
+    object_store_url: str | None = Field(
+        default=None,
+        description="An object store for environment archives and the part of large logs "
+        "beyond max_log_bytes: `s3://bucket/prefix` (also az://, gs://); endpoint and "
+        "credentials from the service's usual variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP). Unset: Redis and local disk only.",
+    )
     log_format: str = Field(
         default="auto", pattern="^(auto|json|console)$", description="auto: JSON unless a TTY."
     )

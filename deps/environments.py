@@ -11,6 +11,11 @@ workers and slots) build it once and the others wait for it. uv's own cache
 What is installed is a lock checked by :func:`deps.resolver.parse_lock`
 (``name==version`` lines) and only wheels: installing runs no package's code
 and reads no file a requirement names, so it is done here, on the host.
+
+With an object store (``remote``), a built environment is also uploaded as
+``envs/<lock hash>.tar.gz``, and a host that lacks it downloads that archive
+instead of building. The store is a cache: when it fails, the host builds,
+and an upload that fails is only reported.
 """
 
 from __future__ import annotations
@@ -20,15 +25,31 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from common.errors import GristmillError
 from deps.resolver import IndexOptions, lock_hash
 
 COMPLETE = ".complete"
 BUILD_TIMEOUT_S = 900.0
+
+
+class Remote(Protocol):
+    """What the cache needs of an object store (``storage.objects.ObjectStore``); its
+    failures are GristmillErrors."""
+
+    def put(self, key: str, data: bytes | Path) -> None: ...
+    def download(self, key: str, target: Path) -> None: ...
+
+
+def archive_key(digest: str) -> str:
+    return f"envs/{digest}.tar.gz"
 
 
 class InstallError(RuntimeError):
@@ -48,7 +69,9 @@ class Environment:
 class EnvironmentCache:
     """Installs locks into content-addressed directories under ``root``."""
 
-    def __init__(self, root: Path, uv: str, options: IndexOptions) -> None:
+    def __init__(self, root: Path, uv: str, options: IndexOptions,
+                 remote: Remote | None = None) -> None:
+        self.remote = remote
         self.root = Path(root)
         self.envs = self.root / "envs"
         self.uv_cache = self.root / "uv-cache"
@@ -72,12 +95,57 @@ class EnvironmentCache:
             if (target / COMPLETE).exists():
                 return Environment(target, digest, built=False)
             started = time.monotonic()
+            if self._download(digest, lock, target, log):
+                return Environment(target, digest, built=False,
+                                   seconds=time.monotonic() - started)
             log(f"[gristmill] installing environment {digest} "
                 f"({len(lock.splitlines())} packages) ...")
             self._build(lock, target, log)
             seconds = time.monotonic() - started
             log(f"[gristmill] environment {digest} installed in {seconds:.1f} s")
+            self._upload(digest, target, log)
             return Environment(target, digest, built=True, seconds=seconds)
+
+    def _download(self, digest: str, lock: str, target: Path,
+                  log: Callable[[str], None]) -> bool:
+        """Fetch and unpack the archive another host uploaded; False when there is none."""
+        if self.remote is None:
+            return False
+        staging = Path(tempfile.mkdtemp(prefix=f"{digest}.get-", dir=self.envs))
+        archive = staging.with_suffix(".tar.gz")
+        try:
+            self.remote.download(archive_key(digest), archive)
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(staging, filter="data")  # no links out, no devices, no owners
+            if (staging / COMPLETE).read_text() != lock:
+                raise InstallError("the archive holds another lock")
+        except (GristmillError, OSError, tarfile.TarError, InstallError) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if "not found" not in str(exc).lower() and "No such" not in str(exc):
+                log(f"[gristmill] environment {digest}: the object store failed ({exc}); "
+                    "building it here")
+            return False
+        finally:
+            archive.unlink(missing_ok=True)
+        _readable(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(staging, target)
+        log(f"[gristmill] environment {digest} downloaded from the object store")
+        return True
+
+    def _upload(self, digest: str, target: Path, log: Callable[[str], None]) -> None:
+        if self.remote is None:
+            return
+        archive = target.with_name(f"{digest}.put-{os.getpid()}.tar.gz")
+        try:
+            with tarfile.open(archive, "w:gz") as tar:
+                for entry in sorted(target.iterdir()):
+                    tar.add(entry, arcname=entry.name)
+            self.remote.put(archive_key(digest), archive)
+        except (GristmillError, OSError, tarfile.TarError) as exc:
+            log(f"[gristmill] environment {digest}: not uploaded to the object store ({exc})")
+        finally:
+            archive.unlink(missing_ok=True)
 
     def _build(self, lock: str, target: Path, log: Callable[[str], None]) -> None:
         staging = target.with_name(f"{target.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")

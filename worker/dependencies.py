@@ -36,6 +36,7 @@ from deps.resolver import (
     resolution_key,
     sandbox_env,
 )
+from storage import objects
 from worker.executors.base import Outcome, Prepared, failure, stderr_excerpt
 from worker.process import LogLine, LogSink, ProcessResult, ProcessRun
 from worker.sandbox.policy import Sandbox
@@ -76,7 +77,8 @@ class Dependencies:
             settings.pip_index_url, settings.pip_extra_index_url, settings.pip_find_links,
             settings.pip_no_index)
         root = settings.deps_dir or settings.data_dir / "deps"
-        self.cache = EnvironmentCache(Path(root).resolve(), uv_binary(), self.options)
+        self.cache = EnvironmentCache(Path(root).resolve(), uv_binary(), self.options,
+                                      remote=objects.from_settings(settings.object_store_url))
 
     # -- dependencies jobs -------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ the other) into a directory and the workers resolve with ``--no-index
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,27 +58,41 @@ def locker(scripts: ScriptStore, admission: Admission) -> Locker:
     return Locker(scripts, admission)
 
 
-WorkerFactory = Callable[..., Worker]
+class Workers:
+    """Starts in-process workers (in threads) and stops them."""
+
+    def __init__(self, store: Store, scripts: ScriptStore, fleet: Fleet, settings: Settings,
+                 sandbox: Sandbox) -> None:
+        self.store, self.scripts, self.fleet = store, scripts, fleet
+        self.settings, self.sandbox = settings, sandbox
+        self.threads: dict[str, tuple[Worker, threading.Thread]] = {}
+
+    def __call__(self, settings: Settings | None = None, concurrency: int = 1) -> Worker:
+        worker = Worker(store=self.store, scripts=self.scripts, fleet=self.fleet,
+                        settings=settings or self.settings, concurrency=concurrency,
+                        claim_block_s=0.5, sandbox=self.sandbox)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        self.threads[worker.worker_id] = (worker, thread)
+        return worker
+
+    def stop(self, worker: Worker) -> None:
+        """Stop ``worker`` and wait until its loops have ended."""
+        worker.stop()
+        worker.kill_running()
+        self.threads[worker.worker_id][1].join(15)
+
+
+WorkerFactory = Workers
 
 
 @pytest.fixture
 def start_worker(store: Store, scripts: ScriptStore, fleet: Fleet, deps_settings: Settings,
-                 sandbox: Sandbox) -> Iterator[WorkerFactory]:
-    running: list[tuple[Worker, threading.Thread]] = []
-
-    def start(settings: Settings = deps_settings, concurrency: int = 1) -> Worker:
-        worker = Worker(store=store, scripts=scripts, fleet=fleet, settings=settings,
-                        concurrency=concurrency, claim_block_s=0.5, sandbox=sandbox)
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        running.append((worker, thread))
-        return worker
-
-    yield start
-    for worker, thread in running:
-        worker.stop()
-        worker.kill_running()
-        thread.join(15)
+                 sandbox: Sandbox) -> Iterator[Workers]:
+    workers = Workers(store, scripts, fleet, deps_settings, sandbox)
+    yield workers
+    for worker, _thread in list(workers.threads.values()):
+        workers.stop(worker)
 
 
 def log_text(store: Store, job_id: str) -> str:
@@ -222,3 +236,26 @@ def test_script_lock_relocks_a_version(
     assert relocked.runnable  # the previous lock stays usable meanwhile
     assert store.wait(relocked.lock_job or "", 60).status == Status.SUCCESS
     assert scripts.by_hash(version.hash).lock_job == relocked.lock_job
+
+
+def test_an_environment_built_on_one_host_is_downloaded_by_another(
+    locker: Locker, store: Store, admission: Admission, deps_settings: Settings,
+    start_worker: WorkerFactory, s3_url: str, tmp_path: Path,
+) -> None:
+    """Worker A builds and uploads the archive; worker B, with another cache, downloads it."""
+    host_a = deps_settings.model_copy(update={"object_store_url": s3_url,
+                                              "deps_dir": tmp_path / "host-a"})
+    host_b = host_a.model_copy(update={"deps_dir": tmp_path / "host-b"})
+    version, _ = locker.deploy("u/admin/top", "python3", USES_TOP)
+    worker_a = start_worker(host_a)
+    assert store.wait(version.lock_job or "", 60).status == Status.SUCCESS
+    first = run(admission, store, {"hash": version.hash})
+    assert (first.status, first.result) == (Status.SUCCESS, 42), first.error
+    assert INSTALLING in log_text(store, first.id)
+    start_worker.stop(worker_a)
+    start_worker(host_b)
+    second = run(admission, store, {"hash": version.hash})
+    assert (second.status, second.result) == (Status.SUCCESS, 42), second.error
+    assert "downloaded from the object store" in log_text(store, second.id)
+    assert INSTALLING not in log_text(store, second.id)
+    assert list((tmp_path / "host-b" / "envs").glob("*/gmtesttop/__init__.py"))
