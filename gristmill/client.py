@@ -29,6 +29,8 @@ from common.settings import Settings
 from common.spec import JobSpec, parse_spec
 from common.store import LogEntry, Store
 from deps.locking import Locker
+from storage.logs import SpillReader
+from storage.objects import from_settings
 
 
 class Gristmill:
@@ -48,6 +50,7 @@ class Gristmill:
                                    authority=self.identity)
         self.schedules = ScheduleStore(self.admission)
         self.locker = Locker(self.scripts, self.admission)
+        self.objects = from_settings(self.settings.object_store_url)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -103,19 +106,23 @@ class Gristmill:
 
     def logs(self, job_id: str, *, follow: bool = False, after: str = "0-0") -> Iterator[LogEntry]:
         """The job's log entries after stream id ``after``; with ``follow``, new ones until
-        the job completes."""
+        the job completes. The part of a large log kept in the object store is read in place
+        of its marker entry (storage/logs.py), chunks written since included when following."""
+        spills = SpillReader(self.objects)
         while True:
             entries = self.store.logs(job_id, after=after)
-            yield from entries
+            yield from spills.expand(entries)
             if entries:
                 after = entries[-1].id
                 continue
             if not follow or self.get_job(job_id).is_terminal:
                 # One last read: lines written just before completion.
-                yield from self.store.logs(job_id, after=after)
+                yield from spills.expand(self.store.logs(job_id, after=after))
+                yield from spills.more()
                 return
-            for entry in self.store.logs(job_id, after=after, block_ms=1000):
-                after = entry.id
+            yield from spills.more()
+            for entry in spills.expand(self.store.logs(job_id, after=after, block_ms=1000)):
+                after = entry.id.split("/", 1)[0]
                 yield entry
 
     def list_jobs(

@@ -36,7 +36,7 @@ from deps.resolver import (
     resolution_key,
     sandbox_env,
 )
-from storage import objects
+from storage.objects import ObjectStore
 from worker.executors.base import Outcome, Prepared, failure, stderr_excerpt
 from worker.process import LogLine, LogSink, ProcessResult, ProcessRun
 from worker.sandbox.policy import Sandbox
@@ -70,7 +70,8 @@ class DependencyFailure(Exception):
 class Dependencies:
     """A worker's dependency handling (one per worker, thread-safe)."""
 
-    def __init__(self, *, scripts: ScriptStore, store: Store, settings: Settings) -> None:
+    def __init__(self, *, scripts: ScriptStore, store: Store, settings: Settings,
+                 objects: ObjectStore | None = None) -> None:
         self.scripts = scripts
         self.store = store
         self.options = IndexOptions.from_settings(
@@ -78,7 +79,7 @@ class Dependencies:
             settings.pip_no_index)
         root = settings.deps_dir or settings.data_dir / "deps"
         self.cache = EnvironmentCache(Path(root).resolve(), uv_binary(), self.options,
-                                      remote=objects.from_settings(settings.object_store_url))
+                                      remote=objects)
 
     # -- dependencies jobs -------------------------------------------------------------------
 

@@ -23,12 +23,14 @@ from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import FENCED, NEW_SECRETS, Store
 from common.vault import redact, redaction_values
+from storage.objects import ObjectStore
 from worker.dependencies import Dependencies, DependencyFailure, with_deps
 from worker.environment import ephemeral_token, job_environment
 from worker.executors.base import Outcome, interpret, prepare
 from worker.executors.binding import ArgumentError
 from worker.process import LogLine, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox
+from worker.spill import LogBudget
 
 MAX_ERROR_TEXT = 64 * 1024  # of an error's message and of its traceback, each
 PENDING_LOG_CAP = 20_000
@@ -87,7 +89,10 @@ class LogSink:
     """
 
     def __init__(self, store: Store, job: Job, box: SecretBox | None = None,
-                 max_bytes: int = InstanceSettings().max_log_bytes) -> None:
+                 max_bytes: int = InstanceSettings().max_log_bytes,
+                 budget: LogBudget | None = None) -> None:
+        self.budget = budget or LogBudget(None, job.id, job.attempt, max_bytes=max_bytes,
+                                          used=job.log_bytes or 0, keep_until_ms=0)
         self.store = store
         self.job = job
         self.box = box
@@ -101,12 +106,40 @@ class LogSink:
     def __call__(self, lines: list[LogLine]) -> None:
         if self.fenced:
             return
-        self.pending.extend((line.ts_ms, line.stream, line.line) for line in lines)
+        kept, spilled = self.budget.route([(line.ts_ms, line.stream, line.line) for line in lines])
+        self.pending.extend(kept)
+        if spilled:
+            self.flush()
+            self.spill(spilled)
+            return
         if len(self.pending) > PENDING_LOG_CAP:
             dropped = len(self.pending) - PENDING_LOG_CAP
             self.pending = [(now_ms(), "stderr", f"[gristmill: {dropped} log lines dropped "
                              "while Redis was unreachable]"), *self.pending[-PENDING_LOG_CAP:]]
         self.flush()
+
+    def spill(self, lines: list[tuple[int, str, str]]) -> None:
+        """Lines past the Redis budget, to the object store (worker/spill.py); fenced and
+        redacted like the others: an empty append checks the claim and the secrets."""
+        try:
+            answer = self.store.append_logs(self.job, [], known_redactions=self.redaction_entries,
+                                            max_bytes=self.max_bytes)
+        except RedisUnavailable:
+            answer = 0  # checked again with the next batch
+        if answer == NEW_SECRETS:
+            self.learn_secrets()
+        elif answer == FENCED:
+            self.fenced = True
+            if self.run is not None:
+                self.run.cancel()
+            return
+        self.budget.send(self.redacted(lines))
+
+    def close(self) -> None:
+        """The attempt ended: upload the rest of the spill (a note in Redis if that failed)."""
+        note = self.budget.close()
+        if note is not None and not self.fenced:
+            self.pending.append(note)
 
     def flush(self, *, until_written: bool = False) -> None:
         """Send pending lines; ``until_written``: raise RedisUnavailable rather than keep them."""
@@ -152,9 +185,10 @@ class JobRunner:
     def __init__(
         self, *, store: Store, scripts: ScriptStore, settings: Settings, sandbox: Sandbox,
         clock: Clock = now_ms, tokens: JobTokens | None = None, box: SecretBox | None = None,
-        deps: Dependencies | None = None,
+        deps: Dependencies | None = None, objects: ObjectStore | None = None,
     ) -> None:
         self.deps = deps
+        self.objects = objects
         self.store = store
         self.sandbox = sandbox
         self.tokens = tokens
@@ -195,9 +229,14 @@ class JobRunner:
             }, instance, jlog)
             return
         started = time.monotonic()
-        sink = LogSink(self.store, job, self.box, instance.max_log_bytes)
+        timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
+        budget = LogBudget(self.objects, job.id, job.attempt, max_bytes=instance.max_log_bytes,
+                           used=job.log_bytes or 0,
+                           keep_until_ms=self.clock() + (timeout_s + instance.retention_s) * 1000)
+        sink = LogSink(self.store, job, self.box, instance.max_log_bytes, budget)
         try:
             outcome = self._execute(job, instance, sink)
+            sink.close()
         finally:
             tokens = self.tokens
             if tokens is not None:

@@ -26,6 +26,7 @@ from common.models import Job
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
+from storage.objects import from_settings
 from worker.dependencies import Dependencies
 from worker.runner import JobRunner, JobTokens
 from worker.sandbox.policy import Sandbox
@@ -77,9 +78,12 @@ class Worker:
         self._suspects: set[str] = set()
         self._slots = threading.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="job")
+        objects = from_settings(settings.object_store_url)
         self._runner = JobRunner(store=store, scripts=scripts, settings=settings, clock=clock,
                                  sandbox=sandbox, tokens=tokens, box=box,
-                                 deps=Dependencies(scripts=scripts, store=store, settings=settings))
+                                 deps=Dependencies(scripts=scripts, store=store, settings=settings,
+                                                   objects=objects),
+                                 objects=objects)
         self.log = log.get(worker_id=self.worker_id, group=group)
 
     # -- lifecycle -------------------------------------------------------------------------

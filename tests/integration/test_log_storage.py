@@ -1,0 +1,110 @@
+"""Large logs: the part beyond Redis's budget goes to a real S3 server (moto on loopback)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from common.admission import Admission
+from common.fleet import Fleet
+from common.models import Status
+from common.scripts import ScriptStore
+from common.settings import Settings
+from common.spec import parse_spec
+from common.store import Store
+from gristmill.client import Gristmill
+from gristmill.embedded import free_port
+from storage.logs import sweep
+from storage.objects import ObjectStore
+from worker.sandbox.policy import Sandbox
+from worker.worker import Worker
+
+LINES, WIDTH = 5000, 10_000  # 50 MB
+BIG = f"""
+def main():
+    pad = "x" * {WIDTH}
+    for i in range({LINES}):
+        print(f"{{i:05d}} {{pad}}")
+    return "done"
+"""
+
+
+@pytest.fixture
+def run_worker(store: Store, scripts: ScriptStore, fleet: Fleet,
+               sandbox: Sandbox) -> Iterator[object]:
+    running: list[tuple[Worker, threading.Thread]] = []
+
+    def start(settings: Settings) -> Worker:
+        worker = Worker(store=store, scripts=scripts, fleet=fleet, settings=settings,
+                        claim_block_s=0.5, sandbox=sandbox)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        running.append((worker, thread))
+        return worker
+
+    yield start
+    for worker, thread in running:
+        worker.stop()
+        worker.kill_running()
+        thread.join(15)
+
+
+def submit(store: Store, scripts: ScriptStore, settings: Settings, code: str) -> str:
+    job = Admission(store, scripts, settings).submit(parse_spec({"code": code,
+                                                                 "language": "python3"}))
+    return job.id
+
+
+@pytest.mark.timeout(600)
+def test_a_50_mb_log_is_written_and_read_back_whole(
+    store: Store, scripts: ScriptStore, settings: Settings, s3_url: str, run_worker: object,
+) -> None:
+    """1 MiB stays in Redis, the rest is in the store; the client reads every line in order."""
+    store.client.hset(store.keys.settings, "max_log_bytes", 1 << 20)
+    with_store = settings.model_copy(update={"object_store_url": s3_url})
+    run_worker(with_store)  # type: ignore[operator]
+    job_id = submit(store, scripts, with_store, BIG)
+    done = store.wait(job_id, 500)
+    assert (done.status, done.result) == (Status.SUCCESS, "done"), done.error
+    assert done.log_dropped_lines is None
+    redis_lines = [e for e in store.logs(job_id, count=LINES * 2)]
+    assert len(redis_lines) < 200  # most of it is not in Redis
+    lines = [e.line for e in Gristmill(settings=with_store).logs(job_id) if e.stream == "stdout"]
+    assert len(lines) == LINES
+    assert all(line.startswith(f"{i:05d} ") and len(line) == WIDTH + 6
+               for i, line in enumerate(lines))
+    assert sum(len(line) for line in lines) >= 50_000_000
+
+
+def test_an_object_store_outage_loses_neither_redis_logs_nor_the_result(
+    store: Store, scripts: ScriptStore, settings: Settings, s3_url: str, run_worker: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store is unreachable: the job succeeds, Redis keeps its part, a line says what is
+    missing, and readers say the rest cannot be read now."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nobody there
+    store.client.hset(store.keys.settings, "max_log_bytes", 64 * 1024)
+    with_store = settings.model_copy(update={"object_store_url": s3_url})
+    run_worker(with_store)  # type: ignore[operator]
+    code = "def main():\n    for i in range(300):\n        print(f'{i:03d} ' + 'y' * 1000)\n" \
+           "    return {'ok': True}\n"
+    job_id = submit(store, scripts, with_store, code)
+    done = store.wait(job_id, 120)
+    assert (done.status, done.result) == (Status.SUCCESS, {"ok": True}), done.error
+    kept = [e.line for e in store.logs(job_id)]
+    assert kept[0].startswith("000 ") and any("could not be written to the object store" in k
+                                               for k in kept)
+    read = [e.line for e in Gristmill(settings=with_store).logs(job_id)]
+    assert read[0].startswith("000 ") and any("cannot be read now" in r for r in read)
+
+
+def test_sweep_removes_the_days_whose_records_are_gone(s3_url: str) -> None:
+    """Stored log parts live under the day their record is certainly gone by."""
+    objects = ObjectStore(s3_url)
+    objects.put("logs/2020-01-01/a/001-000000.jsonl", b"{}\n")
+    objects.put("logs/2999-01-01/b/001-000000.jsonl", b"{}\n")
+    objects.put("envs/x.tar.gz", b"")
+    assert sweep(objects) == 1
+    assert objects.keys("") == ["envs/x.tar.gz", "logs/2999-01-01/b/001-000000.jsonl"]
