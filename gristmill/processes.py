@@ -165,6 +165,7 @@ def cmd_scheduler(ns: argparse.Namespace) -> int:
     scheduler = Scheduler(
         store=gm.store, admission=gm.admission, fleet=gm.fleet, lease_s=settings.worker_lease_s,
         heartbeat_s=settings.heartbeat_s, max_restarts=settings.max_restarts,
+        objects=gm.objects,
     )
     if ns.metrics_port:
         metrics.REGISTRY.register(metrics.FleetCollector(scheduler.snapshot))

@@ -108,3 +108,19 @@ def test_sweep_removes_the_days_whose_records_are_gone(s3_url: str) -> None:
     objects.put("envs/x.tar.gz", b"")
     assert sweep(objects) == 1
     assert objects.keys("") == ["envs/x.tar.gz", "logs/2999-01-01/b/001-000000.jsonl"]
+
+
+def test_the_scheduler_sweeps_past_days(
+    store: Store, scripts: ScriptStore, fleet: Fleet, settings: Settings, s3_url: str,
+) -> None:
+    """A scheduler with an object store deletes past days' log parts from its tick (a thread)."""
+    from scheduler.scheduler import Scheduler
+
+    objects = ObjectStore(s3_url)
+    objects.put("logs/2020-01-01/a/001-000000.jsonl", b"{}\n")
+    scheduler = Scheduler(store=store, admission=Admission(store, scripts, settings),
+                          fleet=fleet, objects=objects)
+    scheduler.tick()
+    assert scheduler._sweeper is not None
+    scheduler._sweeper.join(30)
+    assert objects.keys("logs/") == []
