@@ -39,7 +39,7 @@ INTERNAL_FIELDS = frozenset({"claim", "ix"})
 _INT_FIELDS = frozenset(
     {"scheduled_for", "created_at", "started_at", "completed_at", "priority", "timeout_s",
      "attempt", "duration_ms", "restarts", "retries", "log_bytes", "log_dropped_lines",
-     "log_dropped_bytes"}
+     "log_dropped_bytes", "result_bytes"}
 )
 
 
@@ -75,6 +75,9 @@ class Job(BaseModel):
     worker: str | None = None
     claim: str | None = None
     result: Any = None
+    # A result over max_result_bytes kept in the object store (storage/results.py).
+    result_ref: str | None = None
+    result_bytes: int | None = None
     error: dict[str, Any] | None = None
     duration_ms: int | None = None
     canceled_by: str | None = None

@@ -30,7 +30,8 @@ from common.spec import JobSpec, parse_spec
 from common.store import LogEntry, Store
 from deps.locking import Locker
 from storage.logs import SpillReader
-from storage.objects import from_settings
+from storage.objects import StorageError, from_settings
+from storage.results import load_result
 
 
 class Gristmill:
@@ -98,11 +99,21 @@ class Gristmill:
     # -- reading ---------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> Job:
-        return self.store.get_job(job_id)
+        return self.with_result(self.store.get_job(job_id))
 
     def wait(self, job_id: str, timeout_s: float = 3600.0) -> Job:
         """Block until the job completes (JobTimeout after ``timeout_s``)."""
-        return self.store.wait(job_id, timeout_s)
+        return self.with_result(self.store.wait(job_id, timeout_s))
+
+    def with_result(self, job: Job) -> Job:
+        """The job with a result kept in the object store read back into ``result``; when the
+        store cannot be read, ``result`` stays empty and ``result_ref`` says where it is."""
+        if job.result_ref is None or self.objects is None:
+            return job
+        try:
+            return job.model_copy(update={"result": load_result(self.objects, job.result_ref)})
+        except StorageError:
+            return job
 
     def logs(self, job_id: str, *, follow: bool = False, after: str = "0-0") -> Iterator[LogEntry]:
         """The job's log entries after stream id ``after``; with ``follow``, new ones until

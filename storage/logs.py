@@ -36,9 +36,13 @@ DAY_MS = 86_400_000
 LOGS = "logs/"
 
 
+def day_of(keep_until_ms: int) -> str:
+    """The UTC day after ``keep_until_ms``: what is stored under it may go once that day is past."""
+    return datetime.fromtimestamp(keep_until_ms / 1000 + 86_400, UTC).strftime("%Y-%m-%d")
+
+
 def log_prefix(job_id: str, keep_until_ms: int) -> str:
-    day = datetime.fromtimestamp(keep_until_ms / 1000 + 86_400, UTC).strftime("%Y-%m-%d")
-    return f"{LOGS}{day}/{job_id}/"
+    return f"{LOGS}{day_of(keep_until_ms)}/{job_id}/"
 
 
 class LogSpill:
@@ -143,10 +147,11 @@ def _note(marker: LogEntry, text: str) -> LogEntry:
 
 
 def sweep(store: ObjectStore, now_ms: int | None = None) -> int:
-    """Delete the stored log parts of every day before today; how many objects went."""
+    """Delete the stored log parts and results of every day before today; how many objects
+    went."""
     today = datetime.fromtimestamp((now_ms or time.time() * 1000) / 1000, UTC).strftime("%Y-%m-%d")
     removed = 0
-    for day_prefix in store.prefixes(LOGS):
+    for day_prefix in [*store.prefixes(LOGS), *store.prefixes("results/")]:
         day = day_prefix.rstrip("/").rsplit("/", 1)[-1]
         if day < today:
             keys = store.keys(day_prefix)

@@ -23,7 +23,8 @@ from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import FENCED, NEW_SECRETS, Store
 from common.vault import redact, redaction_values
-from storage.objects import ObjectStore
+from storage.objects import ObjectStore, StorageError
+from storage.results import store_result
 from worker.dependencies import Dependencies, DependencyFailure, with_deps
 from worker.environment import ephemeral_token, job_environment
 from worker.executors.base import Outcome, interpret, prepare
@@ -346,12 +347,20 @@ class JobRunner:
         """Decide the status (success, retry, failure, canceled) and write it."""
         fields: dict[str, Any] = {"duration_ms": duration_ms}
         limit = instance.max_result_bytes
-        if outcome.ok and len(codec.pack(outcome.result)) > limit:
-            outcome = failure(
-                "ResultTooLarge",
-                f"the result is larger than {limit} bytes (setting max_result_bytes); "
-                "store large data elsewhere and return a reference",
-            )
+        packed = codec.pack(outcome.result) if outcome.ok else b""
+        stored: str | None = None
+        if outcome.ok and len(packed) > limit:
+            stored, problem = self._store_result(job, packed, instance)
+            if stored is None:
+                outcome = failure(
+                    "ResultTooLarge",
+                    f"the result is larger than {limit} bytes (setting max_result_bytes){problem}; "
+                    "store large data elsewhere and return a reference",
+                )
+        if outcome.ok and stored is not None:
+            fields.update(result_ref=stored, result_bytes=len(packed))
+            self._finish(job, Status.SUCCESS, fields, instance, jlog)
+            return
         if outcome.ok:
             fields["result"] = outcome.result
             self._finish(job, Status.SUCCESS, fields, instance, jlog)
@@ -371,6 +380,17 @@ class JobRunner:
                 jlog.warning("late retry refused: the job moved on to another attempt")
             return
         self._finish(job, Status.FAILURE, fields, instance, jlog)
+
+    def _store_result(self, job: Job, packed: bytes,
+                      instance: InstanceSettings) -> tuple[str | None, str]:
+        """Keep a large result in the object store: (its key, "") or (None, why not)."""
+        if self.objects is None:
+            return None, ""
+        keep_until = self.clock() + instance.retention_s * 1000
+        try:
+            return store_result(self.objects, job.id, keep_until, packed), ""
+        except StorageError as exc:
+            return None, f" and the object store could not take it ({exc})"
 
     def fail(self, job: Job, exc: BaseException, instance: InstanceSettings) -> None:
         """Record a job whose run crashed inside the worker (a bug of ours) as failed."""

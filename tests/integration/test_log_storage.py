@@ -124,3 +124,17 @@ def test_the_scheduler_sweeps_past_days(
     assert scheduler._sweeper is not None
     scheduler._sweeper.join(30)
     assert objects.keys("logs/") == []
+
+
+def test_a_result_over_the_limit_is_kept_in_the_store_and_read_back(
+    store: Store, scripts: ScriptStore, settings: Settings, s3_url: str, run_worker: object,
+) -> None:
+    """Instead of ResultTooLarge: the record points at the object, the client reads it."""
+    store.client.hset(store.keys.settings, "max_result_bytes", 1024)
+    with_store = settings.model_copy(update={"object_store_url": s3_url})
+    run_worker(with_store)  # type: ignore[operator]
+    job_id = submit(store, scripts, with_store, "def main():\n    return {'big': 'z' * 50000}\n")
+    raw = store.wait(job_id, 60)
+    assert raw.status == Status.SUCCESS, raw.error
+    assert raw.result is None and raw.result_ref and raw.result_bytes and raw.result_bytes > 50000
+    assert Gristmill(settings=with_store).get_job(job_id).result == {"big": "z" * 50000}
