@@ -9,6 +9,7 @@ user may not see, exactly as ``GET /api/jobs/<id>``.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,13 +183,19 @@ def may_rerun(job: Job) -> bool:
     return job.kind in (Kind.SCRIPT, Kind.PREVIEW) and job.is_terminal and not job.raw_spec
 
 
+def stream_id(entry_id: str) -> str:
+    """The Redis stream id of an entry (a stored line's id is ``<marker id>/<chunk>/<line>``)."""
+    return entry_id.split("/", 1)[0]
+
+
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str, request: Request, svc: Svc, context: Session) -> HTMLResponse:
     job = visible_job(svc, context, job_id)
-    logs = list(svc.gm.store.logs(job_id, count=LOG_LINES_SHOWN))
+    # Through the client: a log's part in the object store is read in place of its marker.
+    logs = list(itertools.islice(svc.gm.logs(job_id), LOG_LINES_SHOWN))
     return render(
         request, "job.html", context, job=job, attempts=svc.gm.store.attempts(job), logs=logs,
-        last_log=logs[-1].id if logs else "0-0", may_rerun=may_rerun(job),
+        last_log=stream_id(logs[-1].id) if logs else "0-0", may_rerun=may_rerun(job),
         duration=views.duration_of(job, svc.gm.store.clock()),
         args_json=json.dumps(job.args, indent=2, ensure_ascii=False),
         result_json=json.dumps(job.result, indent=2, ensure_ascii=False, default=str),
@@ -209,7 +216,7 @@ def job_log_stream(job_id: str, request: Request, svc: Svc, context: Session,
     def events() -> Iterator[str]:
         for entry in svc.gm.logs(job_id, follow=True, after=after):
             line = {"id": entry.id, "stream": entry.stream, "line": entry.line, "ts": entry.ts_ms}
-            yield f"id: {entry.id}\ndata: {json.dumps(line)}\n\n"
+            yield f"id: {stream_id(entry.id)}\ndata: {json.dumps(line)}\n\n"
         status = svc.gm.get_job(job_id).status.value
         yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
 

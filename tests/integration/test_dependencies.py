@@ -259,3 +259,61 @@ def test_an_environment_built_on_one_host_is_downloaded_by_another(
     assert "downloaded from the object store" in log_text(store, second.id)
     assert INSTALLING not in log_text(store, second.id)
     assert list((tmp_path / "host-b" / "envs").glob("*/gmtesttop/__init__.py"))
+
+
+TAMPER = """
+import errno, os
+import gmtesttop
+
+def main():
+    env = os.path.dirname(os.path.dirname(gmtesttop.__file__))
+    try:
+        with open(os.path.join(env, "gmtestbase", "__init__.py"), "a") as f:
+            f.write("VALUE = 0\\n")
+        return {"wrote": True}
+    except OSError as exc:
+        with open("/proc/self/mounts") as mounts:
+            options = [line.split()[3] for line in mounts if line.split()[1] == env]
+        return {"wrote": False, "errno": errno.errorcode[exc.errno], "uid": os.getuid(),
+                "mount": options}
+"""
+
+
+def test_a_job_cannot_change_its_environment(
+    locker: Locker, store: Store, admission: Admission, isolated: Sandbox,
+    start_worker: WorkerFactory,
+) -> None:
+    """The environment is read-only in the sandbox, and the job is not root: the next job of
+    the same lock gets the packages unchanged."""
+    assert isolated.mode == "isolated"
+    version, _ = locker.deploy("u/admin/tamper", "python3", TAMPER)
+    start_worker()
+    assert store.wait(version.lock_job or "", 60).status == Status.SUCCESS
+    done = run(admission, store, {"hash": version.hash})
+    assert done.status == Status.SUCCESS, done.error
+    assert done.result["wrote"] is False and done.result["errno"] in ("EACCES", "EROFS")
+    assert done.result["uid"] != 0
+    assert done.result["mount"] and done.result["mount"][-1].split(",")[0] == "ro"
+    again = run(admission, store, {"code": USES_TOP, "language": "python3"})
+    assert again.result == 42
+
+
+def test_deps_prune_removes_only_unused_environments(
+    locker: Locker, store: Store, admission: Admission, deps_settings: Settings,
+    start_worker: WorkerFactory,
+) -> None:
+    """An environment no current version uses goes; the one in use stays."""
+    from deps.environments import EnvironmentCache
+    from deps.resolver import IndexOptions, lock_hash
+
+    version, _ = locker.deploy("u/admin/top", "python3", USES_TOP)
+    start_worker()
+    assert store.wait(version.lock_job or "", 60).status == Status.SUCCESS
+    assert run(admission, store, {"hash": version.hash}).result == 42
+    root = (deps_settings.deps_dir or Path()).resolve()
+    stale = root / "envs" / "0123456789abcdef"
+    stale.mkdir()
+    cache = EnvironmentCache(root, "uv", IndexOptions())
+    in_use = lock_hash(locker.scripts.by_hash(version.hash).lock or "")
+    assert cache.prune({in_use}) == ["0123456789abcdef"]
+    assert not stale.exists() and (root / "envs" / in_use / "gmtesttop").is_dir()
