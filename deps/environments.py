@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from common.errors import GristmillError
-from deps.resolver import IndexOptions, lock_hash
+from deps.resolver import IndexOptions, lock_hash, network_env
 
 COMPLETE = ".complete"
 BUILD_TIMEOUT_S = 900.0
@@ -158,7 +158,7 @@ class EnvironmentCache:
                 "never", "--no-progress", "--python", sys.executable, "--cache-dir",
                 str(self.uv_cache), *self.options.args(), "-r", str(lock_file)]
         env = {"PATH": os.environ.get("PATH", os.defpath), "UV_PYTHON_DOWNLOADS": "never",
-               "UV_NO_CONFIG": "1", "HOME": str(self.root)}
+               "UV_NO_CONFIG": "1", "HOME": str(self.root), **network_env()}
         try:
             done = subprocess.run(argv, capture_output=True, text=True, env=env,
                                   timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)

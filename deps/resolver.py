@@ -86,10 +86,19 @@ def command(uv: str, options: IndexOptions) -> list[str]:
     return [sys.executable, "-u", "-P", "-m", "deps.lockwrapper", uv, *compile_args(options)]
 
 
+# How the worker reaches package indexes (trust roots, proxies): uv gets them too, no secret.
+NETWORK_PASSTHROUGH = ("SSL_CERT_FILE", "SSL_CERT_DIR", "UV_NATIVE_TLS", "HTTP_PROXY",
+                       "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+def network_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in NETWORK_PASSTHROUGH if name in os.environ}
+
+
 def sandbox_env() -> dict[str, str]:
     """uv's environment inside the sandbox: no downloaded Pythons, no user configuration."""
     return {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1", "UV_CACHE_DIR": SANDBOX_CACHE,
-            "NO_COLOR": "1"}
+            "NO_COLOR": "1", **network_env()}
 
 
 def parse_lock(text: str) -> str:
