@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from common.store import LogEntry
+from common.store import LogEntry, Store
 from storage.objects import ObjectStore, StorageError
 
 SPILL_STREAM = "object"
@@ -139,6 +139,33 @@ class SpillReader:
         except (StorageError, ValueError, KeyError) as exc:
             yield _note(marker, f"the rest of this log is in the object store, which cannot be "
                         f"read now ({exc})")
+
+
+def read_logs(store: Store, objects: ObjectStore | None, job_id: str, *, follow: bool = False,
+              after: str = "0-0") -> Iterator[LogEntry]:
+    """``Store.iter_logs`` with the stored parts read in place of their markers (and, when
+    following, the chunks written since). Ids of stored lines are ``<marker id>/<chunk>/<n>``."""
+    spills = SpillReader(objects)
+    while True:
+        entries = store.logs(job_id, after=after)
+        yield from spills.expand(entries)
+        if entries:
+            after = entries[-1].id
+            continue
+        if not follow or store.get_job(job_id).is_terminal:
+            # One last read: lines written just before completion.
+            yield from spills.expand(store.logs(job_id, after=after))
+            yield from spills.more()
+            return
+        yield from spills.more()
+        for entry in spills.expand(store.logs(job_id, after=after, block_ms=1000)):
+            after = stream_id(entry.id)
+            yield entry
+
+
+def stream_id(entry_id: str) -> str:
+    """The Redis stream id of an entry (a stored line's id starts with its marker's)."""
+    return entry_id.split("/", 1)[0]
 
 
 def _note(marker: LogEntry, text: str) -> LogEntry:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from common import codec
+from common.models import Job
 from storage.logs import day_of
-from storage.objects import ObjectStore
+from storage.objects import ObjectStore, StorageError
 
 RESULTS = "results/"
 
@@ -30,3 +31,15 @@ def store_result(objects: ObjectStore, job_id: str, keep_until_ms: int, packed: 
 
 def load_result(objects: ObjectStore, key: str) -> Any:
     return codec.unpack(objects.get(key))
+
+
+def with_result(objects: ObjectStore | None, job: Job) -> Job:
+    """``job`` with a result kept in the object store read back into ``result``; when the store
+    cannot be read (or none is configured), ``result`` stays empty and ``result_ref`` says where
+    it is."""
+    if job.result_ref is None or objects is None:
+        return job
+    try:
+        return job.model_copy(update={"result": load_result(objects, job.result_ref)})
+    except StorageError:
+        return job

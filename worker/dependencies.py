@@ -22,7 +22,6 @@ from pathlib import Path
 
 from common.errors import JobTimeout, NotFound
 from common.models import Job, Kind, ScriptVersion
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
 from deps.environments import EnvironmentCache, InstallError
@@ -36,9 +35,11 @@ from deps.resolver import (
     resolution_key,
     sandbox_env,
 )
+from jobs.scripts import ScriptStore
 from storage.objects import ObjectStore
-from worker.executors.base import Outcome, Prepared, failure, stderr_excerpt
-from worker.process import LogLine, LogSink, ProcessResult, ProcessRun
+from worker.executors.command import Prepared, ProcessResult
+from worker.executors.outcome import Outcome, failure, stderr_excerpt
+from worker.jobprocess import LogLine, LogSink, ProcessRun
 from worker.sandbox.policy import Sandbox
 
 LOCK_CACHE_TTL_S = 3600

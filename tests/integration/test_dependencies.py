@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from common.admission import Admission
 from common.errors import SpecError
 from common.fleet import Fleet
 from common.models import Kind, Status
-from common.scripts import ScriptStore
 from common.settings import Settings
-from common.spec import parse_spec
 from common.store import Store
-from deps.locking import Locker
 from gristmill.format import script_details
+from jobs.admission import Admission
+from jobs.locking import Locker
+from jobs.scripts import ScriptStore
+from jobs.spec import parse_spec
 from tests.wheels import write_wheel
 from worker.sandbox.policy import Sandbox
 from worker.worker import Worker

@@ -7,15 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.admission import Admission
 from common.fleet import Fleet
 from common.models import Status
-from common.scripts import ScriptStore
 from common.settings import Settings
-from common.spec import parse_spec
 from common.store import Store
 from gristmill.client import Gristmill
 from gristmill.embedded import free_port
+from jobs.admission import Admission
+from jobs.scripts import ScriptStore
+from jobs.spec import parse_spec
 from storage.logs import sweep
 from storage.objects import ObjectStore
 from worker.sandbox.policy import Sandbox

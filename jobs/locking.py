@@ -13,11 +13,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from common.admission import ADMIN_USER, NAME_PATTERN, Admission
 from common.errors import SpecError
 from common.models import Job, Kind, ScriptVersion, Status
-from common.scripts import ScriptStore
 from deps.inference import RequirementsError, requirements
+from jobs.admission import ADMIN_USER, NAME_PATTERN, Admission
+from jobs.scripts import ScriptStore
 
 LOCKED_WITHOUT_JOB = "none"  # the lock_job of a version that needed no resolution
 
