@@ -138,3 +138,71 @@ def test_a_result_over_the_limit_is_kept_in_the_store_and_read_back(
     assert raw.status == Status.SUCCESS, raw.error
     assert raw.result is None and raw.result_ref and raw.result_bytes and raw.result_bytes > 50000
     assert Gristmill(settings=with_store).get_job(job_id).result == {"big": "z" * 50000}
+
+
+WAITS_FOR_GO = """
+import os, time
+
+def main(go: str):
+    pad = "w" * 1000
+    for i in range(1500):  # 1.5 MB: past the Redis budget, one chunk uploaded
+        print(f"before {i:04d} {pad}")
+    end = time.monotonic() + 60
+    while not os.path.exists(go):
+        if time.monotonic() > end:
+            raise TimeoutError("no go")
+        time.sleep(0.02)
+    for i in range(200):
+        print(f"after {i:04d} {pad}")
+    return "finished"
+"""
+
+
+def test_the_store_going_away_during_a_job_loses_neither_result_nor_redis_logs(
+    store: Store, scripts: ScriptStore, settings: Settings, run_worker: object,
+    monkeypatch: pytest.MonkeyPatch, sharing_sandbox: Sandbox, job_share: object,
+) -> None:
+    """A chunk is stored, then the S3 server stops: the job completes with its result, the
+    Redis part and the stored chunk are read back, and the log says what was lost."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.e2e.conftest import deadline
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t",
+                        "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
+                        "AWS_ALLOW_HTTP": "true"}.items():
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="gm-outage")
+    store.client.hset(store.keys.settings, "max_log_bytes", 64 * 1024)
+    with_store = settings.model_copy(update={"object_store_url": "s3://gm-outage/p"})
+    worker = Worker(store=store, scripts=scripts, fleet=Fleet(store.client, store.keys),
+                    settings=with_store, claim_block_s=0.5, sandbox=sharing_sandbox)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    go = f"{job_share}/go"
+    try:
+        job = Admission(store, scripts, with_store).submit(parse_spec(
+            {"code": WAITS_FOR_GO, "language": "python3", "args": {"go": go}}))
+        deadline(lambda: s3.list_objects_v2(Bucket="gm-outage").get("KeyCount", 0) > 0, 60,
+                 "a first chunk in the store")
+        server.stop()
+        with open(go, "w"):
+            pass
+        done = store.wait(job.id, 120)
+    finally:
+        worker.stop()
+        worker.kill_running()
+        thread.join(15)
+    assert (done.status, done.result) == (Status.SUCCESS, "finished"), done.error
+    kept = [e.line for e in store.logs(job.id, count=100_000)]
+    assert kept[0].startswith("before 0000 ")
+    assert any("could not be written to the object store" in line for line in kept)
+    read = [e.line for e in Gristmill(settings=with_store).logs(job.id)]
+    assert read[0].startswith("before 0000 ")
+    assert any("cannot be read now" in line for line in read)
