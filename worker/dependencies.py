@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,10 +150,13 @@ class Dependencies:
     # -- the environment of a python3 job -----------------------------------------------------
 
     def for_job(self, job: Job, version: ScriptVersion | None, code: str, sink: LogSink,
-                sandbox: Sandbox, deadline: float) -> JobDeps:
-        """What a python3 job needs to import its packages; DependencyFailure when it may not run."""
+                sandbox: Sandbox, deadline: float,
+                track: Callable[[ProcessRun], None] = lambda _run: None) -> JobDeps:
+        """What a python3 job needs to import its packages; DependencyFailure when it may not run.
+
+        ``track`` is given a preview's resolver run before it starts, so a cancel stops it."""
         if job.kind == Kind.PREVIEW:
-            lock = self._preview_lock(code, sink, sandbox, deadline)
+            lock = self._preview_lock(code, sink, sandbox, deadline, track)
         elif version is not None:
             lock = self._version_lock(version, deadline)
         else:
@@ -191,7 +195,8 @@ class Dependencies:
             )) from None
         return self.scripts.by_hash(version.hash)
 
-    def _preview_lock(self, code: str, sink: LogSink, sandbox: Sandbox, deadline: float) -> str:
+    def _preview_lock(self, code: str, sink: LogSink, sandbox: Sandbox, deadline: float,
+                      track: Callable[[ProcessRun], None]) -> str:
         try:
             wanted = requirements(code)
         except RequirementsError as exc:
@@ -206,6 +211,7 @@ class Dependencies:
         run = ProcessRun(self.resolver(wanted.text()), sandbox=self.sandbox_for_resolver(sandbox),
                          env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
                          timeout_s=max(1.0, deadline - time.monotonic()), sink=sink)
+        track(run)
         lock = self._lock_from(run.run(), "this preview")
         self.scripts.cache_lock(key, lock, LOCK_CACHE_TTL_S)
         return lock

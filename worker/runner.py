@@ -293,8 +293,9 @@ class JobRunner:
                 prepared = prepare(language, code, job.args)
                 if language == "python3" and self.deps is not None:
                     deps = self.deps
-                    needs = self._write(
-                        lambda: deps.for_job(job, version, code, sink, sandbox, deadline))
+                    needs = self._write(lambda: deps.for_job(
+                        job, version, code, sink, sandbox, deadline,
+                        track=lambda run: self._track(job.id, run)))
                     prepared = dataclasses.replace(prepared, env={**prepared.env, **needs.env})
                     sandbox = with_deps(sandbox, needs)
         except ArgumentError as exc:
@@ -302,6 +303,8 @@ class JobRunner:
         except NotFound as exc:
             return failure("ScriptNotFound", str(exc))
         except DependencyFailure as exc:
+            with self._lock:
+                self._active.pop(job.id, None)  # a preview's resolver run, if it had one
             return exc.outcome
         env = job_environment(
             job, base_url=self.settings.base_url,
@@ -310,10 +313,7 @@ class JobRunner:
         run = ProcessRun(prepared, sandbox=sandbox, env=env, sink=sink, limits=limits,
                          timeout_s=max(1.0, deadline - time.monotonic()))
         sink.run = run
-        with self._lock:
-            self._active[job.id] = run
-            if job.id in self._cancel_pending or self._releasing:
-                run.cancel()
+        self._track(job.id, run)
         try:
             result = run.run()
         finally:
@@ -323,6 +323,13 @@ class JobRunner:
             deps, text, releasing = self.deps, lock_input, self._releasing
             return self._write(lambda: deps.finish_lock(job, text, result, releasing=releasing))
         return interpret(language, result)
+
+    def _track(self, job_id: str, run: ProcessRun) -> None:
+        """``run`` is what a cancel of the job stops now (a preview's resolver, then the job)."""
+        with self._lock:
+            self._active[job_id] = run
+            if job_id in self._cancel_pending or self._releasing:
+                run.cancel()
 
     def _mint_token(self, job: Job, timeout_s: int) -> str:
         """WM_TOKEN: the permissions of permissioned_as, until the job ends (or timeout + 60 s)."""

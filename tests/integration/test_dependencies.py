@@ -317,3 +317,28 @@ def test_deps_prune_removes_only_unused_environments(
     in_use = lock_hash(locker.scripts.by_hash(version.hash).lock or "")
     assert cache.prune({in_use}) == ["0123456789abcdef"]
     assert not stale.exists() and (root / "envs" / in_use / "gmtesttop").is_dir()
+
+
+def test_a_preview_canceled_while_resolving_stops_at_once(
+    store: Store, admission: Admission, deps_settings: Settings, start_worker: WorkerFactory,
+) -> None:
+    """The resolver of a preview is what a cancel stops: an index that never answers does not
+    keep the job (or the worker's slot) until uv gives up."""
+    import socket
+
+    from tests.e2e.conftest import deadline
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        index = f"http://127.0.0.1:{silent.getsockname()[1]}/simple"
+        start_worker(deps_settings.model_copy(update={"pip_index_url": index,
+                                                      "pip_no_index": False,
+                                                      "pip_find_links": ""}))
+        job = admission.submit(parse_spec({"code": "import gmhangs\n\ndef main():\n    return 1\n",
+                                           "language": "python3"}))
+        deadline(lambda: "resolving this preview's requirements" in log_text(store, job.id), 30,
+                 "the preview's resolution to start")
+        store.cancel(job.id, by="u/admin", reason="test", retention_s=3600)
+        done = store.wait(job.id, 20)
+    assert done.status == Status.CANCELED, (done.status, done.error)
