@@ -206,3 +206,15 @@ def test_the_store_going_away_during_a_job_loses_neither_result_nor_redis_logs(
     read = [e.line for e in Gristmill(settings=with_store).logs(job.id)]
     assert read[0].startswith("before 0000 ")
     assert any("cannot be read now" in line for line in read)
+
+
+def test_jobs_never_see_the_object_store_credentials(
+    store: Store, scripts: ScriptStore, settings: Settings, s3_url: str, run_worker: object,
+) -> None:
+    """The worker holds AWS_* for the store; a job's environment has none of them."""
+    with_store = settings.model_copy(update={"object_store_url": s3_url})
+    run_worker(with_store)  # type: ignore[operator]
+    code = ("import os\n\ndef main():\n"
+            "    return sorted(k for k in os.environ if k.startswith(('AWS', 'GRISTMILL')))\n")
+    done = store.wait(submit(store, scripts, with_store, code), 60)
+    assert (done.status, done.result) == (Status.SUCCESS, []), done.error
