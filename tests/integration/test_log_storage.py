@@ -218,3 +218,60 @@ def test_jobs_never_see_the_object_store_credentials(
             "    return sorted(k for k in os.environ if k.startswith(('AWS', 'GRISTMILL')))\n")
     done = store.wait(submit(store, scripts, with_store, code), 60)
     assert (done.status, done.result) == (Status.SUCCESS, []), done.error
+
+
+PRINTS_SECRET_LATE = """
+import os, time
+
+def main(go: str, secret: str):
+    for i in range(100):  # 100 KB: past the 64 KiB budget, so what follows is spilled
+        print(f"pad {i:03d} " + "p" * 1000)
+    end = time.monotonic() + 60
+    while not os.path.exists(go):
+        if time.monotonic() > end:
+            raise TimeoutError("no go")
+        time.sleep(0.02)
+    for _ in range(3):
+        print(f"the secret is {secret}")
+    return "ok"
+"""
+
+
+def test_spilled_lines_are_redacted_like_redis_lines(
+    store: Store, scripts: ScriptStore, fleet: Fleet, settings: Settings, s3_url: str,
+    sharing_sandbox: Sandbox, job_share: object,
+) -> None:
+    """A secret the job read (the API's redact entry) never reaches the object store."""
+    import json
+
+    from vault.crypto import SecretBox, generate_key
+
+    key = generate_key()
+    box = SecretBox.from_setting(key)
+    secret = "hunter2-swordfish"
+    store.client.hset(store.keys.settings, "max_log_bytes", 64 * 1024)
+    with_store = settings.model_copy(update={"object_store_url": s3_url, "secret_key": key})
+    worker = Worker(store=store, scripts=scripts, fleet=fleet, settings=with_store,
+                    claim_block_s=0.5, sandbox=sharing_sandbox, box=box)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    go = f"{job_share}/go"
+    try:
+        job = Admission(store, scripts, with_store).submit(parse_spec(
+            {"code": PRINTS_SECRET_LATE, "language": "python3",
+             "args": {"go": go, "secret": secret}}))
+        entry = json.dumps({"p": "u/admin/pw", "v": box.seal(secret, context="u/admin/pw")},
+                           separators=(",", ":"))
+        store.client.sadd(store.keys.group(job.group).redact(job.id), entry)  # as the API does
+        with open(go, "w"):
+            pass
+        done = store.wait(job.id, 60)
+    finally:
+        worker.stop()
+        worker.kill_running()
+        thread.join(15)
+    assert (done.status, done.result) == (Status.SUCCESS, "ok"), done.error
+    lines = [e.line for e in Gristmill(settings=with_store).logs(job.id)]
+    assert lines.count("the secret is [redacted]") == 3
+    stored = ObjectStore(s3_url)
+    assert all(secret.encode() not in stored.get(k) for k in stored.keys("logs/"))
