@@ -38,3 +38,14 @@ def test_a_bad_requirement_comment_is_refused_naming_the_line(api: Api) -> None:
         "path": "u/alice/bad", "language": "python3",
         "code": "# requirements:\n# -r /etc/shadow\ndef main():\n    return 1\n"})
     assert answer.status_code == 400 and "line 2" in answer.text
+
+
+def test_the_script_page_shows_the_lock_state_and_its_job(api: Api) -> None:
+    """The web UI's script page: lock state, a link to the dependencies job, per-version state."""
+    from tests.api.test_ui_http import signed_in
+
+    digest = api.script("u/admin/fancy", "import yaml\ndef main():\n    return 1\n")
+    job = api.get(f"/api/scripts/h/{digest}").json()["lock_job"]
+    page = signed_in(api, "admin").get("/scripts/p/u/admin/fancy").text
+    assert "Lock: locking" in page and f'href="/jobs/{job}"' in page
+    assert "<td>locking</td>" in page
