@@ -48,6 +48,10 @@ def add_process_commands(sub: Any) -> None:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here (0: off)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds running jobs get to finish")
+    p.add_argument("--init-script", metavar="FILE",
+                   help="run FILE once, sandboxed like a job, before claiming anything (.py: "
+                   "python3 main(), else bash); a failure stops the worker (default "
+                   "GRISTMILL_INIT_SCRIPTS[group], else GRISTMILL_INIT_SCRIPT)")
     _add_sandbox_options(p)
     p.set_defaults(func=cmd_worker)
 
@@ -143,6 +147,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     settings = Settings()
     _start(settings, "worker")
     sandbox = sandbox_for(settings, ns)  # before any connection: a refusal says why, at once
+    _run_init_script(settings, ns, sandbox)  # before any connection too: it claims nothing
     gm = _instance(settings)
     worker = Worker(
         store=gm.store, scripts=gm.scripts, fleet=gm.fleet, settings=settings, group=ns.group,
@@ -154,6 +159,17 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     worker.run()
     # A vital thread died: exit non-zero so the supervisor (up, Kubernetes) restarts us.
     return 1 if worker.failed else 0
+
+
+def _run_init_script(settings: Settings, ns: argparse.Namespace, sandbox: Any) -> None:
+    """The worker's init script, if it has one (InitScriptFailed stops the worker)."""
+    from worker.init_script import InitScript, run_init_script
+
+    path = ns.init_script or settings.init_script_for(ns.group)
+    if path:
+        run_init_script(InitScript.load(path), sandbox=sandbox, group=ns.group,
+                        timeout_s=settings.init_script_timeout_s,
+                        log=log.get(process="worker", group=ns.group))
 
 
 def cmd_scheduler(ns: argparse.Namespace) -> int:
