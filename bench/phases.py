@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from gristmill.client import Gristmill
 
 LANGUAGE = "python3"
 UNWATCHED_NAMESPACE = "gm-bench-unwatched"
+BATCH_SCRIPT = "u/bench/noop"
 CPU_KINDS = ("job processes", "worker processes", "scheduler", "redis", "producer (bench)")
 
 
@@ -134,6 +136,22 @@ class Phases:
                               self.deadline, "enqueue-only jobs")
         return PhaseResult(name="enqueue_only", jobs=count, statuses={"queued": count},
                            enqueue_s=result.seconds, enqueue_rate=result.rate)
+
+    def enqueue_batched(self, count: int) -> PhaseResult:
+        """The producer alone, in bulk: ``Gristmill.enqueue_many`` of ``count`` runs of a
+        deployed script by path (pipelined batches of 1,000), into a namespace no one watches."""
+        settings = Settings(redis_url=self.fleet.url, namespace=UNWATCHED_NAMESPACE)
+        producer = Gristmill(self.fleet.url, settings=settings)
+        producer.deploy_script(BATCH_SCRIPT, self.code, LANGUAGE)
+        producer.enqueue_many([{"path": BATCH_SCRIPT}] * 1000)  # scripts loaded, caches warm
+        specs = [{"path": BATCH_SCRIPT, "args": {}} for _ in range(count)]
+        self.deadline.check("enqueue_many")
+        started = time.perf_counter()
+        outcome = producer.enqueue_many(specs)
+        seconds = time.perf_counter() - started
+        queued = count - len(outcome.rejected) - len(outcome.duplicates)
+        return PhaseResult(name="enqueue_many", jobs=count, statuses={"queued": queued},
+                           enqueue_s=seconds, enqueue_rate=count / seconds)
 
     def _cpu(self) -> dict[str, float]:
         """CPU seconds so far: worker processes, their jobs, scheduler, Redis, this producer."""
