@@ -52,6 +52,11 @@ def add_process_commands(sub: Any) -> None:
                    help="run FILE once, sandboxed like a job, before claiming anything (.py: "
                    "python3 main(), else bash); a failure stops the worker (default "
                    "GRISTMILL_INIT_SCRIPTS[group], else GRISTMILL_INIT_SCRIPT)")
+    p.add_argument("--dedicated", action="append", default=[], metavar="PATH",
+                   help="keep this python3 script imported in a long-lived sandboxed process and "
+                   "call its main per job (module state persists between its jobs); repeatable")
+    p.add_argument("--dedicated-tag", action="append", default=[], metavar="TAG",
+                   help="the same for every python3 script whose jobs carry this tag; repeatable")
     _add_sandbox_options(p)
     p.set_defaults(func=cmd_worker)
 
@@ -153,12 +158,27 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         store=gm.store, scripts=gm.scripts, fleet=gm.fleet, settings=settings, group=ns.group,
         concurrency=ns.concurrency, tokens=gm.identity, sandbox=sandbox,
         box=SecretBox.from_setting(settings.secret_key) if settings.secret_key else None,
+        dedicated=_dedicated_pool(ns, sandbox),
     )
     metrics.serve(ns.metrics_port, settings.metrics_addr)
     _on_stop(worker.stop, worker.kill_running, ns.grace)
     worker.run()
     # A vital thread died: exit non-zero so the supervisor (up, Kubernetes) restarts us.
     return 1 if worker.failed else 0
+
+
+def _dedicated_pool(ns: argparse.Namespace, sandbox: Any) -> Any:
+    """The worker's dedicated processes, when it was given scripts or tags to dedicate."""
+    from common.permissions import check_item_path
+    from worker.dedicated import DedicatedPool
+    from worker.environment import process_environment
+
+    if not ns.dedicated and not ns.dedicated_tag:
+        return None
+    for path in ns.dedicated:
+        check_item_path(path)
+    return DedicatedPool(tuple(ns.dedicated), sandbox, process_environment(ns.group),
+                         tags=tuple(ns.dedicated_tag))
 
 
 def _run_init_script(settings: Settings, ns: argparse.Namespace, sandbox: Any) -> None:

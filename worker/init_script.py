@@ -15,13 +15,12 @@ its return value logged), anything else bash.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from worker.environment import PASSTHROUGH
+from worker.environment import process_environment
 from worker.executors.base import Outcome, interpret, prepare
 from worker.process import LogLine, ProcessRun
 from worker.sandbox.policy import Sandbox
@@ -61,10 +60,7 @@ class InitScript:
 
 def init_environment(group: str) -> dict[str, str]:
     """What the script's process gets: the jobs' allow-list, no token, nothing secret."""
-    env = {name: os.environ[name] for name in PASSTHROUGH if name in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(PYTHONUNBUFFERED="1", WM_WORKER_GROUP=group, WM_INIT_SCRIPT="1")
-    return env
+    return {**process_environment(group), "WM_INIT_SCRIPT": "1"}
 
 
 def run_init_script(script: InitScript, *, sandbox: Sandbox, group: str, timeout_s: float,

@@ -22,6 +22,7 @@ from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import FENCED, NEW_SECRETS, Store
 from common.vault import redact, redaction_values
+from worker.dedicated import Cancel, DedicatedPool
 from worker.environment import ephemeral_token, job_environment
 from worker.executors.base import Outcome, interpret, prepare
 from worker.executors.binding import ArgumentError
@@ -47,6 +48,12 @@ def bounded_error(error: dict[str, Any]) -> dict[str, Any]:
         if isinstance(text, str) and len(text) > MAX_ERROR_TEXT:
             bounded[key] = text[:MAX_ERROR_TEXT] + f"...[gristmill: cut, {len(text)} characters]"
     return bounded
+
+
+class Cancelable(Protocol):
+    """A running job's handle: a ProcessRun, or a dedicated job's Cancel."""
+
+    def cancel(self) -> None: ...
 
 
 class JobTokens(Protocol):
@@ -92,7 +99,7 @@ class LogSink:
         self.max_bytes = max_bytes
         self.pending: list[tuple[int, str, str]] = []
         self.fenced = False
-        self.run: ProcessRun | None = None
+        self.run: Cancelable | None = None
         self.redaction_entries = 0
         self.secrets: list[str] = []
 
@@ -150,6 +157,7 @@ class JobRunner:
     def __init__(
         self, *, store: Store, scripts: ScriptStore, settings: Settings, sandbox: Sandbox,
         clock: Clock = now_ms, tokens: JobTokens | None = None, box: SecretBox | None = None,
+        dedicated: DedicatedPool | None = None,
     ) -> None:
         self.store = store
         self.sandbox = sandbox
@@ -157,7 +165,8 @@ class JobRunner:
         self.box = box
         self.settings = settings
         self.clock = clock
-        self._active: dict[str, ProcessRun] = {}
+        self._active: dict[str, Cancelable] = {}
+        self.dedicated = dedicated
         self._cancel_pending: set[str] = set()
         self._releasing = False
         self._lock = threading.Lock()
@@ -246,6 +255,9 @@ class JobRunner:
             job, base_url=self.settings.base_url,
             token=self._write(lambda: self._mint_token(job, timeout_s)),
         )
+        if self.dedicated is not None and job.script_hash is not None and \
+                self.dedicated.handles(job.script_path, job.tag) and language == "python3":
+            return self._execute_dedicated(job, env, timeout_s, sink)
         run = ProcessRun(prepared, sandbox=self.sandbox, env=env, timeout_s=timeout_s, sink=sink,
                          limits=limits)
         sink.run = run
@@ -255,6 +267,29 @@ class JobRunner:
                 run.cancel()
         try:
             return interpret(language, run.run())
+        finally:
+            with self._lock:
+                self._active.pop(job.id, None)
+
+    def _execute_dedicated(self, job: Job, env: dict[str, str], timeout_s: int,
+                           sink: LogSink) -> Outcome:
+        """The job in its script's dedicated process (see worker/dedicated.py)."""
+        assert self.dedicated is not None and job.script_hash is not None
+        cancel = Cancel()
+        sink.run = cancel
+        with self._lock:
+            self._active[job.id] = cancel
+            if job.id in self._cancel_pending or self._releasing:
+                cancel.cancel()
+        def source() -> tuple[str, Limits]:
+            code, _, limits = self._write(lambda: self._code(job))
+            return code, limits
+
+        try:
+            return self.dedicated.run(
+                script_path=job.script_path or "", script_hash=job.script_hash, code=source,
+                job_id=job.id, args=job.args, env=env, timeout_s=timeout_s, sink=sink,
+                cancel=cancel.event)
         finally:
             with self._lock:
                 self._active.pop(job.id, None)

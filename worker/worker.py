@@ -26,6 +26,7 @@ from common.models import Job
 from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
+from worker.dedicated import DedicatedPool
 from worker.runner import JobRunner, JobTokens
 from worker.sandbox.policy import Sandbox
 
@@ -56,6 +57,7 @@ class Worker:
         sandbox: Sandbox,
         tokens: JobTokens | None = None,
         box: SecretBox | None = None,
+        dedicated: DedicatedPool | None = None,
     ) -> None:
         self.store = store
         self.sandbox = sandbox
@@ -77,7 +79,8 @@ class Worker:
         self._slots = threading.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="job")
         self._runner = JobRunner(store=store, scripts=scripts, settings=settings, clock=clock,
-                                 sandbox=sandbox, tokens=tokens, box=box)
+                                 sandbox=sandbox, tokens=tokens, box=box, dedicated=dedicated)
+        self.dedicated = dedicated
         self.log = log.get(worker_id=self.worker_id, group=group)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -87,11 +90,15 @@ class Worker:
         self._first_heartbeat()
         for loop in (self._heartbeat_loop, self._control_loop):
             vital(loop.__name__, loop, self._vital_died)
-        self.log.info("worker started", concurrency=self.concurrency, **self.sandbox.describe())
+        self.log.info("worker started", concurrency=self.concurrency, **self.sandbox.describe(),
+                      dedicated=sorted(self.dedicated.paths | self.dedicated.tags)
+                      if self.dedicated else [])
         try:
             self._claim_loop()
         finally:
             self._pool.shutdown(wait=True)
+            if self.dedicated is not None:
+                self.dedicated.close()
             self._exited.set()
             self._release_leftovers()
             try:
