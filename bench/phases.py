@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.fleet import GROUP, BenchFleet, Deadline
-from bench.jobs import JobTimes, enqueue_many, job_code, read_times, wait_done
+from bench.fleet import DEDICATED_SCRIPT, GROUP, BenchFleet, Deadline
+from bench.jobs import EnqueueResult, JobTimes, enqueue_many, job_code, read_times, wait_done
 from bench.stats import Summary, median, summarize
 from common.clock import now_ms
 from common.settings import Settings
@@ -82,15 +82,22 @@ class PhaseResult:
 class Phases:
     """Runs the benchmark's phases on one fleet with one producer."""
 
-    def __init__(self, fleet: BenchFleet, deadline: Deadline, sleep_ms: int) -> None:
+    def __init__(self, fleet: BenchFleet, deadline: Deadline, sleep_ms: int,
+                 batch: bool = False) -> None:
+        self.batch = batch  # phase 1 enqueues with enqueue_many (a producer that keeps up)
         self.fleet = fleet
         self.deadline = deadline
         self.code = job_code(sleep_ms)
         self.client = Gristmill(fleet.url)
         self.group = fleet.keys.group(GROUP)
+        self.dedicated = fleet.mode == "dedicated"
+        if self.dedicated:
+            self.client.deploy_script(DEDICATED_SCRIPT, self.code, LANGUAGE)
 
     def _submit(self, scheduled_for: int | None = None) -> str:
         options: dict[str, Any] = {} if scheduled_for is None else {"scheduled_for": scheduled_for}
+        if self.dedicated:  # by path: the workers keep that script imported
+            return self.client.run_script(DEDICATED_SCRIPT, **options)
         return self.client.run_preview(self.code, LANGUAGE, **options)
 
     def _finish(self, ids: list[str], what: str) -> list[JobTimes]:
@@ -106,7 +113,15 @@ class Phases:
     def due(self, count: int) -> PhaseResult:
         """Phase 1: ``count`` due jobs as fast as one producer can enqueue them."""
         cpu_before = self._cpu()
-        result = enqueue_many(lambda i: self._submit(), count, self.deadline, "due jobs")
+        if self.batch:
+            started = time.perf_counter()
+            spec: dict[str, Any] = {"path": DEDICATED_SCRIPT} if self.dedicated else \
+                {"code": self.code, "language": LANGUAGE}
+            ids = self.client.enqueue_many([dict(spec) for _ in range(count)],
+                                           batch_size=200).ids
+            result = EnqueueResult(ids, time.perf_counter() - started)
+        else:
+            result = enqueue_many(lambda i: self._submit(), count, self.deadline, "due jobs")
         times = self._finish(result.ids, "due jobs")
         cpu_after = self._cpu()
         created = [t.created_at for t in times]

@@ -43,9 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1000, help="phase 1 due jobs (default 1000)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--concurrency", type=int, default=4, help="slots per worker (default 4)")
-    p.add_argument("--mode", choices=["warm", "cold"], default="warm",
-                   help="warm: jobs forked from each worker's fork server (default); cold: a "
+    p.add_argument("--mode", choices=["warm", "dedicated", "cold"], default="warm",
+                   help="warm: jobs forked from each worker's fork server (default); dedicated: "
+                   "the workers keep the job's script imported (--dedicated); cold: a "
                    "launcher interpreter per job")
+    p.add_argument("--producer", choices=["single", "batch"], default="single",
+                   help="phase 1's producer: one enqueue per job (default), or enqueue_many in "
+                   "batches of 200 (so the fleet, not the producer, sets the pace)")
     p.add_argument("--sleep-ms", type=int, default=0,
                    help="each job sleeps this long in main (default 0: a no-op job)")
     p.add_argument("--free-jobs", type=int, default=100,
@@ -114,7 +118,7 @@ def run(ns: argparse.Namespace) -> Report:
     with BenchFleet(workers=ns.workers, concurrency=ns.concurrency, mode=ns.mode) as fleet:
         report.machine["redis"] = fleet.server_version
         fleet.wait_ready(deadline)
-        phases = Phases(fleet, deadline, ns.sleep_ms)
+        phases = Phases(fleet, deadline, ns.sleep_ms, batch=ns.producer == 'batch')
         if ns.warmup_jobs > 0:
             progress(deadline, f"fleet registered; {ns.warmup_jobs} warm-up jobs")
             phases.warm_up(ns.warmup_jobs)
