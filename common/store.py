@@ -256,6 +256,22 @@ class Store:
         return None if job_id is None else job_id.decode()
 
     @redis_errors
+    def claim_start(self, group: str, worker_id: str, count: int, claim_prefix: str,
+                    held: str | None = None) -> list[Job]:
+        """Take up to ``count`` ready ids and start them, with ``held`` (an id already in the
+        worker's running list) first, in one call; the jobs now running (canceled ones are
+        dropped). Each gets the claim ``<claim_prefix>.<n>``: the prefix must be fresh."""
+        g = self.keys.group(group)
+        answer = lua.CLAIM_START(
+            self.client,
+            [g.ready, g.running(worker_id), g.events,
+             *_status_keys(g, Status.QUEUED, Status.RUNNING)],
+            [g.job(""), worker_id, self.clock(), claim_prefix, EVENTS_MAXLEN, count, held or ""],
+        )
+        return [Job.from_redis(dict(zip(fields[::2], fields[1::2], strict=True)))
+                for fields in answer[2::3]]
+
+    @redis_errors
     def start(self, group: str, job_id: str, worker_id: str, claim: str) -> Job | None:
         """Mark a claimed job running under ``claim``; None if it is no longer queued."""
         g = self.keys.group(group)
