@@ -60,8 +60,7 @@ class JobTokens(Protocol):
     """What the runner needs of the identity store."""
 
     def mint_job_token(self, job_id: str, permissioned_as: str, *, expires_at: int,
-                       created_by: str | None = None) -> str: ...
-    def revoke_job_token(self, job_id: str) -> None: ...
+                       created_by: str | None = None, claim: str | None = None) -> str: ...
 
 
 def redact_value(value: Any, secrets: list[str]) -> Any:
@@ -201,13 +200,9 @@ class JobRunner:
             return
         started = time.monotonic()
         sink = LogSink(self.store, job, self.box, instance.max_log_bytes)
-        try:
-            outcome = self._execute(job, instance, sink)
-        finally:
-            tokens = self.tokens
-            if tokens is not None:
-                # WM_TOKEN dies with the attempt, whatever its outcome.
-                self._write(lambda: tokens.revoke_job_token(job.id))
+        # WM_TOKEN is signed for this attempt's claim: it dies with the attempt, whatever its
+        # outcome, with nothing to revoke (common/jobtokens.py).
+        outcome = self._execute(job, instance, sink)
         # The last lines are written before the outcome, even across an outage.
         self._write(lambda: sink.flush(until_written=True))
         if self.box is not None:
@@ -300,7 +295,7 @@ class JobRunner:
             return ephemeral_token()
         expires_at = self.clock() + (timeout_s + TOKEN_MARGIN_S) * 1000
         return self.tokens.mint_job_token(job.id, job.permissioned_as, expires_at=expires_at,
-                                          created_by=job.created_by)
+                                          created_by=job.created_by, claim=job.claim)
 
     def _code(self, job: Job) -> tuple[str, str, Limits]:
         """The job's code, language and sandbox limits (its script's, within the worker's)."""
