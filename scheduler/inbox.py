@@ -13,12 +13,12 @@ from __future__ import annotations
 import threading
 
 from common import log, metrics
-from common.admission import INBOX, Admission
 from common.connection import redis_errors
 from common.errors import RedisUnavailable
 from common.loops import Outage
-from common.spec import keep_raw
 from common.store import Store
+from jobs.admission import INBOX, Admission
+from jobs.spec import keep_raw
 
 BLOCK_S = 2.0  # a stopping scheduler waits at most this long for its inbox thread
 BATCH = 500  # specs admitted per round trip when the inbox holds that many

@@ -20,10 +20,10 @@ import redis
 from common.errors import ConfigError
 from common.fleet import Fleet
 from common.keys import Keys
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
 from gristmill.embedded import EmbeddedRedis, free_port
+from jobs.scripts import ScriptStore
 from worker.sandbox.policy import Limits, Sandbox, choose, isolation_problem
 from worker.sandbox.warm import ForkServer
 

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import log
-from worker.executors.base import Outcome, Prepared, exit_status, failure
-from worker.process import LogLine, LogSink, ProcessResult, ProcessRun, _Batcher
+from worker.executors.command import Prepared, ProcessResult
+from worker.executors.outcome import Outcome, exit_status, failure
+from worker.jobprocess import LogLine, LogSink, ProcessRun, _Batcher
 from worker.sandbox.policy import Limits, Sandbox
 
 HEADER = struct.Struct(">I")

@@ -21,8 +21,9 @@ from typing import Any
 
 from common.errors import ConfigError
 from worker.environment import process_environment
-from worker.executors.base import Outcome, interpret, prepare
-from worker.process import LogLine, ProcessRun
+from worker.executors.dispatch import interpret, prepare
+from worker.executors.outcome import Outcome
+from worker.jobprocess import LogLine, ProcessRun
 from worker.sandbox.policy import Sandbox
 
 MAX_SCRIPT_BYTES = 1024 * 1024

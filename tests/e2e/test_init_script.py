@@ -12,11 +12,11 @@ import json
 import pytest
 import redis
 
-from common.crypto import generate_key
 from common.models import Status
 from gristmill.client import Gristmill
 from gristmill.embedded import EmbeddedRedis
 from tests.e2e.conftest import Processes, deadline, worker_id_of
+from vault.crypto import generate_key
 from worker.sandbox.policy import UID_BASE, Sandbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

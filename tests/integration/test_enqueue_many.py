@@ -9,15 +9,15 @@ import uuid
 import pytest
 import redis
 
-from common import scripts as scripts_module
-from common.admission import INBOX
 from common.keys import Keys
 from common.models import Kind, Status
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
 from gristmill.client import Gristmill
 from gristmill.embedded import EmbeddedRedis
+from jobs import scripts as scripts_module
+from jobs.admission import INBOX
+from jobs.scripts import ScriptStore
 from scheduler.inbox import BATCH, InboxAdmitter
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from common import spec as specs
-from common.admission import Admission, BatchOutcome, RawSpec
 from common.models import Status
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
+from jobs import spec as specs
+from jobs.admission import Admission, BatchOutcome, RawSpec
+from jobs.scripts import ScriptStore
 from scheduler.inbox import InboxAdmitter
 
 UUID = "6f1c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from common.crypto import DecryptionError, SecretBox
+from auth.permissions import Acl, FolderAcl, Level, Principal
 from common.errors import ConfigError, NotFound, PermissionDenied, SpecError
 from common.keys import Keys
-from common.permissions import Acl, FolderAcl, Level, Principal
-from common.vault import Vault, redact, redaction_values
+from vault.crypto import DecryptionError, SecretBox
+from vault.redaction import redact, redaction_values
+from vault.store import Vault
 
 NOW = 1_700_000_000_000
 SECRET = "s3cr3t-Pa55word-\u00e9\u2713"

@@ -7,7 +7,7 @@ tokens belong to a user (``tokens:<user>`` lists them); job tokens (the
 ``WM_TOKEN`` of one running job) are bound to the job through
 ``jobtoken:<job id>`` and carry the job's ``permissioned_as``.
 
-Checking who owns a token (exists, not disabled) is :mod:`common.identity`'s
+Checking who owns a token (exists, not disabled) is :mod:`auth.identity`'s
 job; this module only answers "is this a live token, and whose".
 """
 
@@ -21,12 +21,12 @@ from typing import Any, Literal
 
 import redis
 
-from common import jobtokens
+from auth import jobtokens
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import AuthError, NotFound, SpecError
 from common.keys import Keys
-from common.permissions import check_identity
+from common.paths import check_identity
 
 PREFIX = "gm_"
 ID_LENGTH = 12
@@ -193,7 +193,7 @@ class TokenStore:
         """A job's ``WM_TOKEN``, acting as ``permissioned_as`` until ``expires_at``, with no
         more than the role of ``created_by``.
 
-        With ``claim`` (the worker's case): a signed token (``common/jobtokens.py``), live
+        With ``claim`` (the worker's case): a signed token (``auth/jobtokens.py``), live
         while the job runs under that claim; nothing is written. Without: a stored token,
         live until revoked, which replaces the job's previous stored token.
         """

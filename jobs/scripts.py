@@ -13,16 +13,16 @@ from typing import Any
 
 import redis
 
-from common import lua
+from common import luascripts
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import GristmillError, NotFound, SpecError
 from common.keys import Keys
 from common.languages import LANGUAGES
 from common.models import ScriptVersion
-from common.permissions import check_item_path
+from common.paths import check_item_path
 from common.retry import parse_policy
-from common.spec import MAX_TIMEOUT_S
+from jobs.spec import MAX_TIMEOUT_S
 
 HASH_LENGTH = 16
 # How long a producer trusts path -> latest hash: a version deployed by another
@@ -113,7 +113,7 @@ class ScriptStore:
         digest = script_hash(path, language, code, defaults)
         now = self.clock()
         try:
-            created = lua.DEPLOY_SCRIPT(
+            created = luascripts.DEPLOY_SCRIPT(
                 self.client,
                 [self.keys.script(digest), self.keys.script_paths, self.keys.script_history(path)],
                 [digest, path, language, code, now, created_by,
