@@ -261,7 +261,7 @@ class Store:
                     held: str | None = None) -> list[Job]:
         """Take up to ``count`` ready ids and start them, with ``held`` (an id already in the
         worker's running list) first, in one call; the jobs now running (canceled ones are
-        dropped). Each gets the claim ``<claim_prefix>.<n>``: the prefix must be fresh."""
+        dropped). Each gets the claim ``<claim_prefix><n as 4 hex digits>``: the prefix must be fresh."""
         g = self.keys.group(group)
         answer = luascripts.CLAIM_START(
             self.client,

@@ -57,12 +57,22 @@ def dedicated_prepared(code: str) -> Prepared:
 
 @dataclass
 class _Pending:
-    """One job in the process: its log batcher, and its report once done."""
+    """One job in the process: its log sink, and its report once done."""
 
-    batcher: _Batcher
+    sink: LogSink
+    batcher: _Batcher | None = None  # made at its first line: a silent job costs no thread
     done: threading.Event = field(default_factory=threading.Event)
     report: dict[str, Any] | None = None
     lost: str | None = None
+
+    def put(self, line: LogLine) -> None:
+        if self.batcher is None:
+            self.batcher = _Batcher(self.sink, 0.05, 200)
+        self.batcher.put(line)
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
 
 
 class DedicatedProcess:
@@ -132,7 +142,7 @@ class DedicatedProcess:
     def run(self, job_id: str, args: dict[str, Any], env: dict[str, str], timeout_s: float,
             sink: LogSink, cancel: threading.Event) -> Outcome:
         """Run one job in the process; its log lines go to ``sink``; ``cancel`` set stops it."""
-        pending = _Pending(_Batcher(sink, 0.05, 200))
+        pending = _Pending(sink)
         with self._lock:
             self._pending[job_id] = pending
         try:
@@ -141,7 +151,7 @@ class DedicatedProcess:
             pending.lost = f"the dedicated process ended ({self.end or 'socket closed'})"
             pending.done.set()
         reason = self._wait(pending, job_id, timeout_s, cancel)
-        pending.batcher.close()
+        pending.close()
         with self._lock:
             self._pending.pop(job_id, None)
         if reason == "timeout":
@@ -212,8 +222,8 @@ class DedicatedProcess:
                 return
             if kind == "log":
                 stream = "stderr" if message.get("s") == "stderr" else "stdout"
-                pending.batcher.put(LogLine(time.time_ns() // 1_000_000, stream,
-                                            str(message.get("l", ""))))
+                pending.put(LogLine(time.time_ns() // 1_000_000, stream,
+                                    str(message.get("l", ""))))
             else:
                 pending.report = message
                 pending.done.set()

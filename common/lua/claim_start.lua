@@ -9,7 +9,7 @@
 -- ARGV[1] prefix of the group's job records, "gm:{wg:G}:job:" (see below)
 -- ARGV[2] worker id
 -- ARGV[3] now (epoch ms)
--- ARGV[4] claim prefix: fresh and random; job n of this call gets claim "<prefix>.<n>"
+-- ARGV[4] claim prefix: fresh and random (hex); job n of this call gets claim <prefix><n as 4 hex digits>
 -- ARGV[5] events stream cap
 -- ARGV[6] K: how many jobs to start from ready at most (ids of canceled jobs taken do not
 --         count; at most 4K + 16 ids are taken off ready in one call)
@@ -43,7 +43,7 @@ local function start(id)
     return
   end
   n = n + 1
-  local claim = ARGV[4] .. '.' .. n
+  local claim = ARGV[4] .. string.format('%04x', n)
   redis.call('HSET', job_key, 'status', 'running', 'started_at', ARGV[3], 'worker', ARGV[2],
              'claim', claim)
   redis.call('HINCRBY', job_key, 'attempt', 1)

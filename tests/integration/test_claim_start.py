@@ -27,7 +27,7 @@ def test_claim_start_takes_up_to_k_in_one_call(store: Store, redis_client: redis
     started = store.claim_start("default", "w1", 3, "abc")
     assert calls(redis_client, "evalsha") == evals + 1
     assert [job.id for job in started] == [jobs[0].id, jobs[2].id, jobs[3].id]
-    assert [job.claim for job in started] == ["abc.1", "abc.2", "abc.3"]
+    assert [job.claim for job in started] == ["abc0001", "abc0002", "abc0003"]
     for job in started:
         assert (job.status, job.worker, job.attempt) == (Status.RUNNING, "w1", 1)
         assert job.started_at is not None
