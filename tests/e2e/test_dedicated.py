@@ -206,3 +206,14 @@ def test_dedicated_process_is_sandboxed(
         assert outcome.startswith("denied"), (path, outcome)
     assert seen["redis"].startswith("-NOAUTH"), seen["redis"]
     assert json.dumps(seen).count(dedicated.secret_key) == 0
+
+
+def test_dedicated_process_started_cold(dedicated: Dedicated) -> None:
+    """--job-exec cold: the dedicated process is a launcher of its own; state persists the same."""
+    gm = dedicated.gm
+    gm.deploy_script("u/alice/cold", COUNTER.format(version=1), "python3")
+    dedicated.procs.worker("--dedicated", "u/alice/cold", "--group", "cold", "--job-exec", "cold",
+                           name="cold")
+    gm.set_route("cold", "cold")
+    counts = [gm.wait(gm.run_script("u/alice/cold", {"n": n}, tag="cold"), 60) for n in (1, 2)]
+    assert [job.result["count"] for job in counts] == [1, 2], [job.error for job in counts]
