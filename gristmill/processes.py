@@ -57,6 +57,9 @@ def add_process_commands(sub: Any) -> None:
                    "call its main per job (module state persists between its jobs); repeatable")
     p.add_argument("--dedicated-tag", action="append", default=[], metavar="TAG",
                    help="the same for every python3 script whose jobs carry this tag; repeatable")
+    p.add_argument("--dedicated-threads", type=int, default=1, metavar="N",
+                   help="a dedicated sync main runs up to N jobs at once on N threads of its "
+                   "process (default 1: one at a time; main must then be thread-safe)")
     _add_sandbox_options(p)
     p.set_defaults(func=cmd_worker)
 
@@ -177,8 +180,10 @@ def _dedicated_pool(ns: argparse.Namespace, sandbox: Any) -> Any:
         return None
     for path in ns.dedicated:
         check_item_path(path)
+    if ns.dedicated_threads < 1:
+        raise ConfigError("--dedicated-threads must be at least 1")
     return DedicatedPool(tuple(ns.dedicated), sandbox, process_environment(ns.group),
-                         tags=tuple(ns.dedicated_tag))
+                         tags=tuple(ns.dedicated_tag), threads=ns.dedicated_threads)
 
 
 def _run_init_script(settings: Settings, ns: argparse.Namespace, sandbox: Any) -> None:

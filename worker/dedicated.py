@@ -12,6 +12,8 @@ that script only. Jobs of other scripts run the ordinary way.
 * **Versions.** A process runs one version (hash). A job of a newer version
   starts a process for it; the older one is *draining*: it takes no new job
   and is stopped when its last job ends.
+* **Threads.** A sync ``main`` runs one job at a time unless the worker was
+  given ``--dedicated-threads N``: then up to N at once on as many threads.
 * **Timeouts and cancels.** An ``async def main`` job is canceled inside the
   process (``CancelledError``). A sync job cannot be interrupted there: the
   process is killed (SIGTERM, then SIGKILL) and restarted for the next job,
@@ -47,11 +49,12 @@ START_TIMEOUT_S = 60.0
 MAIN_FILE = "main.py"
 
 
-def dedicated_prepared(code: str) -> Prepared:
+def dedicated_prepared(code: str, threads: int = 1) -> Prepared:
     """The dedicated program with the script as its main.py (the socket's fd is appended)."""
     import sys
 
-    argv = [sys.executable, "-u", "-P", "-m", "worker.executors.dedicated", MAIN_FILE]
+    argv = [sys.executable, "-u", "-P", "-m", "worker.executors.dedicated", MAIN_FILE,
+            str(threads)]
     return Prepared(argv=argv, files={MAIN_FILE: code}, env={}, result_fd=True)
 
 
@@ -79,7 +82,8 @@ class DedicatedProcess:
     """One sandboxed process running one version of one script."""
 
     def __init__(self, *, path: str, script_hash: str, code: str, sandbox: Sandbox,
-                 limits: Limits, env: dict[str, str], on_output: LogSink) -> None:
+                 limits: Limits, env: dict[str, str], on_output: LogSink,
+                 threads: int = 1) -> None:
         self.path = path
         self.script_hash = script_hash
         self.draining = False
@@ -93,7 +97,8 @@ class DedicatedProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock = ours
         self._send_lock = threading.Lock()
-        self._run = ProcessRun(dedicated_prepared(code), sandbox=sandbox, env=env,
+        self.threads = threads
+        self._run = ProcessRun(dedicated_prepared(code, threads), sandbox=sandbox, env=env,
                                timeout_s=FOREVER_S, sink=on_output, limits=limits,
                                channel=theirs.fileno())
         self._theirs = theirs
@@ -171,7 +176,7 @@ class DedicatedProcess:
         while not pending.done.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
             if cancel.is_set() or time.monotonic() >= deadline:
                 reason = "cancel" if cancel.is_set() else "timeout"
-                if reason == "cancel" and self.is_async:
+                if reason == "cancel" and self.is_async:  # else: threads cannot be stopped
                     with contextlib.suppress(OSError):
                         self._send({"t": "cancel", "j": job_id})
                     if pending.done.wait(self._run.kill_grace_s):
@@ -268,7 +273,8 @@ class DedicatedPool:
     """The dedicated processes of one worker: one per script version in use."""
 
     def __init__(self, paths: tuple[str, ...], sandbox: Sandbox, env: dict[str, str],
-                 tags: tuple[str, ...] = ()) -> None:
+                 tags: tuple[str, ...] = (), threads: int = 1) -> None:
+        self.threads = threads  # a sync main's jobs at once in one process
         self.paths = frozenset(paths)
         self.tags = frozenset(tags)
         self.sandbox = sandbox
@@ -317,7 +323,7 @@ class DedicatedPool:
 
             process = DedicatedProcess(path=path, script_hash=digest, code=source,
                                        sandbox=self.sandbox, limits=limits, env=self.env,
-                                       on_output=on_output)
+                                       on_output=on_output, threads=self.threads)
             self._processes[digest] = process
             plog.info("dedicated process started")
             return process

@@ -217,3 +217,37 @@ def test_dedicated_process_started_cold(dedicated: Dedicated) -> None:
     gm.set_route("cold", "cold")
     counts = [gm.wait(gm.run_script("u/alice/cold", {"n": n}, tag="cold"), 60) for n in (1, 2)]
     assert [job.result["count"] for job in counts] == [1, 2], [job.error for job in counts]
+
+
+THREADED = """
+import os, threading, time
+PID = os.getpid()
+
+def main(share: str, n: int):
+    open(os.path.join(share, f"t-{n}"), "w").close()
+    while not os.path.exists(os.path.join(share, "t-go")):
+        time.sleep(0.02)
+    print(f"threaded job {n}")
+    return {"pid": PID, "job": os.environ["WM_JOB_ID"], "thread": threading.get_ident()}
+"""
+
+
+def test_sync_main_on_threads_when_asked(dedicated: Dedicated) -> None:
+    """--dedicated-threads 4: three sync jobs in flight in one process, each its own env and log."""
+    gm, share = dedicated.gm, dedicated.procs.share
+    gm.deploy_script("u/alice/threaded", THREADED, "python3")
+    dedicated.procs.worker("--dedicated", "u/alice/threaded", "--dedicated-threads", "4",
+                           "--group", "threaded", "--concurrency", "4", name="threaded")
+    gm.set_route("threaded", "threaded")
+    ids = [gm.run_script("u/alice/threaded", {"share": str(share), "n": n}, tag="threaded")
+           for n in range(3)]
+    deadline(lambda: all((share / f"t-{n}").exists() for n in range(3)), 60,
+             "three sync jobs in flight at once")
+    (share / "t-go").touch()
+    jobs = [gm.wait(job_id, 60) for job_id in ids]
+    assert all(job.status == Status.SUCCESS for job in jobs), [job.error for job in jobs]
+    assert len({job.result["pid"] for job in jobs}) == 1
+    assert len({job.result["thread"] for job in jobs}) == 3
+    assert [job.result["job"] for job in jobs] == ids
+    for n, job_id in enumerate(ids):
+        assert [entry.line for entry in gm.logs(job_id)] == [f"threaded job {n}"]

@@ -3,7 +3,7 @@
 Run in a sandboxed process of its own (a uid, namespaces, a private root and
 limits, exactly as a job) by a dedicated worker (``worker/dedicated.py``)::
 
-    python -u -P -m worker.executors.dedicated <path/to/main.py> <FD>
+    python -u -P -m worker.executors.dedicated <path/to/main.py> <THREADS> <FD>
 
 FD is a stream socket to the worker. Both ways, each message is a 4-byte
 big-endian length and a JSON object:
@@ -16,8 +16,9 @@ big-endian length and a JSON object:
   ``{"t": "done", "j": id, "ok": bool, "result" | "error": ...}``.
 
 Module state persists from one job to the next (that is the point). A sync
-``main`` runs one job at a time; an ``async def main`` runs every job it is
-given concurrently on one event loop. What ``print`` writes while a job runs
+``main`` runs one job at a time, or up to THREADS at once on as many threads
+when the operator asked for more than one; an ``async def main`` runs every
+job it is given concurrently on one event loop. What ``print`` writes while a job runs
 is that job's log (the job is known from a context variable, so concurrent
 async jobs keep their own lines); ``os.environ`` shows each job its own
 ``WM_*`` variables the same way. Standard library only, like ``pywrapper``.
@@ -156,11 +157,23 @@ class Server:
                  routers: tuple[LineRouter, LineRouter], main_file: str) -> None:
         self.func, self.channel, self.routers, self.main_file = func, channel, routers, main_file
 
-    def serve_sync(self) -> None:
-        for message in self.channel.messages():
-            if message["t"] == "run":
-                self._enter(message)
-                self._done(message["j"], self._report(message["args"]))
+    def serve_sync(self, threads: int = 1) -> None:
+        if threads <= 1:
+            for message in self.channel.messages():
+                if message["t"] == "run":
+                    self._run_sync(message)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="gristmill-job") as pool:
+            for message in self.channel.messages():
+                if message["t"] == "run":
+                    # Each job in a context of its own: its log lines and WM_* variables.
+                    pool.submit(contextvars.copy_context().run, self._run_sync, message)
+
+    def _run_sync(self, message: dict[str, Any]) -> None:
+        self._enter(message)
+        self._done(message["j"], self._report(message["args"]))
 
     def serve_async(self) -> None:
         import asyncio
@@ -244,10 +257,10 @@ class Server:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        sys.stderr.write("usage: python -m worker.executors.dedicated MAIN_PY FD\n")
+    if len(argv) != 4:
+        sys.stderr.write("usage: python -m worker.executors.dedicated MAIN_PY THREADS FD\n")
         return 2
-    fd = int(argv[2])
+    threads, fd = int(argv[2]), int(argv[3])
     # Close-on-exec copy: processes the jobs start must not hold the worker's socket.
     sock = socket.socket(fileno=os.dup(fd))
     os.close(fd)
@@ -274,7 +287,7 @@ def main(argv: list[str]) -> int:
     if is_async:
         server.serve_async()
     else:
-        server.serve_sync()
+        server.serve_sync(threads)
     return 0
 
 
