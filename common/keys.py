@@ -42,7 +42,8 @@ key                               type    holds                                 
 ``gm:{auth}:memberships:<user>``   SET     groups of the user (reverse index)         group add/remove
 ``gm:{auth}:token:<sha256>``       HASH    owner, kind (api|job), label, expiry, …    token create / worker
 ``gm:{auth}:tokens:<user>``        SET     sha256 of the user's API tokens            token create/revoke
-``gm:{auth}:jobtoken:<job id>``    STRING  sha256 of the job's WM_TOKEN               worker (deleted at end)
+``gm:{auth}:jobtoken:<job id>``    STRING  sha256 of a stored job token               token mint (no claim)
+``gm:{auth}:jobtoken-key``         STRING  HMAC key of signed job tokens (32 bytes)   first mint (SET NX)
 ``gm:{items}:variable:<path>``     HASH    value (AES-GCM when secret), is_secret, …  variables API
 ``gm:{items}:resource:<path>``     HASH    resource type, value (JSON), …             resources API
 ``gm:{items}:index:<kind>``        SET     paths of variables / resources             variables/resources API
@@ -264,6 +265,10 @@ class Keys:
 
     def job_token(self, job_id: str) -> str:
         return f"{self.namespace}:{{auth}}:jobtoken:{job_id}"
+
+    @property
+    def job_token_key(self) -> str:
+        return f"{self.namespace}:{{auth}}:jobtoken-key"
 
     def variable(self, path: str) -> str:
         return f"{self.namespace}:{{items}}:variable:{path}"

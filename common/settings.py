@@ -128,6 +128,19 @@ class Settings(BaseSettings):
         "credentials from the service's usual variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
         "AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP). Unset: Redis and local disk only.",
     )
+    init_script: str | None = Field(
+        default=None,
+        description="A file every worker runs once, sandboxed like a job, before it claims "
+        "anything (`.py`: python3 `main()`, else bash); a failure stops the worker.",
+    )
+    init_scripts: dict[str, str] = Field(
+        default_factory=dict,
+        description='Init scripts per worker group, as JSON (`{"gpu": "/etc/gm/gpu.sh"}`); '
+        "a group named here uses its own instead of `init_script`.",
+    )
+    init_script_timeout_s: int = Field(
+        default=600, ge=1, description="How long an init script may run before it is killed.",
+    )
     log_format: str = Field(
         default="auto", pattern="^(auto|json|console)$", description="auto: JSON unless a TTY."
     )
@@ -144,6 +157,10 @@ class Settings(BaseSettings):
         except OSError:
             written = ""
         return written or EMBEDDED_REDIS_URL
+
+    def init_script_for(self, group: str) -> str | None:
+        """The init script of a worker of ``group``: the group's own, else the common one."""
+        return self.init_scripts.get(group, self.init_script)
 
     def redis_password(self) -> str | None:
         """The password from ``redis_password_file``, or None when none is configured."""

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from auth.identity import IdentityStore
@@ -23,7 +23,7 @@ from common.models import Job, Kind, ScriptVersion, Status
 from common.queries import EVERYONE, JobFilter, Page, Viewer, iter_jobs, list_jobs, list_page
 from common.settings import Settings
 from common.store import LogEntry, Store
-from jobs.admission import ADMIN_USER, NAME_PATTERN, Admission
+from jobs.admission import ADMIN_USER, NAME_PATTERN, Admission, BatchOutcome, RawSpec
 from jobs.locking import Locker
 from jobs.scripts import ScriptStore
 from jobs.spec import JobSpec, parse_spec
@@ -58,6 +58,26 @@ class Gristmill:
         """Validate and enqueue a spec as the operator; return the job id (SpecError, DuplicateJob)."""
         parsed = spec if isinstance(spec, JobSpec) else parse_spec(spec)
         return self.admission.submit(parsed).id
+
+    def enqueue_many(self, specs: Iterable[RawSpec], *, batch_size: int = 1000) -> BatchOutcome:
+        """Validate and enqueue many specs as the operator, ``batch_size`` per pipeline.
+
+        Never raises for a bad spec: it is recorded as a failed job saying why and
+        named in ``outcome.rejected``; a spec whose ``id`` exists is in
+        ``outcome.duplicates`` (not run twice). ``outcome.ids`` has one id per spec.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        outcome = BatchOutcome()
+        batch: list[RawSpec] = []
+        for spec in specs:
+            batch.append(spec)
+            if len(batch) >= batch_size:
+                outcome.extend(self.admission.submit_many(batch))
+                batch = []
+        if batch:
+            outcome.extend(self.admission.submit_many(batch))
+        return outcome
 
     def run_script(self, path: str, args: dict[str, Any] | None = None, **options: Any) -> str:
         """Run the latest version at ``path``; options are spec fields (``scheduled_for``, ...)."""

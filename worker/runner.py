@@ -25,6 +25,7 @@ from storage.objects import ObjectStore, StorageError
 from storage.results import store_result
 from vault.crypto import SecretBox
 from vault.redaction import redact, redaction_values
+from worker.dedicated import Cancel, DedicatedPool
 from worker.dependencies import Dependencies, DependencyFailure, with_deps
 from worker.environment import ephemeral_token, job_environment
 from worker.executors.binding import ArgumentError
@@ -55,12 +56,17 @@ def bounded_error(error: dict[str, Any]) -> dict[str, Any]:
     return bounded
 
 
+class Cancelable(Protocol):
+    """A running job's handle: a ProcessRun, or a dedicated job's Cancel."""
+
+    def cancel(self) -> None: ...
+
+
 class JobTokens(Protocol):
     """What the runner needs of the identity store."""
 
     def mint_job_token(self, job_id: str, permissioned_as: str, *, expires_at: int,
-                       created_by: str | None = None) -> str: ...
-    def revoke_job_token(self, job_id: str) -> None: ...
+                       created_by: str | None = None, claim: str | None = None) -> str: ...
 
 
 def redact_value(value: Any, secrets: list[str]) -> Any:
@@ -101,7 +107,7 @@ class LogSink:
         self.max_bytes = max_bytes
         self.pending: list[tuple[int, str, str]] = []
         self.fenced = False
-        self.run: ProcessRun | None = None
+        self.run: Cancelable | None = None
         self.redaction_entries = 0
         self.secrets: list[str] = []
 
@@ -188,6 +194,7 @@ class JobRunner:
         self, *, store: Store, scripts: ScriptStore, settings: Settings, sandbox: Sandbox,
         clock: Clock = now_ms, tokens: JobTokens | None = None, box: SecretBox | None = None,
         deps: Dependencies | None = None, objects: ObjectStore | None = None,
+        dedicated: DedicatedPool | None = None,
     ) -> None:
         self.deps = deps
         self.objects = objects
@@ -197,7 +204,8 @@ class JobRunner:
         self.box = box
         self.settings = settings
         self.clock = clock
-        self._active: dict[str, ProcessRun] = {}
+        self._active: dict[str, Cancelable] = {}
+        self.dedicated = dedicated
         self._cancel_pending: set[str] = set()
         self._releasing = False
         self._lock = threading.Lock()
@@ -236,14 +244,10 @@ class JobRunner:
                            used=job.log_bytes or 0,
                            keep_until_ms=self.clock() + (timeout_s + instance.retention_s) * 1000)
         sink = LogSink(self.store, job, self.box, instance.max_log_bytes, budget)
-        try:
-            outcome = self._execute(job, instance, sink)
-            sink.close()
-        finally:
-            tokens = self.tokens
-            if tokens is not None:
-                # WM_TOKEN dies with the attempt, whatever its outcome.
-                self._write(lambda: tokens.revoke_job_token(job.id))
+        # WM_TOKEN is signed for this attempt's claim: it dies with the attempt, whatever its
+        # outcome, with nothing to revoke (auth/jobtokens.py).
+        outcome = self._execute(job, instance, sink)
+        sink.close()
         # The last lines are written before the outcome, even across an outage.
         self._write(lambda: sink.flush(until_written=True))
         if self.box is not None:
@@ -282,6 +286,9 @@ class JobRunner:
         timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
         deadline = time.monotonic() + timeout_s
         sandbox, lock_input = self.sandbox, None
+        # A job whose script needs an environment runs warm, not in a dedicated process
+        # (docs/ARCHITECTURE.md, known limits of dedicated workers).
+        needs_env = False
         try:
             if job.kind == Kind.DEPENDENCIES and self.deps is not None:
                 deps = self.deps
@@ -297,6 +304,7 @@ class JobRunner:
                         job, version, code, sink, sandbox, deadline,
                         track=lambda run: self._track(job.id, run)))
                     prepared = dataclasses.replace(prepared, env={**prepared.env, **needs.env})
+                    needs_env = bool(needs.env)
                     sandbox = with_deps(sandbox, needs)
         except ArgumentError as exc:
             return failure("ArgumentError", str(exc))
@@ -310,6 +318,9 @@ class JobRunner:
             job, base_url=self.settings.base_url,
             token=self._write(lambda: self._mint_token(job, timeout_s)),
         )
+        if self.dedicated is not None and job.script_hash is not None and not needs_env and \
+                self.dedicated.handles(job.script_path, job.tag) and language == "python3":
+            return self._execute_dedicated(job, env, timeout_s, sink)
         run = ProcessRun(prepared, sandbox=sandbox, env=env, sink=sink, limits=limits,
                          timeout_s=max(1.0, deadline - time.monotonic()))
         sink.run = run
@@ -331,13 +342,36 @@ class JobRunner:
             if job_id in self._cancel_pending or self._releasing:
                 run.cancel()
 
+    def _execute_dedicated(self, job: Job, env: dict[str, str], timeout_s: int,
+                           sink: LogSink) -> Outcome:
+        """The job in its script's dedicated process (see worker/dedicated.py)."""
+        assert self.dedicated is not None and job.script_hash is not None
+        cancel = Cancel()
+        sink.run = cancel
+        with self._lock:
+            self._active[job.id] = cancel
+            if job.id in self._cancel_pending or self._releasing:
+                cancel.cancel()
+        def source() -> tuple[str, Limits]:
+            _, code, _, limits = self._write(lambda: self._code(job))
+            return code, limits
+
+        try:
+            return self.dedicated.run(
+                script_path=job.script_path or "", script_hash=job.script_hash, code=source,
+                job_id=job.id, args=job.args, env=env, timeout_s=timeout_s, sink=sink,
+                cancel=cancel.event)
+        finally:
+            with self._lock:
+                self._active.pop(job.id, None)
+
     def _mint_token(self, job: Job, timeout_s: int) -> str:
         """WM_TOKEN: the permissions of permissioned_as, until the job ends (or timeout + 60 s)."""
         if self.tokens is None:
             return ephemeral_token()
         expires_at = self.clock() + (timeout_s + TOKEN_MARGIN_S) * 1000
         return self.tokens.mint_job_token(job.id, job.permissioned_as, expires_at=expires_at,
-                                          created_by=job.created_by)
+                                          created_by=job.created_by, claim=job.claim)
 
     def _code(self, job: Job) -> tuple[ScriptVersion | None, str, str, Limits]:
         """The job's version, code, language and sandbox limits (its script's, within the
