@@ -21,8 +21,10 @@ from common.store import Store
 from flows.approvals import Approvals
 from flows.jobs import FlowJobs
 from jobs.admission import ADMIN_USER, Admission
+from jobs.locking import Locker
 from jobs.scripts import ScriptStore
 from schedules.store import ScheduleStore
+from storage.objects import ObjectStore, from_settings
 from vault.crypto import SecretBox
 from vault.store import Vault
 
@@ -41,6 +43,8 @@ class Services:
     vault: Vault
     flow_jobs: FlowJobs
     approvals: Approvals
+    locker: Locker
+    objects: ObjectStore | None  # GRISTMILL_OBJECT_STORE_URL: stored log parts and results
 
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis | None = None) -> Services:
@@ -60,6 +64,7 @@ class Services:
             fleet=Fleet(client, keys), identity=identity, admission=admission,
             schedules=ScheduleStore(admission), vault=Vault(client, keys, box, access=identity.access),
             flow_jobs=flow_jobs, approvals=Approvals(store, settings.secret_key),
+            locker=Locker(scripts, admission), objects=from_settings(settings.object_store_url),
         )
 
     def cancel(self, job_id: str, *, reason: str = "", by: str = ADMIN_USER) -> str:

@@ -50,18 +50,20 @@ def _load(name: str) -> LuaScript:
 ENQUEUE = _load("enqueue")
 PROMOTE = _load("promote")
 START = _load("start")
+CLAIM_START = _load("claim_start")
 APPEND_LOGS = _load("append_logs")
 COMPLETE = _load("complete")
 RECOVER = _load("recover")
 REJECT = _load("reject")
 DEPLOY_SCRIPT = _load("deploy_script")
+SET_LOCK = _load("set_lock")
 RETRY = _load("retry")
 RELEASE = _load("release")
 CANCEL = _load("cancel")
 CANCEL_MANY = _load("cancel_many")
 
-ALL = (ENQUEUE, PROMOTE, START, APPEND_LOGS, COMPLETE, RECOVER, REJECT, DEPLOY_SCRIPT, RETRY,
-       RELEASE, CANCEL, CANCEL_MANY)
+ALL = (ENQUEUE, PROMOTE, START, CLAIM_START, APPEND_LOGS, COMPLETE, RECOVER, REJECT, DEPLOY_SCRIPT,
+       RETRY, RELEASE, CANCEL, CANCEL_MANY, SET_LOCK)
 
 
 def load_all(client: redis.Redis) -> None:
