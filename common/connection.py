@@ -59,7 +59,7 @@ _CLUSTER_PASSING = re.compile(
 
 def passing_state(exc: BaseException) -> bool:
     """True for a Redis error that says the server cannot serve now, not that we erred."""
-    if isinstance(exc, _PASSING_STATES | redis.exceptions.SlotNotCoveredError):
+    if isinstance(exc, (*_PASSING_STATES, redis.exceptions.SlotNotCoveredError)):
         return True
     if type(exc) is redis.exceptions.RedisClusterException:
         return bool(_CLUSTER_PASSING.search(str(exc)))

@@ -38,8 +38,12 @@ class LuaScript:
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
     def queue(self, pipe: redis.client.Pipeline, keys: list[str], args: list[ScriptArg]) -> None:
-        """Add an EVALSHA to a pipeline (see :func:`run_pipeline` for NOSCRIPT)."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+        """Add an EVALSHA to a pipeline (see :func:`run_pipeline` for NOSCRIPT).
+
+        Sent as a raw command: a cluster pipeline refuses its ``evalsha`` method
+        (redis-py), yet routes a raw EVALSHA by its keys like any other command.
+        """
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 def _load(name: str) -> LuaScript:
@@ -72,12 +76,28 @@ def load_all(client: redis.Redis) -> None:
 
 def run_pipeline(client: redis.Redis, pipe: redis.client.Pipeline) -> list[Any]:
     """Execute a pipeline of idempotent commands; on NOSCRIPT load all scripts and re-run it."""
-    commands = list(pipe.command_stack)
+    commands = [_args_of(command) for command in _queued(pipe)]
     try:
         answers: list[Any] = pipe.execute()
         return answers
     except redis.exceptions.NoScriptError:
         load_all(client)
-        pipe.command_stack = commands
-        retried: list[Any] = pipe.execute()
+        again = client.pipeline(transaction=False)
+        for args, options in commands:
+            again.execute_command(*args, **options)
+        retried: list[Any] = again.execute()
         return retried
+
+
+def _queued(pipe: redis.client.Pipeline) -> list[Any]:
+    """The commands queued in ``pipe`` (a cluster pipeline keeps them in its strategy)."""
+    strategy = getattr(pipe, "_execution_strategy", None)
+    return list(pipe.command_stack if strategy is None else strategy.command_queue)
+
+
+def _args_of(command: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A queued command's arguments and options: a tuple in a server's pipeline, an object
+    in a cluster's."""
+    if isinstance(command, tuple):
+        return command[0], command[1]
+    return tuple(command.args), dict(command.options)
