@@ -187,6 +187,12 @@ def is_cluster(client: redis.Redis) -> bool:
     return isinstance(client, redis.cluster.RedisCluster)
 
 
+def queue_delete(pipe: redis.client.Pipeline, *keys: str) -> None:
+    """Queue ``DEL keys`` (all in one slot) in a pipeline: a cluster pipeline's ``delete``
+    takes one key, while a raw DEL of keys of one slot is routed like any command."""
+    pipe.execute_command("DEL", *keys)
+
+
 def has_credentials(url: str, password: str | None) -> bool:
     """True when connecting with ``url`` (and ``password``) authenticates at all."""
     return password is not None or urlparse(url).password is not None

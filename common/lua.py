@@ -7,6 +7,7 @@ flushed, failed over) the script is loaded again and the call retried once.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -68,20 +69,25 @@ ALL = (ENQUEUE, PROMOTE, START, APPEND_LOGS, COMPLETE, RECOVER, REJECT, DEPLOY_S
        RELEASE, CANCEL, CANCEL_MANY)
 
 
-def load_all(client: redis.Redis) -> None:
-    """Load every script, so pipelines can call them by SHA."""
-    for script in ALL:
+def load_all(client: redis.Redis, scripts: Iterable[LuaScript] = ALL) -> None:
+    """Load every script (on every primary of a cluster), so pipelines can call them by SHA."""
+    for script in scripts:
         client.script_load(script.source)
 
 
-def run_pipeline(client: redis.Redis, pipe: redis.client.Pipeline) -> list[Any]:
-    """Execute a pipeline of idempotent commands; on NOSCRIPT load all scripts and re-run it."""
+def run_pipeline(client: redis.Redis, pipe: redis.client.Pipeline,
+                 scripts: Iterable[LuaScript] = ALL) -> list[Any]:
+    """Execute a pipeline of idempotent commands; on NOSCRIPT load ``scripts`` and re-run it.
+
+    The re-run is a new pipeline of the commands queued in ``pipe``: a pipeline is
+    empty once it ran, and a cluster's keeps its commands elsewhere than a server's.
+    """
     commands = [_args_of(command) for command in _queued(pipe)]
     try:
         answers: list[Any] = pipe.execute()
         return answers
     except redis.exceptions.NoScriptError:
-        load_all(client)
+        load_all(client, scripts)
         again = client.pipeline(transaction=False)
         for args, options in commands:
             again.execute_command(*args, **options)

@@ -16,7 +16,7 @@ import redis
 
 from common import codec, indexes, lua, metrics
 from common.clock import Clock, now_ms
-from common.connection import max_block_s, redis_errors
+from common.connection import max_block_s, queue_delete, redis_errors
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
 from common.instance import InstanceSettings
 from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, GroupKeys, Keys
@@ -439,7 +439,8 @@ class Store:
             if not ids:
                 return total
             pipe = self.client.pipeline(transaction=False)
-            pipe.delete(*(self.keys.jobloc(i.decode()) for i in ids))
+            for job_id in ids:  # one DEL each: every location has a slot of its own
+                pipe.delete(self.keys.jobloc(job_id.decode()))
             pipe.zrem(g.completed, *ids)
             pipe.execute()
             total += len(ids)
@@ -473,8 +474,8 @@ class Store:
                                                   (created_by or b"").decode(),
                                                   (run_as or b"").decode())
                     self._unindex(pipe, g, line)
-                pipe.delete(g.job(job_id), g.logs(job_id), g.attempts(job_id), g.done(job_id),
-                            g.redact(job_id))
+                queue_delete(pipe, g.job(job_id), g.logs(job_id), g.attempts(job_id),
+                             g.done(job_id), g.redact(job_id))
                 pipe.delete(self.keys.jobloc(job_id))
             pipe.zrem(g.completed, *ids)
             pipe.execute()

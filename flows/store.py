@@ -32,7 +32,7 @@ from pydantic import TypeAdapter
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.keys import Keys
-from common.lua import LuaScript, ScriptArg
+from common.lua import LuaScript, ScriptArg, run_pipeline
 from flows.expr import Evaluator
 from flows.inputs import bind_inputs
 from flows.model import OpenFlow, dump_flow, parse_flow
@@ -171,13 +171,7 @@ class FlowStore:
                                  error=outcome.error)
             FLOW_EVENT.queue(pipe, [g.flow(outcome.flow_id), g.flow_events(outcome.flow_id), g.flow_queue],
                              [outcome.flow_id, event.model_dump_json()])
-        commands = list(pipe.command_stack)
-        try:
-            pipe.execute()
-        except redis.exceptions.NoScriptError:
-            self.client.script_load(FLOW_EVENT.source)
-            pipe.command_stack = commands
-            pipe.execute()
+        run_pipeline(self.client, pipe, (FLOW_EVENT,))  # also on a cluster, NOSCRIPT re-sends all
         return int(POP_IF_HEAD(self.client, [notify], heads))
 
     # -- reading -----------------------------------------------------------------------------

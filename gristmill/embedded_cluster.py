@@ -36,7 +36,8 @@ class ClusterNode(EmbeddedRedis):
         self.node_timeout_ms = node_timeout_ms
 
     def command(self) -> list[str]:
-        argv = super().command() + [
+        argv = [
+            *super().command(),
             "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
             "--cluster-config-file", str(self.data_dir / "nodes.conf"),
             "--cluster-node-timeout", str(self.node_timeout_ms),

@@ -9,7 +9,9 @@ Tests marked ``cluster`` run twice: on that server (``[single]``) and on a
 3-primary Redis Cluster of the same binary (``[cluster]``,
 :class:`gristmill.embedded_cluster.EmbeddedCluster`), whose client refuses any
 command whose keys are in several slots. ``GRISTMILL_TEST_CLUSTER=0`` skips the
-cluster runs; ``=only`` runs nothing else.
+cluster runs; ``=only`` runs only them; ``=every`` runs every test on a cluster
+only (to look for what a cluster refuses; tests of a single server's own files
+and ports cannot pass there).
 """
 
 from __future__ import annotations
@@ -35,13 +37,12 @@ from gristmill.embedded_cluster import EmbeddedCluster
 from worker.sandbox.policy import Limits, Sandbox, choose, isolation_problem
 from worker.sandbox.warm import ForkServer
 
-
 RedisUnderTest = EmbeddedRedis | EmbeddedCluster
 
 
 def cluster_runs() -> str:
     """``GRISTMILL_TEST_CLUSTER``: ``1`` (default: marked tests also run on a cluster),
-    ``0`` (never), ``only`` (only the cluster runs)."""
+    ``0`` (never), ``only`` (only the cluster runs), ``every`` (every test, on a cluster)."""
     return os.environ.get("GRISTMILL_TEST_CLUSTER", "1")
 
 
@@ -55,6 +56,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         backends.append("cluster")
     if cluster_runs() == "only":
         backends = backends[1:]
+    elif cluster_runs() == "every":
+        backends = ["cluster"]
     metafunc.parametrize("redis_server", backends, indirect=True, scope="session")
 
 
