@@ -156,6 +156,20 @@ class EmbeddedCluster:
                     found.append(node)
         return found
 
+    def primary_for(self, key: str) -> ClusterNode:
+        """The live node that serves ``key``'s slot now (as the live nodes see it)."""
+        for node in self.primary_nodes():
+            with node.client() as client:
+                slot = int(client.execute_command("CLUSTER KEYSLOT", key))
+                mine = client.execute_command("CLUSTER NODES")  # address -> fields (redis-py)
+            for address, fields in mine.items():
+                if "myself" not in fields["flags"]:
+                    continue
+                if any(int(r[0]) <= slot <= int(r[-1]) for r in fields["slots"] if r):
+                    assert address.endswith(f":{node.port}"), address
+                    return node
+        raise ConfigError(f"no live primary serves the slot of {key!r}")
+
     def flush(self) -> None:
         """Empty every primary (FLUSHALL is not routed by key, so each is told)."""
         for node in self.primary_nodes():
