@@ -30,8 +30,9 @@ class ClusterNode(EmbeddedRedis):
     """One node of an :class:`EmbeddedCluster`."""
 
     def __init__(self, data_dir: Path, *, port: int, binary: str, password: str | None,
-                 node_timeout_ms: int) -> None:
-        super().__init__(data_dir, port=port, binary=binary, password=password)
+                 node_timeout_ms: int, appendfsync: str) -> None:
+        super().__init__(data_dir, port=port, binary=binary, password=password,
+                         appendfsync=appendfsync)
         self.bus_port = free_port()
         self.node_timeout_ms = node_timeout_ms
 
@@ -63,7 +64,7 @@ class EmbeddedCluster:
 
     def __init__(self, data_dir: Path, *, primaries: int = 3, replicas: int = 0,
                  binary: str | None = None, password: str | None = None,
-                 node_timeout_ms: int = 2000) -> None:
+                 node_timeout_ms: int = 2000, appendfsync: str = "everysec") -> None:
         if primaries < 1 or replicas < 0:
             raise ConfigError("a cluster needs at least one primary")
         binary = binary or find_server_binary()
@@ -71,7 +72,7 @@ class EmbeddedCluster:
         self.primaries = primaries
         self.nodes = [
             ClusterNode(data_dir / f"node{i}", port=free_port(), binary=binary, password=password,
-                        node_timeout_ms=node_timeout_ms)
+                        node_timeout_ms=node_timeout_ms, appendfsync=appendfsync)
             for i in range(primaries * (1 + replicas))
         ]
 
@@ -82,12 +83,17 @@ class EmbeddedCluster:
         return "redis+cluster://" + auth + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self) -> str:
-        """Start every node and form the cluster; return the server version."""
+        """Start every node and form the cluster (or, after :meth:`stop`, start it again
+        from its nodes' files and data); return the server version."""
         version = ""
+        formed = (self.nodes[0].data_dir / "nodes.conf").exists()
         try:
             for node in self.nodes:
                 version = node.start()
-            self._form()
+            if formed:
+                self.wait_ok()
+            else:
+                self._form()
         except BaseException:
             self.stop()
             raise
@@ -145,7 +151,8 @@ class EmbeddedCluster:
         return bool(info.get("master_link_status") == "up")
 
     def live(self) -> list[ClusterNode]:
-        return [node for node in self.nodes if node.process is not None and not node.exited()]
+        return [node for node in self.nodes
+                if node.process is not None and node.process.poll() is None]
 
     def primary_nodes(self) -> list[ClusterNode]:
         """The live nodes that are primaries now (after failovers, not the first ones)."""
