@@ -163,23 +163,22 @@ def cluster_nodes(url: str) -> list[tuple[str, int]]:
     return nodes
 
 
-def cluster_client(url: str, **options: object) -> redis.Redis:
+def cluster_client(url: str, *, password: str | None = None, **options: object) -> redis.Redis:
     """A :class:`redis.cluster.RedisCluster` on the nodes of ``url`` (see :func:`cluster_nodes`)."""
     parts = urlparse(url)
     if parts.path not in ("", "/", "/0"):
         raise ConfigError(f"a cluster has only database 0, not {parts.path.lstrip('/')!r}: "
                           "drop the database from the redis+cluster:// URL")
     auth = parts.netloc.rpartition("@")[0]
-    user, _, password = auth.partition(":")
+    user = auth.partition(":")[0]
+    in_url = unquote(secret) if (secret := auth.partition(":")[2]) else None
     credentials = {"username": unquote(user) or None,
-                   "password": unquote(password) if password else None}
-    credentials.update({k: v for k, v in options.items() if k == "password"})
-    rest = {k: v for k, v in options.items() if k != "password"}
+                   "password": in_url if password is None else password}
     nodes = [redis.cluster.ClusterNode(host, port) for host, port in cluster_nodes(url)]
     # Unlike a single server's client, a cluster client reads the slot map at construction.
     build = redis_errors(redis.cluster.RedisCluster)
     return build(startup_nodes=nodes, ssl=CLUSTER_SCHEMES[parts.scheme] == "rediss",
-                 **credentials, **rest)
+                 **credentials, **options)
 
 
 def is_cluster(client: redis.Redis) -> bool:
