@@ -189,10 +189,12 @@ class EmbeddedCluster:
 
 
 def main() -> None:
-    """Run a 3-primary, 3-replica cluster in ./.gristmill-cluster until interrupted."""
+    """Run a throwaway 3-primary, 3-replica cluster (data in a temporary directory, gone
+    when it stops) until interrupted."""
     import secrets
+    import tempfile
 
-    cluster = EmbeddedCluster(Path(".gristmill-cluster").resolve(), replicas=1,
+    cluster = EmbeddedCluster(Path(tempfile.mkdtemp(prefix="gristmill-cluster-")), replicas=1,
                               password=secrets.token_urlsafe(16))
     version = cluster.start()
     print(f"{version} cluster up; GRISTMILL_REDIS_URL={cluster.url}", flush=True)
