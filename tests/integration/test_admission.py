@@ -20,6 +20,8 @@ from common.spec import parse_spec
 from common.store import Store
 from scheduler.inbox import InboxAdmitter
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 UUID = "6f1c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
 
 

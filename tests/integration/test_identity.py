@@ -17,6 +17,8 @@ from common.keys import Keys
 from common.permissions import Acl, FolderAcl, Principal, can
 from gristmill import cli_identity
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 HOUR_MS = 3_600_000
 
 

@@ -14,6 +14,8 @@ from common.settings import Settings
 from common.store import Store
 from tests.integration.helpers import make_job
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 NOW = 1_700_000_000_000
 
 

@@ -13,6 +13,8 @@ from common.keys import Keys
 from common.permissions import Acl, FolderAcl, Level, Principal
 from common.vault import Vault, redact, redaction_values
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 NOW = 1_700_000_000_000
 SECRET = "s3cr3t-Pa55word-\u00e9\u2713"
 ALICE = Principal("alice")
