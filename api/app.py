@@ -16,6 +16,7 @@ from api.auth import Svc
 from api.routes import admin, items, jobs, scripts
 from api.services import Services
 from common import metrics
+from common.connection import ping
 
 # Sync endpoints run in a thread pool; run_wait_result and followed logs hold a
 # thread while they wait, so the pool is sized for many waiters, not anyio's 40.
@@ -46,7 +47,7 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/api/health", tags=["health"])
     def health(svc: Svc) -> dict[str, Any]:
         """No authentication: whether the API reaches Redis."""
-        svc.gm.ping()
+        ping(svc.redis)
         return {"status": "ok"}
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)

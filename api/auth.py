@@ -8,9 +8,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import Services
-from common.authn import require_live
+from auth.authn import require_live
+from auth.identity import AuthContext
 from common.errors import AuthError, PermissionDenied
-from common.identity import AuthContext
 
 bearer = HTTPBearer(auto_error=False, description="An API token, or a job's WM_TOKEN")
 
@@ -30,7 +30,7 @@ def authenticate(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthError("missing bearer token: send `Authorization: Bearer <token>`")
     context = svc.identity.authenticate(credentials.credentials)
-    require_live(context.token, svc.gm.store)
+    require_live(context.token, svc.store)
     return context
 
 

@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import indexes, lua
+from common import indexes, luascripts
 from common.connection import connect
 from common.keys import Keys
 from common.models import Job, Kind, Status
@@ -46,13 +46,13 @@ def enqueue(store: Store, n: int) -> list[str]:
                       created_at=now)
             pipe.set(store.keys.jobloc(job.id), job.group)
             record = {**job.to_redis(), "ix": indexes.record_field(job)}
-            lua.ENQUEUE.queue(pipe, [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
+            luascripts.ENQUEUE.queue(pipe, [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
                                      *(g.index(e) for e in indexes.entries_for(job, Status.QUEUED))],
                               [job.id, job.scheduled_for, now, 0, 10_000,
                                indexes.member(job.created_at, job.id),
                                *[x for kv in record.items() for x in kv]])
             ids.append(job.id)
-        lua.run_pipeline(store.client, pipe)
+        luascripts.run_pipeline(store.client, pipe)
     store.client.sadd(store.keys.groups, "default")
     return ids
 

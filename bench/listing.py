@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 
-from common import indexes, lua
+from common import indexes, luascripts
 from common.keys import DONE_TTL_S, EVENTS_MAXLEN, Keys
 from common.models import Job, Kind, Status
 from common.queries import EVERYONE, JobFilter, Page, Viewer, list_page
@@ -68,7 +68,7 @@ def populate(store: Store, n: int, seed: int) -> None:
     """Write ``n`` completed jobs with the real scripts, ``BATCH`` per pipeline round."""
     rng = random.Random(seed)
     g = store.keys.group("default")
-    lua.load_all(store.client)
+    luascripts.load_all(store.client)
     store.client.sadd(store.keys.groups, "default")
     span = 30 * DAY_MS
     started = time.monotonic()
@@ -83,7 +83,7 @@ def populate(store: Store, n: int, seed: int) -> None:
             })
             ix = indexes.record_field(record)
             pipe.set(store.keys.jobloc(job.id), "default")
-            lua.REJECT.queue(pipe, [
+            luascripts.REJECT.queue(pipe, [
                 g.job(job.id), g.completed, g.done(job.id), g.events, g.ixtrim,
                 *(g.index(e) for e in indexes.entries_for(record, final))],
                 [job.id, done_at, 30 * 86400, DONE_TTL_S, EVENTS_MAXLEN,

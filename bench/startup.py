@@ -8,7 +8,7 @@ idle), as medians over ``reps`` runs of wall time from spawn to reap:
 * ``python -u -P -m worker.executors.pywrapper main.py args.json`` for a no-op
   ``main``, spawned directly with its result pipe on fd 3 (the job's own
   interpreter: start-up, wrapper imports, binding, running main, reporting);
-* the worker's whole spawn path, ``worker.process.ProcessRun`` on what
+* the worker's whole spawn path, ``worker.jobprocess.ProcessRun`` on what
   ``worker.executors.python3.prepare`` returns: the sandbox launcher, the job
   interpreter with its result pipe, plus the reader and log threads. This is
   what a job's ``duration_ms`` consists of for a no-op job, minus Redis. It is
@@ -36,7 +36,7 @@ from common.errors import ConfigError
 from common.models import Job, Kind, Status
 from worker.environment import job_environment
 from worker.executors import python3
-from worker.process import LogLine, ProcessRun
+from worker.jobprocess import LogLine, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox, choose
 from worker.sandbox.warm import ForkServer
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 from urllib.parse import unquote, urlparse
@@ -222,3 +223,16 @@ def check_version(client: redis.Redis) -> str:
             "upgrade the server or point GRISTMILL_REDIS_URL at a newer one"
         )
     return f"{name} {text}"
+
+
+def ping(client: redis.Redis, timeout_s: float = 0.0) -> None:
+    """Check the server answers; retry up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            redis_errors(client.ping)()
+            return
+        except Exception:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)

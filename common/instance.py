@@ -6,9 +6,12 @@ silently does nothing.
 
 from __future__ import annotations
 
+import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common.connection import redis_errors
 from common.errors import GristmillError
+from common.keys import Keys
 
 
 class InstanceSettings(BaseModel):
@@ -61,3 +64,17 @@ def validate_one(key: str, value: str) -> str:
         problem = exc.errors(include_url=False)[0]["msg"]
         raise GristmillError(f"bad value {value!r} for {key}: {problem}") from None
     return str(getattr(parsed, key))
+
+
+@redis_errors
+def load(client: redis.Redis, keys: Keys) -> InstanceSettings:
+    """The instance settings as stored now (``gm:settings``)."""
+    return decode(client.hgetall(keys.settings))
+
+
+@redis_errors
+def save_one(client: redis.Redis, keys: Keys, key: str, value: str) -> str:
+    """Check and store one setting; return the value stored."""
+    stored = validate_one(key, value)
+    client.hset(keys.settings, key, stored)
+    return stored

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from common import codec, indexes, lua, metrics
+from common import codec, indexes, luascripts, metrics
 from common.clock import Clock, now_ms
 from common.connection import is_cluster, max_block_s, queue_delete, redis_errors
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
@@ -103,14 +104,14 @@ class Store:
             pipe.set(loc, job.group)
         pipe.sadd(self.keys.groups, job.group)
         pipe = self._globals_first(pipe)
-        lua.ENQUEUE.queue(
+        luascripts.ENQUEUE.queue(
             pipe,
             [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
              *(g.index(e) for e in indexes.entries_for(job, Status.QUEUED))],
             [job.id, job.scheduled_for, self.clock(), job.priority, EVENTS_MAXLEN,
              indexes.member(job.created_at, job.id), *record],
         )
-        state = lua.run_pipeline(self.client, pipe)[-1]
+        state = luascripts.run_pipeline(self.client, pipe)[-1]
         if state == 0:
             raise DuplicateJob(job.id)
         metrics.JOBS_ENQUEUED.labels(group=job.group, kind=job.kind.value).inc()
@@ -144,7 +145,7 @@ class Store:
         pipe.set(self.keys.jobloc(job.id), job.group)
         pipe.sadd(self.keys.groups, job.group)
         pipe = self._globals_first(pipe)
-        lua.REJECT.queue(
+        luascripts.REJECT.queue(
             pipe,
             [g.job(job.id), g.completed, g.done(job.id), g.events, g.ixtrim,
              *(g.index(e) for e in indexes.entries_for(job, Status.FAILURE))],
@@ -153,7 +154,7 @@ class Store:
              indexes.trim_line(job, Status.FAILURE),
              *_flatten({**job.to_redis(), "ix": indexes.record_field(job)})],
         )
-        lua.run_pipeline(self.client, pipe)
+        luascripts.run_pipeline(self.client, pipe)
         metrics.JOBS_COMPLETED.labels(
             group=job.group, kind=job.kind.value, status=Status.FAILURE.value
         ).inc()
@@ -174,7 +175,7 @@ class Store:
     def promote(self, group: str, *, now: int, batch: int = 500) -> PromoteResult:
         """Move due jobs of ``group`` to ready; tell when the next one is due."""
         g = self.keys.group(group)
-        moved, next_due, lag = lua.PROMOTE(self.client, [g.scheduled, g.ready], [now, batch])
+        moved, next_due, lag = luascripts.PROMOTE(self.client, [g.scheduled, g.ready], [now, batch])
         return PromoteResult(int(moved), None if int(next_due) < 0 else int(next_due), int(lag))
 
     @redis_errors
@@ -207,7 +208,7 @@ class Store:
     def start(self, group: str, job_id: str, worker_id: str, claim: str) -> Job | None:
         """Mark a claimed job running under ``claim``; None if it is no longer queued."""
         g = self.keys.group(group)
-        fields = lua.START(
+        fields = luascripts.START(
             self.client,
             [g.job(job_id), g.running(worker_id), g.events,
              *_status_keys(g, Status.QUEUED, Status.RUNNING)],
@@ -230,7 +231,7 @@ class Store:
         """
         g = self.keys.group(job.group)
         flat = [item for entry in lines for item in entry]
-        return int(lua.APPEND_LOGS(
+        return int(luascripts.APPEND_LOGS(
             self.client,
             [g.job(job.id), g.logs(job.id), g.redact(job.id)],
             [job.claim or "", LOGS_MAXLEN, job.attempt, known_redactions, max_bytes, *flat],
@@ -258,7 +259,7 @@ class Store:
         worker = job.worker or ""
         encoded = {k: codec.pack(v) if k in codec.PACKED_FIELDS else v for k, v in fields.items()}
         outcome = int(
-            lua.COMPLETE(
+            luascripts.COMPLETE(
                 self.client,
                 [g.job(job.id), g.running(worker), g.completed, g.logs(job.id),
                  g.done(job.id), g.events, g.attempts(job.id),
@@ -281,7 +282,7 @@ class Store:
         """Put a failed attempt back in the queue for ``at_ms``; False when fenced off."""
         g = self.keys.group(job.group)
         worker = job.worker or ""
-        requeued = lua.RETRY(
+        requeued = luascripts.RETRY(
             self.client,
             [g.job(job.id), g.running(worker), g.scheduled, g.ready, g.wake, g.events,
              g.attempts(job.id), *_status_keys(g, Status.RUNNING, Status.QUEUED)],
@@ -295,7 +296,7 @@ class Store:
         """Give an unfinished job back (worker stopping): head of ready, nothing counted."""
         g = self.keys.group(job.group)
         worker = job.worker or ""
-        released = lua.RELEASE(
+        released = luascripts.RELEASE(
             self.client,
             [g.job(job.id), g.running(worker), g.ready, g.events, g.attempts(job.id),
              *_status_keys(g, Status.RUNNING, Status.QUEUED)],
@@ -312,7 +313,7 @@ class Store:
         for _ in range(10):
             job = self.get_job(job_id)
             g = self.keys.group(job.group)
-            answer = lua.CANCEL(
+            answer = luascripts.CANCEL(
                 self.client,
                 [g.job(job_id), g.scheduled, g.ready, g.completed, g.logs(job_id), g.done(job_id),
                  g.events, g.attempts(job_id), g.control(job.worker or ""),
@@ -361,7 +362,7 @@ class Store:
                     start += len(ids)
                 if not ids:
                     break
-                kinds = lua.CANCEL_MANY(
+                kinds = luascripts.CANCEL_MANY(
                     self.client,
                     [g.scheduled, g.completed, g.events,
                      *_status_keys(g, Status.QUEUED, Status.CANCELED), g.ixtrim,
@@ -419,7 +420,7 @@ class Store:
             f"and the job was already restarted {max_restarts} times",
             "traceback": "",
         })
-        outcome = lua.RECOVER(
+        outcome = luascripts.RECOVER(
             self.client,
             [g.job(job_id), g.running(dead_worker), g.ready, g.completed, g.logs(job_id),
              g.done(job_id), g.events, g.attempts(job_id),
@@ -566,6 +567,23 @@ class Store:
             done = self.keys.group(job.group).done(job_id)
             # Rotating the list onto itself leaves the element for other waiters.
             self.client.blmove(done, done, self.block_s(min(left_s, 5.0)), "RIGHT", "LEFT")
+
+    def iter_logs(self, job_id: str, *, follow: bool = False, after: str = "0-0") -> Iterator[LogEntry]:
+        """The job's log entries after stream id ``after``; with ``follow``, new ones until
+        the job completes."""
+        while True:
+            entries = self.logs(job_id, after=after)
+            yield from entries
+            if entries:
+                after = entries[-1].id
+                continue
+            if not follow or self.get_job(job_id).is_terminal:
+                # One last read: lines written just before completion.
+                yield from self.logs(job_id, after=after)
+                return
+            for entry in self.logs(job_id, after=after, block_ms=1000):
+                after = entry.id
+                yield entry
 
     @redis_errors
     def logs(

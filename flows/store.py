@@ -32,7 +32,7 @@ from pydantic import TypeAdapter
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.keys import Keys
-from common.lua import LuaScript, ScriptArg, run_pipeline
+from common.luascripts import LuaScript, ScriptArg, run_pipeline
 from flows.expr import Evaluator
 from flows.inputs import bind_inputs
 from flows.model import OpenFlow, dump_flow, parse_flow

@@ -13,10 +13,10 @@ from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import GristmillError, NotFound
 from common.keys import Keys
-from common.lua import LuaScript
-from common.permissions import check_item_path
-from common.scripts import HASH_LENGTH, is_hash
+from common.luascripts import LuaScript
+from common.paths import check_item_path
 from flows.model import OpenFlow, dump_flow, parse_flow
+from jobs.scripts import HASH_LENGTH, is_hash
 
 DEPLOY_FLOW = LuaScript("deploy_flow",
                         resources.files("flows").joinpath("lua", "deploy_flow.lua").read_text())

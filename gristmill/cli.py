@@ -14,11 +14,11 @@ from common.errors import GristmillError
 from common.languages import LANGUAGES
 from common.models import Kind, Status
 from common.queries import JobFilter
-from common.spec import parse_time
 from gristmill import format as fmt
 from gristmill.cli_identity import add_identity_commands
 from gristmill.cli_redis import add_redis_user_commands
 from gristmill.durations import parse_arg_pairs, parse_duration_ms
+from jobs.spec import parse_time
 
 EXTENSIONS = {".py": "python3", ".sh": "bash", ".bash": "bash"}
 WAIT_SLICE_S = 5.0  # `--wait` re-checks that a worker serves the job's group this often
@@ -293,7 +293,7 @@ def cmd_settings_set(ns: argparse.Namespace) -> int:
 
 
 def cmd_schedule_create(ns: argparse.Namespace) -> int:
-    from common.schedules import Schedule
+    from schedules.store import Schedule
 
     args = _json_object(ns.args_json, "--args-json") if ns.args_json else {}
     args.update(parse_arg_pairs(ns.arg))

@@ -7,10 +7,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from auth.identity import IdentityStore
+from auth.tokens import TokenInfo
 from common.clock import now_ms
 from common.errors import GristmillError
-from common.identity import IdentityStore
-from common.tokens import TokenInfo
 from gristmill.durations import parse_duration_ms
 
 

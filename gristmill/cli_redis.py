@@ -18,7 +18,7 @@ import redis
 
 from common.connection import redis_errors
 from common.errors import ConfigError, SpecError
-from common.permissions import check_name
+from common.paths import check_name
 
 PRODUCER_COMMANDS = ("lpush", "ping")
 

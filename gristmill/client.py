@@ -9,25 +9,24 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from common.admission import ADMIN_USER, NAME_PATTERN, Admission
-from common.connection import connect, redis_errors
+from auth.identity import IdentityStore
+from common import instance
+from common.connection import connect, ping, redis_errors
 from common.errors import SpecError
 from common.fleet import Fleet
-from common.identity import IdentityStore
-from common.instance import InstanceSettings, validate_one
-from common.instance import decode as decode_instance
+from common.instance import InstanceSettings
 from common.keys import Keys
 from common.models import Job, Kind, ScriptVersion, Status
 from common.queries import EVERYONE, JobFilter, Page, Viewer, iter_jobs, list_jobs, list_page
-from common.schedules import ScheduleStore
-from common.scripts import ScriptStore
 from common.settings import Settings
-from common.spec import JobSpec, parse_spec
 from common.store import LogEntry, Store
+from jobs.admission import ADMIN_USER, NAME_PATTERN, Admission
+from jobs.scripts import ScriptStore
+from jobs.spec import JobSpec, parse_spec
+from schedules.store import ScheduleStore
 
 
 class Gristmill:
@@ -102,19 +101,7 @@ class Gristmill:
     def logs(self, job_id: str, *, follow: bool = False, after: str = "0-0") -> Iterator[LogEntry]:
         """The job's log entries after stream id ``after``; with ``follow``, new ones until
         the job completes."""
-        while True:
-            entries = self.store.logs(job_id, after=after)
-            yield from entries
-            if entries:
-                after = entries[-1].id
-                continue
-            if not follow or self.get_job(job_id).is_terminal:
-                # One last read: lines written just before completion.
-                yield from self.store.logs(job_id, after=after)
-                return
-            for entry in self.store.logs(job_id, after=after, block_ms=1000):
-                after = entry.id
-                yield entry
+        return self.store.iter_logs(job_id, follow=follow, after=after)
 
     def list_jobs(
         self, *, status: Status | None = None, kind: Kind | None = None,
@@ -157,24 +144,12 @@ class Gristmill:
         else:
             self.redis.hset(self.keys.routing, tag, group)
 
-    @redis_errors
     def instance_settings(self) -> InstanceSettings:
-        return decode_instance(self.redis.hgetall(self.keys.settings))
+        return instance.load(self.redis, self.keys)
 
-    @redis_errors
     def set_setting(self, key: str, value: str) -> str:
-        stored = validate_one(key, value)
-        self.redis.hset(self.keys.settings, key, stored)
-        return stored
+        return instance.save_one(self.redis, self.keys, key, value)
 
     def ping(self, timeout_s: float = 0.0) -> None:
         """Check Redis answers; retry up to ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                redis_errors(self.redis.ping)()
-                return
-            except Exception:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.05)
+        ping(self.redis, timeout_s)

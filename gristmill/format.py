@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.models import Job, ScriptVersion, Status
-from common.schedules import Schedule
+from schedules.store import Schedule
 
 MARKS = {Status.SUCCESS: "✔", Status.FAILURE: "✘", Status.CANCELED: "⊘",
          Status.RUNNING: "▶", Status.QUEUED: "…"}

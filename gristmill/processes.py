@@ -111,7 +111,7 @@ def cmd_api(ns: argparse.Namespace) -> int:
 
     settings = Settings()
     _start(settings, "api")
-    app = create_app(Services.build(_instance(settings)))
+    app = create_app(Services.build(settings, _instance(settings).redis))
     host, port = ns.host or settings.api_host, ns.port or settings.api_port
     log.get(process="api").info("api listening", url=f"http://{host}:{port}/api/docs")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
@@ -137,7 +137,7 @@ def _instance(settings: Settings) -> Gristmill:
 
 
 def cmd_worker(ns: argparse.Namespace) -> int:
-    from common.crypto import SecretBox
+    from vault.crypto import SecretBox
     from worker.worker import Worker
 
     settings = Settings()
@@ -195,9 +195,9 @@ def _on_stop(stop: Any, kill: Any, grace_s: float) -> None:
 
 def bootstrap(settings: Settings, url: str, api_port: int, out: Output) -> dict[str, str]:
     """First run of `up`: a secret key and an admin token in the data dir. Returns env for children."""
-    from common.crypto import load_or_create_key
-    from common.identity import IdentityStore
+    from auth.identity import IdentityStore
     from common.keys import Keys
+    from vault.crypto import load_or_create_key
 
     data_dir = private_data_dir(settings)
     env = {}

@@ -10,12 +10,12 @@ from __future__ import annotations
 import threading
 
 from common import log, metrics
-from common.admission import Admission
 from common.connection import redis_errors
 from common.errors import RedisUnavailable
 from common.loops import Outage
-from common.spec import keep_raw
 from common.store import Store
+from jobs.admission import Admission
+from jobs.spec import keep_raw
 
 BLOCK_S = 2.0  # a stopping scheduler waits at most this long for its inbox thread
 

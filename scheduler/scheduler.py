@@ -16,17 +16,17 @@ import threading
 import time
 
 from common import log, metrics
-from common.admission import Admission
 from common.clock import Clock, now_ms
 from common.errors import RedisUnavailable
 from common.fleet import Fleet
 from common.instance import InstanceSettings
 from common.loops import Outage, vital
 from common.metrics import FleetSnapshot
-from common.schedules import ScheduleStore
 from common.store import Store
+from jobs.admission import Admission
 from scheduler.inbox import InboxAdmitter
 from scheduler.promoter import Promoter
+from schedules.store import ScheduleStore
 
 TRIM_EVERY_S = 60.0
 

@@ -29,11 +29,11 @@ from common.connection import connect
 from common.errors import ConfigError
 from common.fleet import Fleet
 from common.keys import Keys
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
 from gristmill.embedded import EmbeddedRedis, free_port
 from gristmill.embedded_cluster import EmbeddedCluster
+from jobs.scripts import ScriptStore
 from worker.sandbox.policy import Limits, Sandbox, choose, isolation_problem
 from worker.sandbox.warm import ForkServer
 

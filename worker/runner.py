@@ -12,20 +12,21 @@ from typing import Any, Protocol, TypeVar
 
 from common import codec, log, metrics
 from common.clock import Clock, now_ms
-from common.crypto import SecretBox
 from common.errors import NotFound, RedisUnavailable
 from common.instance import InstanceSettings
 from common.loops import Outage
 from common.models import Job, Status
 from common.retry import next_delay_s, parse_policy
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import FENCED, NEW_SECRETS, Store
-from common.vault import redact, redaction_values
+from jobs.scripts import ScriptStore
+from vault.crypto import SecretBox
+from vault.redaction import redact, redaction_values
 from worker.environment import ephemeral_token, job_environment
-from worker.executors.base import Outcome, interpret, prepare
 from worker.executors.binding import ArgumentError
-from worker.process import LogLine, ProcessRun
+from worker.executors.dispatch import interpret, prepare
+from worker.executors.outcome import Outcome
+from worker.jobprocess import LogLine, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox
 
 MAX_ERROR_TEXT = 64 * 1024  # of an error's message and of its traceback, each

@@ -17,15 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from common import log, metrics
 from common.clock import Clock, now_ms
-from common.crypto import SecretBox
 from common.errors import RedisUnavailable
 from common.fleet import Fleet
 from common.instance import InstanceSettings
 from common.loops import Outage, vital
 from common.models import Job
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
+from jobs.scripts import ScriptStore
+from vault.crypto import SecretBox
 from worker.runner import JobRunner, JobTokens
 from worker.sandbox.policy import Sandbox
 

@@ -9,9 +9,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Admin, ApiUser, Auth, IdentityAdmin, Svc
+from auth.identity import User
+from auth.permissions import Level, Role, require
+from common import instance
 from common.errors import PermissionDenied
-from common.identity import User
-from common.permissions import Level, Role, require
 
 router = APIRouter(prefix="/api", tags=["identity and settings"])
 
@@ -111,7 +112,7 @@ def create_token(body: NewToken, svc: Svc, context: ApiUser) -> dict[str, Any]:
     user = context.principal.user
     if user is None:
         raise PermissionDenied("only users own API tokens")
-    expires_at = (svc.gm.store.clock() + body.expires_in_s * 1000) if body.expires_in_s else None
+    expires_at = (svc.store.clock() + body.expires_in_s * 1000) if body.expires_in_s else None
     plain, info = svc.identity.create_token(user, label=body.label, expires_at=expires_at)
     return {"token": plain, **dataclasses.asdict(info)}
 
@@ -160,10 +161,10 @@ def set_folder_member(name: str, identity: str, role: Literal["reader", "writer"
 
 @router.get("/settings")
 def get_settings(svc: Svc, context: Auth) -> dict[str, Any]:
-    return svc.gm.instance_settings().model_dump()
+    return instance.load(svc.redis, svc.keys).model_dump()
 
 
 @router.put("/settings/{key}")
 def set_setting(key: str, value: str, svc: Svc, context: Admin) -> dict[str, str]:
     """Admins change an instance setting (``retention_s``, ``default_timeout_s``)."""
-    return {key: svc.gm.set_setting(key, value)}
+    return {key: instance.save_one(svc.redis, svc.keys, key, value)}

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Auth, Svc
 from api.services import Services
-from common.identity import AuthContext
+from auth.identity import AuthContext
 
 router = APIRouter(prefix="/api", tags=["variables and resources"])
 
@@ -35,8 +35,8 @@ def _redact_key(svc: Services, context: AuthContext) -> str | None:
     """For a job token: where the secrets it reads are recorded, so its logs get redacted."""
     if context.token.kind != "job" or not context.token.job_id:
         return None
-    job = svc.gm.get_job(context.token.job_id)
-    return svc.gm.keys.group(job.group).redact(job.id)
+    job = svc.store.get_job(context.token.job_id)
+    return svc.keys.group(job.group).redact(job.id)
 
 
 @router.post("/variables", status_code=201)

@@ -12,12 +12,12 @@ from pydantic import BaseModel, ConfigDict
 
 from api.auth import Auth, Svc
 from api.services import Services
+from auth.identity import AuthContext
 from common.errors import GristmillError, JobTimeout, NotFound
-from common.identity import AuthContext
 from common.models import Job, Kind, Status
-from common.queries import EVERYONE, JobFilter, Viewer, counts
-from common.spec import JobSpec, parse_spec, parse_time
+from common.queries import EVERYONE, JobFilter, Viewer, counts, list_page
 from common.store import LogEntry
+from jobs.spec import JobSpec, parse_spec, parse_time
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -52,7 +52,7 @@ class RunQuery:
             except ValueError as exc:
                 raise GristmillError(f"scheduled_for: {exc}") from None
         elif self.scheduled_in_secs is not None:
-            fields["scheduled_for"] = svc.gm.store.clock() + self.scheduled_in_secs * 1000
+            fields["scheduled_for"] = svc.store.clock() + self.scheduled_in_secs * 1000
         for key in ("tag", "timeout_s", "permissioned_as"):
             if getattr(self, key) is not None:
                 fields[key] = getattr(self, key)
@@ -69,7 +69,7 @@ def may_see(context: AuthContext, job: Job) -> bool:
 
 
 def visible_job(svc: Services, context: AuthContext, job_id: str) -> Job:
-    job = svc.gm.get_job(job_id)
+    job = svc.store.get_job(job_id)
     if not may_see(context, job):
         raise NotFound(f"no job {job_id}")  # do not tell others it exists
     return job
@@ -77,14 +77,14 @@ def visible_job(svc: Services, context: AuthContext, job_id: str) -> Job:
 
 def submit(svc: Services, context: AuthContext, fields: dict[str, Any]) -> Job:
     spec: JobSpec = parse_spec(fields)
-    return svc.gm.admission.submit(
+    return svc.admission.submit(
         spec, principal=context.principal, trusted=False, parent_job=context.token.job_id
     )
 
 
 def wait_result(svc: Services, context: AuthContext, job: Job, wait_s: float) -> Any:
     try:
-        done = svc.gm.wait(job.id, wait_s)
+        done = svc.store.wait(job.id, wait_s)
     except JobTimeout:
         raise JobTimeout(
             f"job {job.id} did not complete within {wait_s:g} s; it keeps running: "
@@ -160,7 +160,7 @@ def run_wait_preview(body: PreviewBody, svc: Svc, context: Auth,
 def job_view(svc: Services, job: Job) -> dict[str, Any]:
     """The record with DESIGN.md's field names, args/result/error decoded, plus attempts."""
     data = job.public()
-    data["attempts"] = svc.gm.store.attempts(job)
+    data["attempts"] = svc.store.attempts(job)
     return data
 
 
@@ -212,7 +212,7 @@ def list_jobs(
 ) -> list[dict[str, Any]]:
     """Jobs the caller may see, newest first. The ``X-Next-Cursor`` header, when present,
     is the ``cursor`` of the next page (a page may be short when a filter is sparse)."""
-    page = svc.gm.list_page(q.filter, viewer=viewer_of(context), cursor=cursor, limit=limit)
+    page = list_page(svc.store, q.filter, viewer=viewer_of(context), cursor=cursor, limit=limit)
     if page.next_cursor is not None:
         response.headers["X-Next-Cursor"] = page.next_cursor
     return [job.public() for job in page.jobs]
@@ -225,7 +225,7 @@ def job_counts(svc: Svc, context: Auth, q: Annotated[ListQuery, Depends()]
     admin gets his own per ``live`` (queued + running), ``success``, ``failure``,
     ``canceled``: the jobs run as him or his groups. Honours ``group`` and the
     creation-time range; other filters are ignored."""
-    return counts(svc.gm.store, q.filter, viewer_of(context))
+    return counts(svc.store, q.filter, viewer_of(context))
 
 
 @router.get("/{job_id}")
@@ -258,12 +258,12 @@ def get_logs(job_id: str, svc: Svc, context: Auth, follow: bool = False
     """The job's log lines; ``?follow=1`` streams them as server-sent events until it completes."""
     visible_job(svc, context, job_id)
     if not follow:
-        return [_entry(entry) for entry in svc.gm.logs(job_id)]
+        return [_entry(entry) for entry in svc.store.iter_logs(job_id)]
 
     def events() -> Iterator[str]:
-        for entry in svc.gm.logs(job_id, follow=True):
+        for entry in svc.store.iter_logs(job_id, follow=True):
             yield f"data: {json.dumps(_entry(entry))}\n\n"
-        status = svc.gm.get_job(job_id).status.value
+        status = svc.store.get_job(job_id).status.value
         yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
@@ -278,5 +278,5 @@ class CancelBody(BaseModel):
 def cancel_job(job_id: str, svc: Svc, context: Auth, body: CancelBody | None = None) -> dict[str, str]:
     """Cancel a queued job at once, or ask a running job's worker to stop it."""
     visible_job(svc, context, job_id)
-    outcome = svc.gm.cancel(job_id, reason=body.reason if body else "", by=context.principal.name)
+    outcome = svc.cancel(job_id, reason=body.reason if body else "", by=context.principal.name)
     return {"id": job_id, "outcome": outcome}

@@ -9,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Auth, Svc
 from api.services import Services
+from auth.identity import AuthContext
+from auth.permissions import Level, can, require, require_author
 from common.errors import NotFound
-from common.identity import AuthContext
 from common.models import ScriptVersion
-from common.permissions import Level, can, require, require_author
-from common.schedules import Schedule
+from schedules.store import Schedule
 
 router = APIRouter(prefix="/api", tags=["scripts"])
 
@@ -50,7 +50,7 @@ def create_script(body: NewScript, svc: Svc, context: Auth) -> dict[str, Any]:
     """Save a new immutable version at ``path`` (write permission on the path; not operators)."""
     require_author(context.principal, "deploy scripts")
     check(svc, context, "write", body.path)
-    version, created = svc.gm.scripts.deploy(
+    version, created = svc.scripts.deploy(
         body.path, body.language, body.code, created_by=context.principal.name,
         timeout_s=body.timeout_s, retry=body.retry, tag=body.tag, limits=body.limits,
     )
@@ -60,7 +60,7 @@ def create_script(body: NewScript, svc: Svc, context: Auth) -> dict[str, Any]:
 @router.get("/scripts")
 def list_scripts(svc: Svc, context: Auth) -> list[dict[str, str]]:
     """Paths the caller may read, with their latest hash."""
-    return [{"path": path, "hash": digest} for path, digest in svc.gm.scripts.all_paths().items()
+    return [{"path": path, "hash": digest} for path, digest in svc.scripts.all_paths().items()
             if readable(svc, context, path)]
 
 
@@ -69,13 +69,13 @@ def get_script(path: str, svc: Svc, context: Auth) -> dict[str, Any]:
     """The latest version at ``path``."""
     if not readable(svc, context, path):
         raise NotFound(f"no script at path {path!r}")
-    return script_view(svc.gm.scripts.latest(path))
+    return script_view(svc.scripts.latest(path))
 
 
 @router.get("/scripts/h/{script_hash}")
 def get_script_by_hash(script_hash: str, svc: Svc, context: Auth) -> dict[str, Any]:
     """One version by hash."""
-    version = svc.gm.scripts.by_hash(script_hash)
+    version = svc.scripts.by_hash(script_hash)
     if not readable(svc, context, version.path):
         raise NotFound(f"no script version with hash {script_hash}")
     return script_view(version)
@@ -86,7 +86,7 @@ def script_history(path: str, svc: Svc, context: Auth) -> list[str]:
     """Every hash the path pointed at, oldest first."""
     if not readable(svc, context, path):
         raise NotFound(f"no script at path {path!r}")
-    return svc.gm.scripts.history(path)
+    return svc.scripts.history(path)
 
 
 class NewSchedule(BaseModel):
@@ -107,19 +107,19 @@ def create_schedule(body: NewSchedule, svc: Svc, context: Auth) -> dict[str, Any
     check(svc, context, "write", body.path)
     check(svc, context, "run", body.script_path)
     schedule = Schedule(**body.model_dump(), created_by=context.principal.name)
-    return svc.gm.schedules.create(schedule).model_dump()
+    return svc.schedules.create(schedule).model_dump()
 
 
 @router.get("/schedules")
 def list_schedules(svc: Svc, context: Auth) -> list[dict[str, Any]]:
-    return [s.model_dump() for s in svc.gm.schedules.all() if readable(svc, context, s.path)]
+    return [s.model_dump() for s in svc.schedules.all() if readable(svc, context, s.path)]
 
 
 @router.get("/schedules/{path:path}")
 def get_schedule(path: str, svc: Svc, context: Auth) -> dict[str, Any]:
     if not readable(svc, context, path):
         raise NotFound(f"no schedule at {path!r}")
-    return {**svc.gm.schedules.get(path).model_dump(), "runs": svc.gm.schedules.runs(path)}
+    return {**svc.schedules.get(path).model_dump(), "runs": svc.schedules.runs(path)}
 
 
 @router.post("/schedules/{action}/{path:path}")
@@ -128,5 +128,5 @@ def change_schedule(action: str, path: str, svc: Svc, context: Auth) -> dict[str
     if action not in ("pause", "resume", "delete"):
         raise NotFound(f"no schedule action {action!r}; use pause, resume or delete")
     check(svc, context, "write", path)
-    getattr(svc.gm.schedules, action)(path)
+    getattr(svc.schedules, action)(path)
     return {"path": path, "done": action}

@@ -33,13 +33,13 @@ from api.ui.session import (
     sign_in_token,
     sign_out,
 )
+from auth.identity import AuthContext
+from auth.permissions import can
 from common.errors import GristmillError, NotFound, SpecError
-from common.identity import AuthContext
 from common.models import Job, Kind, Status
-from common.permissions import can
-from common.queries import JobFilter, counts
-from common.signature import NO_DEFAULT, Param, python_params
-from common.spec import parse_time
+from common.queries import JobFilter, counts, list_page
+from jobs.signature import NO_DEFAULT, Param, python_params
+from jobs.spec import parse_time
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -152,14 +152,14 @@ def runs(request: Request, svc: Svc, context: Session, kind: str = "all",
     error = ""
     try:
         flt = read_filter(params, kind)
-        page = svc.gm.list_page(flt, viewer=viewer_of(context), cursor=cursor or None,
+        page = list_page(svc.store, flt, viewer=viewer_of(context), cursor=cursor or None,
                                 limit=limit)
     except GristmillError as exc:
         if not isinstance(exc, SpecError):
             raise
         flt, error = JobFilter(kind=Kind(kind) if kind != "all" else None), str(exc)
-        page = svc.gm.list_page(flt, viewer=viewer_of(context), limit=limit)
-    now = svc.gm.store.clock()
+        page = list_page(svc.store, flt, viewer=viewer_of(context), limit=limit)
+    now = svc.store.clock()
     kept = {k: v for k, v in params.items() if v}
     data: dict[str, Any] = {
         "tabs": TABS, "kind": kind, "jobs": page.jobs, "chart": views.chart(page.jobs, now),
@@ -168,7 +168,7 @@ def runs(request: Request, svc: Svc, context: Session, kind: str = "all",
                                           "cursor": page.next_cursor}) if page.next_cursor else "",
         "first_url": "/runs?" + urlencode({**kept, "kind": kind, "limit": limit}),
         "paged": bool(cursor), "limit": limit, "page_sizes": PAGE_SIZES,
-        "counts": counts(svc.gm.store, flt, viewer_of(context)),
+        "counts": counts(svc.store, flt, viewer_of(context)),
         "short_page": page.next_cursor is not None and len(page.jobs) < limit,
         "duration": lambda job: views.duration_of(job, now),
     }
@@ -185,11 +185,11 @@ def may_rerun(job: Job) -> bool:
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str, request: Request, svc: Svc, context: Session) -> HTMLResponse:
     job = visible_job(svc, context, job_id)
-    logs = list(svc.gm.store.logs(job_id, count=LOG_LINES_SHOWN))
+    logs = list(svc.store.logs(job_id, count=LOG_LINES_SHOWN))
     return render(
-        request, "job.html", context, job=job, attempts=svc.gm.store.attempts(job), logs=logs,
+        request, "job.html", context, job=job, attempts=svc.store.attempts(job), logs=logs,
         last_log=logs[-1].id if logs else "0-0", may_rerun=may_rerun(job),
-        duration=views.duration_of(job, svc.gm.store.clock()),
+        duration=views.duration_of(job, svc.store.clock()),
         args_json=json.dumps(job.args, indent=2, ensure_ascii=False),
         result_json=json.dumps(job.result, indent=2, ensure_ascii=False, default=str),
     )
@@ -207,10 +207,10 @@ def job_log_stream(job_id: str, request: Request, svc: Svc, context: Session,
         raise SpecError("after: a log stream id such as 1700000000000-0")
 
     def events() -> Iterator[str]:
-        for entry in svc.gm.logs(job_id, follow=True, after=after):
+        for entry in svc.store.iter_logs(job_id, follow=True, after=after):
             line = {"id": entry.id, "stream": entry.stream, "line": entry.line, "ts": entry.ts_ms}
             yield f"id: {entry.id}\ndata: {json.dumps(line)}\n\n"
-        status = svc.gm.get_job(job_id).status.value
+        status = svc.store.get_job(job_id).status.value
         yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream",
@@ -222,7 +222,7 @@ def cancel(job_id: str, request: Request, svc: Svc, context: Session,
            csrf: Annotated[str, Form(max_length=64)] = "") -> RedirectResponse:
     check_csrf(request, csrf)
     visible_job(svc, context, job_id)
-    svc.gm.cancel(job_id, reason="canceled from the web UI", by=context.principal.name)
+    svc.cancel(job_id, reason="canceled from the web UI", by=context.principal.name)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
@@ -249,19 +249,18 @@ def rerun(job_id: str, request: Request, svc: Svc, context: Session,
 
 @router.get("/workers")
 def workers(request: Request, svc: Svc, context: Session) -> HTMLResponse:
-    gm = svc.gm
-    groups = sorted(g.decode() for g in gm.redis.smembers(gm.keys.groups))
-    found = gm.fleet.workers()
-    pipe = gm.redis.pipeline(transaction=False)
+    groups = sorted(g.decode() for g in svc.redis.smembers(svc.keys.groups))
+    found = svc.fleet.workers()
+    pipe = svc.redis.pipeline(transaction=False)
     for group in groups:
-        pipe.llen(gm.keys.group(group).ready)
-        pipe.zcard(gm.keys.group(group).scheduled)
+        pipe.llen(svc.keys.group(group).ready)
+        pipe.zcard(svc.keys.group(group).scheduled)
     for w in found:
-        pipe.llen(gm.keys.group(w.group).running(w.worker_id))
+        pipe.llen(svc.keys.group(w.group).running(w.worker_id))
     answers = pipe.execute()
     depth = {g: (answers[2 * i], answers[2 * i + 1]) for i, g in enumerate(groups)}
     running = {w.worker_id: answers[2 * len(groups) + i] for i, w in enumerate(found)}
-    rows = views.worker_rows(found, running, gm.store.clock())
+    rows = views.worker_rows(found, running, svc.store.clock())
     return render(request, "workers.html", context, groups=groups, depth=depth, workers=rows,
                   live={g: sum(1 for r in rows if r["group"] == g) for g in groups})
 
@@ -269,13 +268,13 @@ def workers(request: Request, svc: Svc, context: Session) -> HTMLResponse:
 @router.get("/schedules")
 def schedules(request: Request, svc: Svc, context: Session) -> HTMLResponse:
     shown = []
-    for schedule in svc.gm.schedules.all():
+    for schedule in svc.schedules.all():
         acl, folder = svc.identity.access(schedule.path)
         if not can(context.principal, "read", schedule.path, acl, folder):
             continue
         fires = views.upcoming(schedule.cron, schedule.tz,
                                None if schedule.paused else schedule.next_fire)
-        shown.append({"s": schedule, "runs": svc.gm.schedules.runs(schedule.path, limit=5),
+        shown.append({"s": schedule, "runs": svc.schedules.runs(schedule.path, limit=5),
                       "fires": fires,
                       "writable": can(context.principal, "write", schedule.path, acl, folder)})
     return render(request, "schedules.html", context, schedules=shown)
@@ -288,13 +287,13 @@ def schedule_action(action: str, path: str, request: Request, svc: Svc, context:
     if action not in ("pause", "resume"):
         raise NotFound(f"no schedule action {action!r}")
     check(svc, context, "write", path)
-    getattr(svc.gm.schedules, action)(path)
+    getattr(svc.schedules, action)(path)
     return RedirectResponse("/schedules", status_code=303)
 
 
 @router.get("/scripts")
 def scripts(request: Request, svc: Svc, context: Session) -> HTMLResponse:
-    paths = sorted((p, h) for p, h in svc.gm.scripts.all_paths().items()
+    paths = sorted((p, h) for p, h in svc.scripts.all_paths().items()
                    if readable(svc, context, p))
     return render(request, "scripts.html", context, scripts=paths)
 
@@ -302,8 +301,8 @@ def scripts(request: Request, svc: Svc, context: Session) -> HTMLResponse:
 @router.get("/scripts/p/{path:path}")
 def script_page(path: str, request: Request, svc: Svc, context: Session) -> HTMLResponse:
     check(svc, context, "read", path)
-    latest = svc.gm.scripts.latest(path)
-    versions = [svc.gm.scripts.by_hash(h) for h in reversed(svc.gm.scripts.history(path))]
+    latest = svc.scripts.latest(path)
+    versions = [svc.scripts.by_hash(h) for h in reversed(svc.scripts.history(path))]
     params = python_params(latest.code) if latest.language == "python3" else None
     acl, folder = svc.identity.access(path)
     return render(request, "script.html", context, script=latest, versions=versions,
@@ -355,12 +354,12 @@ async def run_script(path: str, request: Request, svc: Svc, context: Session) ->
     check_csrf(request, form.get("csrf", ""))
 
     def run() -> Response:  # blocking Redis calls: off the event loop
-        latest = svc.gm.scripts.latest(path)
+        latest = svc.scripts.latest(path)
         params = python_params(latest.code) if latest.language == "python3" else None
         try:
             job = submit(svc, context, {"path": path, "args": form_args(params, form)})
         except SpecError as exc:
-            versions = [svc.gm.scripts.by_hash(h) for h in reversed(svc.gm.scripts.history(path))]
+            versions = [svc.scripts.by_hash(h) for h in reversed(svc.scripts.history(path))]
             # 200: the form is shown again with the error (a 4xx is a browser console error).
             return render(request, "script.html", context, script=latest, versions=versions,
                           params=params, no_default=NO_DEFAULT, error=str(exc), runnable=True)

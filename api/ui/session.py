@@ -21,9 +21,9 @@ from fastapi import Depends, Request
 
 from api.auth import Svc
 from api.services import Services
-from common.authn import require_live
+from auth.authn import require_live
+from auth.identity import AuthContext
 from common.errors import AuthError, GristmillError, PermissionDenied
-from common.identity import AuthContext
 
 COOKIE = "gm_session"
 SESSION_S = 12 * 3600
@@ -58,7 +58,7 @@ def csrf_value(token: str) -> str:
 def sign_in_password(svc: Services, user: str, password: str) -> str:
     """Check the password, mint a session token; the cookie value."""
     found = svc.identity.verify_password(user, password)
-    expires = svc.gm.store.clock() + SESSION_S * 1000
+    expires = svc.store.clock() + SESSION_S * 1000
     token, _ = svc.identity.create_token(found.name, label=SESSION_LABEL, expires_at=expires)
     return cookie_value(MINTED, token)
 
@@ -91,7 +91,7 @@ def session(request: Request, svc: Svc) -> AuthContext:
         raise SignInRequired(quote(here, safe=""))
     try:
         context = svc.identity.authenticate(parsed[1])
-        require_live(context.token, svc.gm.store)
+        require_live(context.token, svc.store)
     except AuthError:
         raise SignInRequired(quote(here, safe="")) from None
     if context.token.kind != "api":

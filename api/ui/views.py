@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.cron import parse_cron
 from common.models import Job
+from schedules.cron import parse_cron
 
 CHART_W, CHART_H, PAD = 720, 180, 28
 BUCKETS = 24

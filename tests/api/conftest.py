@@ -31,10 +31,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.services import Services
-from common.crypto import SecretBox, generate_key
 from common.models import Job
 from common.settings import Settings
 from gristmill.embedded import EmbeddedRedis
+from vault.crypto import SecretBox, generate_key
 from worker.sandbox.policy import Sandbox
 from worker.worker import Worker
 
@@ -93,12 +93,12 @@ class Api:
 
     def job(self, job_id: str) -> Job:
         """The stored record (read past the API)."""
-        return self.services.gm.get_job(job_id)
+        return self.services.store.get_job(job_id)
 
     def job_count(self) -> int:
         """How many job records exist (``gm:jobloc:*``), to show that nothing was enqueued."""
-        return sum(1 for _ in self.services.gm.redis.scan_iter(
-            match=self.services.gm.keys.jobloc("*"), count=1000))
+        return sum(1 for _ in self.services.redis.scan_iter(
+            match=self.services.keys.jobloc("*"), count=1000))
 
     def job_token(self, job_id: str, permissioned_as: str, ttl_ms: int = HOUR_MS) -> str:
         """A WM_TOKEN for ``job_id``, minted as the worker mints it."""
@@ -116,7 +116,7 @@ class Api:
 
     def finish(self, job_id: str) -> None:
         """Complete a queued job (no worker): cancel it, which makes it terminal."""
-        self.services.gm.cancel(job_id, reason="test over")
+        self.services.cancel(job_id, reason="test over")
 
 
 @pytest.fixture
@@ -138,15 +138,15 @@ def api(redis_server: EmbeddedRedis, redis_client: redis.Redis, tmp_path: Path) 
             identity.add_member(group, member)
     with TestClient(create_app(services)) as client:
         yield Api(client=client, services=services, key=key, tokens=tokens)
-    services.gm.redis.close()
+    services.redis.close()
 
 
 @pytest.fixture
 def worker(api: Api, sharing_sandbox: Sandbox) -> Iterator[Worker]:
     """A worker of group default in a thread (concurrency 4), with job tokens and the key."""
-    gm = api.services.gm
+    svc = api.services
     running = Worker(
-        store=gm.store, scripts=gm.scripts, fleet=gm.fleet, settings=api.services.settings,
+        store=svc.store, scripts=svc.scripts, fleet=svc.fleet, settings=api.services.settings,
         concurrency=4, claim_block_s=0.5, tokens=api.services.identity, sandbox=sharing_sandbox,
         box=SecretBox.from_setting(api.key),
     )

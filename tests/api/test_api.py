@@ -140,12 +140,12 @@ def test_scheduled_for_and_scheduled_in_secs(api: Api) -> None:
     assert api.job(iso).scheduled_for == int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
     millis = api.run("u/admin/echo", scheduled_for="4102444800000")
     assert api.job(millis).scheduled_for == 4102444800000
-    before = api.services.gm.store.clock()
+    before = api.services.store.clock()
     later = api.run("u/admin/echo", scheduled_in_secs=3600)
-    after = api.services.gm.store.clock()
+    after = api.services.store.clock()
     assert before + 3_600_000 <= api.job(later).scheduled_for <= after + 3_600_000
-    scheduled = api.services.gm.keys.group("default").scheduled
-    assert api.services.gm.redis.zscore(scheduled, later) is not None
+    scheduled = api.services.keys.group("default").scheduled
+    assert api.services.redis.zscore(scheduled, later) is not None
 
 
 def test_bad_scheduled_for_is_refused(api: Api) -> None:
@@ -208,7 +208,7 @@ def test_get_job_decodes_the_record(api: Api, worker: Worker) -> None:
     """GET /api/jobs/{id}: DESIGN.md's field names, args and result as JSON, attempts, no claim."""
     api.script("u/admin/echo")
     job_id = api.run("u/admin/echo", {"x": 9})
-    api.services.gm.wait(job_id, 60)
+    api.services.store.wait(job_id, 60)
     record = api.get(f"/api/jobs/{job_id}").json()
     assert record["id"] == job_id and record["status"] == "success"
     assert record["args"] == {"x": 9} and record["result"] == {"x": 9}
@@ -235,8 +235,8 @@ def test_result_while_queued_then_success_then_failure(api: Api, worker: Worker)
     assert api.get(f"/api/jobs/{later}/result").json() == {"id": later, "status": "queued"}
     ok = api.run("u/admin/echo", {"x": 2})
     bad = api.run("u/admin/fail")
-    api.services.gm.wait(ok, 60)
-    api.services.gm.wait(bad, 60)
+    api.services.store.wait(ok, 60)
+    api.services.store.wait(bad, 60)
     assert api.get(f"/api/jobs/{ok}/result").json() == {"id": ok, "status": "success",
                                                         "result": {"x": 2}}
     failed = api.get(f"/api/jobs/{bad}/result").json()
@@ -356,9 +356,9 @@ def test_cancel_a_running_job(api: Api, worker: Worker) -> None:
     job_id = api.post("/api/jobs/run/preview", json={
         "code": "import time\ndef main():\n    print('up', flush=True)\n    time.sleep(60)\n",
         "language": "python3"}).text
-    assert api.services.gm.store.logs(job_id, block_ms=30_000)[0].line == "up"
+    assert api.services.store.logs(job_id, block_ms=30_000)[0].line == "up"
     assert api.post(f"/api/jobs/{job_id}/cancel").json()["outcome"] == "requested"
-    assert api.services.gm.wait(job_id, 30).status == Status.CANCELED
+    assert api.services.store.wait(job_id, 30).status == Status.CANCELED
 
 
 # -- scripts and schedules --------------------------------------------------------------------
@@ -438,7 +438,7 @@ def test_secrets_are_encrypted_and_never_listed(api: Api) -> None:
     """A secret reads back decrypted, is stored sealed, and list/meta never show its value."""
     api.variable("u/alice/pw", "hunter2-very-secret", secret=True, who="alice")
     assert api.get("/api/variables/u/alice/pw", "alice").json() == "hunter2-very-secret"
-    stored = api.services.gm.redis.hget(api.services.gm.keys.variable("u/alice/pw"), "value")
+    stored = api.services.redis.hget(api.services.keys.variable("u/alice/pw"), "value")
     assert stored is not None and b"hunter2" not in stored
     listed = api.get("/api/variables", "alice")
     assert "hunter2" not in listed.text

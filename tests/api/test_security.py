@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from common.admission import Admission
 from common.models import Status
+from common.queries import list_jobs
+from jobs.admission import Admission
 from tests.api.conftest import HOUR_MS, Api
 from worker.worker import Worker
 
@@ -244,7 +245,7 @@ def test_job_token_of_bob_reads_alices_secret(alice_things: Api) -> None:
     refused(api.get("/api/variables/u/alice/token", token), 403,
             "u/bob may not read u/alice/token")
     job = api.job(job_id)
-    assert api.services.gm.redis.exists(api.services.gm.keys.group(job.group).redact(job_id)) == 0
+    assert api.services.redis.exists(api.services.keys.group(job.group).redact(job_id)) == 0
 
 
 def test_group_job_token_reads_a_members_secret(alice_things: Api) -> None:
@@ -302,7 +303,7 @@ def test_wm_token_of_a_job_the_worker_ran_is_revoked(
             "    open(out, 'w').write(os.environ['WM_TOKEN'])\n    return 'done'\n")
     job_id = api.post("/api/jobs/run/preview", "alice", json={
         "code": code, "language": "python3", "args": {"out": str(leak)}}).text
-    assert api.services.gm.wait(job_id, 60).status == Status.SUCCESS
+    assert api.services.store.wait(job_id, 60).status == Status.SUCCESS
     token = leak.read_text()
     assert token.startswith("gm_")
     refused(api.get("/api/whoami", token), 401, "unknown or revoked token")
@@ -582,7 +583,7 @@ def test_join_another_users_folder(alice_things: Api) -> None:
 
 def admit(api: Api, spec: dict[str, Any]) -> tuple[str, str]:
     """LPUSH-style admission of a raw spec, as the scheduler does it."""
-    admission: Admission = api.services.gm.admission
+    admission: Admission = api.services.admission
     return admission.admit_raw(json.dumps(spec).encode())
 
 
@@ -598,7 +599,7 @@ def rejected(api: Api, spec: dict[str, Any], *words: str) -> None:
     # The raw spec is kept, its token redacted (issue 8).
     kept = {**spec, "token": "[redacted]"} if "token" in spec else spec
     assert job.raw_spec is not None and json.loads(job.raw_spec) == kept
-    queued = api.services.gm.list_jobs(status=Status.QUEUED)
+    queued = list_jobs(api.services.store, status=Status.QUEUED)
     assert queued == []
 
 

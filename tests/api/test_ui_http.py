@@ -145,14 +145,14 @@ def test_pause_and_resume_a_schedule_from_the_page(api: Api) -> None:
     assert "u/admin/hourly" in admin.get("/schedules").text
     paused = admin.post("/schedules/pause/u/admin/hourly", data={"csrf": csrf_of(admin)})
     assert paused.status_code == 303
-    assert api.services.gm.schedules.get("u/admin/hourly").paused
+    assert api.services.schedules.get("u/admin/hourly").paused
     admin.post("/schedules/resume/u/admin/hourly", data={"csrf": csrf_of(admin)})
-    assert not api.services.gm.schedules.get("u/admin/hourly").paused
+    assert not api.services.schedules.get("u/admin/hourly").paused
     carol = signed_in(api, "carol")
     assert "u/admin/hourly" not in carol.get("/schedules").text
     refused = carol.post("/schedules/pause/u/admin/hourly", data={"csrf": csrf_of(carol)})
     assert refused.status_code == 403 and "text/html" in refused.headers["content-type"]
-    assert not api.services.gm.schedules.get("u/admin/hourly").paused
+    assert not api.services.schedules.get("u/admin/hourly").paused
 
 
 def test_the_run_form_shows_a_bad_value_and_runs_a_good_one(api: Api) -> None:

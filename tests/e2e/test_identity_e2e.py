@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 import redis
 
-from common.crypto import generate_key
-from common.identity import IdentityStore
+from auth.identity import IdentityStore
 from common.keys import Keys
 from gristmill.client import Gristmill
 from gristmill.embedded import free_port
@@ -37,6 +36,7 @@ from tests.e2e.conftest import (
     scheduler_registered,
     worker_id_of,
 )
+from vault.crypto import generate_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(90)]
 

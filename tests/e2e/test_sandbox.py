@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 import redis
 
-from common.crypto import generate_key
+from auth.identity import IdentityStore
 from common.errors import AuthError
-from common.identity import IdentityStore
 from common.keys import Keys
 from common.models import Job, Status
 from gristmill.client import Gristmill
 from gristmill.embedded import EmbeddedRedis
 from tests.e2e.conftest import Processes, deadline, worker_id_of
 from tests.procs import assert_no_process_running, processes_with, unique_sleep
+from vault.crypto import generate_key
 from worker.sandbox.policy import Sandbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -23,8 +23,7 @@ import redis
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from common.crypto import generate_key
-from common.identity import IdentityStore
+from auth.identity import IdentityStore
 from common.keys import Keys
 from gristmill.client import Gristmill
 from gristmill.embedded import EmbeddedRedis, free_port
@@ -38,6 +37,7 @@ from tests.e2e.conftest import (
     worker_id_of,
     xwait,
 )
+from vault.crypto import generate_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from common.admission import INBOX, Admission
 from common.errors import DuplicateJob, SpecError
 from common.models import Kind, Status
-from common.scripts import ScriptStore
 from common.settings import Settings
-from common.spec import parse_spec
 from common.store import Store
+from jobs.admission import INBOX, Admission
+from jobs.scripts import ScriptStore
+from jobs.spec import parse_spec
 from scheduler.inbox import InboxAdmitter
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
@@ -175,7 +175,7 @@ def test_any_input_yields_exactly_one_record(admission: Admission, store: Store,
 def test_inbox_spec_with_a_token_runs_as_its_owner(store: Store, scripts: ScriptStore,
                                                    redis_client: redis.Redis) -> None:
     """A spec token makes the job run as its owner, or as a group the owner belongs to."""
-    from common.identity import IdentityStore
+    from auth.identity import IdentityStore
 
     identity = IdentityStore(redis_client, store.keys)
     identity.create_user("alice")

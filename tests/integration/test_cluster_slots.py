@@ -8,7 +8,7 @@ from redis.crc import key_slot
 
 from common.connection import redis_errors
 from common.errors import RedisUnavailable
-from common.lua import LuaScript
+from common.luascripts import LuaScript
 from gristmill.embedded_cluster import EmbeddedCluster
 from tests.conftest import RedisUnderTest
 

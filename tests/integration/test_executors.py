@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from tests.procs import assert_no_process_running, unique_sleep
-from worker.executors.base import Outcome, Prepared, UnsupportedLanguage, interpret, prepare
 from worker.executors.binding import ArgumentError
-from worker.process import TRUNCATED, LogLine, ProcessResult, ProcessRun
+from worker.executors.command import Prepared, ProcessResult
+from worker.executors.dispatch import UnsupportedLanguage, interpret, prepare
+from worker.executors.outcome import Outcome
+from worker.jobprocess import TRUNCATED, LogLine, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox
 from worker.sandbox.warm import ForkServer
 

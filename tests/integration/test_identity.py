@@ -10,11 +10,11 @@ from typing import Any, cast
 import pytest
 import redis
 
+from auth.identity import BAD_LOGIN, IdentityStore
+from auth.permissions import Acl, FolderAcl, Principal, can
 from common.clock import now_ms
 from common.errors import AuthError, GristmillError, NotFound, SpecError
-from common.identity import BAD_LOGIN, IdentityStore
 from common.keys import Keys
-from common.permissions import Acl, FolderAcl, Principal, can
 from gristmill import cli_identity
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)

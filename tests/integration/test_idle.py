@@ -7,14 +7,14 @@ import threading
 import pytest
 
 from common import metrics
-from common.admission import Admission
 from common.connection import connect
 from common.fleet import Fleet
 from common.keys import Keys
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
 from gristmill.embedded import EmbeddedRedis
+from jobs.admission import Admission
+from jobs.scripts import ScriptStore
 from scheduler.scheduler import Scheduler
 from tests.integration.helpers import make_job
 from worker.sandbox.policy import Sandbox

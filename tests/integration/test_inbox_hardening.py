@@ -12,12 +12,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from common import spec as specs
-from common.admission import Admission
 from common.models import Status
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
+from jobs import spec as specs
+from jobs.admission import Admission
+from jobs.scripts import ScriptStore
 from scheduler.inbox import InboxAdmitter
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)

@@ -12,10 +12,10 @@ import redis
 from common.fleet import Fleet
 from common.keys import Keys
 from common.models import Status
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
 from gristmill.embedded import EmbeddedRedis, free_port
+from jobs.scripts import ScriptStore
 from tests.integration.helpers import make_job
 from worker.sandbox.policy import Sandbox
 from worker.worker import Worker

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from common.admission import Admission
 from common.fleet import Fleet
 from common.models import Status
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
+from jobs.admission import Admission
+from jobs.scripts import ScriptStore
 from scheduler.promoter import Promoter
 from scheduler.scheduler import Scheduler
 from tests.integration.helpers import make_job

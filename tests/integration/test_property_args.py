@@ -10,13 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.admission import Admission
 from common.fleet import Fleet
 from common.models import TERMINAL_STATUSES
-from common.scripts import ScriptStore
 from common.settings import Settings
-from common.spec import parse_spec
 from common.store import Store
+from jobs.admission import Admission
+from jobs.scripts import ScriptStore
+from jobs.spec import parse_spec
 from worker.sandbox.policy import Sandbox
 from worker.worker import Worker
 

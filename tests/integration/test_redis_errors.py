@@ -21,16 +21,16 @@ import redis
 import structlog
 
 from common import metrics
-from common.admission import Admission
 from common.connection import redis_errors
 from common.errors import RedisUnavailable
 from common.fleet import Fleet
 from common.keys import Keys
 from common.models import Status
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
 from gristmill.embedded import EmbeddedRedis, free_port
+from jobs.admission import Admission
+from jobs.scripts import ScriptStore
 from scheduler.scheduler import Scheduler
 from tests.integration.helpers import make_job
 from worker.sandbox.policy import Sandbox

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import redis
 
-from common.admission import Admission
 from common.errors import GristmillError, NotFound
 from common.models import Job, Status
-from common.schedules import Schedule, ScheduleStore, fire_job_id
-from common.scripts import ScriptStore
 from common.settings import Settings
 from common.store import Store
+from jobs.admission import Admission
+from jobs.scripts import ScriptStore
+from schedules.store import Schedule, ScheduleStore, fire_job_id
 from tests.integration.helpers import make_job
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from common.crypto import DecryptionError, SecretBox
+from auth.permissions import Acl, FolderAcl, Level, Principal
 from common.errors import ConfigError, NotFound, PermissionDenied, SpecError
 from common.keys import Keys
-from common.permissions import Acl, FolderAcl, Level, Principal
-from common.vault import Vault, redact, redaction_values
+from vault.crypto import DecryptionError, SecretBox
+from vault.redaction import redact, redaction_values
+from vault.store import Vault
 
 pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
 

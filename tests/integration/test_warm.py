@@ -14,8 +14,9 @@ import pytest
 
 from tests.e2e.conftest import deadline
 from tests.procs import assert_no_process_running, processes_with, unique_sleep
-from worker.executors.base import Outcome, interpret, prepare
-from worker.process import LogLine, ProcessRun
+from worker.executors.dispatch import interpret, prepare
+from worker.executors.outcome import Outcome
+from worker.jobprocess import LogLine, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox
 from worker.sandbox.warm import FORK_SERVER_DIED, ForkServer
 

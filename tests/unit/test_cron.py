@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common.cron import parse_cron, plan_fires
 from common.errors import SpecError
+from schedules.cron import parse_cron, plan_fires
 
 
 def ms(text: str) -> int:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from common.crypto import KEY_HINT, DecryptionError, SecretBox, generate_key, load_or_create_key
 from common.errors import ConfigError, GristmillError
-from common.vault import REDACTED, redact, redaction_values, secret_fragments
+from vault.crypto import KEY_HINT, DecryptionError, SecretBox, generate_key, load_or_create_key
+from vault.redaction import REDACTED, redact, redaction_values, secret_fragments
 
 KEY = bytes(range(32))
 R = REDACTED

@@ -1,4 +1,4 @@
-"""Who may do what (common.permissions), from tables of cases, without Redis."""
+"""Who may do what (auth.permissions), from tables of cases, without Redis."""
 
 from __future__ import annotations
 
@@ -6,20 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
+from auth.permissions import Acl, FolderAcl, Level, Principal, can, level_of, may_run_as, require
 from common.errors import PermissionDenied, SpecError
-from common.permissions import (
-    Acl,
-    FolderAcl,
-    Level,
-    Principal,
-    can,
-    check_identity,
-    check_item_path,
-    check_name,
-    level_of,
-    may_run_as,
-    require,
-)
+from common.paths import check_identity, check_item_path, check_name
 
 ALICE = Principal("alice", frozenset({"ops"}))
 BOB = Principal("bob")

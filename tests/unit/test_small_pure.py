@@ -9,9 +9,9 @@ import pytest
 
 from common.errors import GristmillError, SpecError
 from common.instance import InstanceSettings, decode, validate_one
-from common.permissions import check_item_path as check_path
-from common.scripts import check_limits, script_hash
+from common.paths import check_item_path as check_path
 from gristmill.durations import parse_arg_pairs, parse_duration_ms
+from jobs.scripts import check_limits, script_hash
 from scheduler.promoter import FINE_WAIT_MS, IDLE_BLOCK_S, plan_wait
 from worker.sandbox.policy import Limits
 
@@ -95,7 +95,7 @@ def test_script_paths_refused(path: str) -> None:
 
 def test_the_inbox_identity_owns_nothing() -> None:
     """Tokenless inbox jobs may read nothing, not even paths under u/inbox/."""
-    from common.permissions import Principal, can
+    from auth.permissions import Principal, can
 
     assert not can(Principal(user="inbox"), "read", "u/inbox/anything")
 

@@ -6,7 +6,7 @@ import pytest
 
 from common.errors import SpecError
 from common.models import Kind
-from common.spec import guess_kind, parse_spec, parse_time, salvage_id
+from jobs.spec import guess_kind, parse_spec, parse_time, salvage_id
 
 UUID = "6f1c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
 

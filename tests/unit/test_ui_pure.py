@@ -11,7 +11,7 @@ from common import indexes
 from common.errors import SpecError
 from common.indexes import Window
 from common.models import Job, Kind, Status
-from common.signature import NO_DEFAULT, Param, python_params
+from jobs.signature import NO_DEFAULT, Param, python_params
 
 
 def job(**fields: object) -> Job:

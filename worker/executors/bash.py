@@ -19,11 +19,12 @@ import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from worker.executors.base import Outcome, Prepared, failure, process_exited, stderr_excerpt
 from worker.executors.binding import ArgumentError
+from worker.executors.command import Prepared
+from worker.executors.outcome import Outcome, failure, process_exited, stderr_excerpt
 
 if TYPE_CHECKING:
-    from worker.process import ProcessResult
+    from worker.executors.command import ProcessResult
 
 SCRIPT_FILE = "main.sh"
 

@@ -6,10 +6,11 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from worker.executors.base import Outcome, Prepared, failure, process_exited
+from worker.executors.command import Prepared
+from worker.executors.outcome import Outcome, failure, process_exited
 
 if TYPE_CHECKING:
-    from worker.process import ProcessResult
+    from worker.executors.command import ProcessResult
 
 MAIN_FILE = "main.py"
 ARGS_FILE = "args.json"

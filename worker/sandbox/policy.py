@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from worker.sandbox.warm import ForkServer
 
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
-# Our own top-level packages: job code may `import gristmill` (the in-job client).
-PACKAGES = ("common", "worker", "scheduler", "api", "gristmill")
+# Our own top-level packages: job code may `import gristmill` (the in-job client), which
+# needs these (tests/unit/test_layering.py checks the list covers its imports).
+PACKAGES = ("common", "auth", "vault", "jobs", "schedules", "worker", "scheduler", "api", "gristmill")
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 # Jobs get uids of their own, far above any real account's.
 UID_BASE = 1_000_000_000

@@ -7,7 +7,7 @@ tokens belong to a user (``tokens:<user>`` lists them); job tokens (the
 ``WM_TOKEN`` of one running job) are bound to the job through
 ``jobtoken:<job id>`` and carry the job's ``permissioned_as``.
 
-Checking who owns a token (exists, not disabled) is :mod:`common.identity`'s
+Checking who owns a token (exists, not disabled) is :mod:`auth.identity`'s
 job; this module only answers "is this a live token, and whose".
 """
 
@@ -25,7 +25,7 @@ from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import AuthError, NotFound, SpecError
 from common.keys import Keys
-from common.permissions import check_identity
+from common.paths import check_identity
 
 PREFIX = "gm_"
 ID_LENGTH = 12

@@ -11,9 +11,9 @@ import time
 import uuid
 from typing import Any, Protocol
 
+from auth.authn import require_live
+from auth.permissions import Acl, FolderAcl, Principal, may_run_as, require, require_author
 from common import log
-from common import spec as specs
-from common.authn import require_live
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import AuthError, DuplicateJob, NotFound, PermissionDenied, SpecError
@@ -21,11 +21,11 @@ from common.instance import decode as decode_instance
 from common.keys import Keys
 from common.languages import LANGUAGES
 from common.models import Job, Kind, Status
-from common.permissions import Acl, FolderAcl, Principal, may_run_as, require, require_author
-from common.scripts import ScriptStore
 from common.settings import Settings
-from common.spec import JobSpec
 from common.store import Store
+from jobs import spec as specs
+from jobs.scripts import ScriptStore
+from jobs.spec import JobSpec
 
 INBOX_USER = "u/inbox"
 ADMIN_USER = "u/admin"
@@ -202,7 +202,7 @@ class Admission:
 
         Whatever ``raw`` holds, this writes a record: every field is built from
         checked values only (the raw text is kept redacted and bounded,
-        :func:`common.spec.keep_raw`), so the rejection cannot fail the way the
+        :func:`jobs.spec.keep_raw`), so the rejection cannot fail the way the
         admission did.
         """
         data = specs.decode_lenient(raw)

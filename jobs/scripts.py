@@ -9,16 +9,16 @@ from typing import Any
 
 import redis
 
-from common import lua
+from common import luascripts
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import GristmillError, NotFound, SpecError
 from common.keys import Keys
 from common.languages import LANGUAGES
 from common.models import ScriptVersion
-from common.permissions import check_item_path
+from common.paths import check_item_path
 from common.retry import parse_policy
-from common.spec import MAX_TIMEOUT_S
+from jobs.spec import MAX_TIMEOUT_S
 
 HASH_LENGTH = 16
 LIMIT_NAMES = ("memory_mb", "max_procs", "file_mb", "open_files", "disk_mb")
@@ -88,7 +88,7 @@ class ScriptStore:
         digest = script_hash(path, language, code, defaults)
         now = self.clock()
         try:
-            created = lua.DEPLOY_SCRIPT(
+            created = luascripts.DEPLOY_SCRIPT(
                 self.client,
                 [self.keys.script(digest), self.keys.script_paths, self.keys.script_history(path)],
                 [digest, path, language, code, now, created_by,

@@ -25,10 +25,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from worker.executors.base import Prepared
+from worker.executors.command import Prepared, ProcessResult
 from worker.sandbox.policy import Limits, Sandbox
 from worker.sandbox.warm import FORK_SERVER_DIED, RESULT_FD, ForkServer, ForkServerError, WarmJob
 
@@ -47,24 +46,6 @@ class LogLine(NamedTuple):
 
 
 LogSink = Callable[[list[LogLine]], None]
-
-
-@dataclass
-class ProcessResult:
-    """How a run ended. ``signal`` is set when the process was killed by one."""
-
-    exit_code: int | None
-    signal: int | None
-    timed_out: bool
-    canceled: bool
-    payload: bytes | None  # what the child wrote on its result pipe, None if nothing
-    stderr_tail: list[str]
-    stdout_tail: list[str]
-    duration_ms: int
-    timeout_s: float = 0.0
-    memory_limit_mb: int = 0
-    sink_error: BaseException | None = field(default=None, compare=False)  # sink was stopped
-    sandbox_error: str | None = None  # the sandbox lost the job (its fork server died)
 
 
 class ProcessRun:

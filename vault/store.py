@@ -1,42 +1,39 @@
 """Variables, secrets and resources at item paths, with who may read and write them.
 
-Permission decisions come from :mod:`common.permissions`; the item's ACL and
+Permission decisions come from :mod:`auth.permissions`; the item's ACL and
 its folder's readers/writers come from an ``access`` callable given at
 construction (the API passes ``IdentityStore.access``), so this module never
 reads identity data itself.
 
-A secret's value is stored only sealed (:class:`common.crypto.SecretBox`,
+A secret's value is stored only sealed (:class:`vault.crypto.SecretBox`,
 context = its path); metadata and list views never carry it, sealed or not.
 A job that reads a secret records it in its group's redact set, from which
-the worker recovers the plaintexts (:func:`redaction_values`) to
-:func:`redact` its log lines.
+the worker recovers the plaintexts (:func:`vault.redaction.redaction_values`)
+to :func:`vault.redaction.redact` its log lines.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from auth.permissions import Acl, FolderAcl, Level, Principal, can, require
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
-from common.crypto import DecryptionError, SecretBox
 from common.errors import ConfigError, NotFound, SpecError
 from common.keys import Keys
-from common.permissions import Acl, FolderAcl, Level, Principal, can, check_item_path, check_name, require
+from common.paths import check_item_path, check_name
+from vault.crypto import SecretBox
 
 Access = Callable[[str], tuple[Acl, FolderAcl | None]]
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_DESCRIPTION = 1000
 REDACT_TTL_S = 86_400
-REDACTED = "[redacted]"
-# Lines of a multi-line secret are redacted one by one too (logs arrive a line
-# at a time), but not lines this short: "{" or "}" would blank half the log.
-MIN_FRAGMENT = 4
 
 
 @dataclass(frozen=True)
@@ -268,64 +265,3 @@ class Vault:
     def delete_resource(self, principal: Principal, path: str) -> None:
         """Delete a resource (needs write)."""
         self._delete(principal, "resource", path)
-
-
-# -- redaction (pure) ------------------------------------------------------------------------
-
-
-def secret_fragments(value: str) -> list[str]:
-    """What to look for in logs for one secret: the value, its JSON-escaped form, and
-    each line (of at least MIN_FRAGMENT characters) of a multi-line value."""
-    found = {value, json.dumps(value)[1:-1]}
-    if "\n" in value:
-        found.update(line.strip() for line in value.splitlines() if len(line.strip()) >= MIN_FRAGMENT)
-    return sorted(f for f in found if f)
-
-
-def redaction_values(box: SecretBox, members: Iterable[str | bytes]) -> list[str]:
-    """The strings to redact from a job's logs, from its redact set's members.
-
-    Each member is ``{"p": path, "v": sealed}`` as :meth:`Vault.get_variable`
-    wrote it. A member that does not open raises DecryptionError: the worker
-    and the API then disagree on the key, and logs could not be redacted.
-    """
-    values: set[str] = set()
-    for member in members:
-        try:
-            entry = json.loads(member)
-            path, sealed = entry["p"], entry["v"]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise DecryptionError("a redact set member is not {\"p\": path, \"v\": sealed}") from exc
-        values.update(secret_fragments(box.open(sealed, context=path)))
-    return sorted(values, key=lambda v: (-len(v), v))
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of every non-empty secret replaced by ``[redacted]``.
-
-    Matches are found on the original text, overlapping ones included, and
-    each run of secret characters becomes one marker, so overlapping secrets
-    leave no tail and a marker never creates a new match. Every non-empty
-    value is redacted, however short: a secret of one or two characters will
-    blank those characters wherever they appear in the log.
-    """
-    spans: list[tuple[int, int]] = []
-    for secret in {s for s in secrets if s}:
-        start = text.find(secret)
-        while start != -1:
-            spans.append((start, start + len(secret)))
-            start = text.find(secret, start + 1)
-    if not spans:
-        return text
-    spans.sort()
-    out: list[str] = []
-    cursor = 0
-    run_start, run_end = spans[0]
-    for start, end in spans[1:]:
-        if start <= run_end:
-            run_end = max(run_end, end)
-            continue
-        out += [text[cursor:run_start], REDACTED]
-        cursor, run_start, run_end = run_end, start, end
-    out += [text[cursor:run_start], REDACTED, text[run_end:]]
-    return "".join(out)

@@ -1,7 +1,7 @@
-"""The executor interface the worker uses: ``prepare`` a job, then ``interpret`` its run.
+"""The executors by language: ``prepare`` a job, then ``interpret`` its run.
 
 ``prepare`` turns (language, code, args) into a command and the files it
-needs in the job's directory; ``worker.process.ProcessRun`` runs it in the
+needs in the job's directory; ``worker.jobprocess.ProcessRun`` runs it in the
 job's sandbox; ``interpret`` turns
 the ``ProcessResult`` into an ``Outcome`` (a JSON result or a named error).
 
@@ -23,42 +23,21 @@ Error names an Outcome can carry, besides the user's own exception names:
 
 from __future__ import annotations
 
-import signal
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from common.languages import LANGUAGES
+from worker.executors import bash, python3
+from worker.executors.command import Prepared
+from worker.executors.outcome import Outcome, failure
 
 if TYPE_CHECKING:
-    from worker.process import ProcessResult
+    from worker.executors.command import ProcessResult
 
 SUPPORTED_LANGUAGES: frozenset[str] = frozenset(LANGUAGES)
-STDERR_TAIL_LINES = 20
 
 
 class UnsupportedLanguage(ValueError):
     """The job's language has no executor on this worker."""
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What to spawn for one job: run in the job's directory, which holds ``files``."""
-
-    argv: list[str]
-    files: dict[str, str]  # file name -> text, written into the job's directory
-    env: dict[str, str]  # extra env for this language, merged into the job env by the caller
-    result_fd: bool  # True: the child writes its result JSON on a pipe whose fd is its last arg
-    # True: argv runs the python3 wrapper, which a fork server may run in-process instead.
-    inprocess: bool = False
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the job produced: a JSON result, or an error with name, message, traceback."""
-
-    ok: bool
-    result: object = None
-    error: dict[str, str] | None = None
 
 
 def prepare(language: str, code: str, args: dict[str, object]) -> Prepared:
@@ -67,14 +46,9 @@ def prepare(language: str, code: str, args: dict[str, object]) -> Prepared:
     Raises ``ArgumentError`` when a bash script's required parameters are
     missing from ``args`` and ``UnsupportedLanguage`` for an unknown language.
     """
-    # Imported here, not at the top: both modules import Prepared and Outcome from this one.
     if language == "python3":
-        from worker.executors import python3
-
         return python3.prepare(code, args)
     if language == "bash":
-        from worker.executors import bash
-
         return bash.prepare(code, args)
     raise UnsupportedLanguage(
         f"unsupported language {language!r}; supported: {', '.join(sorted(SUPPORTED_LANGUAGES))}"
@@ -90,37 +64,9 @@ def interpret(language: str, run: ProcessResult) -> Outcome:
     if run.sandbox_error is not None:
         return failure("SandboxLost", run.sandbox_error)
     if language == "python3":
-        from worker.executors import python3
-
         return python3.interpret(run)
     if language == "bash":
-        from worker.executors import bash
-
         return bash.interpret(run)
     raise UnsupportedLanguage(f"unsupported language {language!r}")
 
 
-def failure(name: str, message: str, traceback: str = "") -> Outcome:
-    """An Outcome for a failed job."""
-    return Outcome(ok=False, error={"name": name, "message": message, "traceback": traceback})
-
-
-def exit_status(run: ProcessResult) -> str:
-    """How the process ended, for messages: "exit code 3" or "signal SIGKILL"."""
-    if run.signal is not None:
-        try:
-            return f"signal {signal.Signals(run.signal).name}"
-        except ValueError:
-            return f"signal {run.signal}"
-    return f"exit code {run.exit_code}"
-
-
-def process_exited(run: ProcessResult, what: str) -> Outcome:
-    """The process ended without a result: say how, with the end of its stderr."""
-    return failure("ProcessExited", f"{what} ended with {exit_status(run)}{stderr_excerpt(run)}")
-
-
-def stderr_excerpt(run: ProcessResult) -> str:
-    """The last stderr lines, ready to append to a message (empty if there are none)."""
-    lines = run.stderr_tail[-STDERR_TAIL_LINES:]
-    return "; last stderr lines:\n" + "\n".join(lines) if lines else ""

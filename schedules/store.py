@@ -13,15 +13,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from common.admission import ADMIN_USER, OPERATOR, Admission
+from auth.permissions import Principal
 from common.clock import Clock, now_ms
 from common.connection import queue_delete, redis_errors
-from common.cron import CATCH_UP_POLICIES, parse_cron, plan_fires
 from common.errors import DuplicateJob, GristmillError, NotFound, PermissionDenied, SpecError
 from common.instance import decode as decode_instance
-from common.permissions import Principal, check_item_path
-from common.spec import JobSpec
+from common.paths import check_item_path
 from common.store import Store
+from jobs.admission import ADMIN_USER, OPERATOR, Admission
+from jobs.spec import JobSpec
+from schedules.cron import CATCH_UP_POLICIES, parse_cron, plan_fires
 
 RUNS_KEPT = 100
 _FIRE_NAMESPACE = uuid.UUID("5b0c3f5e-8f7e-4a59-9a38-6d1d1d9b7a10")

@@ -1,9 +1,9 @@
 """Users, groups, tokens, extra grants and folders, in Redis (``{auth}`` and ``{items}`` keys).
 
-Decisions (who may do what) are :mod:`common.permissions`'s; this module only
+Decisions (who may do what) are :mod:`auth.permissions`'s; this module only
 stores the facts they are made from and authenticates bearer tokens.
 Passwords are hashed with argon2id (memory-hard); tokens live in
-:mod:`common.tokens`. Multi-key writes are WATCH/MULTI transactions, so two
+:mod:`auth.tokens`. Multi-key writes are WATCH/MULTI transactions, so two
 operators racing never leave a half-made user or a member of a deleted group.
 """
 
@@ -21,24 +21,14 @@ import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from auth.permissions import LEVELS, ROLES, Acl, FolderAcl, Level, Principal, lesser_role
+from auth.permissions import Role as RoleName
+from auth.tokens import TokenInfo, TokenStore
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import AuthError, GristmillError, NotFound, SpecError
 from common.keys import Keys
-from common.permissions import (
-    LEVELS,
-    ROLES,
-    Acl,
-    FolderAcl,
-    Level,
-    Principal,
-    check_identity,
-    check_item_path,
-    check_name,
-    lesser_role,
-)
-from common.permissions import Role as RoleName
-from common.tokens import TokenInfo, TokenStore
+from common.paths import check_identity, check_item_path, check_name
 
 INBOX = "inbox"  # the built-in user of tokenless inbox specs: no groups, no rights, never stored
 MAX_PASSWORD_LENGTH = 1024

@@ -1,0 +1,1 @@
+"""Identity and authorization: users, groups, roles, tokens, grants, folders, permission decisions."""

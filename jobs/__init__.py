@@ -1,0 +1,1 @@
+"""Admission (spec → job) and the script store."""

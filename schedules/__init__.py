@@ -1,0 +1,1 @@
+"""Cron arithmetic (pure) and stored schedules."""

@@ -1,0 +1,1 @@
+"""Secrets at rest, variables, secrets and resources, redaction."""
