@@ -182,6 +182,11 @@ class Keys:
         # run on one shard of a cluster.
         return f"{self.namespace}:inbox:processing:{{{self.inbox}}}:{scheduler_id}"
 
+    def inbox_processing_before_cluster(self, scheduler_id: str) -> str:
+        """The name a processing list had before it was tagged (left by a scheduler killed
+        before an upgrade; on a single server only: it never worked on a cluster)."""
+        return f"{self.namespace}:inbox:processing:{scheduler_id}"
+
     def jobloc(self, job_id: str) -> str:
         return f"{self.namespace}:jobloc:{job_id}"
 

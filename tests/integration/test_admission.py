@@ -138,6 +138,21 @@ def test_specs_of_a_dead_scheduler_are_put_back(
     assert redis_client.rpop(store.keys.inbox) == b"older"
 
 
+def test_a_processing_list_of_before_the_upgrade_is_put_back(
+    admission: Admission, store: Store, redis_client: redis.Redis
+) -> None:
+    """A scheduler killed before the lists were tagged for a cluster left its list under the
+    old name: recovery (on a single server, where that name existed) puts it back too."""
+    if store.cluster:
+        pytest.skip("the old name never existed on a cluster")
+    redis_client.rpush(store.keys.inbox_processing_before_cluster("dead"), "old-name")
+    redis_client.rpush(store.keys.inbox_processing("dead"), "new-name")
+    InboxAdmitter(store, admission, "s1", threading.Event()).recover("dead")
+    # Taken from the right: the older list first.
+    assert redis_client.lrange(store.keys.inbox, 0, -1) == [b"new-name", b"old-name"]
+    assert not redis_client.exists(store.keys.inbox_processing_before_cluster("dead"))
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
