@@ -8,7 +8,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from common.connection import cluster_nodes, is_cluster_url, passing_state
+from common.connection import cluster_nodes, connect, is_cluster_url, passing_state
 from common.errors import ConfigError
 from common.keys import Keys
 from common.settings import Settings
@@ -35,6 +35,12 @@ def test_bad_cluster_urls_say_what_is_wrong(url: str) -> None:
     """A URL without a usable node is a ConfigError naming the expected form."""
     with pytest.raises(ConfigError, match=r"host:port|names no node"):
         cluster_nodes(url)
+
+
+def test_a_cluster_url_with_a_database_is_refused() -> None:
+    """A cluster has database 0 only: another one is a ConfigError before any connection."""
+    with pytest.raises(ConfigError, match="only database 0"):
+        connect("redis+cluster://u:p@127.0.0.1:1/2")
 
 
 def test_single_server_urls_are_not_cluster_urls() -> None:
