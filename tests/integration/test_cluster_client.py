@@ -1,4 +1,5 @@
-"""On a real cluster: a command across slots fails loudly, never as a passing outage."""
+"""The cluster client on a real cluster: credentials as deployed, and a command across
+slots failing loudly, never as a passing outage."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from common.connection import redis_errors
+from common.connection import connect, is_cluster, redis_errors
 from common.errors import RedisUnavailable
 from common.luascripts import LuaScript
 from gristmill.embedded_cluster import EmbeddedCluster
@@ -43,3 +44,16 @@ def test_a_script_reaching_outside_its_slot_is_refused(cluster: EmbeddedCluster,
     with pytest.raises(redis.exceptions.ResponseError, match="same slot") as refused:
         reach()
     assert not isinstance(refused.value, RedisUnavailable)
+
+
+def test_the_password_file_gives_the_cluster_password(cluster: EmbeddedCluster) -> None:
+    """As deployed: a cluster URL naming the user and nodes, the password from the file
+    setting (``connect(password=...)``), which wins over one in the URL."""
+    assert cluster.password is not None
+    nodes = ",".join(f"127.0.0.1:{node.port}" for node in cluster.nodes)
+    for url in (f"redis+cluster://gristmill@{nodes}", f"redis+cluster://gristmill:wrong@{nodes}"):
+        client = connect(url, password=cluster.password)
+        assert is_cluster(client)
+        client.set("gm:settings", "x")
+        assert client.get("gm:settings") == b"x"
+        client.close()
