@@ -210,19 +210,21 @@ def test_kubernetes_node_configuration_starts_a_cluster_node(tmp_path: Path) -> 
         proc.wait(10)
 
 
-def test_keda_user_finds_the_ready_list_on_a_real_cluster(tmp_path: Path) -> None:
-    """The `keda` user of the cluster manifests, on a real 3-primary cluster: a cluster client
-    logged in as it reads the slot map and a group's ready list length, and nothing else."""
+def test_keda_and_inbox_users_work_through_a_real_cluster(tmp_path: Path) -> None:
+    """The `keda` and `inbox` users of the cluster manifests, on a real 3-primary cluster: a
+    cluster client logged in as keda reads the slot map and a group's ready list length, one
+    logged in as inbox pushes to the inbox, and neither can do anything else."""
     acl, passwords = _render_init(tmp_path)
-    (line,) = [w for w in (acl / "users.acl").read_text().splitlines() if w.startswith("user keda ")]
-    rules = line.split()[2:]
+    lines = (acl / "users.acl").read_text().splitlines()
+    users = {line.split()[1]: line.split()[2:] for line in lines if line.split()[1] in ("keda", "inbox")}
     cluster = EmbeddedCluster(tmp_path / "cluster", primaries=3,
                               password=secrets.token_urlsafe(16))
     cluster.start()
     try:
         for node in cluster.nodes:
             with node.client() as admin:
-                admin.execute_command("ACL", "SETUSER", "keda", "reset", *rules)
+                for name, rules in users.items():
+                    admin.execute_command("ACL", "SETUSER", name, "reset", *rules)
         operator = connect(cluster.url)
         ready = Keys("gm").group("default").ready
         operator.rpush(ready, "a", "b")
@@ -234,6 +236,12 @@ def test_keda_user_finds_the_ready_list_on_a_real_cluster(tmp_path: Path) -> Non
             with pytest.raises(redis.exceptions.NoPermissionError):
                 forbidden()
         keda.close()
+        producer = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port,
+                                              username="inbox", password=passwords["inbox"])
+        assert producer.lpush(Keys("gm").inbox, '{"path": "u/alice/hello"}') == 1
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            producer.llen(ready)
+        producer.close()
         operator.close()
     finally:
         cluster.stop()
