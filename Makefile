@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: up test lint bench clean
+BENCH_VENV ?= .venv-bench
+
+.PHONY: up test lint bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +32,15 @@ test: $(VENV)/.dev-installed
 bench: $(VENV)/.up-installed
 	$(BIN)/python -m bench.throughput $(ARGS)
 
+# The peers (RQ, SAQ, Dramatiq, Huey) live in the bench's own environment, not in .venv.
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[embedded,bench]'
+	touch $@
+
+bench-peers: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m bench.peers $(ARGS)
+
 clean:
-	rm -rf $(VENV) .gristmill .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) .gristmill .pytest_cache .mypy_cache .ruff_cache

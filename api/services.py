@@ -19,8 +19,10 @@ from common.keys import Keys
 from common.settings import Settings
 from common.store import Store
 from jobs.admission import ADMIN_USER, Admission
+from jobs.locking import Locker
 from jobs.scripts import ScriptStore
 from schedules.store import ScheduleStore
+from storage.objects import ObjectStore, from_settings
 from vault.crypto import SecretBox
 from vault.store import Vault
 
@@ -37,6 +39,8 @@ class Services:
     admission: Admission
     schedules: ScheduleStore
     vault: Vault
+    locker: Locker
+    objects: ObjectStore | None  # GRISTMILL_OBJECT_STORE_URL: stored log parts and results
 
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis | None = None) -> Services:
@@ -54,6 +58,7 @@ class Services:
             settings=settings, redis=client, keys=keys, store=store, scripts=scripts,
             fleet=Fleet(client, keys), identity=identity, admission=admission,
             schedules=ScheduleStore(admission), vault=Vault(client, keys, box, access=identity.access),
+            locker=Locker(scripts, admission), objects=from_settings(settings.object_store_url),
         )
 
     def cancel(self, job_id: str, *, reason: str = "", by: str = ADMIN_USER) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from common.errors import AuthError, NotFound
+from common.models import Status
 from common.store import Store
 
 
@@ -18,8 +19,10 @@ class TokenFacts(Protocol):
 def require_live(token: TokenFacts, store: Store) -> None:
     """A job token (WM_TOKEN) works only while its job has not completed.
 
-    The worker revokes it at the end of every attempt; this also covers the
-    cases where it could not (a worker that died: the job failed WorkerLost).
+    A stored token is revoked at the end of its attempt; this also covers the
+    cases where that could not happen (a worker that died: the job failed
+    WorkerLost). A signed token (the worker's) is live only while its job runs
+    under the attempt's claim it names.
     """
     if token.kind != "job" or not token.job_id:
         return
@@ -29,3 +32,6 @@ def require_live(token: TokenFacts, store: Store) -> None:
         raise AuthError("this job token's job no longer exists") from None
     if job.is_terminal:
         raise AuthError("this job token expired: its job has completed")
+    claim = getattr(token, "claim", None)  # a signed token lives as long as its attempt
+    if claim is not None and (job.status != Status.RUNNING or job.claim != claim):
+        raise AuthError("this job token expired: its attempt has ended")

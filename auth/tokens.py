@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import redis
 
+from auth import jobtokens
 from common.clock import Clock, now_ms
 from common.connection import redis_errors
 from common.errors import AuthError, NotFound, SpecError
@@ -58,6 +59,7 @@ class TokenInfo:
     job_id: str | None
     permissioned_as: str | None
     created_by: str | None = None
+    claim: str | None = None  # a signed job token's attempt: live only while the job runs it
 
 
 def new_secret() -> str:
@@ -114,6 +116,18 @@ class TokenStore:
         self.client = client
         self.keys = keys
         self.clock = clock
+        self._job_key: bytes | None = None
+
+    @redis_errors
+    def job_token_key(self) -> bytes:
+        """The instance's key of signed job tokens, made by the first process that needs it."""
+        if self._job_key is None:
+            self.client.set(self.keys.job_token_key, jobtokens.new_key(), nx=True)
+            key = self.client.get(self.keys.job_token_key)
+            if key is None or len(key) != jobtokens.KEY_BYTES:
+                raise AuthError("the job token key in Redis is missing or malformed")
+            self._job_key = bytes(key)
+        return self._job_key
 
     @redis_errors
     def create_token(
@@ -175,11 +189,13 @@ class TokenStore:
 
     @redis_errors
     def mint_job_token(self, job_id: str, permissioned_as: str, *, expires_at: int,
-                       created_by: str | None = None) -> str:
-        """A job's ``WM_TOKEN``, acting as ``permissioned_as`` until revoked or ``expires_at``,
-        with no more than the role of ``created_by``.
+                       created_by: str | None = None, claim: str | None = None) -> str:
+        """A job's ``WM_TOKEN``, acting as ``permissioned_as`` until ``expires_at``, with no
+        more than the role of ``created_by``.
 
-        Replaces the job's previous token (from an earlier attempt).
+        With ``claim`` (the worker's case): a signed token (``auth/jobtokens.py``), live
+        while the job runs under that claim; nothing is written. Without: a stored token,
+        live until revoked, which replaces the job's previous stored token.
         """
         check_identity(permissioned_as)
         if not job_id:
@@ -187,6 +203,10 @@ class TokenStore:
         now = self.clock()
         if expires_at <= now:
             raise SpecError("a job token's expiry must be in the future")
+        if claim is not None:
+            return jobtokens.sign(self.job_token_key(), jobtokens.JobClaims(
+                job_id=job_id, claim=claim, permissioned_as=permissioned_as,
+                created_by=created_by, created_at=now, expires_at=expires_at))
         token = new_secret()
         sha = digest(token)
         info = TokenInfo(sha[:ID_LENGTH], permissioned_as, "job", "", now, expires_at,
@@ -209,7 +229,13 @@ class TokenStore:
 
     @redis_errors
     def lookup_token(self, token: str) -> TokenInfo:
-        """The live token ``token`` names; AuthError when unknown, revoked or expired."""
+        """The live token ``token`` names; AuthError when unknown, revoked or expired.
+
+        A signed job token is checked here for its signature and expiry only: whether its
+        attempt still runs is ``common/authn.require_live``'s question, as for every job token.
+        """
+        if isinstance(token, str) and jobtokens.is_signed(token):
+            return self._signed_job_token(token)
         if not isinstance(token, str) or not token.startswith(PREFIX) or len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(UNKNOWN)
         sha = digest(token)
@@ -219,6 +245,18 @@ class TokenStore:
         if info.expires_at is not None and info.expires_at <= self.clock():
             raise AuthError(EXPIRED)
         return info
+
+    def _signed_job_token(self, token: str) -> TokenInfo:
+        claims = jobtokens.verify(self.job_token_key(), token)
+        if claims is None:
+            raise AuthError(UNKNOWN)
+        if claims.expires_at <= self.clock():
+            raise AuthError(EXPIRED)
+        return TokenInfo(
+            token_id=digest(token)[:ID_LENGTH], owner=claims.permissioned_as, kind="job",
+            label="", created_at=claims.created_at, expires_at=claims.expires_at,
+            last_used=None, job_id=claims.job_id, permissioned_as=claims.permissioned_as,
+            created_by=claims.created_by, claim=claims.claim)
 
     @redis_errors
     def touch_token(self, token: str, info: TokenInfo) -> None:

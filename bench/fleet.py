@@ -78,6 +78,9 @@ def _bench_port() -> int:
             return port
 
 
+DEDICATED_SCRIPT = "u/bench/job"  # deployed by the bench in --mode dedicated
+
+
 class BenchFleet:
     """Redis + 1 scheduler + ``workers`` workers of ``concurrency`` slots, as subprocesses."""
 
@@ -144,11 +147,13 @@ class BenchFleet:
                "GRISTMILL_LOG_LEVEL": "warning"}
         exe = [sys.executable, "-m", "gristmill"]
         self._spawn("scheduler", [*exe, "scheduler"], env)
+        # Dedicated: the workers keep the bench's script imported (jobs run it by path).
+        execution = ["--job-exec", "warm", "--dedicated", DEDICATED_SCRIPT] \
+            if self.mode == "dedicated" else ["--job-exec", self.mode]
         for i in range(self.workers):
             self._spawn(f"worker-{i + 1}", [*exe, "worker", "--group", GROUP,
                                             "--concurrency", str(self.concurrency),
-                                            "--grace", str(self.worker_grace_s),
-                                            "--job-exec", self.mode], env)
+                                            "--grace", str(self.worker_grace_s), *execution], env)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         log_path = self.tmp_dir / f"{name}.log"

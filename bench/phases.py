@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.fleet import GROUP, BenchFleet, Deadline
-from bench.jobs import JobTimes, enqueue_many, job_code, read_times, wait_done
+from bench.fleet import DEDICATED_SCRIPT, GROUP, BenchFleet, Deadline
+from bench.jobs import EnqueueResult, JobTimes, enqueue_many, job_code, read_times, wait_done
 from bench.stats import Summary, median, summarize
 from common.clock import now_ms
 from common.settings import Settings
@@ -24,6 +25,7 @@ from gristmill.client import Gristmill
 
 LANGUAGE = "python3"
 UNWATCHED_NAMESPACE = "gm-bench-unwatched"
+BATCH_SCRIPT = "u/bench/noop"
 CPU_KINDS = ("job processes", "worker processes", "scheduler", "redis", "producer (bench)")
 
 
@@ -80,15 +82,22 @@ class PhaseResult:
 class Phases:
     """Runs the benchmark's phases on one fleet with one producer."""
 
-    def __init__(self, fleet: BenchFleet, deadline: Deadline, sleep_ms: int) -> None:
+    def __init__(self, fleet: BenchFleet, deadline: Deadline, sleep_ms: int,
+                 batch: bool = False) -> None:
+        self.batch = batch  # phase 1 enqueues with enqueue_many (a producer that keeps up)
         self.fleet = fleet
         self.deadline = deadline
         self.code = job_code(sleep_ms)
         self.client = Gristmill(fleet.url)
         self.group = fleet.keys.group(GROUP)
+        self.dedicated = fleet.mode == "dedicated"
+        if self.dedicated:
+            self.client.deploy_script(DEDICATED_SCRIPT, self.code, LANGUAGE)
 
     def _submit(self, scheduled_for: int | None = None) -> str:
         options: dict[str, Any] = {} if scheduled_for is None else {"scheduled_for": scheduled_for}
+        if self.dedicated:  # by path: the workers keep that script imported
+            return self.client.run_script(DEDICATED_SCRIPT, **options)
         return self.client.run_preview(self.code, LANGUAGE, **options)
 
     def _finish(self, ids: list[str], what: str) -> list[JobTimes]:
@@ -104,7 +113,15 @@ class Phases:
     def due(self, count: int) -> PhaseResult:
         """Phase 1: ``count`` due jobs as fast as one producer can enqueue them."""
         cpu_before = self._cpu()
-        result = enqueue_many(lambda i: self._submit(), count, self.deadline, "due jobs")
+        if self.batch:
+            started = time.perf_counter()
+            spec: dict[str, Any] = {"path": DEDICATED_SCRIPT} if self.dedicated else \
+                {"code": self.code, "language": LANGUAGE}
+            ids = self.client.enqueue_many([dict(spec) for _ in range(count)],
+                                           batch_size=200).ids
+            result = EnqueueResult(ids, time.perf_counter() - started)
+        else:
+            result = enqueue_many(lambda i: self._submit(), count, self.deadline, "due jobs")
         times = self._finish(result.ids, "due jobs")
         cpu_after = self._cpu()
         created = [t.created_at for t in times]
@@ -134,6 +151,22 @@ class Phases:
                               self.deadline, "enqueue-only jobs")
         return PhaseResult(name="enqueue_only", jobs=count, statuses={"queued": count},
                            enqueue_s=result.seconds, enqueue_rate=result.rate)
+
+    def enqueue_batched(self, count: int) -> PhaseResult:
+        """The producer alone, in bulk: ``Gristmill.enqueue_many`` of ``count`` runs of a
+        deployed script by path (pipelined batches of 1,000), into a namespace no one watches."""
+        settings = Settings(redis_url=self.fleet.url, namespace=UNWATCHED_NAMESPACE)
+        producer = Gristmill(self.fleet.url, settings=settings)
+        producer.deploy_script(BATCH_SCRIPT, self.code, LANGUAGE)
+        producer.enqueue_many([{"path": BATCH_SCRIPT}] * 1000)  # scripts loaded, caches warm
+        specs = [{"path": BATCH_SCRIPT, "args": {}} for _ in range(count)]
+        self.deadline.check("enqueue_many")
+        started = time.perf_counter()
+        outcome = producer.enqueue_many(specs)
+        seconds = time.perf_counter() - started
+        queued = count - len(outcome.rejected) - len(outcome.duplicates)
+        return PhaseResult(name="enqueue_many", jobs=count, statuses={"queued": queued},
+                           enqueue_s=seconds, enqueue_rate=count / seconds)
 
     def _cpu(self) -> dict[str, float]:
         """CPU seconds so far: worker processes, their jobs, scheduler, Redis, this producer."""

@@ -13,7 +13,8 @@ subprocesses (1 scheduler, W workers), then measures, in order:
    ``--scheduled-spread-ms``; then a few more spaced out so a worker is free -
    scheduled_for->start percentiles;
 5. phase 3: the idle fleet's Redis commands per second (INFO commandstats);
-6. the enqueue rate with the fleet idle (jobs go to a namespace nobody watches).
+6. the enqueue rate with the fleet idle (jobs go to a namespace nobody watches),
+   one by one and by ``enqueue_many``.
 
 Everything it started is stopped on exit, Ctrl-C, error or ``--timeout-s``.
 See docs/BENCHMARKS.md for what each figure means.
@@ -42,9 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1000, help="phase 1 due jobs (default 1000)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--concurrency", type=int, default=4, help="slots per worker (default 4)")
-    p.add_argument("--mode", choices=["warm", "cold"], default="warm",
-                   help="warm: jobs forked from each worker's fork server (default); cold: a "
+    p.add_argument("--mode", choices=["warm", "dedicated", "cold"], default="warm",
+                   help="warm: jobs forked from each worker's fork server (default); dedicated: "
+                   "the workers keep the job's script imported (--dedicated); cold: a "
                    "launcher interpreter per job")
+    p.add_argument("--producer", choices=["single", "batch"], default="single",
+                   help="phase 1's producer: one enqueue per job (default), or enqueue_many in "
+                   "batches of 200 (so the fleet, not the producer, sets the pace)")
     p.add_argument("--sleep-ms", type=int, default=0,
                    help="each job sleeps this long in main (default 0: a no-op job)")
     p.add_argument("--free-jobs", type=int, default=100,
@@ -65,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="spawns per interpreter start-up figure (default 20; 0 skips)")
     p.add_argument("--enqueue-only-jobs", type=int, default=2000,
                    help="jobs enqueued at the end with nobody consuming (default 2000; 0 skips)")
+    p.add_argument("--enqueue-many-jobs", type=int, default=20000,
+                   help="jobs enqueued by enqueue_many at the end (default 20000; 0 skips)")
     p.add_argument("--idle-s", type=float, default=10.0, help="idle window (default 10)")
     p.add_argument("--timeout-s", type=float, default=300.0,
                    help="abort (and stop everything) after this long (default 300)")
@@ -111,7 +118,7 @@ def run(ns: argparse.Namespace) -> Report:
     with BenchFleet(workers=ns.workers, concurrency=ns.concurrency, mode=ns.mode) as fleet:
         report.machine["redis"] = fleet.server_version
         fleet.wait_ready(deadline)
-        phases = Phases(fleet, deadline, ns.sleep_ms)
+        phases = Phases(fleet, deadline, ns.sleep_ms, batch=ns.producer == 'batch')
         if ns.warmup_jobs > 0:
             progress(deadline, f"fleet registered; {ns.warmup_jobs} warm-up jobs")
             phases.warm_up(ns.warmup_jobs)
@@ -137,6 +144,9 @@ def run(ns: argparse.Namespace) -> Report:
         if ns.enqueue_only_jobs > 0:
             progress(deadline, f"{ns.enqueue_only_jobs} jobs enqueued with nobody consuming")
             report.enqueue_only = phases.enqueue_only(ns.enqueue_only_jobs)
+        if ns.enqueue_many_jobs > 0:
+            progress(deadline, f"{ns.enqueue_many_jobs} jobs by enqueue_many, nobody consuming")
+            report.enqueue_batched = phases.enqueue_batched(ns.enqueue_many_jobs)
         report.machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         progress(deadline, "stopping the fleet")
     progress(deadline, "done")

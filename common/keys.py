@@ -34,6 +34,8 @@ key                               type    holds                                 
 ``gm:{scripts}:script:<hash>``    HASH    one immutable script version               script deploy
 ``gm:{scripts}:paths``            HASH    path -> latest hash                        script deploy
 ``gm:{scripts}:history:<path>``   LIST    hashes of a path, oldest first             script deploy
+``gm:{scripts}:locked``           HASH    path -> latest runnable (locked) hash      deploy, dependencies job
+``gm:{scripts}:lockcache:<sha>``  STRING  a resolved lock by requirement set         dependencies / previews
 ``gm:{auth}:user:<name>``          HASH    name, password (argon2), role, …           user create
 ``gm:{auth}:users``                SET     user names                                 user create/delete
 ``gm:{auth}:group:<name>``         HASH    name, created_at, created_by               group create
@@ -42,7 +44,8 @@ key                               type    holds                                 
 ``gm:{auth}:memberships:<user>``   SET     groups of the user (reverse index)         group add/remove
 ``gm:{auth}:token:<sha256>``       HASH    owner, kind (api|job), label, expiry, …    token create / worker
 ``gm:{auth}:tokens:<user>``        SET     sha256 of the user's API tokens            token create/revoke
-``gm:{auth}:jobtoken:<job id>``    STRING  sha256 of the job's WM_TOKEN               worker (deleted at end)
+``gm:{auth}:jobtoken:<job id>``    STRING  sha256 of a stored job token               token mint (no claim)
+``gm:{auth}:jobtoken-key``         STRING  HMAC key of signed job tokens (32 bytes)   first mint (SET NX)
 ``gm:{items}:variable:<path>``     HASH    value (AES-GCM when secret), is_secret, …  variables API
 ``gm:{items}:resource:<path>``     HASH    resource type, value (JSON), …             resources API
 ``gm:{items}:index:<kind>``        SET     paths of variables / resources             variables/resources API
@@ -223,6 +226,15 @@ class Keys:
     def script_history(self, path: str) -> str:
         return f"{self.namespace}:{{scripts}}:history:{path}"
 
+    @property
+    def script_locked(self) -> str:
+        """path -> the latest version that may run (locked, or needing no lock)."""
+        return f"{self.namespace}:{{scripts}}:locked"
+
+    def lock_cache(self, digest: str) -> str:
+        """A resolved lock, by the sha256 of its requirement set and index options (TTL)."""
+        return f"{self.namespace}:{{scripts}}:lockcache:{digest}"
+
     def flow_version(self, flow_hash: str) -> str:
         return f"{self.namespace}:{{flows}}:flow:{flow_hash}"
 
@@ -263,6 +275,10 @@ class Keys:
 
     def job_token(self, job_id: str) -> str:
         return f"{self.namespace}:{{auth}}:jobtoken:{job_id}"
+
+    @property
+    def job_token_key(self) -> str:
+        return f"{self.namespace}:{{auth}}:jobtoken-key"
 
     def variable(self, path: str) -> str:
         return f"{self.namespace}:{{items}}:variable:{path}"

@@ -55,18 +55,20 @@ def _load(name: str) -> LuaScript:
 ENQUEUE = _load("enqueue")
 PROMOTE = _load("promote")
 START = _load("start")
+CLAIM_START = _load("claim_start")
 APPEND_LOGS = _load("append_logs")
 COMPLETE = _load("complete")
 RECOVER = _load("recover")
 REJECT = _load("reject")
 DEPLOY_SCRIPT = _load("deploy_script")
+SET_LOCK = _load("set_lock")
 RETRY = _load("retry")
 RELEASE = _load("release")
 CANCEL = _load("cancel")
 CANCEL_MANY = _load("cancel_many")
 
-ALL = (ENQUEUE, PROMOTE, START, APPEND_LOGS, COMPLETE, RECOVER, REJECT, DEPLOY_SCRIPT, RETRY,
-       RELEASE, CANCEL, CANCEL_MANY)
+ALL = (ENQUEUE, PROMOTE, START, CLAIM_START, APPEND_LOGS, COMPLETE, RECOVER, REJECT, DEPLOY_SCRIPT,
+       RETRY, RELEASE, CANCEL, CANCEL_MANY, SET_LOCK)
 
 
 def load_all(client: redis.Redis, scripts: Iterable[LuaScript] = ALL) -> None:
@@ -82,7 +84,7 @@ def run_pipeline(client: redis.Redis, pipe: redis.client.Pipeline,
     The re-run is a new pipeline of the commands queued in ``pipe``: a pipeline is
     empty once it ran, and a cluster's keeps its commands elsewhere than a server's.
     """
-    commands = [_args_of(command) for command in _queued(pipe)]
+    commands = [_args_of(command) for command in queued_commands(pipe)]
     try:
         answers: list[Any] = pipe.execute()
         return answers
@@ -95,7 +97,7 @@ def run_pipeline(client: redis.Redis, pipe: redis.client.Pipeline,
         return retried
 
 
-def _queued(pipe: redis.client.Pipeline) -> list[Any]:
+def queued_commands(pipe: redis.client.Pipeline) -> list[Any]:
     """The commands queued in ``pipe`` (a cluster pipeline keeps them in its strategy)."""
     strategy = getattr(pipe, "_execution_strategy", None)
     return list(pipe.command_stack if strategy is None else strategy.command_queue)

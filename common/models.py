@@ -39,7 +39,7 @@ INTERNAL_FIELDS = frozenset({"claim", "ix"})
 _INT_FIELDS = frozenset(
     {"scheduled_for", "created_at", "started_at", "completed_at", "priority", "timeout_s",
      "attempt", "duration_ms", "restarts", "retries", "log_bytes", "log_dropped_lines",
-     "log_dropped_bytes"}
+     "log_dropped_bytes", "result_bytes"}
 )
 
 
@@ -75,6 +75,9 @@ class Job(BaseModel):
     worker: str | None = None
     claim: str | None = None
     result: Any = None
+    # A result over max_result_bytes kept in the object store (storage/results.py).
+    result_ref: str | None = None
+    result_bytes: int | None = None
     error: dict[str, Any] | None = None
     duration_ms: int | None = None
     canceled_by: str | None = None
@@ -141,6 +144,26 @@ class ScriptVersion(BaseModel):
     tag: str | None = None
     # Sandbox limits of its jobs (memory_mb, ...): they may only tighten the worker's own.
     limits: dict[str, int] | None = None
+    # Its Python dependencies (deps/): `locking` | `locked` | `failed`; absent: none needed.
+    lock_status: str | None = None
+    lock: str | None = None  # the pinned requirements (`name==version` a line); "" for none
+    lock_job: str | None = None  # the dependencies job that made (or makes) the lock
+    requirements: str | None = None  # what was resolved (one requirement a line)
+
+    @property
+    def lock_state(self) -> str:
+        """`locked`, `locking` or `lock failed: <job id>`, as `script show` prints it."""
+        if self.lock_status in (None, "locked"):
+            return "locked"
+        if self.lock_status == "locking":
+            return "locking"
+        return f"lock failed: {self.lock_job}"
+
+    @property
+    def runnable(self) -> bool:
+        """Whether jobs may run it now: locked, or relocking with a lock it already has."""
+        return self.lock_status in (None, "locked") or (
+            self.lock_status == "locking" and self.lock is not None)
 
     @classmethod
     def from_redis(cls, fields: dict[bytes, bytes]) -> ScriptVersion:

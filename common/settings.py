@@ -104,6 +104,47 @@ class Settings(BaseSettings):
         description="`warm`: jobs are forked from the worker's fork server (python3 runs "
         "in the forked process); `cold`: a fresh launcher interpreter per job.",
     )
+    pip_index_url: str | None = Field(
+        default=None,
+        description="Package index the dependencies of python3 scripts are resolved and "
+        "installed from (uv's --index-url); default: PyPI.",
+    )
+    pip_extra_index_url: str = Field(
+        default="", description="More package indexes, space-separated (--extra-index-url)."
+    )
+    pip_find_links: str = Field(
+        default="",
+        description="Directories or URLs of wheels, space-separated (--find-links); local "
+        "directories are shown read-only to dependencies jobs.",
+    )
+    pip_no_index: bool = Field(
+        default=False, description="Use only --find-links, never an index (--no-index)."
+    )
+    deps_dir: Path | None = Field(
+        default=None,
+        description="Where a worker keeps the environments of locked scripts (one directory "
+        "per lock hash) and uv's cache; default: <data_dir>/deps.",
+    )
+    object_store_url: str | None = Field(
+        default=None,
+        description="An object store for environment archives and the part of large logs "
+        "beyond max_log_bytes: `s3://bucket/prefix` (also az://, gs://); endpoint and "
+        "credentials from the service's usual variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP). Unset: Redis and local disk only.",
+    )
+    init_script: str | None = Field(
+        default=None,
+        description="A file every worker runs once, sandboxed like a job, before it claims "
+        "anything (`.py`: python3 `main()`, else bash); a failure stops the worker.",
+    )
+    init_scripts: dict[str, str] = Field(
+        default_factory=dict,
+        description='Init scripts per worker group, as JSON (`{"gpu": "/etc/gm/gpu.sh"}`); '
+        "a group named here uses its own instead of `init_script`.",
+    )
+    init_script_timeout_s: int = Field(
+        default=600, ge=1, description="How long an init script may run before it is killed.",
+    )
     log_format: str = Field(
         default="auto", pattern="^(auto|json|console)$", description="auto: JSON unless a TTY."
     )
@@ -120,6 +161,10 @@ class Settings(BaseSettings):
         except OSError:
             written = ""
         return written or EMBEDDED_REDIS_URL
+
+    def init_script_for(self, group: str) -> str | None:
+        """The init script of a worker of ``group``: the group's own, else the common one."""
+        return self.init_scripts.get(group, self.init_script)
 
     def redis_password(self) -> str | None:
         """The password from ``redis_password_file``, or None when none is configured."""

@@ -130,6 +130,57 @@ class Store:
         return self.client.pipeline(transaction=False)
 
     @redis_errors
+    def enqueue_many(self, jobs: list[tuple[Job, bool]]) -> list[bool]:
+        """Queue a batch of new jobs, ``(job, fresh_id)`` each, in one or two round trips.
+
+        Answers, per job, True when it was queued and False when a job of its id
+        exists (it is not run twice), as :meth:`enqueue` would raise DuplicateJob.
+        Producers' own ids are claimed first (one pipelined ``SET NX GET`` each),
+        then every record and queue write goes in one pipeline.
+        """
+        records = [_flatten({**job.to_redis(), "ix": indexes.record_field(job)})
+                   for job, _ in jobs]
+        queued = [True] * len(jobs)
+        chosen = [i for i, (_, fresh) in enumerate(jobs) if not fresh]
+        if chosen:
+            claims = self.client.pipeline(transaction=False)
+            for i in chosen:
+                claims.set(self.keys.jobloc(jobs[i][0].id), jobs[i][0].group, nx=True, get=True)
+            for i, previous in zip(chosen, claims.execute(), strict=True):
+                if previous is not None and previous.decode() != jobs[i][0].group:
+                    queued[i] = False
+        now = self.clock()
+        sent = [i for i in range(len(jobs)) if queued[i]]
+        pipe = self.client.pipeline(transaction=False)
+        for group in {jobs[i][0].group for i in sent}:
+            pipe.sadd(self.keys.groups, group)
+        for i in sent:
+            if jobs[i][1]:  # fresh ids: their locations, before their records
+                pipe.set(self.keys.jobloc(jobs[i][0].id), jobs[i][0].group)
+        head = len(luascripts.queued_commands(pipe))
+        pipe = self._globals_first(pipe)
+        if self.cluster:
+            head = 0
+        for i in sent:
+            job = jobs[i][0]
+            g = self.keys.group(job.group)
+            luascripts.ENQUEUE.queue(
+                pipe,
+                [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
+                 *(g.index(e) for e in indexes.entries_for(job, Status.QUEUED))],
+                [job.id, job.scheduled_for, now, job.priority, EVENTS_MAXLEN,
+                 indexes.member(job.created_at, job.id), *records[i]],
+            )
+        answers = iter(luascripts.run_pipeline(self.client, pipe)[head:])
+        for i in sent:
+            if next(answers) == 0:
+                queued[i] = False
+            else:
+                job = jobs[i][0]
+                metrics.JOBS_ENQUEUED.labels(group=job.group, kind=job.kind.value).inc()
+        return queued
+
+    @redis_errors
     def reject(self, job: Job, *, retention_s: int, fresh_id: bool) -> str:
         """Record a job that could not be accepted as completed ``failure``; return its id.
 
@@ -192,6 +243,26 @@ class Store:
         return spec
 
     @redis_errors
+    def take_inbox_specs(self, processing: str, count: int) -> list[bytes]:
+        """Up to ``count`` more inbox specs moved into the processing list (none waiting: one
+        LLEN; else one more round trip, which moves only as many as the inbox held)."""
+        waiting = int(self.client.llen(self.keys.inbox))
+        if not waiting:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for _ in range(min(count, waiting)):
+            pipe.lmove(self.keys.inbox, processing, "RIGHT", "LEFT")
+        return [spec for spec in pipe.execute() if spec is not None]
+
+    @redis_errors
+    def forget_inbox_specs(self, processing: str, specs: list[bytes]) -> None:
+        """Remove admitted specs from the processing list (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for spec in specs:
+            pipe.lrem(processing, 1, spec)
+        pipe.execute()
+
+    @redis_errors
     def nudge(self, group: str) -> None:
         """Wake the group's promoter now."""
         self.client.lpush(self.keys.group(group).wake, "0")
@@ -203,6 +274,22 @@ class Store:
         job_id = self.client.blmove(g.ready, g.running(worker_id), self.block_s(timeout_s),
                                     "LEFT", "RIGHT")
         return None if job_id is None else job_id.decode()
+
+    @redis_errors
+    def claim_start(self, group: str, worker_id: str, count: int, claim_prefix: str,
+                    held: str | None = None) -> list[Job]:
+        """Take up to ``count`` ready ids and start them, with ``held`` (an id already in the
+        worker's running list) first, in one call; the jobs now running (canceled ones are
+        dropped). Each gets the claim ``<claim_prefix><n as 4 hex digits>``: the prefix must be fresh."""
+        g = self.keys.group(group)
+        answer = luascripts.CLAIM_START(
+            self.client,
+            [g.ready, g.running(worker_id), g.events,
+             *_status_keys(g, Status.QUEUED, Status.RUNNING)],
+            [g.job(""), worker_id, self.clock(), claim_prefix, EVENTS_MAXLEN, count, held or ""],
+        )
+        return [Job.from_redis(dict(zip(fields[::2], fields[1::2], strict=True)))
+                for fields in answer[2::3]]
 
     @redis_errors
     def start(self, group: str, job_id: str, worker_id: str, claim: str) -> Job | None:

@@ -7,14 +7,16 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from common.errors import GristmillError
 from common.languages import LANGUAGES
 from common.models import Kind, Status
 from common.queries import JobFilter
 from gristmill import format as fmt
+from gristmill.cli_deps import add_deps_commands
 from gristmill.cli_identity import add_identity_commands
 from gristmill.cli_redis import add_redis_user_commands
 from gristmill.durations import parse_arg_pairs, parse_duration_ms
@@ -148,7 +150,57 @@ def _live_workers(client: Any, group: str) -> int:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
+    if ns.many is not None:
+        if ns.path is not None or ns.id or ns.wait or ns.wait_timeout is not None:
+            raise GristmillError("--many takes its specs from the file: no path, --id or --wait")
+        return _submit_many(ns.many, _spec_options(ns))
+    if ns.path is None:
+        raise GristmillError("run: give a script path, or --many FILE.jsonl")
     return _submit({"path": ns.path, **_spec_options(ns)}, ns.wait, ns.wait_timeout)
+
+
+def _submit_many(source: str, defaults: dict[str, Any]) -> int:
+    """Enqueue every line of ``source``; ids on stdout, a summary and rejections on stderr."""
+    client = _client()
+    numbers: list[int] = []
+
+    def specs(stream: IO[bytes]) -> Iterator[Any]:
+        for number, raw in enumerate(stream, 1):
+            if raw.strip():
+                numbers.append(number)
+                yield _with_defaults(raw.rstrip(b"\r\n"), defaults)
+
+    if source == "-":
+        outcome = client.enqueue_many(specs(sys.stdin.buffer))
+    else:
+        with Path(source).open("rb") as stream:
+            outcome = client.enqueue_many(specs(stream))
+    for job_id in outcome.ids:
+        print(job_id)
+    for index, why in sorted(outcome.rejected.items()):
+        print(f"gristmill: line {numbers[index]}: rejected ({why}); recorded as failed job "
+              f"{outcome.ids[index]}", file=sys.stderr)
+    for index in outcome.duplicates:
+        print(f"gristmill: line {numbers[index]}: job {outcome.ids[index]} exists; not run again",
+              file=sys.stderr)
+    queued = len(outcome.ids) - len(outcome.rejected) - len(outcome.duplicates)
+    print(f"gristmill: {queued} queued, {len(outcome.duplicates)} duplicates, "
+          f"{len(outcome.rejected)} rejected", file=sys.stderr)
+    return 1 if outcome.rejected else 0
+
+
+def _with_defaults(raw: bytes, defaults: dict[str, Any]) -> Any:
+    """A line's spec over the command line's options (its own fields win), or the raw line
+    when it is not a JSON object (admission records it as rejected, saying why)."""
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(line, dict):
+        return raw
+    args = {**defaults.get("args", {}), **(line.get("args") or {})} \
+        if isinstance(line.get("args", {}), dict) else line["args"]
+    return {**defaults, **line, "args": args}
 
 
 def cmd_preview(ns: argparse.Namespace) -> int:
@@ -165,7 +217,7 @@ def cmd_script_deploy(ns: argparse.Namespace) -> int:
     language = ns.language or EXTENSIONS.get(path.suffix)
     if language is None:
         raise GristmillError(f"cannot tell the language of {path.name}; pass --language")
-    version, new = _client().scripts.deploy(
+    version, new = _client().locker.deploy(
         ns.path, language, path.read_text(), timeout_s=ns.timeout, tag=ns.tag,
         retry=_json_object(ns.retry, "--retry") if ns.retry else None,
         limits=parse_limits(ns.limit),
@@ -173,6 +225,8 @@ def cmd_script_deploy(ns: argparse.Namespace) -> int:
     print(version.hash)
     if not new:
         print(f"(identical to an existing version of {ns.path})", file=sys.stderr)
+    elif version.lock_status == "locking":
+        print(f"(locking its dependencies: job {version.lock_job})", file=sys.stderr)
     return 0
 
 
@@ -356,8 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_identity_commands(sub)
     add_redis_user_commands(sub)
 
-    p = sub.add_parser("run", help="run the latest version of a script")
-    p.add_argument("path")
+    p = sub.add_parser("run", help="run the latest version of a script (or many specs)")
+    p.add_argument("path", nargs="?")
+    p.add_argument("--many", metavar="FILE.jsonl",
+                   help="enqueue one spec per line (as the inbox takes them; - reads stdin) in "
+                   "pipelined batches; the options given are defaults of every line")
     _add_run_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -389,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = script.add_parser("show", help="show a version by path (latest) or hash")
     p.add_argument("ref")
     p.set_defaults(func=cmd_script_show)
+    add_deps_commands(sub, script)
 
     job = sub.add_parser("job", help="one job").add_subparsers(dest="action", required=True)
     p = job.add_parser("get", help="did it run? did it succeed?")

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from auth.identity import IdentityStore
@@ -23,10 +23,14 @@ from common.models import Job, Kind, ScriptVersion, Status
 from common.queries import EVERYONE, JobFilter, Page, Viewer, iter_jobs, list_jobs, list_page
 from common.settings import Settings
 from common.store import LogEntry, Store
-from jobs.admission import ADMIN_USER, NAME_PATTERN, Admission
+from jobs.admission import ADMIN_USER, NAME_PATTERN, Admission, BatchOutcome, RawSpec
+from jobs.locking import Locker
 from jobs.scripts import ScriptStore
 from jobs.spec import JobSpec, parse_spec
 from schedules.store import ScheduleStore
+from storage.logs import read_logs
+from storage.objects import from_settings
+from storage.results import with_result
 
 
 class Gristmill:
@@ -45,6 +49,8 @@ class Gristmill:
         self.admission = Admission(self.store, self.scripts, self.settings,
                                    authority=self.identity)
         self.schedules = ScheduleStore(self.admission)
+        self.locker = Locker(self.scripts, self.admission)
+        self.objects = from_settings(self.settings.object_store_url)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -52,6 +58,26 @@ class Gristmill:
         """Validate and enqueue a spec as the operator; return the job id (SpecError, DuplicateJob)."""
         parsed = spec if isinstance(spec, JobSpec) else parse_spec(spec)
         return self.admission.submit(parsed).id
+
+    def enqueue_many(self, specs: Iterable[RawSpec], *, batch_size: int = 1000) -> BatchOutcome:
+        """Validate and enqueue many specs as the operator, ``batch_size`` per pipeline.
+
+        Never raises for a bad spec: it is recorded as a failed job saying why and
+        named in ``outcome.rejected``; a spec whose ``id`` exists is in
+        ``outcome.duplicates`` (not run twice). ``outcome.ids`` has one id per spec.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        outcome = BatchOutcome()
+        batch: list[RawSpec] = []
+        for spec in specs:
+            batch.append(spec)
+            if len(batch) >= batch_size:
+                outcome.extend(self.admission.submit_many(batch))
+                batch = []
+        if batch:
+            outcome.extend(self.admission.submit_many(batch))
+        return outcome
 
     def run_script(self, path: str, args: dict[str, Any] | None = None, **options: Any) -> str:
         """Run the latest version at ``path``; options are spec fields (``scheduled_for``, ...)."""
@@ -92,16 +118,21 @@ class Gristmill:
     # -- reading ---------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> Job:
-        return self.store.get_job(job_id)
+        return self.with_result(self.store.get_job(job_id))
 
     def wait(self, job_id: str, timeout_s: float = 3600.0) -> Job:
         """Block until the job completes (JobTimeout after ``timeout_s``)."""
-        return self.store.wait(job_id, timeout_s)
+        return self.with_result(self.store.wait(job_id, timeout_s))
+
+    def with_result(self, job: Job) -> Job:
+        """The job with a result kept in the object store read back (storage/results.py)."""
+        return with_result(self.objects, job)
 
     def logs(self, job_id: str, *, follow: bool = False, after: str = "0-0") -> Iterator[LogEntry]:
         """The job's log entries after stream id ``after``; with ``follow``, new ones until
-        the job completes."""
-        return self.store.iter_logs(job_id, follow=follow, after=after)
+        the job completes. The part of a large log kept in the object store is read in place
+        of its marker entry (storage/logs.py)."""
+        return read_logs(self.store, self.objects, job_id, follow=follow, after=after)
 
     def list_jobs(
         self, *, status: Status | None = None, kind: Kind | None = None,
@@ -121,8 +152,12 @@ class Gristmill:
     # -- scripts and settings --------------------------------------------------------------
 
     def deploy_script(self, path: str, code: str, language: str) -> tuple[ScriptVersion, bool]:
-        """Save a new immutable version (or find the identical one); (version, is_new)."""
-        return self.scripts.deploy(path, language, code)
+        """Save a new immutable version (or find the identical one); (version, is_new).
+
+        A new python3 version with third-party imports gets a dependencies job
+        (``version.lock_job``); runs by path keep the previous locked version until it ends.
+        """
+        return self.locker.deploy(path, language, code)
 
     def get_script(self, ref: str) -> ScriptVersion:
         return self.scripts.get(ref)

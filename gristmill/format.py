@@ -94,9 +94,14 @@ def script_details(version: ScriptVersion) -> str:
     defaults = [f"{name:<9} {compact(value)}\n" for name, value in (
         ("timeout", version.timeout_s), ("retry", version.retry), ("tag", version.tag),
         ("limits", version.limits)) if value is not None]
+    lock = ""
+    if version.language == "python3":
+        lock = f"lock      {version.lock_state}\n"
+        if version.lock:
+            lock += "".join(f"          {line}\n" for line in version.lock.splitlines())
     return (f"path      {version.path}\nhash      {version.hash}\nlanguage  {version.language}\n"
             f"created   {when(version.created_at)} by {version.created_by}\n{''.join(defaults)}"
-            f"---\n{version.code}")
+            f"{lock}---\n{version.code}")
 
 
 def schedule_row(schedule: Schedule) -> str:

@@ -48,6 +48,18 @@ def add_process_commands(sub: Any) -> None:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here (0: off)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds running jobs get to finish")
+    p.add_argument("--init-script", metavar="FILE",
+                   help="run FILE once, sandboxed like a job, before claiming anything (.py: "
+                   "python3 main(), else bash); a failure stops the worker (default "
+                   "GRISTMILL_INIT_SCRIPTS[group], else GRISTMILL_INIT_SCRIPT)")
+    p.add_argument("--dedicated", action="append", default=[], metavar="PATH",
+                   help="keep this python3 script imported in a long-lived sandboxed process and "
+                   "call its main per job (module state persists between its jobs); repeatable")
+    p.add_argument("--dedicated-tag", action="append", default=[], metavar="TAG",
+                   help="the same for every python3 script whose jobs carry this tag; repeatable")
+    p.add_argument("--dedicated-threads", type=int, default=1, metavar="N",
+                   help="a dedicated sync main runs up to N jobs at once on N threads of its "
+                   "process (default 1: one at a time; main must then be thread-safe)")
     _add_sandbox_options(p)
     p.set_defaults(func=cmd_worker)
 
@@ -143,17 +155,46 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     settings = Settings()
     _start(settings, "worker")
     sandbox = sandbox_for(settings, ns)  # before any connection: a refusal says why, at once
+    _run_init_script(settings, ns, sandbox)  # before any connection too: it claims nothing
     gm = _instance(settings)
     worker = Worker(
         store=gm.store, scripts=gm.scripts, fleet=gm.fleet, settings=settings, group=ns.group,
         concurrency=ns.concurrency, tokens=gm.identity, sandbox=sandbox,
         box=SecretBox.from_setting(settings.secret_key) if settings.secret_key else None,
+        dedicated=_dedicated_pool(ns, sandbox),
     )
     metrics.serve(ns.metrics_port, settings.metrics_addr)
     _on_stop(worker.stop, worker.kill_running, ns.grace)
     worker.run()
     # A vital thread died: exit non-zero so the supervisor (up, Kubernetes) restarts us.
     return 1 if worker.failed else 0
+
+
+def _dedicated_pool(ns: argparse.Namespace, sandbox: Any) -> Any:
+    """The worker's dedicated processes, when it was given scripts or tags to dedicate."""
+    from common.paths import check_item_path
+    from worker.dedicated import DedicatedPool
+    from worker.environment import process_environment
+
+    if not ns.dedicated and not ns.dedicated_tag:
+        return None
+    for path in ns.dedicated:
+        check_item_path(path)
+    if ns.dedicated_threads < 1:
+        raise ConfigError("--dedicated-threads must be at least 1")
+    return DedicatedPool(tuple(ns.dedicated), sandbox, process_environment(ns.group),
+                         tags=tuple(ns.dedicated_tag), threads=ns.dedicated_threads)
+
+
+def _run_init_script(settings: Settings, ns: argparse.Namespace, sandbox: Any) -> None:
+    """The worker's init script, if it has one (InitScriptFailed stops the worker)."""
+    from worker.init_script import InitScript, run_init_script
+
+    path = ns.init_script or settings.init_script_for(ns.group)
+    if path:
+        run_init_script(InitScript.load(path), sandbox=sandbox, group=ns.group,
+                        timeout_s=settings.init_script_timeout_s,
+                        log=log.get(process="worker", group=ns.group))
 
 
 def cmd_scheduler(ns: argparse.Namespace) -> int:
@@ -165,6 +206,7 @@ def cmd_scheduler(ns: argparse.Namespace) -> int:
     scheduler = Scheduler(
         store=gm.store, admission=gm.admission, fleet=gm.fleet, lease_s=settings.worker_lease_s,
         heartbeat_s=settings.heartbeat_s, max_restarts=settings.max_restarts,
+        objects=gm.objects,
     )
     if ns.metrics_port:
         metrics.REGISTRY.register(metrics.FleetCollector(scheduler.snapshot))

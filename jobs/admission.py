@@ -6,9 +6,12 @@ spec is judged the same way wherever it comes from.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from auth.authn import require_live
@@ -59,6 +62,24 @@ class Authority(Protocol):
 ROUTE_CACHE_S = 5.0
 # Tags and group names become parts of Redis keys: a short, safe alphabet.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass
+class BatchOutcome:
+    """What became of a batch of specs, in their order."""
+
+    ids: list[str] = field(default_factory=list)  # one per spec; a rejected one's: its record's
+    rejected: dict[int, str] = field(default_factory=dict)  # spec index -> why (a record says so too)
+    duplicates: list[int] = field(default_factory=list)  # indexes whose id existed: not run twice
+
+    def extend(self, other: BatchOutcome) -> None:
+        offset = len(self.ids)
+        self.ids.extend(other.ids)
+        self.rejected.update({offset + i: why for i, why in other.rejected.items()})
+        self.duplicates.extend(offset + i for i in other.duplicates)
+
+
+RawSpec = JobSpec | dict[str, Any] | bytes | str
 
 
 class Admission:
@@ -121,9 +142,14 @@ class Admission:
         defaults: dict[str, Any]
         if spec.path is not None or spec.hash is not None:
             try:
-                version = self.scripts.get(spec.hash or spec.path or "")
+                version = self.scripts.header(spec.hash or spec.path or "")
             except NotFound as exc:
                 raise SpecError(str(exc)) from None
+            if version.lock_status == "failed":
+                raise SpecError(
+                    f"script version {version.hash} of {version.path} cannot run: lock failed: "
+                    f"{version.lock_job} (see `gristmill job get {version.lock_job}`); fix its "
+                    f"requirements and deploy again, or `gristmill script lock {version.hash}`")
             if not trusted:
                 self._require_run(permissioned_as, version.path)
             fields = {"kind": Kind.SCRIPT, "script_path": version.path,
@@ -183,6 +209,34 @@ class Admission:
         self.store.enqueue(job, fresh_id=spec.id is None)
         return job
 
+    def submit_many(self, batch: Sequence[RawSpec], *, principal: Principal = OPERATOR,
+                    trusted: bool = True) -> BatchOutcome:
+        """Validate and enqueue a batch in one pipeline (two with producers' ids).
+
+        A spec that cannot be accepted is recorded as a failed job saying why
+        (as the inbox does) and named in ``rejected``; the others are queued.
+        """
+        outcome = BatchOutcome(ids=[""] * len(batch))
+        jobs: list[tuple[Job, bool]] = []
+        places: list[int] = []
+        for i, raw in enumerate(batch):
+            try:
+                spec = raw if isinstance(raw, JobSpec) else specs.parse_spec(raw)
+                job = self.build(spec, principal=principal, trusted=trusted)
+            except (SpecError, PermissionDenied) as exc:
+                outcome.rejected[i] = str(exc)
+                outcome.ids[i] = self.reject(_raw_text(raw), str(exc))
+                continue
+            jobs.append((job, spec.id is None))
+            places.append(i)
+        if jobs:
+            for i, (job, _), queued in zip(places, jobs, self.store.enqueue_many(jobs),
+                                           strict=True):
+                outcome.ids[i] = job.id
+                if not queued:
+                    outcome.duplicates.append(i)
+        return outcome
+
     def admit_raw(self, raw: bytes) -> tuple[str, str]:
         """Admit one raw inbox spec: (job id, ``accepted`` | ``duplicate`` | ``rejected``).
 
@@ -233,3 +287,12 @@ class Admission:
         )
         retention = decode_instance(self.store.client.hgetall(self.keys.settings)).retention_s
         return self.store.reject(job, retention_s=retention, fresh_id=producer_id is None)
+
+
+def _raw_text(raw: RawSpec) -> bytes | str:
+    """A spec as the text a rejection record keeps."""
+    if isinstance(raw, bytes | str):
+        return raw
+    if isinstance(raw, JobSpec):
+        return raw.model_dump_json(exclude_none=True)
+    return json.dumps(raw, default=repr)

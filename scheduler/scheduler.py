@@ -27,8 +27,11 @@ from jobs.admission import Admission
 from scheduler.inbox import InboxAdmitter
 from scheduler.promoter import Promoter
 from schedules.store import ScheduleStore
+from storage.logs import sweep
+from storage.objects import ObjectStore, StorageError
 
 TRIM_EVERY_S = 60.0
+SWEEP_EVERY_S = 3600.0  # stored log parts are swept by the day
 
 
 class Scheduler:
@@ -45,7 +48,11 @@ class Scheduler:
         max_restarts: int = 3,
         scheduler_id: str | None = None,
         clock: Clock = now_ms,
+        objects: ObjectStore | None = None,
     ) -> None:
+        self.objects = objects
+        self._sweeper: threading.Thread | None = None
+        self._last_sweep = -SWEEP_EVERY_S
         self.store = store
         self.fleet = fleet
         self.lease_ms = int(lease_s * 1000)
@@ -121,7 +128,28 @@ class Scheduler:
             for group in beat.groups:
                 self.store.trim_completed(group, cutoff)
                 self.store.trim_count(group, self.instance.retention_max_jobs)
+        if self.objects is not None and time.monotonic() - self._last_sweep >= SWEEP_EVERY_S:
+            self._last_sweep = time.monotonic()
+            self._sweep_stored_logs(self.objects)
         return None if beat.due_schedules else beat.next_schedule_fire
+
+    def _sweep_stored_logs(self, objects: ObjectStore) -> None:
+        """Delete the object store's log parts of past days, in a thread: the store may be slow
+        or away, the tick must not wait for it. Every scheduler may do it; deleting twice is
+        harmless."""
+        if self._sweeper is not None and self._sweeper.is_alive():
+            return
+
+        def sweep_once() -> None:
+            try:
+                removed = sweep(objects, self.clock())
+                if removed:
+                    self.log.info("stored log parts of past days deleted", objects=removed)
+            except StorageError as exc:
+                self.log.warning("could not sweep stored logs; next hour again", error=str(exc))
+
+        self._sweeper = threading.Thread(target=sweep_once, name="log-sweep", daemon=True)
+        self._sweeper.start()
 
     def recover_worker(self, worker_id: str, *, seen_before_ms: int) -> None:
         """Re-queue (or fail) every job a dead worker held, then forget the worker."""

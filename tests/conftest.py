@@ -37,6 +37,9 @@ from jobs.scripts import ScriptStore
 from worker.sandbox.policy import Limits, Sandbox, choose, isolation_problem
 from worker.sandbox.warm import ForkServer
 
+# The object store's fixtures: a real S3 API (moto's server) on loopback.
+pytest_plugins = ["tests.s3"]
+
 RedisUnderTest = EmbeddedRedis | EmbeddedCluster
 
 

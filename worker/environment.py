@@ -32,6 +32,15 @@ def job_environment(job: Job, *, base_url: str, token: str) -> dict[str, str]:
     return env
 
 
+def process_environment(group: str) -> dict[str, str]:
+    """The environment of a sandboxed process that is no one job (an init script, a dedicated
+    process): the same allow-list, no token, nothing secret."""
+    env = {name: os.environ[name] for name in PASSTHROUGH if name in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(PYTHONUNBUFFERED="1", WM_WORKER_GROUP=group)
+    return env
+
+
 def ephemeral_token() -> str:
     """A random per-job token (bound to permissions once identity exists)."""
     return secrets.token_urlsafe(32)

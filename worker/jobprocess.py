@@ -55,8 +55,12 @@ class ProcessRun:
         self, prepared: Prepared, *, sandbox: Sandbox, env: dict[str, str], timeout_s: float,
         sink: LogSink, limits: Limits | None = None, flush_interval_s: float = 0.05,
         max_batch: int = 200, max_line_bytes: int = 65536, kill_grace_s: float = 2.0,
+        channel: int | None = None,
     ) -> None:
+        """``channel``: a descriptor given to the child as its result descriptor instead of a
+        new pipe, read by the caller, not here (a dedicated process's socket)."""
         self.prepared, self.sandbox, self.env, self.timeout_s = prepared, sandbox, env, timeout_s
+        self.channel = channel
         self.limits = limits or sandbox.limits
         self.kill_grace_s = kill_grace_s
         self._sink, self._flush_interval_s, self._max_batch = sink, flush_interval_s, max_batch
@@ -76,7 +80,9 @@ class ProcessRun:
             batcher.close()
             return self._result(batcher, None, None, canceled=True, timed_out=False)
         argv, read_fd, write_fd = list(self.prepared.argv), None, None
-        if self.prepared.result_fd:
+        if self.channel is not None:
+            write_fd = fcntl.fcntl(self.channel, fcntl.F_DUPFD_CLOEXEC, 3)
+        elif self.prepared.result_fd:
             read_fd, write_fd = _result_pipe()
         # The job gets the pipe under this number (cold: the same; warm: the fork server puts
         # it on RESULT_FD): it is told which.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import threading
 import time
@@ -15,19 +16,24 @@ from common.clock import Clock, now_ms
 from common.errors import NotFound, RedisUnavailable
 from common.instance import InstanceSettings
 from common.loops import Outage
-from common.models import Job, Status
+from common.models import Job, Kind, ScriptVersion, Status
 from common.retry import next_delay_s, parse_policy
 from common.settings import Settings
 from common.store import FENCED, NEW_SECRETS, Store
 from jobs.scripts import ScriptStore
+from storage.objects import ObjectStore, StorageError
+from storage.results import store_result
 from vault.crypto import SecretBox
 from vault.redaction import redact, redaction_values
+from worker.dedicated import Cancel, DedicatedPool
+from worker.dependencies import Dependencies, DependencyFailure, with_deps
 from worker.environment import ephemeral_token, job_environment
 from worker.executors.binding import ArgumentError
 from worker.executors.dispatch import interpret, prepare
 from worker.executors.outcome import Outcome
 from worker.jobprocess import LogLine, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox
+from worker.spill import LogBudget
 
 MAX_ERROR_TEXT = 64 * 1024  # of an error's message and of its traceback, each
 PENDING_LOG_CAP = 20_000
@@ -50,12 +56,17 @@ def bounded_error(error: dict[str, Any]) -> dict[str, Any]:
     return bounded
 
 
+class Cancelable(Protocol):
+    """A running job's handle: a ProcessRun, or a dedicated job's Cancel."""
+
+    def cancel(self) -> None: ...
+
+
 class JobTokens(Protocol):
     """What the runner needs of the identity store."""
 
     def mint_job_token(self, job_id: str, permissioned_as: str, *, expires_at: int,
-                       created_by: str | None = None) -> str: ...
-    def revoke_job_token(self, job_id: str) -> None: ...
+                       created_by: str | None = None, claim: str | None = None) -> str: ...
 
 
 def redact_value(value: Any, secrets: list[str]) -> Any:
@@ -86,26 +97,57 @@ class LogSink:
     """
 
     def __init__(self, store: Store, job: Job, box: SecretBox | None = None,
-                 max_bytes: int = InstanceSettings().max_log_bytes) -> None:
+                 max_bytes: int = InstanceSettings().max_log_bytes,
+                 budget: LogBudget | None = None) -> None:
+        self.budget = budget or LogBudget(None, job.id, job.attempt, max_bytes=max_bytes,
+                                          used=job.log_bytes or 0, keep_until_ms=0)
         self.store = store
         self.job = job
         self.box = box
         self.max_bytes = max_bytes
         self.pending: list[tuple[int, str, str]] = []
         self.fenced = False
-        self.run: ProcessRun | None = None
+        self.run: Cancelable | None = None
         self.redaction_entries = 0
         self.secrets: list[str] = []
 
     def __call__(self, lines: list[LogLine]) -> None:
         if self.fenced:
             return
-        self.pending.extend((line.ts_ms, line.stream, line.line) for line in lines)
+        kept, spilled = self.budget.route([(line.ts_ms, line.stream, line.line) for line in lines])
+        self.pending.extend(kept)
+        if spilled:
+            self.flush()
+            self.spill(spilled)
+            return
         if len(self.pending) > PENDING_LOG_CAP:
             dropped = len(self.pending) - PENDING_LOG_CAP
             self.pending = [(now_ms(), "stderr", f"[gristmill: {dropped} log lines dropped "
                              "while Redis was unreachable]"), *self.pending[-PENDING_LOG_CAP:]]
         self.flush()
+
+    def spill(self, lines: list[tuple[int, str, str]]) -> None:
+        """Lines past the Redis budget, to the object store (worker/spill.py); fenced and
+        redacted like the others: an empty append checks the claim and the secrets."""
+        try:
+            answer = self.store.append_logs(self.job, [], known_redactions=self.redaction_entries,
+                                            max_bytes=self.max_bytes)
+        except RedisUnavailable:
+            answer = 0  # checked again with the next batch
+        if answer == NEW_SECRETS:
+            self.learn_secrets()
+        elif answer == FENCED:
+            self.fenced = True
+            if self.run is not None:
+                self.run.cancel()
+            return
+        self.budget.send(self.redacted(lines))
+
+    def close(self) -> None:
+        """The attempt ended: upload the rest of the spill (a note in Redis if that failed)."""
+        note = self.budget.close()
+        if note is not None and not self.fenced:
+            self.pending.append(note)
 
     def flush(self, *, until_written: bool = False) -> None:
         """Send pending lines; ``until_written``: raise RedisUnavailable rather than keep them."""
@@ -151,14 +193,19 @@ class JobRunner:
     def __init__(
         self, *, store: Store, scripts: ScriptStore, settings: Settings, sandbox: Sandbox,
         clock: Clock = now_ms, tokens: JobTokens | None = None, box: SecretBox | None = None,
+        deps: Dependencies | None = None, objects: ObjectStore | None = None,
+        dedicated: DedicatedPool | None = None,
     ) -> None:
+        self.deps = deps
+        self.objects = objects
         self.store = store
         self.sandbox = sandbox
         self.tokens = tokens
         self.box = box
         self.settings = settings
         self.clock = clock
-        self._active: dict[str, ProcessRun] = {}
+        self._active: dict[str, Cancelable] = {}
+        self.dedicated = dedicated
         self._cancel_pending: set[str] = set()
         self._releasing = False
         self._lock = threading.Lock()
@@ -192,14 +239,15 @@ class JobRunner:
             }, instance, jlog)
             return
         started = time.monotonic()
-        sink = LogSink(self.store, job, self.box, instance.max_log_bytes)
-        try:
-            outcome = self._execute(job, instance, sink)
-        finally:
-            tokens = self.tokens
-            if tokens is not None:
-                # WM_TOKEN dies with the attempt, whatever its outcome.
-                self._write(lambda: tokens.revoke_job_token(job.id))
+        timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
+        budget = LogBudget(self.objects, job.id, job.attempt, max_bytes=instance.max_log_bytes,
+                           used=job.log_bytes or 0,
+                           keep_until_ms=self.clock() + (timeout_s + instance.retention_s) * 1000)
+        sink = LogSink(self.store, job, self.box, instance.max_log_bytes, budget)
+        # WM_TOKEN is signed for this attempt's claim: it dies with the attempt, whatever its
+        # outcome, with nothing to revoke (auth/jobtokens.py).
+        outcome = self._execute(job, instance, sink)
+        sink.close()
         # The last lines are written before the outcome, even across an outage.
         self._write(lambda: sink.flush(until_written=True))
         if self.box is not None:
@@ -235,27 +283,84 @@ class JobRunner:
         with self._lock:
             if job.id in self._cancel_pending or self._releasing:
                 return failure("Canceled", "job was canceled before it started")
+        timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
+        deadline = time.monotonic() + timeout_s
+        sandbox, lock_input = self.sandbox, None
+        # A job whose script needs an environment runs warm, not in a dedicated process
+        # (docs/ARCHITECTURE.md, known limits of dedicated workers).
+        needs_env = False
         try:
-            code, language, limits = self._write(lambda: self._code(job))
-            prepared = prepare(language, code, job.args)
+            if job.kind == Kind.DEPENDENCIES and self.deps is not None:
+                deps = self.deps
+                prepared, lock_input = self._write(lambda: deps.lock_plan(job))
+                language, limits = Kind.DEPENDENCIES.value, self.sandbox.limits
+                sandbox = deps.sandbox_for_resolver(sandbox)
+            else:
+                version, code, language, limits = self._write(lambda: self._code(job))
+                prepared = prepare(language, code, job.args)
+                if language == "python3" and self.deps is not None:
+                    deps = self.deps
+                    needs = self._write(lambda: deps.for_job(
+                        job, version, code, sink, sandbox, deadline,
+                        track=lambda run: self._track(job.id, run)))
+                    prepared = dataclasses.replace(prepared, env={**prepared.env, **needs.env})
+                    needs_env = bool(needs.env)
+                    sandbox = with_deps(sandbox, needs)
         except ArgumentError as exc:
             return failure("ArgumentError", str(exc))
         except NotFound as exc:
             return failure("ScriptNotFound", str(exc))
-        timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
+        except DependencyFailure as exc:
+            with self._lock:
+                self._active.pop(job.id, None)  # a preview's resolver run, if it had one
+            return exc.outcome
         env = job_environment(
             job, base_url=self.settings.base_url,
             token=self._write(lambda: self._mint_token(job, timeout_s)),
         )
-        run = ProcessRun(prepared, sandbox=self.sandbox, env=env, timeout_s=timeout_s, sink=sink,
-                         limits=limits)
+        if self.dedicated is not None and job.script_hash is not None and not needs_env and \
+                self.dedicated.handles(job.script_path, job.tag) and language == "python3":
+            return self._execute_dedicated(job, env, timeout_s, sink)
+        run = ProcessRun(prepared, sandbox=sandbox, env=env, sink=sink, limits=limits,
+                         timeout_s=max(1.0, deadline - time.monotonic()))
         sink.run = run
-        with self._lock:
-            self._active[job.id] = run
-            if job.id in self._cancel_pending or self._releasing:
-                run.cancel()
+        self._track(job.id, run)
         try:
-            return interpret(language, run.run())
+            result = run.run()
+        finally:
+            with self._lock:
+                self._active.pop(job.id, None)
+        if lock_input is not None and self.deps is not None:
+            deps, text, releasing = self.deps, lock_input, self._releasing
+            return self._write(lambda: deps.finish_lock(job, text, result, releasing=releasing))
+        return interpret(language, result)
+
+    def _track(self, job_id: str, run: ProcessRun) -> None:
+        """``run`` is what a cancel of the job stops now (a preview's resolver, then the job)."""
+        with self._lock:
+            self._active[job_id] = run
+            if job_id in self._cancel_pending or self._releasing:
+                run.cancel()
+
+    def _execute_dedicated(self, job: Job, env: dict[str, str], timeout_s: int,
+                           sink: LogSink) -> Outcome:
+        """The job in its script's dedicated process (see worker/dedicated.py)."""
+        assert self.dedicated is not None and job.script_hash is not None
+        cancel = Cancel()
+        sink.run = cancel
+        with self._lock:
+            self._active[job.id] = cancel
+            if job.id in self._cancel_pending or self._releasing:
+                cancel.cancel()
+        def source() -> tuple[str, Limits]:
+            _, code, _, limits = self._write(lambda: self._code(job))
+            return code, limits
+
+        try:
+            return self.dedicated.run(
+                script_path=job.script_path or "", script_hash=job.script_hash, code=source,
+                job_id=job.id, args=job.args, env=env, timeout_s=timeout_s, sink=sink,
+                cancel=cancel.event)
         finally:
             with self._lock:
                 self._active.pop(job.id, None)
@@ -266,14 +371,16 @@ class JobRunner:
             return ephemeral_token()
         expires_at = self.clock() + (timeout_s + TOKEN_MARGIN_S) * 1000
         return self.tokens.mint_job_token(job.id, job.permissioned_as, expires_at=expires_at,
-                                          created_by=job.created_by)
+                                          created_by=job.created_by, claim=job.claim)
 
-    def _code(self, job: Job) -> tuple[str, str, Limits]:
-        """The job's code, language and sandbox limits (its script's, within the worker's)."""
+    def _code(self, job: Job) -> tuple[ScriptVersion | None, str, str, Limits]:
+        """The job's version, code, language and sandbox limits (its script's, within the
+        worker's)."""
         if job.code is not None:
-            return job.code, job.language, self.sandbox.limits
+            return None, job.code, job.language, self.sandbox.limits
         version = self._script_code(job.script_hash or "")
-        return version.code, version.language, self.sandbox.limits.tightened(version.limits)
+        return version, version.code, version.language, \
+            self.sandbox.limits.tightened(version.limits)
 
     def _complete(
         self, job: Job, outcome: Outcome, duration_ms: int, instance: InstanceSettings,
@@ -282,12 +389,20 @@ class JobRunner:
         """Decide the status (success, retry, failure, canceled) and write it."""
         fields: dict[str, Any] = {"duration_ms": duration_ms}
         limit = instance.max_result_bytes
-        if outcome.ok and len(codec.pack(outcome.result)) > limit:
-            outcome = failure(
-                "ResultTooLarge",
-                f"the result is larger than {limit} bytes (setting max_result_bytes); "
-                "store large data elsewhere and return a reference",
-            )
+        packed = codec.pack(outcome.result) if outcome.ok else b""
+        stored: str | None = None
+        if outcome.ok and len(packed) > limit:
+            stored, problem = self._store_result(job, packed, instance)
+            if stored is None:
+                outcome = failure(
+                    "ResultTooLarge",
+                    f"the result is larger than {limit} bytes (setting max_result_bytes){problem}; "
+                    "store large data elsewhere and return a reference",
+                )
+        if outcome.ok and stored is not None:
+            fields.update(result_ref=stored, result_bytes=len(packed))
+            self._finish(job, Status.SUCCESS, fields, instance, jlog)
+            return
         if outcome.ok:
             fields["result"] = outcome.result
             self._finish(job, Status.SUCCESS, fields, instance, jlog)
@@ -307,6 +422,17 @@ class JobRunner:
                 jlog.warning("late retry refused: the job moved on to another attempt")
             return
         self._finish(job, Status.FAILURE, fields, instance, jlog)
+
+    def _store_result(self, job: Job, packed: bytes,
+                      instance: InstanceSettings) -> tuple[str | None, str]:
+        """Keep a large result in the object store: (its key, "") or (None, why not)."""
+        if self.objects is None:
+            return None, ""
+        keep_until = self.clock() + instance.retention_s * 1000
+        try:
+            return store_result(self.objects, job.id, keep_until, packed), ""
+        except StorageError as exc:
+            return None, f" and the object store could not take it ({exc})"
 
     def fail(self, job: Job, exc: BaseException, instance: InstanceSettings) -> None:
         """Record a job whose run crashed inside the worker (a bug of ours) as failed."""

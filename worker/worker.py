@@ -1,9 +1,10 @@
 """The worker process: claim job ids of one group, run each in a child process, complete it.
 
-The loop reads as its steps: wait for a free slot, BLMOVE an id from the
-group's ready list into this worker's running list, mark it running (start
-script), run it in a thread that streams its logs, write the outcome (complete
-script, fenced by this worker's claim token). A heartbeat thread keeps the
+The loop reads as its steps: wait for free slots, take up to that many ready
+ids into this worker's running list and mark them running in one call
+(``claim_start.lua``; only when ready was found empty does it block in BLMOVE
+first), run each in a thread that streams its logs, write the outcome (complete
+script, fenced by the attempt's claim token). A heartbeat thread keeps the
 lease and refreshes instance settings.
 """
 
@@ -25,12 +26,16 @@ from common.models import Job
 from common.settings import Settings
 from common.store import Store
 from jobs.scripts import ScriptStore
+from storage.objects import from_settings
 from vault.crypto import SecretBox
+from worker.dedicated import DedicatedPool
+from worker.dependencies import Dependencies
 from worker.runner import JobRunner, JobTokens
 from worker.sandbox.policy import Sandbox
 
 # Blocking waits end this often so a stop is noticed (a stop waits at most this long).
 CLAIM_BLOCK_S = 2.0
+CLAIM_BATCH = 16  # jobs started by one claim_start call at most (bounded by free slots)
 VERSION = "0.1.0"
 
 
@@ -52,10 +57,12 @@ class Worker:
         concurrency: int = 1,
         worker_id: str | None = None,
         claim_block_s: float = CLAIM_BLOCK_S,
+        claim_batch: int = CLAIM_BATCH,
         clock: Clock = now_ms,
         sandbox: Sandbox,
         tokens: JobTokens | None = None,
         box: SecretBox | None = None,
+        dedicated: DedicatedPool | None = None,
     ) -> None:
         self.store = store
         self.sandbox = sandbox
@@ -75,9 +82,18 @@ class Worker:
         self._held: set[str] = set()  # ids claimed and not finished (set ops are atomic in CPython)
         self._suspects: set[str] = set()
         self._slots = threading.Semaphore(concurrency)
+        # Jobs started per claim call at most; True after a call found ready empty, so the
+        # next one blocks (BLMOVE) rather than polling.
+        self.claim_batch = max(1, min(concurrency, claim_batch))
+        self._ready_empty = True
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="job")
+        objects = from_settings(settings.object_store_url)
         self._runner = JobRunner(store=store, scripts=scripts, settings=settings, clock=clock,
-                                 sandbox=sandbox, tokens=tokens, box=box)
+                                 sandbox=sandbox, tokens=tokens, box=box,
+                                 deps=Dependencies(scripts=scripts, store=store, settings=settings,
+                                                   objects=objects),
+                                 objects=objects, dedicated=dedicated)
+        self.dedicated = dedicated
         self.log = log.get(worker_id=self.worker_id, group=group)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -87,11 +103,15 @@ class Worker:
         self._first_heartbeat()
         for loop in (self._heartbeat_loop, self._control_loop):
             vital(loop.__name__, loop, self._vital_died)
-        self.log.info("worker started", concurrency=self.concurrency, **self.sandbox.describe())
+        self.log.info("worker started", concurrency=self.concurrency, **self.sandbox.describe(),
+                      dedicated=sorted(self.dedicated.paths | self.dedicated.tags)
+                      if self.dedicated else [])
         try:
             self._claim_loop()
         finally:
             self._pool.shutdown(wait=True)
+            if self.dedicated is not None:
+                self.dedicated.close()
             self._exited.set()
             self._release_leftovers()
             try:
@@ -122,43 +142,57 @@ class Worker:
         while not self._stopping.is_set():
             if not self._slots.acquire(timeout=self.claim_block_s):
                 continue
+            if self._stopping.is_set():  # stopped while waiting for a slot: claim nothing
+                self._slots.release()
+                break
+            free = 1
+            while free < self.claim_batch and self._slots.acquire(blocking=False):
+                free += 1
             try:
-                job = self._claim_one()
+                jobs = self._claim(free)
                 outage.ok()
             except RedisUnavailable as exc:
-                self._slots.release()
+                for _ in range(free):
+                    self._slots.release()
                 self._stopping.wait(outage.failed(exc))
                 continue
-            if job is None:
+            for _ in range(free - len(jobs)):
                 self._slots.release()
-                continue
-            self._pool.submit(self._run_and_release, job)
+            for job in jobs:
+                self._pool.submit(self._run_and_release, job)
 
-    def _claim_one(self) -> Job | None:
-        job_id = self.store.claim(self.group, self.worker_id, self.claim_block_s)
-        if job_id is None:
-            return None
-        self._held.add(job_id)
-        if self._stopping.is_set():
-            # Stopped while blocked in BLMOVE: hand the id back untouched (head of ready).
-            self._recover_own(job_id)
-            self._held.discard(job_id)
-            return None
+    def _claim(self, free: int) -> list[Job]:
+        """Up to ``free`` jobs started for this worker: one call while ready has ids; when it
+        is empty, a blocking BLMOVE first (the only call an idle worker makes)."""
+        held = None
+        if self._ready_empty:
+            held = self.store.claim(self.group, self.worker_id, self.claim_block_s)
+            if held is None:
+                return []
+            self._held.add(held)
+            if self._stopping.is_set():
+                # Stopped while blocked in BLMOVE: hand the id back untouched (head of ready).
+                self._recover_own(held)
+                self._held.discard(held)
+                return []
         try:
-            job = self.store.start(self.group, job_id, self.worker_id, secrets.token_hex(16))
+            jobs = self.store.claim_start(self.group, self.worker_id, free - (held is not None),
+                                          secrets.token_hex(16), held=held)
         except RedisUnavailable:
-            self._held.discard(job_id)  # the heartbeat's reconciliation gives it back
+            if held is not None:
+                self._held.discard(held)  # the heartbeat's reconciliation gives it back
             raise
-        if job is None:
-            self._held.discard(job_id)
-            self.log.info("claimed job no longer queued; dropped", job_id=job_id)
-            return None
-        metrics.JOBS_STARTED.labels(group=job.group, kind=job.kind.value).inc()
-        if job.started_at is not None:
-            metrics.START_LATENESS.labels(group=job.group).observe(
-                max(0, job.started_at - job.scheduled_for) / 1000
-            )
-        return job
+        if held is not None:
+            self._held.discard(held)
+        self._ready_empty = len(jobs) < free
+        for job in jobs:
+            self._held.add(job.id)
+            metrics.JOBS_STARTED.labels(group=job.group, kind=job.kind.value).inc()
+            if job.started_at is not None:
+                metrics.START_LATENESS.labels(group=job.group).observe(
+                    max(0, job.started_at - job.scheduled_for) / 1000
+                )
+        return jobs
 
     def _run_and_release(self, job: Job) -> None:
         metrics.WORKER_BUSY.inc()

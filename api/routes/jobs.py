@@ -18,6 +18,8 @@ from common.models import Job, Kind, Status
 from common.queries import EVERYONE, JobFilter, Viewer, counts, list_page
 from common.store import LogEntry
 from jobs.spec import JobSpec, parse_spec, parse_time
+from storage.logs import read_logs
+from storage.results import with_result
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -72,7 +74,7 @@ def visible_job(svc: Services, context: AuthContext, job_id: str) -> Job:
     job = svc.store.get_job(job_id)
     if not may_see(context, job):
         raise NotFound(f"no job {job_id}")  # do not tell others it exists
-    return job
+    return with_result(svc.objects, job)
 
 
 def submit(svc: Services, context: AuthContext, fields: dict[str, Any]) -> Job:
@@ -84,7 +86,7 @@ def submit(svc: Services, context: AuthContext, fields: dict[str, Any]) -> Job:
 
 def wait_result(svc: Services, context: AuthContext, job: Job, wait_s: float) -> Any:
     try:
-        done = svc.store.wait(job.id, wait_s)
+        done = with_result(svc.objects, svc.store.wait(job.id, wait_s))
     except JobTimeout:
         raise JobTimeout(
             f"job {job.id} did not complete within {wait_s:g} s; it keeps running: "
@@ -258,10 +260,10 @@ def get_logs(job_id: str, svc: Svc, context: Auth, follow: bool = False
     """The job's log lines; ``?follow=1`` streams them as server-sent events until it completes."""
     visible_job(svc, context, job_id)
     if not follow:
-        return [_entry(entry) for entry in svc.store.iter_logs(job_id)]
+        return [_entry(entry) for entry in read_logs(svc.store, svc.objects, job_id)]
 
     def events() -> Iterator[str]:
-        for entry in svc.store.iter_logs(job_id, follow=True):
+        for entry in read_logs(svc.store, svc.objects, job_id, follow=True):
             yield f"data: {json.dumps(_entry(entry))}\n\n"
         status = svc.store.get_job(job_id).status.value
         yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"

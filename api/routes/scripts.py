@@ -42,7 +42,9 @@ class NewScript(BaseModel):
 
 
 def script_view(version: ScriptVersion) -> dict[str, Any]:
-    return version.model_dump(exclude_none=True)
+    """The version, with its lock state (``locked``, ``locking``, ``lock failed: <job>``) and
+    its lockfile (``lock``) when it has one."""
+    return {**version.model_dump(exclude_none=True), "lock_state": version.lock_state}
 
 
 @router.post("/scripts", status_code=201)
@@ -50,7 +52,7 @@ def create_script(body: NewScript, svc: Svc, context: Auth) -> dict[str, Any]:
     """Save a new immutable version at ``path`` (write permission on the path; not operators)."""
     require_author(context.principal, "deploy scripts")
     check(svc, context, "write", body.path)
-    version, created = svc.scripts.deploy(
+    version, created = svc.locker.deploy(
         body.path, body.language, body.code, created_by=context.principal.name,
         timeout_s=body.timeout_s, retry=body.retry, tag=body.tag, limits=body.limits,
     )
@@ -79,6 +81,17 @@ def get_script_by_hash(script_hash: str, svc: Svc, context: Auth) -> dict[str, A
     if not readable(svc, context, version.path):
         raise NotFound(f"no script version with hash {script_hash}")
     return script_view(version)
+
+
+@router.post("/scripts/h/{script_hash}/lock")
+def relock_script(script_hash: str, svc: Svc, context: Auth) -> dict[str, Any]:
+    """Resolve a python3 version's lock again (a new dependencies job; write on its path)."""
+    require_author(context.principal, "lock scripts")
+    version = svc.scripts.by_hash(script_hash)
+    if not readable(svc, context, version.path):
+        raise NotFound(f"no script version with hash {script_hash}")
+    check(svc, context, "write", version.path)
+    return script_view(svc.locker.relock(script_hash, created_by=context.principal.name))
 
 
 @router.get("/scripts/history/{path:path}")

@@ -296,7 +296,8 @@ def test_job_token_past_its_expiry(alice_things: Api) -> None:
 
 def test_wm_token_of_a_job_the_worker_ran_is_revoked(
         alice_things: Api, worker: Worker, job_share: Path) -> None:
-    """A job leaks its WM_TOKEN to a file; once it completes the token is unknown (401)."""
+    """A job leaks its WM_TOKEN (signed for its attempt) to a file; once it completes the
+    token is refused (401)."""
     api = alice_things
     leak = job_share / "leaked-token"
     code = ("import os\ndef main(out: str):\n"
@@ -305,8 +306,8 @@ def test_wm_token_of_a_job_the_worker_ran_is_revoked(
         "code": code, "language": "python3", "args": {"out": str(leak)}}).text
     assert api.services.store.wait(job_id, 60).status == Status.SUCCESS
     token = leak.read_text()
-    assert token.startswith("gm_")
-    refused(api.get("/api/whoami", token), 401, "unknown or revoked token")
+    assert token.startswith("gmj_")
+    refused(api.get("/api/whoami", token), 401, "its job has completed")
     refused(api.get("/api/variables/u/alice/color", token), 401)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 
+from auth.authn import require_live
 from auth.identity import IdentityStore
 from common.errors import AuthError
 from common.keys import Keys
@@ -314,9 +315,13 @@ def test_a_killed_workers_jobs_die_and_only_the_rerun_holds_a_live_token(
     deadline(lambda: len(list(share.glob("token-*"))) == 2, 60, "the re-run to start")
     second_token = next(t.read_text() for t in share.glob("token-*")
                         if t.read_text() != first_token)
-    with pytest.raises(AuthError):
-        fleet.identity.authenticate(first_token)
-    assert fleet.identity.authenticate(second_token).principal.name == "u/alice"
+    # The API's rule: a token it accepts, whose attempt is the job's current one.
+    first = fleet.identity.authenticate(first_token)
+    with pytest.raises(AuthError, match="its attempt has ended"):
+        require_live(first.token, fleet.gm.store)
+    second = fleet.identity.authenticate(second_token)
+    require_live(second.token, fleet.gm.store)
+    assert second.principal.name == "u/alice"
     fleet.gm.cancel(job_id, reason="test over")
     assert fleet.wait(job_id).status == Status.CANCELED
     assert_no_process_running(marker)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import redis
@@ -16,7 +18,7 @@ from common.models import Status
 from common.settings import Settings
 from common.store import Store
 from jobs import spec as specs
-from jobs.admission import Admission
+from jobs.admission import Admission, BatchOutcome, RawSpec
 from jobs.scripts import ScriptStore
 from scheduler.inbox import InboxAdmitter
 
@@ -38,6 +40,13 @@ class Recording(Admission):
         self.outcomes.append(answer)
         return answer
 
+    def submit_many(self, batch: Sequence[RawSpec], **options: Any) -> BatchOutcome:
+        answer = super().submit_many(batch, **options)
+        for i, job_id in enumerate(answer.ids):
+            self.outcomes.append((job_id, "rejected" if i in answer.rejected else
+                                  "duplicate" if i in answer.duplicates else "accepted"))
+        return answer
+
 
 @pytest.fixture
 def admission(store: Store, scripts: ScriptStore) -> Recording:
@@ -57,7 +66,7 @@ def admit_then_sentinel(raw: bytes, admitter: InboxAdmitter, admission: Recordin
     """Push ``raw`` and a valid spec; both must be admitted, in order."""
     admission.outcomes.clear()
     client.lpush(admitter.inbox, raw, SENTINEL)
-    assert admitter.admit_next(1) and admitter.admit_next(1)
+    assert admitter.admit_next(1)  # both, as one batch
     assert client.llen(admitter.processing) == 0 and client.llen(admitter.inbox) == 0
     first, second = admission.outcomes
     assert second[1] == "accepted"
@@ -241,7 +250,7 @@ def test_a_spec_that_cannot_even_be_rejected_does_not_stop_the_inbox(
     monkeypatch.setattr(admission, "reject", broken)
     monkeypatch.setattr(admission, "admit_raw", failing_once)
     redis_client.lpush(admitter.inbox, b"poison", SENTINEL)
-    assert admitter.admit_next(1) and admitter.admit_next(1)
+    assert admitter.admit_next(1)  # the batch fails on the bug: then one by one
     assert redis_client.llen(admitter.processing) == 0
     assert admission.outcomes[-1][1] == "accepted"
 

@@ -107,6 +107,11 @@ def _load(main_path: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     # Registered before exec so dataclasses and get_type_hints can find the module.
     sys.modules[MODULE_NAME] = module
+    # A forked (warm) job's interpreter read no PYTHONPATH at start: its locked
+    # environment (worker/dependencies.py) is added here, as a cold start would have.
+    for entry in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
+        if entry and entry not in sys.path:
+            sys.path.insert(0, entry)
     # -P kept the job's directory off sys.path while the wrapper imported; the
     # user's code may import its sibling files, so add it now.
     sys.path.insert(0, os.path.dirname(os.path.abspath(main_path)))

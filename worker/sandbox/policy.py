@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 # Our own top-level packages: job code may `import gristmill` (the in-job client), which
-# needs these (tests/unit/test_layering.py checks the list covers its imports).
-PACKAGES = ("common", "auth", "vault", "jobs", "schedules", "worker", "scheduler", "api", "gristmill")
+# needs these (tests/unit/test_layering.py checks the list covers its imports); deps/ also
+# holds the resolver's wrapper, which dependencies jobs run.
+PACKAGES = ("common", "auth", "vault", "jobs", "schedules", "deps", "storage", "worker",
+            "scheduler", "api", "gristmill")
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 # Jobs get uids of their own, far above any real account's.
 UID_BASE = 1_000_000_000
