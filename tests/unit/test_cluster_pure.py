@@ -94,10 +94,12 @@ def test_the_shared_stores_have_one_slot_each() -> None:
     """Scripts, flows, identity, items and schedules: one tag each (their transactions)."""
     k = Keys("gm")
     groups = [
-        [k.script("h"), k.script_paths, k.script_history("u/a/x")],
+        [k.script("h"), k.script_paths, k.script_history("u/a/x"), k.script_locked,
+         k.lock_cache("d")],
         [k.flow_version("h"), k.flow_paths, k.flow_history("f/x")],
         [k.user("a"), k.users, k.user_group("g"), k.user_groups, k.members("g"),
-         k.memberships("a"), k.token("s"), k.user_tokens("a"), k.job_token("j")],
+         k.memberships("a"), k.token("s"), k.user_tokens("a"), k.job_token("j"),
+         k.job_token_key],
         [k.variable("u/a/v"), k.resource("u/a/r"), k.item_index("variable"), k.acl("u/a/v"),
          k.folder("f"), k.granted("u/a")],
         [k.schedule("u/a/s"), k.schedule_paths, k.schedules_due, k.schedule_runs("u/a/s")],
