@@ -1,4 +1,12 @@
-"""Connecting to Redis: one client per process, the version check, error conversion."""
+"""Connecting to Redis: one client per process, the version check, error conversion.
+
+``redis://`` / ``rediss://`` name one server; ``redis+cluster://`` /
+``rediss+cluster://`` name a Redis (or Valkey) Cluster by one or more of its
+nodes (``redis+cluster://user:password@host:port,host:port``), and the client is
+a :class:`redis.cluster.RedisCluster`. Both answer the same commands; every key
+one command or script touches shares a hash tag (common/keys.py), so nothing
+else in the code knows which one it holds.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,10 @@ import re
 import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import redis
+import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -40,10 +49,21 @@ _ADVICE = {
 }
 
 
+# A cluster client's own errors (not RedisError) when no node serves a slot now: a primary
+# failed and its replica is not promoted yet, or every node it knows is unreachable. Its
+# other errors ("all keys must map to the same key slot", a cross-slot transaction) are
+# bugs and stay what they are, so that a test on a cluster fails on them.
+_CLUSTER_PASSING = re.compile(
+    r"cannot be connected|slots are not covered|could not agree|not covered by the cluster"
+)
+
+
 def passing_state(exc: BaseException) -> bool:
     """True for a Redis error that says the server cannot serve now, not that we erred."""
-    if isinstance(exc, _PASSING_STATES):
+    if isinstance(exc, (*_PASSING_STATES, redis.exceptions.SlotNotCoveredError)):
         return True
+    if type(exc) is redis.exceptions.RedisClusterException:
+        return bool(_CLUSTER_PASSING.search(str(exc)))
     return isinstance(exc, redis.exceptions.ResponseError) and bool(_PASSING_CODES.search(str(exc)))
 
 
@@ -69,7 +89,7 @@ def redis_errors(func: Callable[P, R]) -> Callable[P, R]:
                 f"Redis is unreachable ({exc}): is `gristmill up` running, or "
                 "GRISTMILL_REDIS_URL set to a running server?"
             ) from exc
-        except redis.exceptions.RedisError as exc:
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
             if not passing_state(exc):
                 raise
             advice = _ADVICE.get(type(exc), "retrying until it passes")
@@ -85,7 +105,10 @@ def max_block_s(client: redis.Redis) -> float | None:
     to one ``hz`` tick (100 ms) late; a socket timeout that is not longer cuts
     the connection first, and the call fails for nothing. None: no socket timeout.
     """
-    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if is_cluster(client):
+        timeout = client.nodes_manager.connection_kwargs.get("socket_timeout")
+    else:
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
     if timeout is None:
         return None
     return max(0.01, float(timeout) - max(0.25, float(timeout) * 0.1))
@@ -97,17 +120,77 @@ def connect(url: str, *, password: str | None = None,
     :class:`common.store.Store` keeps blocking calls within :func:`max_block_s` of
     ``socket_timeout``."""
     extra = {} if password is None else {"password": password}
-    return redis.Redis.from_url(
-        url,
-        **extra,
+    options = dict(
         socket_timeout=socket_timeout,
         socket_connect_timeout=5.0,
         health_check_interval=0,
         client_name="gristmill",
         # No silent re-sends: a command whose reply was lost may have run (BLMOVE,
-        # LPUSH, XADD). Our loops retry where a retry is safe, and say so.
+        # LPUSH, XADD). Our loops retry where a retry is safe, and say so. A cluster
+        # client still follows MOVED / ASK redirections and waits out TRYAGAIN itself:
+        # those answers say the command was not run.
         retry=Retry(NoBackoff(), 0),
     )
+    if is_cluster_url(url):
+        return cluster_client(url, **extra, **options)
+    return redis.Redis.from_url(url, **extra, **options)
+
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for ``redis+cluster://`` and ``rediss+cluster://`` URLs."""
+    return urlparse(url).scheme in CLUSTER_SCHEMES
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """The ``(host, port)`` of each node a cluster URL names (port 6379 when not given)."""
+    netloc = urlparse(url).netloc.rpartition("@")[2]
+    nodes = []
+    for part in filter(None, netloc.split(",")):
+        if part.startswith("["):  # [IPv6]:port
+            host, _, rest = part[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            host, _, port = part.partition(":")
+        try:
+            nodes.append((host, int(port or 6379)))
+        except ValueError:
+            raise ConfigError(f"bad node {part!r} in the cluster URL: use host:port") from None
+    if not nodes:
+        raise ConfigError("a redis+cluster:// URL names no node: use "
+                          "redis+cluster://user:password@host:port,host:port")
+    return nodes
+
+
+def cluster_client(url: str, *, password: str | None = None, **options: object) -> redis.Redis:
+    """A :class:`redis.cluster.RedisCluster` on the nodes of ``url`` (see :func:`cluster_nodes`)."""
+    parts = urlparse(url)
+    if parts.path not in ("", "/", "/0"):
+        raise ConfigError(f"a cluster has only database 0, not {parts.path.lstrip('/')!r}: "
+                          "drop the database from the redis+cluster:// URL")
+    auth = parts.netloc.rpartition("@")[0]
+    user = auth.partition(":")[0]
+    in_url = unquote(secret) if (secret := auth.partition(":")[2]) else None
+    credentials = {"username": unquote(user) or None,
+                   "password": in_url if password is None else password}
+    nodes = [redis.cluster.ClusterNode(host, port) for host, port in cluster_nodes(url)]
+    # Unlike a single server's client, a cluster client reads the slot map at construction.
+    build = redis_errors(redis.cluster.RedisCluster)
+    return build(startup_nodes=nodes, ssl=CLUSTER_SCHEMES[parts.scheme] == "rediss",
+                 **credentials, **options)
+
+
+def is_cluster(client: redis.Redis) -> bool:
+    """True when ``client`` is a cluster client (see :func:`connect`)."""
+    return isinstance(client, redis.cluster.RedisCluster)
+
+
+def queue_delete(pipe: redis.client.Pipeline, *keys: str) -> None:
+    """Queue ``DEL keys`` (all in one slot) in a pipeline: a cluster pipeline's ``delete``
+    takes one key, while a raw DEL of keys of one slot is routed like any command."""
+    pipe.execute_command("DEL", *keys)
 
 
 def has_credentials(url: str, password: str | None) -> bool:
@@ -116,7 +199,10 @@ def has_credentials(url: str, password: str | None) -> bool:
 
 
 def server_version(client: redis.Redis) -> tuple[str, tuple[int, ...]]:
-    """The server's product name and version (valkey reports both)."""
+    """The server's product name and version (valkey reports both); on a cluster, the
+    oldest of its primaries'."""
+    if is_cluster(client):
+        return min(server_version(node.redis_connection) for node in client.get_primaries())
     info = client.info("server")
     if "valkey_version" in info:
         name, text = "valkey", str(info["valkey_version"])

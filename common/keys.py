@@ -21,7 +21,9 @@ key                               type    holds                                 
 ``gm:{wg:G}:ixtrim``              ZSET    completed jobs' index entries by           completions / trim
                                           completed_at: what the trim removes
 ``gm:inbox``                      LIST    raw JSON specs from any client             scheduler admits
-``gm:inbox:processing:<sched>``   LIST    specs one scheduler is admitting           recovered if it dies
+``gm:inbox:processing:{gm:inbox}:<sched>``
+                                  LIST    specs one scheduler is admitting (tagged   recovered if it dies
+                                          with the inbox's name: its slot)
 ``gm:jobloc:<id>``                STRING  the group of job ``<id>``                  deleted by retention trim
 ``gm:groups``                     SET     every worker group ever used               enqueue, worker
 ``gm:workers``                    ZSET    worker id -> last heartbeat ms             worker / scheduler
@@ -186,6 +188,14 @@ class Keys:
         return f"{self.namespace}:inbox"
 
     def inbox_processing(self, scheduler_id: str) -> str:
+        # Tagged with the inbox's whole name, so both hash to the same slot (the inbox's
+        # name is the public contract and has no tag): BLMOVE and LMOVE between them
+        # run on one shard of a cluster.
+        return f"{self.namespace}:inbox:processing:{{{self.inbox}}}:{scheduler_id}"
+
+    def inbox_processing_before_cluster(self, scheduler_id: str) -> str:
+        """The name a processing list had before it was tagged (left by a scheduler killed
+        before an upgrade; on a single server only: it never worked on a cluster)."""
         return f"{self.namespace}:inbox:processing:{scheduler_id}"
 
     def jobloc(self, job_id: str) -> str:

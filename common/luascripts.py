@@ -7,6 +7,7 @@ flushed, failed over) the script is loaded again and the call retried once.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -38,8 +39,12 @@ class LuaScript:
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
     def queue(self, pipe: redis.client.Pipeline, keys: list[str], args: list[ScriptArg]) -> None:
-        """Add an EVALSHA to a pipeline (see :func:`run_pipeline` for NOSCRIPT)."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+        """Add an EVALSHA to a pipeline (see :func:`run_pipeline` for NOSCRIPT).
+
+        Sent as a raw command: a cluster pipeline refuses its ``evalsha`` method
+        (redis-py), yet routes a raw EVALSHA by its keys like any other command.
+        """
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 def _load(name: str) -> LuaScript:
@@ -66,20 +71,41 @@ ALL = (ENQUEUE, PROMOTE, START, CLAIM_START, APPEND_LOGS, COMPLETE, RECOVER, REJ
        RETRY, RELEASE, CANCEL, CANCEL_MANY, SET_LOCK)
 
 
-def load_all(client: redis.Redis) -> None:
-    """Load every script, so pipelines can call them by SHA."""
-    for script in ALL:
+def load_all(client: redis.Redis, scripts: Iterable[LuaScript] = ALL) -> None:
+    """Load every script (on every primary of a cluster), so pipelines can call them by SHA."""
+    for script in scripts:
         client.script_load(script.source)
 
 
-def run_pipeline(client: redis.Redis, pipe: redis.client.Pipeline) -> list[Any]:
-    """Execute a pipeline of idempotent commands; on NOSCRIPT load all scripts and re-run it."""
-    commands = list(pipe.command_stack)
+def run_pipeline(client: redis.Redis, pipe: redis.client.Pipeline,
+                 scripts: Iterable[LuaScript] = ALL) -> list[Any]:
+    """Execute a pipeline of idempotent commands; on NOSCRIPT load ``scripts`` and re-run it.
+
+    The re-run is a new pipeline of the commands queued in ``pipe``: a pipeline is
+    empty once it ran, and a cluster's keeps its commands elsewhere than a server's.
+    """
+    commands = [_args_of(command) for command in queued_commands(pipe)]
     try:
         answers: list[Any] = pipe.execute()
         return answers
     except redis.exceptions.NoScriptError:
-        load_all(client)
-        pipe.command_stack = commands
-        retried: list[Any] = pipe.execute()
+        load_all(client, scripts)
+        again = client.pipeline(transaction=False)
+        for args, options in commands:
+            again.execute_command(*args, **options)
+        retried: list[Any] = again.execute()
         return retried
+
+
+def queued_commands(pipe: redis.client.Pipeline) -> list[Any]:
+    """The commands queued in ``pipe`` (a cluster pipeline keeps them in its strategy)."""
+    strategy = getattr(pipe, "_execution_strategy", None)
+    return list(pipe.command_stack if strategy is None else strategy.command_queue)
+
+
+def _args_of(command: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A queued command's arguments and options: a tuple in a server's pipeline, an object
+    in a cluster's."""
+    if isinstance(command, tuple):
+        return command[0], command[1]
+    return tuple(command.args), dict(command.options)

@@ -46,7 +46,11 @@ class Settings(BaseSettings):
         default=30.0, gt=0,
         description="Socket timeout of Redis connections; blocking waits stay below it.",
     )
-    namespace: str = Field(default="gm", description="Prefix of every Redis key.")
+    namespace: str = Field(
+        default="gm", pattern=r"^[^{}\s]+$",
+        description="Prefix of every Redis key (no braces: they would change the keys' "
+        "cluster hash slots).",
+    )
     data_dir: Path = Field(
         default=Path(".gristmill"), description="Where `up` keeps Redis data and its files."
     )

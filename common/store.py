@@ -17,7 +17,7 @@ import redis
 
 from common import codec, indexes, luascripts, metrics
 from common.clock import Clock, now_ms
-from common.connection import max_block_s, redis_errors
+from common.connection import is_cluster, max_block_s, queue_delete, redis_errors
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
 from common.instance import InstanceSettings
 from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, GroupKeys, Keys
@@ -68,6 +68,7 @@ class Store:
         self.keys = keys
         self.clock = clock
         self.max_block_s = max_block_s(client)
+        self.cluster = is_cluster(client)
 
     def block_s(self, wanted_s: float) -> float:
         """``wanted_s``, shortened to what the connection's socket timeout allows.
@@ -84,8 +85,9 @@ class Store:
         """Queue a new job; raise DuplicateJob when its id exists (it is never run twice).
 
         ``fresh_id``: the id was just generated here, so it cannot exist and the
-        location and the record are written in one round trip. A producer's
-        own id is claimed first, so it can never end up in two groups.
+        location and the record are written in one round trip (two on a cluster,
+        see :meth:`_globals_first`). A producer's own id is claimed first, so it can
+        never end up in two groups.
         """
         g = self.keys.group(job.group)
         loc = self.keys.jobloc(job.id)
@@ -101,6 +103,7 @@ class Store:
         else:
             pipe.set(loc, job.group)
         pipe.sadd(self.keys.groups, job.group)
+        pipe = self._globals_first(pipe)
         luascripts.ENQUEUE.queue(
             pipe,
             [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
@@ -112,6 +115,19 @@ class Store:
         if state == 0:
             raise DuplicateJob(job.id)
         metrics.JOBS_ENQUEUED.labels(group=job.group, kind=job.kind.value).inc()
+
+    def _globals_first(self, pipe: Any) -> Any:
+        """On a cluster, run the global writes queued so far (location, groups) and give a
+        new pipeline for the group's script; on a server, ``pipe`` itself.
+
+        A server runs a pipeline in order, so the location is written before the record
+        (a record always has a location). A cluster pipeline sends each shard its part
+        at once, in no order between shards: the location is a round trip of its own.
+        """
+        if not self.cluster:
+            return pipe
+        pipe.execute()
+        return self.client.pipeline(transaction=False)
 
     @redis_errors
     def set_fields(self, job: Job, fields: dict[str, str]) -> None:
@@ -139,17 +155,21 @@ class Store:
             for i, previous in zip(chosen, claims.execute(), strict=True):
                 if previous is not None and previous.decode() != jobs[i][0].group:
                     queued[i] = False
-        pipe = self.client.pipeline(transaction=False)
         now = self.clock()
         sent = [i for i in range(len(jobs)) if queued[i]]
+        pipe = self.client.pipeline(transaction=False)
         for group in {jobs[i][0].group for i in sent}:
             pipe.sadd(self.keys.groups, group)
-        head = len(pipe.command_stack)
         for i in sent:
-            job, fresh = jobs[i]
+            if jobs[i][1]:  # fresh ids: their locations, before their records
+                pipe.set(self.keys.jobloc(jobs[i][0].id), jobs[i][0].group)
+        head = len(luascripts.queued_commands(pipe))
+        pipe = self._globals_first(pipe)
+        if self.cluster:
+            head = 0
+        for i in sent:
+            job = jobs[i][0]
             g = self.keys.group(job.group)
-            if fresh:
-                pipe.set(self.keys.jobloc(job.id), job.group)
             luascripts.ENQUEUE.queue(
                 pipe,
                 [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
@@ -159,8 +179,6 @@ class Store:
             )
         answers = iter(luascripts.run_pipeline(self.client, pipe)[head:])
         for i in sent:
-            if jobs[i][1]:
-                next(answers)  # the SET of its location
             if next(answers) == 0:
                 queued[i] = False
             else:
@@ -183,6 +201,7 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.keys.jobloc(job.id), job.group)
         pipe.sadd(self.keys.groups, job.group)
+        pipe = self._globals_first(pipe)
         luascripts.REJECT.queue(
             pipe,
             [g.job(job.id), g.completed, g.done(job.id), g.events, g.ixtrim,
@@ -536,9 +555,12 @@ class Store:
             if not ids:
                 return total
             pipe = self.client.pipeline(transaction=False)
-            pipe.delete(*(self.keys.jobloc(i.decode()) for i in ids))
-            pipe.zrem(g.completed, *ids)
+            for job_id in ids:  # one DEL each: every location has a slot of its own
+                pipe.delete(self.keys.jobloc(job_id.decode()))
             pipe.execute()
+            # Only once the locations are gone (a cluster pipeline keeps no order between
+            # shards): a trim interrupted before this line does it again.
+            self.client.zrem(g.completed, *ids)
             total += len(ids)
 
     @redis_errors
@@ -570,11 +592,11 @@ class Store:
                                                   (created_by or b"").decode(),
                                                   (run_as or b"").decode())
                     self._unindex(pipe, g, line)
-                pipe.delete(g.job(job_id), g.logs(job_id), g.attempts(job_id), g.done(job_id),
-                            g.redact(job_id))
+                queue_delete(pipe, g.job(job_id), g.logs(job_id), g.attempts(job_id),
+                             g.done(job_id), g.redact(job_id))
                 pipe.delete(self.keys.jobloc(job_id))
-            pipe.zrem(g.completed, *ids)
             pipe.execute()
+            self.client.zrem(g.completed, *ids)  # last, as in trim_completed
             total += len(ids)
 
     @redis_errors

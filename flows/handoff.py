@@ -18,7 +18,7 @@ import redis
 
 from common.connection import redis_errors
 from common.keys import Keys
-from common.luascripts import LuaScript
+from common.luascripts import LuaScript, run_pipeline
 from common.models import Job, Status
 from flows.state import Event, JobCompleted
 
@@ -93,11 +93,5 @@ def forward(client: redis.Redis, keys: Keys, step_group: str, limit: int = 100) 
         outcome = StepOutcome.from_json(head)
         FLOW_EVENT.queue(pipe, flow_event_keys(keys, outcome.flow_group, outcome.flow_id),
                          [outcome.flow_id, outcome.event().model_dump_json()])
-    commands = list(pipe.command_stack)
-    try:
-        pipe.execute()
-    except redis.exceptions.NoScriptError:
-        client.script_load(FLOW_EVENT.source)
-        pipe.command_stack = commands
-        pipe.execute()
+    run_pipeline(client, pipe, (FLOW_EVENT,))  # also on a cluster, NOSCRIPT re-sends all
     return int(POP_IF_HEAD(client, [notify], heads))

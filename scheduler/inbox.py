@@ -130,6 +130,9 @@ class InboxAdmitter:
     @redis_errors
     def recover(self, dead_scheduler_id: str) -> None:
         """Put back the specs a dead scheduler was admitting, as the oldest in the inbox."""
-        source = self.store.keys.inbox_processing(dead_scheduler_id)
-        while self.store.client.lmove(source, self.inbox, "RIGHT", "RIGHT") is not None:
-            pass
+        sources = [self.store.keys.inbox_processing(dead_scheduler_id)]
+        if not self.store.cluster:  # a list under the name of before the cluster support
+            sources.append(self.store.keys.inbox_processing_before_cluster(dead_scheduler_id))
+        for source in sources:
+            while self.store.client.lmove(source, self.inbox, "RIGHT", "RIGHT") is not None:
+                pass

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from auth.permissions import Principal
 from common.clock import Clock, now_ms
-from common.connection import redis_errors
+from common.connection import queue_delete, redis_errors
 from common.errors import DuplicateJob, GristmillError, NotFound, PermissionDenied, SpecError
 from common.instance import decode as decode_instance
 from common.paths import check_item_path
@@ -142,7 +142,7 @@ class ScheduleStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.zrem(self.keys.schedules_due, path)
         pipe.srem(self.keys.schedule_paths, path)
-        pipe.delete(self.keys.schedule(path), self.keys.schedule_runs(path))
+        queue_delete(pipe, self.keys.schedule(path), self.keys.schedule_runs(path))
         pipe.execute()
 
     # -- materialisation (scheduler) -------------------------------------------------------

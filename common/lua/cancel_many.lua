@@ -1,3 +1,4 @@
+#!lua
 -- cancel_many: complete a batch of queued jobs of one group as canceled, in one call.
 --
 -- KEYS[1] gm:{wg:G}:scheduled          ZSET   future jobs

@@ -1,3 +1,4 @@
+#!lua
 -- claim_start: take up to K due ids off ready into a worker's running list and start each,
 -- in one call (the worker blocks in BLMOVE only when ready is empty).
 --

@@ -1,3 +1,4 @@
+#!lua
 -- complete: write the final outcome of a job's attempt, fenced by worker and claim.
 --
 -- KEYS[1] gm:{wg:G}:job:<id>           HASH   the record

@@ -1,3 +1,4 @@
+#!lua
 -- deploy_script: save an immutable script version and point its path at it.
 --
 -- KEYS[1] gm:{scripts}:script:<hash>    HASH  the version

@@ -1,3 +1,4 @@
+#!lua
 -- enqueue: create a job record and queue it.
 --
 -- KEYS[1] gm:{wg:G}:job:<id>      HASH   the record (must not exist yet)

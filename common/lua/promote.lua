@@ -1,3 +1,4 @@
+#!lua
 -- promote: move every due job of one group from scheduled to ready.
 --
 -- KEYS[1] gm:{wg:G}:scheduled     ZSET   future jobs, score = scheduled_for

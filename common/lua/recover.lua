@@ -1,3 +1,4 @@
+#!lua
 -- recover: one id from the running list of a worker presumed dead.
 --
 -- KEYS[1] gm:{wg:G}:job:<id>           HASH   the record

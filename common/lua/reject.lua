@@ -1,3 +1,4 @@
+#!lua
 -- reject: record a spec that could not be accepted as a completed failure.
 --
 -- KEYS[1] gm:{wg:G}:job:<id>      HASH   the record (must not exist yet)

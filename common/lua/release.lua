@@ -1,3 +1,4 @@
+#!lua
 -- release: a stopping worker gives back a job it could not finish within its grace period.
 --
 -- KEYS[1] gm:{wg:G}:job:<id>           HASH   the record

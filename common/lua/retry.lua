@@ -1,3 +1,4 @@
+#!lua
 -- retry: a failed attempt that its retry policy allows again goes back to the queue.
 --
 -- KEYS[1] gm:{wg:G}:job:<id>           HASH   the record

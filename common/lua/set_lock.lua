@@ -1,3 +1,4 @@
+#!lua
 -- set_lock: record the outcome of a script version's dependencies job (or the start of one).
 --
 -- KEYS[1] gm:{scripts}:script:<hash>    HASH  the version

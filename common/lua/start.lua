@@ -1,3 +1,4 @@
+#!lua
 -- start: a worker took a job id off ready (BLMOVE); mark the job running.
 --
 -- KEYS[1] gm:{wg:G}:job:<id>           HASH   the record

@@ -1,3 +1,4 @@
+#!lua
 -- deploy_flow: save an immutable flow version and point its path at it.
 --
 -- KEYS[1] gm:{flows}:flow:<hash>      HASH  the version: hash, path, value, created_at, created_by

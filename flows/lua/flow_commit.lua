@@ -1,3 +1,4 @@
+#!lua
 -- flow_commit: apply one transition computed from (state at version V, the event at the head).
 --
 -- KEYS[1] gm:{wg:G}:flow:<id>        HASH  def, state, version

@@ -1,3 +1,4 @@
+#!lua
 -- flow_create: store a new flow's definition and initial state, and queue its start event.
 --
 -- KEYS[1] gm:{wg:G}:flow:<id>        HASH  def, state, version

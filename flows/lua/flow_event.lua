@@ -1,3 +1,4 @@
+#!lua
 -- flow_event: hand one event (a step completed, a resume, a cancel) to a flow.
 --
 -- KEYS[1] gm:{wg:G}:flow:<id>        HASH  the flow (must exist)

@@ -1,3 +1,4 @@
+#!lua
 -- flow_timer: turn one due timer into an event of its flow, once.
 --
 -- KEYS[1] gm:{wg:G}:flowtimers        ZSET  "<flow id> <key>" -> due ms

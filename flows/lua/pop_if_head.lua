@@ -1,3 +1,4 @@
+#!lua
 -- pop_if_head: remove the first elements of a list only if they are the ones the caller handled.
 --
 -- KEYS[1] a LIST: a flow's outbox, or a group's flownotify

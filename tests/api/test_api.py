@@ -16,6 +16,8 @@ from common.models import Status
 from tests.api.conftest import ECHO, Api
 from worker.worker import Worker
 
+pytestmark = pytest.mark.cluster  # the API on a Redis Cluster too (tests/conftest.py)
+
 FAIL = "def main():\n    raise ValueError('the input was wrong')\n"
 SLOW = "import time\ndef main():\n    time.sleep(30)\n"
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from gristmill.embedded import EmbeddedRedis, free_port
-from tests.conftest import make_share
+from gristmill.embedded_cluster import EmbeddedCluster
+from tests.conftest import RedisUnderTest, cluster_runs, make_share
 
 LEASE_S = 3.0
 HEARTBEAT_S = 0.5
@@ -131,23 +132,34 @@ class ChaosFleet:
         return "\n".join(parts)
 
 
-@pytest.fixture
-def chaos_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis this test started on a free port, fsyncing every write (appendfsync always)."""
-    server = EmbeddedRedis(
-        tmp_path / "redis", port=free_port(), appendfsync="always",
-        binary=os.environ.get("GRISTMILL_TEST_REDIS_SERVER"), password=secrets.token_urlsafe(16),
-    )
+@pytest.fixture(params=["single", "cluster"])
+def chaos_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisUnderTest]:
+    """A Redis this test started on a free port, fsyncing every write (appendfsync always);
+    ``[cluster]``: a 3-primary cluster of such nodes (see tests/conftest.py)."""
+    binary = os.environ.get("GRISTMILL_TEST_REDIS_SERVER")
+    password = secrets.token_urlsafe(16)
+    server: RedisUnderTest
+    if request.param == "cluster":
+        if cluster_runs() == "0":
+            pytest.skip("GRISTMILL_TEST_CLUSTER=0")
+        server = EmbeddedCluster(tmp_path / "cluster", primaries=3, binary=binary,
+                                 password=password, appendfsync="always")
+    else:
+        if cluster_runs() in ("only", "every"):
+            pytest.skip(f"GRISTMILL_TEST_CLUSTER={cluster_runs()}")
+        server = EmbeddedRedis(tmp_path / "redis", port=free_port(), appendfsync="always",
+                               binary=binary, password=password)
     server.start()
     try:
         yield server
     finally:
         server.stop()
-        server.kill()
+        if isinstance(server, EmbeddedRedis):
+            server.kill()
 
 
 @pytest.fixture
-def chaos_fleet(chaos_redis: EmbeddedRedis, tmp_path: Path) -> Iterator[ChaosFleet]:
+def chaos_fleet(chaos_redis: RedisUnderTest, tmp_path: Path) -> Iterator[ChaosFleet]:
     """The fleet launcher; everything it started is killed after the test, even a failed one."""
     fleet = ChaosFleet(tmp_path, chaos_redis.url)
     try:

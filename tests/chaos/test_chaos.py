@@ -41,8 +41,9 @@ import redis
 from common.errors import DuplicateJob, JobTimeout, RedisUnavailable
 from common.models import Job
 from gristmill.client import Gristmill
-from gristmill.embedded import EmbeddedRedis
+from gristmill.embedded_cluster import EmbeddedCluster
 from tests.chaos.conftest import STOP_TIMEOUT_S, ChaosFleet, Proc
+from tests.conftest import RedisUnderTest, client_for
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -220,7 +221,7 @@ class Producer:
 class Chaos:
     """The chaos actions on one fleet, and what each of them left to check."""
 
-    def __init__(self, fleet: ChaosFleet, server: EmbeddedRedis, client: redis.Redis,
+    def __init__(self, fleet: ChaosFleet, server: RedisUnderTest, client: redis.Redis,
                  producer: Producer, rng: random.Random) -> None:
         self.fleet = fleet
         self.producer = producer
@@ -294,7 +295,10 @@ class Chaos:
         self.server.stop()
         self.server.start()
         self.redis_down_ms.append((time.monotonic() - started) * 1000)
-        self.client.connection_pool.disconnect()
+        if isinstance(self.server, EmbeddedCluster):
+            self.client.disconnect_connection_pools()
+        else:
+            self.client.connection_pool.disconnect()
         pipe = self.client.pipeline(transaction=False)
         for job_id in acked:
             pipe.exists(f"gm:{{wg:default}}:job:{job_id}")
@@ -302,23 +306,39 @@ class Chaos:
         assert not lost, f"{len(lost)} of {len(acked)} acknowledged jobs lost by the Redis restart"
 
 
+    def servers(self) -> list[redis.Redis]:
+        """A plain client on the server, or on each node of the cluster (close them)."""
+        if isinstance(self.server, EmbeddedCluster):
+            return [node.client() for node in self.server.primary_nodes()]
+        return [redis.Redis.from_url(self.server.url)]
+
+    def on_each(self, *command: str | int) -> None:
+        for server in self.servers():
+            with server:
+                server.execute_command(*command)
+
     def fill_memory(self) -> None:
-        """Redis at maxmemory (noeviction) for MAXMEMORY_S: every write refused with OOM."""
-        self.client.config_set("maxmemory-policy", "noeviction")
-        self.client.config_set("maxmemory", 1)
+        """Redis at maxmemory (noeviction) for MAXMEMORY_S: every write refused with OOM
+        (on a cluster, on every shard at once)."""
+        self.on_each("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        self.on_each("CONFIG", "SET", "maxmemory", 1)
         before = self.oom_count()
         time.sleep(MAXMEMORY_S)  # the episode's length (the schedule)
-        self.client.config_set("maxmemory", 0)
+        self.on_each("CONFIG", "SET", "maxmemory", 0)
         self.oom_refusals = self.oom_count() - before
 
     def oom_count(self) -> int:
-        """Commands Redis refused with OOM since it started (INFO errorstats)."""
-        stats = self.client.info("errorstats").get("errorstat_OOM")
-        return int(stats["count"]) if stats else 0
+        """Commands Redis refused with OOM since it started (INFO errorstats), on every shard."""
+        total = 0
+        for server in self.servers():
+            with server:
+                stats = server.info("errorstats").get("errorstat_OOM")
+            total += int(stats["count"]) if stats else 0
+        return total
 
     def pause_clients(self) -> None:
         """CLIENT PAUSE ALL: every command of every client waits for CLIENT_PAUSE_MS."""
-        self.client.execute_command("CLIENT", "PAUSE", CLIENT_PAUSE_MS, "ALL")
+        self.on_each("CLIENT", "PAUSE", CLIENT_PAUSE_MS, "ALL")
         self.paused = True
 
 
@@ -380,7 +400,7 @@ def percentile_50(values: list[float]) -> str:
 
 
 def test_jobs_survive_worker_kills_pauses_and_a_redis_restart(
-    chaos_fleet: ChaosFleet, chaos_redis: EmbeddedRedis, tmp_path: Path,
+    chaos_fleet: ChaosFleet, chaos_redis: RedisUnderTest, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Every job completes exactly once through the chaos; re-runs are counted, not failed."""
@@ -390,7 +410,7 @@ def test_jobs_survive_worker_kills_pauses_and_a_redis_restart(
     runs_file.touch()
     runs_file.chmod(0o666)  # every job has a uid of its own: all of them append here
     gm = Gristmill(chaos_redis.url)
-    client = redis.Redis.from_url(chaos_redis.url)
+    client = client_for(chaos_redis.url)
     try:
         for _ in range(SCHEDULERS):
             chaos_fleet.scheduler()

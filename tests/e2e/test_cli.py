@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.conftest import RunningFleet
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(60)]
 
 
 def write(path: Path, code: str) -> Path:

@@ -11,7 +11,7 @@ import pytest
 from gristmill.client import Gristmill
 from tests.e2e.conftest import Processes, RunningFleet, deadline
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(180)]
 
 HELLO = "def main(name: str = 'world'):\n    return f'hello {name}'\n"
 

@@ -38,7 +38,7 @@ from tests.e2e.conftest import (
 )
 from vault.crypto import generate_key
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(90)]
 
 SECRET = "alice-very-secret-4711"
 READ_SECRET = """\

@@ -11,7 +11,7 @@ import redis
 
 from tests.e2e.conftest import GROUP, Processes, worker_id_of, xwait
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(60)]
 
 SCRIPT = """\
 import sys

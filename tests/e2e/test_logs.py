@@ -12,7 +12,7 @@ import pytest
 from gristmill.client import Gristmill
 from tests.e2e.conftest import RunningFleet
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(45)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(45)]
 
 # Blocks on a FIFO the test holds open, so the test decides when the job may finish.
 GATED_JOB = """\

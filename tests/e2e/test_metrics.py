@@ -11,7 +11,7 @@ from gristmill.client import Gristmill
 from gristmill.embedded import free_port, port_in_use
 from tests.e2e.conftest import Processes, clean_env, deadline, scheduler_registered, worker_id_of
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(60)]
 
 
 def scrape(port: int) -> str:

@@ -18,7 +18,7 @@ from tests.e2e.conftest import (
 )
 from tests.procs import assert_no_process_running, unique_sleep
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(60)]
 
 # The first attempt leaves a marker and then runs "forever" (a `sleep` whose unique argument
 # finds it on the host: pids inside the job's namespace mean nothing outside); the second

@@ -10,7 +10,7 @@ from common.clock import now_ms
 from gristmill.client import Gristmill
 from tests.e2e.conftest import RunningFleet
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(45)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(45)]
 
 LATE_BOUND_MS = 150
 QUICK = "def main():\n    return 'ran'\n"

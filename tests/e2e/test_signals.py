@@ -26,7 +26,7 @@ from tests.e2e.conftest import (
     worker_id_of,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 BURST_S = 1.0  # signals for this long (or until the process exits), as fast as they go
 ROUNDS = 3

@@ -21,6 +21,8 @@ from jobs.scripts import ScriptStore
 from jobs.spec import parse_spec
 from scheduler.inbox import InboxAdmitter
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 UUID = "6f1c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
 
 
@@ -139,6 +141,21 @@ def test_specs_of_a_dead_scheduler_are_put_back(
     redis_client.rpush(store.keys.inbox_processing("dead"), "older")
     InboxAdmitter(store, admission, "s1", threading.Event()).recover("dead")
     assert redis_client.rpop(store.keys.inbox) == b"older"
+
+
+def test_a_processing_list_of_before_the_upgrade_is_put_back(
+    admission: Admission, store: Store, redis_client: redis.Redis
+) -> None:
+    """A scheduler killed before the lists were tagged for a cluster left its list under the
+    old name: recovery (on a single server, where that name existed) puts it back too."""
+    if store.cluster:
+        pytest.skip("the old name never existed on a cluster")
+    redis_client.rpush(store.keys.inbox_processing_before_cluster("dead"), "old-name")
+    redis_client.rpush(store.keys.inbox_processing("dead"), "new-name")
+    InboxAdmitter(store, admission, "s1", threading.Event()).recover("dead")
+    # Taken from the right: the older list first.
+    assert redis_client.lrange(store.keys.inbox, 0, -1) == [b"new-name", b"old-name"]
+    assert not redis_client.exists(store.keys.inbox_processing_before_cluster("dead"))
 
 
 JSON_VALUES = st.recursive(

@@ -10,6 +10,8 @@ from common.models import Status
 from common.store import Store
 from tests.integration.helpers import make_job
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 
 def calls(client: redis.Redis, command: str) -> int:
     stats = client.info("commandstats").get(f"cmdstat_{command}")

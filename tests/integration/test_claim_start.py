@@ -9,7 +9,7 @@ from common.models import Status
 from common.store import Store
 from tests.integration.helpers import make_job
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.cluster]
 
 
 def calls(client: redis.Redis, command: str) -> int:

@@ -8,6 +8,8 @@ from common.errors import SpecError
 from gristmill.client import Gristmill
 from gristmill.embedded import EmbeddedRedis
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 
 @pytest.fixture
 def gm(redis_client: object, redis_server: EmbeddedRedis) -> Gristmill:

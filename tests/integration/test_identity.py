@@ -17,6 +17,8 @@ from common.errors import AuthError, GristmillError, NotFound, SpecError
 from common.keys import Keys
 from gristmill import cli_identity
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 HOUR_MS = 3_600_000
 
 

@@ -22,6 +22,8 @@ from jobs.admission import Admission, BatchOutcome, RawSpec
 from jobs.scripts import ScriptStore
 from scheduler.inbox import InboxAdmitter
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 UUID = "6f1c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
 # The inbox property runs 2,000 examples in CI (CI=true), fewer on a laptop.
 EXAMPLES = 2000 if os.environ.get("CI", "").lower() in ("1", "true", "yes") else 150

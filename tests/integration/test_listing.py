@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from common import indexes
@@ -9,6 +10,8 @@ from common.models import Kind, Status
 from common.queries import JobFilter, Viewer, counts, iter_jobs, list_page
 from common.store import Store
 from tests.integration.helpers import make_job
+
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
 
 NOW = 1_700_000_000_000
 

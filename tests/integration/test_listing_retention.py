@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from common import indexes
@@ -9,6 +10,8 @@ from common.models import Job, Kind, Status
 from common.queries import JobFilter, Viewer, counts, list_page
 from common.store import Store
 from tests.integration.helpers import make_job
+
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
 
 NOW = 1_700_000_000_000
 ALICE = Viewer(user="u/alice", identities=frozenset({"u/alice"}))

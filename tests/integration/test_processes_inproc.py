@@ -21,10 +21,13 @@ from tests.integration.helpers import make_job
 from worker.sandbox.policy import Sandbox
 from worker.worker import Worker
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 NOW_FAR = 4_000_000_000_000
 
 WAIT_FOR_FILE = """
 import os, time
+
 def main(me: str, other: str | None = None, deadline_s: float = 20):
     if not os.path.exists(me):  # a re-run is another uid: it may not rewrite the first's file
         open(me, "w").close()

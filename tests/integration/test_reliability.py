@@ -14,6 +14,8 @@ from jobs.scripts import ScriptStore
 from schedules.store import Schedule, ScheduleStore, fire_job_id
 from tests.integration.helpers import make_job
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 NOW = 1_700_000_000_000
 
 

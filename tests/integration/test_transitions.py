@@ -14,6 +14,8 @@ from common.models import Job, Status
 from common.store import FENCED, NEW_SECRETS, Store
 from tests.integration.helpers import make_job
 
+pytestmark = pytest.mark.cluster
+
 NOW = 1_700_000_000_000
 
 

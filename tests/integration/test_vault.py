@@ -14,6 +14,8 @@ from vault.crypto import DecryptionError, SecretBox
 from vault.redaction import redact, redaction_values
 from vault.store import Vault
 
+pytestmark = pytest.mark.cluster  # also on a Redis Cluster (tests/conftest.py)
+
 NOW = 1_700_000_000_000
 SECRET = "s3cr3t-Pa55word-\u00e9\u2713"
 ALICE = Principal("alice")
