@@ -16,8 +16,10 @@ from auth.identity import IdentityStore
 from common.keys import Keys
 from common.models import Kind
 from gristmill.client import Gristmill
-from gristmill.embedded import EmbeddedRedis, free_port
+from gristmill.embedded import free_port
+from gristmill.embedded_cluster import EmbeddedCluster
 from schedules.store import Schedule
+from tests.conftest import RedisUnderTest
 from tests.e2e.conftest import (
     Processes,
     RunningFleet,
@@ -29,7 +31,7 @@ from tests.e2e.conftest import (
 from tests.e2e.test_identity_e2e import Http, healthy
 from vault.crypto import generate_key
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(120)]
 
 WAIT_S = 90.0
 
@@ -222,14 +224,19 @@ def main():
 """
 
 
+def any_port(server: RedisUnderTest) -> int:
+    """A port the fleet's Redis answers on (a server's, or a cluster's first node's)."""
+    return server.nodes[0].port if isinstance(server, EmbeddedCluster) else server.port
+
+
 def test_steps_run_as_the_flow_identity_and_a_forbidden_script_fails_the_flow(
-        flow_fleet: FlowFleet, redis_server: EmbeddedRedis) -> None:
+        flow_fleet: FlowFleet, redis_server: RedisUnderTest) -> None:
     """alice's flow: its steps run as alice in the sandbox; a step running bob's script is refused."""
     fleet, http = flow_fleet, flow_fleet.http
     alice, bob = fleet.tokens["alice"], fleet.tokens["bob"]
     http.ok("POST", "/api/scripts", bob, {"path": "u/bob/private", "language": "python3",
                                           "code": "def main():\n    return 'bob only'"})
-    env_step = raw("a", STEP_ENV.replace('os.environ["PORT"]', str(redis_server.port)))
+    env_step = raw("a", STEP_ENV.replace('os.environ["PORT"]', str(any_port(redis_server))))
     allowed = flow_of(env_step)
     flow_id = http.ok("POST", "/api/jobs/run/preview_flow", alice, {"value": allowed, "args": {}})
     done = fleet.gm.wait(flow_id, WAIT_S)

@@ -29,6 +29,8 @@ ALICE = Principal(user="alice", groups=frozenset({"ops"}))
 BOB = Principal(user="bob", groups=frozenset({"dev"}))
 CAROL = Principal(user="carol", groups=frozenset({"ops"}))
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[JsEngine]:

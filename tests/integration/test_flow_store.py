@@ -16,10 +16,13 @@ from flows.inputs import FlowInputError
 from flows.model import parse_flow
 from flows.state import EarlyReturn, FlowCompleted, JobCompleted, Resumed, StartJob
 from flows.store import FLOW_COMMIT, FlowStore, StepOutcome
+from tests.conftest import RedisUnderTest, client_for
 from tests.unit.flow_driver import flow, js, loop, raw, static
 
 FLOW = "0b7e4a52-1111-4222-8333-444455556666"
 NOW = 1_700_000_000_000
+
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +195,9 @@ def test_a_forwarder_crash_delivers_twice_and_the_flow_counts_once(fs: FlowStore
     assert [launcher.jobs[j].step for j in launcher.order] == ["a", "b"]
 
 
-def test_concurrent_advancers_apply_each_event_exactly_once(fs: FlowStore, redis_client: redis.Redis,
-                                                            keys: Keys, engine: JsEngine) -> None:
+def test_concurrent_advancers_apply_each_event_exactly_once(
+        fs: FlowStore, redis_client: redis.Redis, redis_server: RedisUnderTest, keys: Keys,
+        engine: JsEngine) -> None:
     """Four advancers racing on one flow: every event applied once, none lost, none twice."""
     n = 40
     doc = flow(loop("l", f"Array.from({{length: {n}}}, (_, i) => i)",
@@ -207,8 +211,7 @@ def test_concurrent_advancers_apply_each_event_exactly_once(fs: FlowStore, redis
     fs.forward("other")
 
     def advancer() -> None:
-        mine = FlowStore(redis.Redis(connection_pool=redis_client.connection_pool), keys, engine,
-                         clock=lambda: NOW)
+        mine = FlowStore(client_for(redis_server.url), keys, engine, clock=lambda: NOW)
         while mine.advance_one("flows", FLOW):
             pass
 

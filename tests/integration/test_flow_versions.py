@@ -13,6 +13,8 @@ from flows.errors import FlowDefinitionError
 from flows.versions import FlowVersions
 from tests.unit.flow_driver import flow, raw
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture
 def versions(redis_client: redis.Redis, keys: Keys) -> FlowVersions:
