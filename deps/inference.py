@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from common import pysource
 from deps.mapping import IMPORT_TO_DISTRIBUTION, PROVIDED
 
 _MARKER = re.compile(r"^#\s*(requirements|extra_requirements)\s*:\s*$")
@@ -64,7 +65,7 @@ def imported_modules(code: str) -> set[str]:
     SyntaxError when it runs, which says more than a failed lock would.
     """
     try:
-        tree = ast.parse(code)
+        tree = pysource.parse(code)
     except (SyntaxError, ValueError):
         return set()
     found: set[str] = set()

@@ -11,6 +11,8 @@ import ast
 from dataclasses import dataclass
 from typing import Any
 
+from common import pysource
+
 NO_DEFAULT: Any = object()
 
 
@@ -40,7 +42,7 @@ class Param:
 def python_params(code: str) -> list[Param] | None:
     """Parameters of ``main`` (keyword-able ones); None when the code has no parsable ``main``."""
     try:
-        tree = ast.parse(code)
+        tree = pysource.parse(code)
     except SyntaxError:
         return None
     for node in tree.body:

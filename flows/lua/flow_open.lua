@@ -1,3 +1,4 @@
+#!lua
 -- flow_open: create a flow job's record, already running (no worker runs a flow), with
 -- its flow: definition, initial state and start event. One script, so a flow job never
 -- exists without its flow, nor a flow without its record.
