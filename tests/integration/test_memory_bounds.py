@@ -50,6 +50,8 @@ def test_count_retention_keeps_the_newest_jobs_per_group(store: Store,
                                                          redis_client: redis.Redis) -> None:
     """Beyond retention_max_jobs the oldest completed jobs go, with every key of theirs."""
     ids = []
+    ticks = iter(range(1_700_000_000_000, 1_700_000_100_000, 10))
+    store.clock = lambda: next(ticks)  # completions 10 ms apart: their order is never a tie
     for n in range(7):
         job = make_job(created_at=n)
         store.enqueue(job, fresh_id=True)
