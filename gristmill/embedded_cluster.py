@@ -20,7 +20,7 @@ from pathlib import Path
 import redis
 
 from common.errors import ConfigError
-from gristmill.embedded import OPERATOR_USER, EmbeddedRedis, find_server_binary, free_port
+from gristmill.embedded import OPERATOR_USER, EmbeddedRedis, find_server_binary, free_ports
 
 SLOTS = 16384
 FORM_TIMEOUT_S = 30.0
@@ -29,11 +29,11 @@ FORM_TIMEOUT_S = 30.0
 class ClusterNode(EmbeddedRedis):
     """One node of an :class:`EmbeddedCluster`."""
 
-    def __init__(self, data_dir: Path, *, port: int, binary: str, password: str | None,
-                 node_timeout_ms: int, appendfsync: str) -> None:
+    def __init__(self, data_dir: Path, *, port: int, bus_port: int, binary: str,
+                 password: str | None, node_timeout_ms: int, appendfsync: str) -> None:
         super().__init__(data_dir, port=port, binary=binary, password=password,
                          appendfsync=appendfsync)
-        self.bus_port = free_port()
+        self.bus_port = bus_port
         self.node_timeout_ms = node_timeout_ms
 
     def command(self) -> list[str]:
@@ -70,10 +70,13 @@ class EmbeddedCluster:
         binary = binary or find_server_binary()
         self.password = password
         self.primaries = primaries
+        count = primaries * (1 + replicas)
+        ports = free_ports(2 * count)  # distinct: a node's port is never another's bus port
         self.nodes = [
-            ClusterNode(data_dir / f"node{i}", port=free_port(), binary=binary, password=password,
-                        node_timeout_ms=node_timeout_ms, appendfsync=appendfsync)
-            for i in range(primaries * (1 + replicas))
+            ClusterNode(data_dir / f"node{i}", port=ports[2 * i], bus_port=ports[2 * i + 1],
+                        binary=binary, password=password, node_timeout_ms=node_timeout_ms,
+                        appendfsync=appendfsync)
+            for i in range(count)
         ]
 
     @property

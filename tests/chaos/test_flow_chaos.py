@@ -28,8 +28,8 @@ import pytest
 import redis
 
 from gristmill.client import Gristmill
-from gristmill.embedded import EmbeddedRedis
 from tests.chaos.conftest import STOP_TIMEOUT_S, ChaosFleet, Proc
+from tests.conftest import RedisUnderTest, client_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -119,14 +119,14 @@ def busy_pids(client: redis.Redis) -> set[int]:
 
 
 def test_flows_complete_through_worker_and_scheduler_kills_and_a_redis_restart(
-        chaos_fleet: ChaosFleet, chaos_redis: EmbeddedRedis, tmp_path: Path) -> None:
+        chaos_fleet: ChaosFleet, chaos_redis: RedisUnderTest, tmp_path: Path) -> None:
     """Every flow ends success with its result; none left running; every step ran."""
     rng = random.Random(SEED)
     runs_file = chaos_fleet.share / "flow-runs.txt"
     runs_file.touch()
     runs_file.chmod(0o666)
     gm = Gristmill(chaos_redis.url)
-    client = redis.Redis.from_url(chaos_redis.url)
+    client = client_for(chaos_redis.url)
     second: list[Proc] = []
     try:
         gm.set_route("second", "second")
@@ -166,7 +166,8 @@ def test_flows_complete_through_worker_and_scheduler_kills_and_a_redis_restart(
             else:
                 chaos_redis.stop()
                 chaos_redis.start()
-                client.connection_pool.disconnect()
+                client.close()
+                client = client_for(chaos_redis.url)
 
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         problems: list[str] = []
