@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -556,6 +558,11 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
         return int(ns.func(ns))
+    except BrokenPipeError:
+        # The reader went away (`... | head`, `grep -q`): stop quietly, as Unix tools do.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (GristmillError, ValueError, OSError) as exc:
         print(f"gristmill: {exc}", file=sys.stderr)
         return 2
