@@ -58,6 +58,8 @@ _CLUSTER_PASSING = re.compile(
 )
 
 
+DEFAULT_PORT = 6379  # Redis's own, for a cluster URL's node without a port
+
 def passing_state(exc: BaseException) -> bool:
     """True for a Redis error that says the server cannot serve now, not that we erred."""
     if isinstance(exc, (*_PASSING_STATES, redis.exceptions.SlotNotCoveredError)):
@@ -145,7 +147,7 @@ def is_cluster_url(url: str) -> bool:
 
 
 def cluster_nodes(url: str) -> list[tuple[str, int]]:
-    """The ``(host, port)`` of each node a cluster URL names (port 6379 when not given)."""
+    """The ``(host, port)`` of each node a cluster URL names (DEFAULT_PORT when not given)."""
     netloc = urlparse(url).netloc.rpartition("@")[2]
     nodes = []
     for part in filter(None, netloc.split(",")):
@@ -155,7 +157,7 @@ def cluster_nodes(url: str) -> list[tuple[str, int]]:
         else:
             host, _, port = part.partition(":")
         try:
-            nodes.append((host, int(port or 6379)))
+            nodes.append((host, int(port or DEFAULT_PORT)))
         except ValueError:
             raise ConfigError(f"bad node {part!r} in the cluster URL: use host:port") from None
     if not nodes:

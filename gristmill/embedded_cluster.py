@@ -180,12 +180,6 @@ class EmbeddedCluster:
                     return node
         raise ConfigError(f"no live primary serves the slot of {key!r}")
 
-    def flush(self) -> None:
-        """Empty every primary (FLUSHALL is not routed by key, so each is told)."""
-        for node in self.primary_nodes():
-            with node.client() as client:
-                client.flushall()
-
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()

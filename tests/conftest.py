@@ -90,12 +90,20 @@ def client_for(url: str) -> redis.Redis:
     return redis.Redis.from_url(url)
 
 
+def empty_cluster(cluster: EmbeddedCluster) -> None:
+    """Empty every primary of a cluster this session started (a flush is not routed by
+    key, so each primary is told)."""
+    for node in cluster.primary_nodes():
+        with node.client() as client:
+            client.flushdb()
+
+
 @pytest.fixture
 def redis_client(redis_server: RedisUnderTest) -> Iterator[redis.Redis]:
     """A client on a database emptied for this test (only on our own server)."""
     client = client_for(redis_server.url)
     if isinstance(redis_server, EmbeddedCluster):
-        redis_server.flush()
+        empty_cluster(redis_server)
     else:
         client.flushdb()
     yield client

@@ -8,7 +8,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from common.connection import cluster_nodes, connect, is_cluster_url, passing_state
+from common.connection import DEFAULT_PORT, cluster_nodes, connect, is_cluster_url, passing_state
 from common.errors import ConfigError
 from common.keys import Keys
 from common.settings import Settings
@@ -20,12 +20,12 @@ def slot(key: str) -> int:
 
 @pytest.mark.parametrize(("url", "nodes"), [
     ("redis+cluster://u:p@10.0.0.1:7000,10.0.0.2:7001", [("10.0.0.1", 7000), ("10.0.0.2", 7001)]),
-    ("redis+cluster://redis-0", [("redis-0", 6379)]),
+    ("redis+cluster://redis-0", [("redis-0", DEFAULT_PORT)]),
     ("rediss+cluster://:p@[::1]:7000,h:1", [("::1", 7000), ("h", 1)]),
     ("redis+cluster://a:1,,b:2/0", [("a", 1), ("b", 2)]),
 ])
 def test_cluster_urls_name_their_nodes(url: str, nodes: list[tuple[str, int]]) -> None:
-    """A cluster URL names one or more nodes; the port defaults to 6379."""
+    """A cluster URL names one or more nodes; the port defaults to DEFAULT_PORT."""
     assert is_cluster_url(url)
     assert cluster_nodes(url) == nodes
 
@@ -45,7 +45,7 @@ def test_a_cluster_url_with_a_database_is_refused() -> None:
 
 def test_single_server_urls_are_not_cluster_urls() -> None:
     """redis:// and rediss:// stay single-server URLs."""
-    assert not is_cluster_url("redis://u:p@h:6379/0")
+    assert not is_cluster_url("redis://u:p@h:7379/0")
     assert not is_cluster_url("rediss://h:6380/0")
 
 
