@@ -23,7 +23,7 @@ import redis.cluster
 import yaml
 from compose_spec import PyOptions
 
-from common.connection import cluster_nodes, connect, is_cluster_url
+from common.connection import DEFAULT_PORT, cluster_nodes, connect, is_cluster_url
 from common.keys import Keys
 from gristmill.embedded import find_server_binary, free_port
 from gristmill.embedded_cluster import EmbeddedCluster
@@ -129,7 +129,7 @@ def test_kubernetes_cluster_url_names_the_statefulset_pods() -> None:
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     assert container["args"][:2] == ["redis-server", "/acl/cluster.conf"]
     assert "--cluster-enabled" in container["args"]
-    assert {p["containerPort"] for p in container["ports"]} == {6379, 16379}
+    assert {p["containerPort"] for p in container["ports"]} == {DEFAULT_PORT, DEFAULT_PORT + 10000}
 
 
 def test_kubernetes_cluster_pods_are_restricted() -> None:

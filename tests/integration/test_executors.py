@@ -378,7 +378,7 @@ def test_cancel_before_run_spawns_nothing(sandbox: Sandbox) -> None:
 
 def test_env_is_exactly_what_was_passed(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     """The job sees only the env it was given, plus its HOME and TMPDIR: nothing of the worker's."""
-    monkeypatch.setenv("GRISTMILL_REDIS_URL", "redis://:secret@localhost:16379/0")
+    monkeypatch.setenv("GRISTMILL_REDIS_URL", "redis://:secret@localhost:17379/0")
     env = {**BASE_ENV, "WM_JOB_ID": "j-1"}
     outcome, _, _ = run_job(sandbox, "python3", """
         import os
