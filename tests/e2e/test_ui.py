@@ -49,6 +49,9 @@ FAIL = ("def helper():\n    raise ValueError('boom from the job')\n\n\n"
 WAIT = ("import time\n\n\ndef main():\n    print('waiting for cancel', flush=True)\n"
         "    while True:\n        time.sleep(0.05)\n")
 WAIT_S = 30_000  # ms, Playwright's unit
+# expect() has its own default of 5 s, too short on a loaded 2-core machine (a live log line
+# travels job -> worker -> Redis -> API -> page); it still returns as soon as the check holds.
+expect.set_options(timeout=WAIT_S)
 
 
 @dataclass
