@@ -9,11 +9,17 @@ credentials, no secret of the worker), with the version's code as its
 a socket, so module state persists between the jobs of that script, and of
 that script only. Jobs of other scripts run the ordinary way.
 
+* **Processes.** A sync ``main`` runs one job at a time in a process, so a
+  version gets a process per job running at once, up to
+  ``--dedicated-processes`` (default: the worker's ``--concurrency``), each
+  its own interpreter and module state, started when a job finds every
+  process busy. An ``async def main`` gets one process whose event loop runs
+  every job it is sent. Where the next job goes: ``worker/dedicated_plan.py``.
 * **Versions.** A process runs one version (hash). A job of a newer version
-  starts a process for it; the older one is *draining*: it takes no new job
-  and is stopped when its last job ends.
-* **Threads.** A sync ``main`` runs one job at a time unless the worker was
-  given ``--dedicated-threads N``: then up to N at once on as many threads.
+  starts a process for it; the older ones are *draining*: they take no new
+  job and are stopped when their last job ends.
+* **Threads.** With ``--dedicated-threads N`` a process runs up to N jobs of
+  a sync ``main`` at once on as many threads.
 * **Timeouts and cancels.** An ``async def main`` job is canceled inside the
   process (``CancelledError``). A sync job cannot be interrupted there: the
   process is killed (SIGTERM, then SIGKILL) and restarted for the next job,
@@ -37,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import log
+from worker.dedicated_plan import START, is_async_main, place
 from worker.executors.command import Prepared, ProcessResult
 from worker.executors.outcome import Outcome, exit_status, failure
 from worker.jobprocess import LogLine, LogSink, ProcessRun, _Batcher
@@ -87,6 +94,7 @@ class DedicatedProcess:
         self.path = path
         self.script_hash = script_hash
         self.draining = False
+        self.load = 0  # jobs placed here and not finished (the pool's lock guards it)
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -119,11 +127,6 @@ class DedicatedProcess:
     @property
     def alive(self) -> bool:
         return not self._exited.is_set()
-
-    @property
-    def busy(self) -> int:
-        with self._lock:
-            return len(self._pending)
 
     def stop(self) -> None:
         """Kill the process (its jobs fail with SandboxLost)."""
@@ -270,16 +273,26 @@ def _describe_end(result: ProcessResult | None) -> str:
 
 
 class DedicatedPool:
-    """The dedicated processes of one worker: one per script version in use."""
+    """The dedicated processes of one worker: up to ``processes`` per script version in use.
+
+    A sync ``main`` gets a process per job running at once (up to ``processes``,
+    the worker's concurrency by default), each its own interpreter with its own
+    module state, as in a prefork pool; with ``threads`` > 1 a process takes that
+    many jobs at once. An ``async def main`` gets one process: its event loop
+    takes every job. Processes start when a job finds none with room
+    (``worker/dedicated_plan.py``), and stay until the worker stops, a newer
+    version drains them, or they die.
+    """
 
     def __init__(self, paths: tuple[str, ...], sandbox: Sandbox, env: dict[str, str],
-                 tags: tuple[str, ...] = (), threads: int = 1) -> None:
+                 tags: tuple[str, ...] = (), threads: int = 1, processes: int = 1) -> None:
         self.threads = threads  # a sync main's jobs at once in one process
+        self.processes = max(1, processes)  # processes per script version at most
         self.paths = frozenset(paths)
         self.tags = frozenset(tags)
         self.sandbox = sandbox
         self.env = env
-        self._processes: dict[str, DedicatedProcess] = {}  # hash -> process
+        self._processes: dict[str, list[DedicatedProcess]] = {}  # hash -> processes, by age
         self._lock = threading.Lock()
         self.log = log.get(process="worker")
 
@@ -290,49 +303,80 @@ class DedicatedPool:
     def run(self, *, script_path: str, script_hash: str, code: Callable[[], tuple[str, Limits]],
             job_id: str, args: dict[str, Any], env: dict[str, str], timeout_s: float,
             sink: LogSink, cancel: threading.Event) -> Outcome:
-        """Run one job of a dedicated script in its version's process (started if need be)."""
+        """Run one job of a dedicated script in a process of its version (started if need be)."""
+        process = self._take(script_path, script_hash, code)
         try:
-            process = self._process(script_path, script_hash, code)
             process.wait_ready()
+            return process.run(job_id, args, env, timeout_s, sink, cancel)
         except _Unavailable as exc:
             return exc.outcome
-        try:
-            return process.run(job_id, args, env, timeout_s, sink, cancel)
         finally:
+            with self._lock:
+                process.load -= 1
             self._retire_drained()
 
-    def _process(self, path: str, digest: str,
-                 code: Callable[[], tuple[str, Limits]]) -> DedicatedProcess:
+    def _take(self, path: str, digest: str,
+              code: Callable[[], tuple[str, Limits]]) -> DedicatedProcess:
+        """A process of this version for one more job, its place counted in its load."""
         with self._lock:
-            process = self._processes.get(digest)
-            if process is not None and process.alive:
+            process = self._placed(digest)
+            if process is not None:
                 return process
-        source, limits = code()
+        source, limits = code()  # outside the lock: it may read Redis
         with self._lock:
-            process = self._processes.get(digest)
-            if process is not None and process.alive:
+            process = self._placed(digest)  # another job may have started one meanwhile
+            if process is not None:
                 return process
-            for other_hash, other in self._processes.items():
-                if other_hash != digest and other.path == path:
-                    other.draining = True  # a newer version is here: let the old one drain
-            plog = self.log.bind(script_path=path, script_hash=digest)
-
-            def on_output(lines: list[LogLine]) -> None:
-                for line in lines:
-                    plog.info("dedicated process output", stream=line.stream, line=line.line)
-
-            process = DedicatedProcess(path=path, script_hash=digest, code=source,
-                                       sandbox=self.sandbox, limits=limits, env=self.env,
-                                       on_output=on_output, threads=self.threads)
-            self._processes[digest] = process
-            plog.info("dedicated process started")
+            for other_hash, others in self._processes.items():
+                if other_hash != digest:
+                    for other in others:
+                        if other.path == path:
+                            other.draining = True  # a newer version is here: let it drain
+            process = self._start(path, digest, source, limits)
+            process.load += 1
             return process
+
+    def _placed(self, digest: str) -> DedicatedProcess | None:
+        """The live process of ``digest`` that takes the next job, its load counted; None
+        when a new one should start. Called with the lock held."""
+        live = [p for p in self._processes.get(digest, ()) if p.alive]
+        if not live:
+            return None
+        room = None if live[0].is_async else self.threads
+        index = place([p.load for p in live], room, self.processes)
+        if index == START:
+            return None
+        live[index].load += 1
+        return live[index]
+
+    def _start(self, path: str, digest: str, source: str, limits: Limits) -> DedicatedProcess:
+        plog = self.log.bind(script_path=path, script_hash=digest)
+
+        def on_output(lines: list[LogLine]) -> None:
+            for line in lines:
+                plog.info("dedicated process output", stream=line.stream, line=line.line)
+
+        process = DedicatedProcess(path=path, script_hash=digest, code=source,
+                                   sandbox=self.sandbox, limits=limits, env=self.env,
+                                   on_output=on_output, threads=self.threads)
+        process.is_async = is_async_main(source)
+        siblings = [p for p in self._processes.get(digest, ()) if p.alive]
+        self._processes[digest] = [*siblings, process]
+        plog.info("dedicated process started", processes=len(siblings) + 1)
+        return process
 
     def _retire_drained(self) -> None:
         with self._lock:
-            gone = [h for h, p in self._processes.items()
-                    if not p.alive or (p.draining and p.busy == 0)]
-            retired = [self._processes.pop(h) for h in gone]
+            retired: list[DedicatedProcess] = []
+            for digest, processes in list(self._processes.items()):
+                gone = [p for p in processes
+                        if not p.alive or (p.draining and p.load == 0)]
+                kept = [p for p in processes if p not in gone]
+                retired += gone
+                if kept:
+                    self._processes[digest] = kept
+                else:
+                    del self._processes[digest]
         for process in retired:
             if process.alive:
                 self.log.info("dedicated process drained; stopped",
@@ -342,7 +386,7 @@ class DedicatedPool:
     def close(self) -> None:
         """Stop every process (the worker is stopping)."""
         with self._lock:
-            processes = list(self._processes.values())
+            processes = [p for group in self._processes.values() for p in group]
             self._processes.clear()
         for process in processes:
             process.stop()
