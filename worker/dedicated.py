@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import socket
 import struct
 import threading
@@ -105,19 +106,27 @@ class DedicatedProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock = ours
         self._send_lock = threading.Lock()
+        # No reader thread: a thread waiting for news of the process reads the socket itself
+        # while no other does (its turn: _reading), so a reply needs no hand-over between
+        # threads; whatever it reads for others, it hands them through their events.
+        self._news = threading.Condition()  # guards _reading and _eof; notified on any news
+        self._reading = False
+        self._eof = False
+        self._buffer = b""
+        self._poll = select.poll()
+        self._poll.register(ours, select.POLLIN)
         self.threads = threads
         self._run = ProcessRun(dedicated_prepared(code, threads), sandbox=sandbox, env=env,
                                timeout_s=FOREVER_S, sink=on_output, limits=limits,
                                channel=theirs.fileno())
         self._theirs = theirs
         threading.Thread(target=self._live, daemon=True, name="gristmill-dedicated").start()
-        threading.Thread(target=self._read, daemon=True, name="gristmill-dedicated-read").start()
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Block until the script is imported; raise _Unavailable when it could not be."""
-        self._ready.wait(timeout_s)
+        self._await(self._ready, timeout_s)
         if self.fatal is not None:
             raise _Unavailable(Outcome(ok=False, error=self.fatal))
         if self.end is not None or not self._ready.is_set():
@@ -140,7 +149,7 @@ class DedicatedProcess:
             self._theirs.close()
             self.end = _describe_end(result)
             self._exited.set()
-            self._ready.set()
+            self._signal(self._ready)
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
             self._fail_all(f"the dedicated process ended ({self.end})")
@@ -157,7 +166,7 @@ class DedicatedProcess:
             self._send({"t": "run", "j": job_id, "args": args, "env": env})
         except OSError:
             pending.lost = f"the dedicated process ended ({self.end or 'socket closed'})"
-            pending.done.set()
+            self._signal(pending.done)
         reason = self._wait(pending, job_id, timeout_s, cancel)
         pending.close()
         with self._lock:
@@ -176,16 +185,16 @@ class DedicatedProcess:
     def _wait(self, pending: _Pending, job_id: str, timeout_s: float,
               cancel: threading.Event) -> str | None:
         deadline = time.monotonic() + timeout_s
-        while not pending.done.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+        while not self._await(pending.done, min(0.05, max(0.0, deadline - time.monotonic()))):
             if cancel.is_set() or time.monotonic() >= deadline:
                 reason = "cancel" if cancel.is_set() else "timeout"
                 if reason == "cancel" and self.is_async:  # else: threads cannot be stopped
                     with contextlib.suppress(OSError):
                         self._send({"t": "cancel", "j": job_id})
-                    if pending.done.wait(self._run.kill_grace_s):
+                    if self._await(pending.done, self._run.kill_grace_s):
                         return reason
                 self.stop()  # a sync main cannot be interrupted: the process goes
-                pending.done.wait()
+                self._await(pending.done, FOREVER_S)  # the process's end fails it, at the latest
                 return reason
         return None
 
@@ -194,35 +203,81 @@ class DedicatedProcess:
         with self._send_lock:
             self._sock.sendall(HEADER.pack(len(data)) + data)
 
-    def _read(self) -> None:
-        buffer = b""
+    def _signal(self, event: threading.Event) -> None:
+        with self._news:
+            event.set()
+            self._news.notify_all()
+
+    def _await(self, event: threading.Event, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for ``event``, reading the socket when no one else does."""
+        end = time.monotonic() + timeout_s
         while True:
+            with self._news:
+                while True:
+                    if event.is_set():
+                        return True
+                    remaining = end - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    if not self._reading and not self._eof:
+                        self._reading = True
+                        break
+                    self._news.wait(remaining)  # the reader, or the process's end, wakes us
+            try:
+                self._read_until(event, end)
+            finally:
+                with self._news:
+                    self._reading = False
+                    self._news.notify_all()  # another waiter takes the turn
+
+    def _read_until(self, event: threading.Event, end: float) -> None:
+        """Read and dispatch messages until ``event`` is set, the socket ends, or ``end``."""
+        while not event.is_set():
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return
+            if not self._poll.poll(min(1000, max(1, int(remaining * 1000)))):
+                continue  # at most a second at a time: poll's bound, and ``end`` rechecked
             try:
                 chunk = self._sock.recv(65536)
             except OSError:
                 chunk = b""
             if not chunk:
+                with self._news:
+                    self._eof = True  # the process's end (_live) fails what is left
                 return
-            buffer += chunk
-            while len(buffer) >= HEADER.size:
-                (size,) = HEADER.unpack_from(buffer)
+            self._buffer += chunk
+            while len(self._buffer) >= HEADER.size:
+                (size,) = HEADER.unpack_from(self._buffer)
                 if size > MAX_MESSAGE:
                     self.stop()  # a protocol violation: the script's process cannot be trusted
+                    with self._news:
+                        self._eof = True
                     return
-                if len(buffer) < HEADER.size + size:
+                if len(self._buffer) < HEADER.size + size:
                     break
-                self._dispatch(json.loads(buffer[HEADER.size:HEADER.size + size]))
-                buffer = buffer[HEADER.size + size:]
+                body = self._buffer[HEADER.size:HEADER.size + size]
+                self._buffer = self._buffer[HEADER.size + size:]
+                try:
+                    message = json.loads(body)
+                except ValueError:
+                    message = None
+                if not isinstance(message, dict):
+                    self.stop()  # not our protocol: the process cannot be trusted either
+                    with self._news:
+                        self._eof = True
+                    return
+                self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("t")
         if kind == "ready":
             self.is_async = bool(message.get("async"))
-            self._ready.set()
+            self._signal(self._ready)
         elif kind == "fatal":
             self.fatal = {k: str(message.get("error", {}).get(k, "")) for k in
                           ("name", "message", "traceback")}
-            self._ready.set()
+            self._signal(self._ready)
         elif kind in ("log", "done"):
             with self._lock:
                 pending = self._pending.get(str(message.get("j")))
@@ -234,14 +289,14 @@ class DedicatedProcess:
                                     str(message.get("l", ""))))
             else:
                 pending.report = message
-                pending.done.set()
+                self._signal(pending.done)
 
     def _fail_all(self, why: str) -> None:
         with self._lock:
             pendings = list(self._pending.values())
         for pending in pendings:
             pending.lost = why
-            pending.done.set()
+            self._signal(pending.done)
 
 
 class Cancel:
