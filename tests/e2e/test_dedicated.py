@@ -304,3 +304,30 @@ def test_sync_main_gets_a_sandboxed_process_per_slot(dedicated: Dedicated) -> No
     assert again.status == Status.SUCCESS, again.error
     assert again.result["count"] == 2
     assert again.result["module"] in {r["module"] for r in results}
+
+
+HOSTILE = """
+import gc, socket
+
+def main(n: int):
+    if n == 1:  # forge a reply on the process's own socket to the worker: not JSON
+        channel = next(o for o in gc.get_objects() if isinstance(o, socket.socket))
+        channel.sendall(b"\\x00\\x00\\x00\\x05hello")
+        import time
+        time.sleep(30)
+    return n
+"""
+
+
+def test_a_forged_message_ends_the_process_not_the_worker(dedicated: Dedicated) -> None:
+    """Job code that writes garbage on the process's socket: the process is stopped, its job
+    fails with SandboxLost, and the next job runs in a new process of the same worker."""
+    gm = dedicated.gm
+    gm.deploy_script("u/alice/hostile", HOSTILE, "python3")
+    dedicated.procs.worker("--dedicated", "u/alice/hostile", "--group", "hostile", name="hostile")
+    gm.set_route("hostile", "hostile")
+    forged = gm.wait(gm.run_script("u/alice/hostile", {"n": 1}, tag="hostile"), 60)
+    assert forged.status == Status.FAILURE and forged.error is not None
+    assert forged.error["name"] == "SandboxLost", forged.error
+    after = gm.wait(gm.run_script("u/alice/hostile", {"n": 2}, tag="hostile"), 60)
+    assert after.status == Status.SUCCESS and after.result == 2, after.error
