@@ -13,8 +13,9 @@ that script only. Jobs of other scripts run the ordinary way.
   version gets a process per job running at once, up to
   ``--dedicated-processes`` (default: the worker's ``--concurrency``), each
   its own interpreter and module state, started when a job finds every
-  process busy. An ``async def main`` gets one process whose event loop runs
-  every job it is sent. Where the next job goes: ``worker/dedicated_plan.py``.
+  process busy, and stopped (all but the first) after ``IDLE_S`` unused. An
+  ``async def main`` gets one process whose event loop runs every job it is
+  sent. Where the next job goes: ``worker/dedicated_plan.py``.
 * **Versions.** A process runs one version (hash). A job of a newer version
   starts a process for it; the older ones are *draining*: they take no new
   job and are stopped when their last job ends.
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import log
-from worker.dedicated_plan import START, is_async_main, place
+from worker.dedicated_plan import START, is_async_main, place, surplus
 from worker.executors.command import Prepared, ProcessResult
 from worker.executors.outcome import Outcome, exit_status, failure
 from worker.jobprocess import LogLine, LogSink, ProcessRun, _Batcher
@@ -54,6 +55,8 @@ HEADER = struct.Struct(">I")
 MAX_MESSAGE = 64 * 1024 * 1024
 FOREVER_S = 10 * 365 * 86400.0  # the process's own timeout: it lives until stopped
 START_TIMEOUT_S = 60.0
+IDLE_S = 300.0  # a version's processes beyond its first are stopped after this long unused
+TIDY_EVERY_S = 30.0
 MAIN_FILE = "main.py"
 
 
@@ -96,6 +99,7 @@ class DedicatedProcess:
         self.script_hash = script_hash
         self.draining = False
         self.load = 0  # jobs placed here and not finished (the pool's lock guards it)
+        self.idle_since = time.monotonic()  # when its load last fell to 0 (the same lock)
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -105,7 +109,8 @@ class DedicatedProcess:
         self.end: str | None = None  # how the process ended, once it has
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock = ours
-        self._send_lock = threading.Lock()
+        self._send_lock = threading.Lock()  # also guards _released and closing the socket
+        self._released = False
         # No reader thread: a thread waiting for news of the process reads the socket itself
         # while no other does (its turn: _reading), so a reply needs no hand-over between
         # threads; whatever it reads for others, it hands them through their events.
@@ -141,6 +146,17 @@ class DedicatedProcess:
         """Kill the process (its jobs fail with SandboxLost)."""
         self._run.cancel()
 
+    def release(self) -> None:
+        """The pool let go of it with no job placed: close the socket once the process ends.
+
+        Not before: a thread still sending or reading on a closed descriptor could meet
+        another process's socket under the same number.
+        """
+        with self._send_lock:
+            self._released = True
+            if self._exited.is_set():
+                self._sock.close()
+
     def _live(self) -> None:
         result: ProcessResult | None = None
         try:
@@ -153,6 +169,9 @@ class DedicatedProcess:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
             self._fail_all(f"the dedicated process ended ({self.end})")
+            with self._send_lock:
+                if self._released:
+                    self._sock.close()
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -336,11 +355,13 @@ class DedicatedPool:
     many jobs at once. An ``async def main`` gets one process: its event loop
     takes every job. Processes start when a job finds none with room
     (``worker/dedicated_plan.py``), and stay until the worker stops, a newer
-    version drains them, or they die.
+    version drains them, they die, or (all but a version's first) they go unused
+    for ``idle_s``.
     """
 
     def __init__(self, paths: tuple[str, ...], sandbox: Sandbox, env: dict[str, str],
-                 tags: tuple[str, ...] = (), threads: int = 1, processes: int = 1) -> None:
+                 tags: tuple[str, ...] = (), threads: int = 1, processes: int = 1,
+                 idle_s: float = IDLE_S) -> None:
         self.threads = threads  # a sync main's jobs at once in one process
         self.processes = max(1, processes)  # processes per script version at most
         self.paths = frozenset(paths)
@@ -350,6 +371,9 @@ class DedicatedPool:
         self._processes: dict[str, list[DedicatedProcess]] = {}  # hash -> processes, by age
         self._lock = threading.Lock()
         self.log = log.get(process="worker")
+        self.idle_s = idle_s
+        self._closed = threading.Event()
+        threading.Thread(target=self._tidy, daemon=True, name="gristmill-dedicated-tidy").start()
 
     def handles(self, script_path: str | None, tag: str) -> bool:
         """Whether a script job of this path and tag runs dedicated here."""
@@ -368,7 +392,13 @@ class DedicatedPool:
         finally:
             with self._lock:
                 process.load -= 1
-            self._retire_drained()
+                if process.load == 0:
+                    process.idle_since = time.monotonic()
+                dropped = process.load == 0 and \
+                    process not in self._processes.get(script_hash, ())
+            if dropped:  # it died, or the worker closed the pool, while this job was in it
+                process.release()
+            self._retire()
 
     def _take(self, path: str, digest: str,
               code: Callable[[], tuple[str, Limits]]) -> DedicatedProcess:
@@ -420,28 +450,44 @@ class DedicatedPool:
         plog.info("dedicated process started", processes=len(siblings) + 1)
         return process
 
-    def _retire_drained(self) -> None:
+    def _tidy(self) -> None:
+        """Stop the surplus processes a burst started, once unused for ``idle_s``."""
+        while not self._closed.wait(min(TIDY_EVERY_S, self.idle_s)):
+            self._retire()
+
+    def _retire(self) -> None:
+        """Stop the processes that are dead, drained (an old version with no job left), or
+        surplus (not a version's first, unused for ``idle_s``)."""
+        now = time.monotonic()
         with self._lock:
             retired: list[DedicatedProcess] = []
             for digest, processes in list(self._processes.items()):
-                gone = [p for p in processes
-                        if not p.alive or (p.draining and p.load == 0)]
-                kept = [p for p in processes if p not in gone]
-                retired += gone
+                live = [p for p in processes if p.alive]
+                idle = set(surplus([p.load for p in live], [now - p.idle_since for p in live],
+                                   self.idle_s))
+                kept = [p for i, p in enumerate(live)
+                        if i not in idle and not (p.draining and p.load == 0)]
+                retired += [p for p in processes if p not in kept]
                 if kept:
                     self._processes[digest] = kept
                 else:
                     del self._processes[digest]
         for process in retired:
             if process.alive:
-                self.log.info("dedicated process drained; stopped",
+                self.log.info("dedicated process drained; stopped" if process.draining else
+                              "dedicated process unused; stopped",
                               script_hash=process.script_hash)
                 process.stop()
+            if process.load == 0:  # else the last of its jobs releases it
+                process.release()
 
     def close(self) -> None:
         """Stop every process (the worker is stopping)."""
+        self._closed.set()
         with self._lock:
             processes = [p for group in self._processes.values() for p in group]
             self._processes.clear()
         for process in processes:
             process.stop()
+            if process.load == 0:  # else the last of its jobs releases it
+                process.release()

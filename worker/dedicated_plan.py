@@ -49,3 +49,10 @@ def is_async_main(source: str) -> bool:
         if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) and node.name == "main":
             found = isinstance(node, ast.AsyncFunctionDef)  # the last definition wins, as at run
     return found
+
+
+def surplus(loads: Sequence[int], idle_s: Sequence[float], keep_idle_s: float) -> list[int]:
+    """The processes of one version to stop: every one but the first that has had no job
+    for ``keep_idle_s`` (the first stays, warm, for the next job whatever the wait)."""
+    return [index for index in range(1, len(loads))
+            if loads[index] == 0 and idle_s[index] >= keep_idle_s]

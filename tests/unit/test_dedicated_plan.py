@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.dedicated_plan import START, is_async_main, place
+from worker.dedicated_plan import START, is_async_main, place, surplus
 
 
 @pytest.mark.parametrize(("loads", "room", "most", "expected"), [
@@ -38,3 +38,15 @@ def test_place(loads: list[int], room: int | None, most: int, expected: int) -> 
 def test_is_async_main(source: str, expected: bool) -> None:
     """Only a module-level ``async def main`` (the last definition) reads as async."""
     assert is_async_main(source) is expected
+
+
+@pytest.mark.parametrize(("loads", "idle_s", "expected"), [
+    ([], [], []),
+    ([0], [999.0], []),                          # the first process stays, however long unused
+    ([0, 0, 0], [999.0, 999.0, 10.0], [1]),      # only those unused long enough
+    ([0, 1, 0], [999.0, 999.0, 300.0], [2]),     # a process with a job is never surplus
+    ([1, 0], [0.0, 299.9], []),                  # not yet
+])
+def test_surplus(loads: list[int], idle_s: list[float], expected: list[int]) -> None:
+    """Every process but a version's first, with no job and unused for 300 s, is stopped."""
+    assert surplus(loads, idle_s, 300.0) == expected
