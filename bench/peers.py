@@ -7,8 +7,10 @@ system in turn, emptied between runs. Each system gets 2 worker processes of
 4 slots where it has slots (RQ: 2 workers, one job at a time each, forking a
 work horse per job as it does by default; SAQ: 2 workers x 4 concurrent
 coroutines; Dramatiq: 2 processes x 4 threads; Huey: 2 consumers x 4 threads;
-Gristmill: 2 workers x 4 slots, warm sandboxed, or dedicated with its sync
-main one job at a time or on 4 threads (``--dedicated-threads 4``)), started and
+Gristmill: 2 workers x 4 slots, warm sandboxed, or dedicated: by default a
+sandboxed process per slot for the script's sync main; as before this session
+one process per worker (``--dedicated-processes 1``), one job at a time; or one
+process on 4 threads (``--dedicated-threads 4``)), started and
 warmed up (a few jobs run) before anything is measured. Workloads, from one
 producer in this process:
 
@@ -250,6 +252,8 @@ class Gristmill(System):
             if self.mode.startswith("dedicated") else []
         if self.mode == "dedicated-threads":
             dedicated += ["--dedicated-threads", str(SLOTS)]
+        if self.mode == "dedicated-1":
+            dedicated += ["--dedicated-processes", "1"]
         return [[*exe, "scheduler"], *([*exe, "worker", "--concurrency", str(SLOTS),
                                         *dedicated] for _ in range(WORKERS))]
 
@@ -296,8 +300,8 @@ def run_workload(system: System, workload: str, ns: argparse.Namespace) -> dict[
                    f"{system.name}: {ns.scheduled} scheduled jobs")
         late = summarize(system.lateness_ms())
         return {"jobs": ns.scheduled, "enqueue_s": round(enqueue_s, 3),
-                "late_p50_ms": late.p50 if late else None,
-                "late_p99_ms": late.p99 if late else None}
+                "late_p50_ms": round(late.p50, 1) if late else None,
+                "late_p99_ms": round(late.p99, 1) if late else None}
     count, sleep_ms = (ns.jobs, 0) if workload == "noop" else (ns.sleep_jobs, 10)
     started = time.monotonic()
     system.enqueue(count, sleep_ms)
@@ -346,6 +350,7 @@ def table(results: dict[str, dict[str, Any]], ns: argparse.Namespace) -> str:
 SYSTEMS: dict[str, Callable[[str, Path], System]] = {
     "gristmill-warm": lambda url, tmp: Gristmill(url, tmp, "warm"),
     "gristmill-dedicated": lambda url, tmp: Gristmill(url, tmp, "dedicated"),
+    "gristmill-dedicated-1": lambda url, tmp: Gristmill(url, tmp, "dedicated-1"),
     "gristmill-dedicated-threads": lambda url, tmp: Gristmill(url, tmp, "dedicated-threads"),
     "rq": Rq, "saq": Saq, "dramatiq": Dramatiq, "huey": Huey,
 }

@@ -60,6 +60,10 @@ def add_process_commands(sub: Any) -> None:
     p.add_argument("--dedicated-threads", type=int, default=1, metavar="N",
                    help="a dedicated sync main runs up to N jobs at once on N threads of its "
                    "process (default 1: one at a time; main must then be thread-safe)")
+    p.add_argument("--dedicated-processes", type=int, default=0, metavar="N",
+                   help="sandboxed processes per dedicated script version at most, each its own "
+                   "interpreter and module state, started as jobs need them (default: "
+                   "--concurrency; an async main uses one)")
     _add_sandbox_options(p)
     p.set_defaults(func=cmd_worker)
 
@@ -182,8 +186,11 @@ def _dedicated_pool(ns: argparse.Namespace, sandbox: Any) -> Any:
         check_item_path(path)
     if ns.dedicated_threads < 1:
         raise ConfigError("--dedicated-threads must be at least 1")
+    if ns.dedicated_processes < 0:
+        raise ConfigError("--dedicated-processes must be at least 1 (0: the worker's concurrency)")
     return DedicatedPool(tuple(ns.dedicated), sandbox, process_environment(ns.group),
-                         tags=tuple(ns.dedicated_tag), threads=ns.dedicated_threads)
+                         tags=tuple(ns.dedicated_tag), threads=ns.dedicated_threads,
+                         processes=ns.dedicated_processes or max(1, ns.concurrency))
 
 
 def _run_init_script(settings: Settings, ns: argparse.Namespace, sandbox: Any) -> None:

@@ -9,11 +9,18 @@ credentials, no secret of the worker), with the version's code as its
 a socket, so module state persists between the jobs of that script, and of
 that script only. Jobs of other scripts run the ordinary way.
 
+* **Processes.** A sync ``main`` runs one job at a time in a process, so a
+  version gets a process per job running at once, up to
+  ``--dedicated-processes`` (default: the worker's ``--concurrency``), each
+  its own interpreter and module state, started when a job finds every
+  process busy, and stopped (all but the first) after ``IDLE_S`` unused. An
+  ``async def main`` gets one process whose event loop runs every job it is
+  sent. Where the next job goes: ``worker/dedicated_plan.py``.
 * **Versions.** A process runs one version (hash). A job of a newer version
-  starts a process for it; the older one is *draining*: it takes no new job
-  and is stopped when its last job ends.
-* **Threads.** A sync ``main`` runs one job at a time unless the worker was
-  given ``--dedicated-threads N``: then up to N at once on as many threads.
+  starts a process for it; the older ones are *draining*: they take no new
+  job and are stopped when their last job ends.
+* **Threads.** With ``--dedicated-threads N`` a process runs up to N jobs of
+  a sync ``main`` at once on as many threads.
 * **Timeouts and cancels.** An ``async def main`` job is canceled inside the
   process (``CancelledError``). A sync job cannot be interrupted there: the
   process is killed (SIGTERM, then SIGKILL) and restarted for the next job,
@@ -26,219 +33,20 @@ that script only. Jobs of other scripts run the ordinary way.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from common import log
-from worker.executors.command import Prepared, ProcessResult
-from worker.executors.outcome import Outcome, exit_status, failure
-from worker.jobprocess import LogLine, LogSink, ProcessRun, _Batcher
+from worker.dedicated_plan import START, is_async_main, place, surplus
+from worker.dedicated_process import DedicatedProcess, Unavailable
+from worker.executors.outcome import Outcome
+from worker.jobprocess import LogLine, LogSink
 from worker.sandbox.policy import Limits, Sandbox
 
-HEADER = struct.Struct(">I")
-MAX_MESSAGE = 64 * 1024 * 1024
-FOREVER_S = 10 * 365 * 86400.0  # the process's own timeout: it lives until stopped
-START_TIMEOUT_S = 60.0
-MAIN_FILE = "main.py"
-
-
-def dedicated_prepared(code: str, threads: int = 1) -> Prepared:
-    """The dedicated program with the script as its main.py (the socket's fd is appended)."""
-    import sys
-
-    argv = [sys.executable, "-u", "-P", "-m", "worker.executors.dedicated", MAIN_FILE,
-            str(threads)]
-    return Prepared(argv=argv, files={MAIN_FILE: code}, env={}, result_fd=True)
-
-
-@dataclass
-class _Pending:
-    """One job in the process: its log sink, and its report once done."""
-
-    sink: LogSink
-    batcher: _Batcher | None = None  # made at its first line: a silent job costs no thread
-    done: threading.Event = field(default_factory=threading.Event)
-    report: dict[str, Any] | None = None
-    lost: str | None = None
-
-    def put(self, line: LogLine) -> None:
-        if self.batcher is None:
-            self.batcher = _Batcher(self.sink, 0.05, 200)
-        self.batcher.put(line)
-
-    def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
-
-
-class DedicatedProcess:
-    """One sandboxed process running one version of one script."""
-
-    def __init__(self, *, path: str, script_hash: str, code: str, sandbox: Sandbox,
-                 limits: Limits, env: dict[str, str], on_output: LogSink,
-                 threads: int = 1) -> None:
-        self.path = path
-        self.script_hash = script_hash
-        self.draining = False
-        self._pending: dict[str, _Pending] = {}
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._exited = threading.Event()
-        self.is_async = False
-        self.fatal: dict[str, Any] | None = None
-        self.end: str | None = None  # how the process ended, once it has
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock = ours
-        self._send_lock = threading.Lock()
-        self.threads = threads
-        self._run = ProcessRun(dedicated_prepared(code, threads), sandbox=sandbox, env=env,
-                               timeout_s=FOREVER_S, sink=on_output, limits=limits,
-                               channel=theirs.fileno())
-        self._theirs = theirs
-        threading.Thread(target=self._live, daemon=True, name="gristmill-dedicated").start()
-        threading.Thread(target=self._read, daemon=True, name="gristmill-dedicated-read").start()
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Block until the script is imported; raise _Unavailable when it could not be."""
-        self._ready.wait(timeout_s)
-        if self.fatal is not None:
-            raise _Unavailable(Outcome(ok=False, error=self.fatal))
-        if self.end is not None or not self._ready.is_set():
-            raise _Unavailable(failure(
-                "SandboxLost", f"the dedicated process did not start: {self.end or 'timed out'}"))
-
-    @property
-    def alive(self) -> bool:
-        return not self._exited.is_set()
-
-    @property
-    def busy(self) -> int:
-        with self._lock:
-            return len(self._pending)
-
-    def stop(self) -> None:
-        """Kill the process (its jobs fail with SandboxLost)."""
-        self._run.cancel()
-
-    def _live(self) -> None:
-        result: ProcessResult | None = None
-        try:
-            result = self._run.run()
-        finally:
-            self._theirs.close()
-            self.end = _describe_end(result)
-            self._exited.set()
-            self._ready.set()
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-            self._fail_all(f"the dedicated process ended ({self.end})")
-
-    # -- jobs -------------------------------------------------------------------------------
-
-    def run(self, job_id: str, args: dict[str, Any], env: dict[str, str], timeout_s: float,
-            sink: LogSink, cancel: threading.Event) -> Outcome:
-        """Run one job in the process; its log lines go to ``sink``; ``cancel`` set stops it."""
-        pending = _Pending(sink)
-        with self._lock:
-            self._pending[job_id] = pending
-        try:
-            self._send({"t": "run", "j": job_id, "args": args, "env": env})
-        except OSError:
-            pending.lost = f"the dedicated process ended ({self.end or 'socket closed'})"
-            pending.done.set()
-        reason = self._wait(pending, job_id, timeout_s, cancel)
-        pending.close()
-        with self._lock:
-            self._pending.pop(job_id, None)
-        if reason == "timeout":
-            return failure("Timeout", f"job exceeded its timeout of {timeout_s:g} s")
-        if pending.report is not None:
-            report = pending.report
-            if report.get("ok") is True:
-                return Outcome(ok=True, result=report.get("result"))
-            return Outcome(ok=False, error=report.get("error"))
-        if reason == "cancel":
-            return failure("Canceled", "job was canceled")
-        return failure("SandboxLost", pending.lost or "the dedicated process ended")
-
-    def _wait(self, pending: _Pending, job_id: str, timeout_s: float,
-              cancel: threading.Event) -> str | None:
-        deadline = time.monotonic() + timeout_s
-        while not pending.done.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
-            if cancel.is_set() or time.monotonic() >= deadline:
-                reason = "cancel" if cancel.is_set() else "timeout"
-                if reason == "cancel" and self.is_async:  # else: threads cannot be stopped
-                    with contextlib.suppress(OSError):
-                        self._send({"t": "cancel", "j": job_id})
-                    if pending.done.wait(self._run.kill_grace_s):
-                        return reason
-                self.stop()  # a sync main cannot be interrupted: the process goes
-                pending.done.wait()
-                return reason
-        return None
-
-    def _send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, separators=(",", ":")).encode()
-        with self._send_lock:
-            self._sock.sendall(HEADER.pack(len(data)) + data)
-
-    def _read(self) -> None:
-        buffer = b""
-        while True:
-            try:
-                chunk = self._sock.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                return
-            buffer += chunk
-            while len(buffer) >= HEADER.size:
-                (size,) = HEADER.unpack_from(buffer)
-                if size > MAX_MESSAGE:
-                    self.stop()  # a protocol violation: the script's process cannot be trusted
-                    return
-                if len(buffer) < HEADER.size + size:
-                    break
-                self._dispatch(json.loads(buffer[HEADER.size:HEADER.size + size]))
-                buffer = buffer[HEADER.size + size:]
-
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message.get("t")
-        if kind == "ready":
-            self.is_async = bool(message.get("async"))
-            self._ready.set()
-        elif kind == "fatal":
-            self.fatal = {k: str(message.get("error", {}).get(k, "")) for k in
-                          ("name", "message", "traceback")}
-            self._ready.set()
-        elif kind in ("log", "done"):
-            with self._lock:
-                pending = self._pending.get(str(message.get("j")))
-            if pending is None:
-                return
-            if kind == "log":
-                stream = "stderr" if message.get("s") == "stderr" else "stdout"
-                pending.put(LogLine(time.time_ns() // 1_000_000, stream,
-                                    str(message.get("l", ""))))
-            else:
-                pending.report = message
-                pending.done.set()
-
-    def _fail_all(self, why: str) -> None:
-        with self._lock:
-            pendings = list(self._pending.values())
-        for pending in pendings:
-            pending.lost = why
-            pending.done.set()
+IDLE_S = 300.0  # a version's processes beyond its first are stopped after this long unused
+TIDY_EVERY_S = 30.0
 
 
 class Cancel:
@@ -251,37 +59,34 @@ class Cancel:
         self.event.set()
 
 
-class _Unavailable(Exception):
-    """The process could not take the job: its outcome says why."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(str(outcome.error))
-        self.outcome = outcome
-
-
-def _describe_end(result: ProcessResult | None) -> str:
-    if result is None:
-        return "the worker could not run it"
-    if result.sandbox_error:
-        return result.sandbox_error
-    tail = "; last stderr lines:\n" + "\n".join(result.stderr_tail[-20:]) \
-        if result.stderr_tail else ""
-    return exit_status(result) + tail
-
-
 class DedicatedPool:
-    """The dedicated processes of one worker: one per script version in use."""
+    """The dedicated processes of one worker: up to ``processes`` per script version in use.
+
+    A sync ``main`` gets a process per job running at once (up to ``processes``,
+    the worker's concurrency by default), each its own interpreter with its own
+    module state, as in a prefork pool; with ``threads`` > 1 a process takes that
+    many jobs at once. An ``async def main`` gets one process: its event loop
+    takes every job. Processes start when a job finds none with room
+    (``worker/dedicated_plan.py``), and stay until the worker stops, a newer
+    version drains them, they die, or (all but a version's first) they go unused
+    for ``idle_s``.
+    """
 
     def __init__(self, paths: tuple[str, ...], sandbox: Sandbox, env: dict[str, str],
-                 tags: tuple[str, ...] = (), threads: int = 1) -> None:
+                 tags: tuple[str, ...] = (), threads: int = 1, processes: int = 1,
+                 idle_s: float = IDLE_S) -> None:
         self.threads = threads  # a sync main's jobs at once in one process
+        self.processes = max(1, processes)  # processes per script version at most
         self.paths = frozenset(paths)
         self.tags = frozenset(tags)
         self.sandbox = sandbox
         self.env = env
-        self._processes: dict[str, DedicatedProcess] = {}  # hash -> process
+        self._processes: dict[str, list[DedicatedProcess]] = {}  # hash -> processes, by age
         self._lock = threading.Lock()
         self.log = log.get(process="worker")
+        self.idle_s = idle_s
+        self._closed = threading.Event()
+        threading.Thread(target=self._tidy, daemon=True, name="gristmill-dedicated-tidy").start()
 
     def handles(self, script_path: str | None, tag: str) -> bool:
         """Whether a script job of this path and tag runs dedicated here."""
@@ -290,59 +95,112 @@ class DedicatedPool:
     def run(self, *, script_path: str, script_hash: str, code: Callable[[], tuple[str, Limits]],
             job_id: str, args: dict[str, Any], env: dict[str, str], timeout_s: float,
             sink: LogSink, cancel: threading.Event) -> Outcome:
-        """Run one job of a dedicated script in its version's process (started if need be)."""
+        """Run one job of a dedicated script in a process of its version (started if need be)."""
+        process = self._take(script_path, script_hash, code)
         try:
-            process = self._process(script_path, script_hash, code)
             process.wait_ready()
-        except _Unavailable as exc:
-            return exc.outcome
-        try:
             return process.run(job_id, args, env, timeout_s, sink, cancel)
+        except Unavailable as exc:
+            return exc.outcome
         finally:
-            self._retire_drained()
+            with self._lock:
+                process.load -= 1
+                if process.load == 0:
+                    process.idle_since = time.monotonic()
+                dropped = process.load == 0 and \
+                    process not in self._processes.get(script_hash, ())
+            if dropped:  # it died, or the worker closed the pool, while this job was in it
+                process.release()
+            self._retire()
 
-    def _process(self, path: str, digest: str,
-                 code: Callable[[], tuple[str, Limits]]) -> DedicatedProcess:
+    def _take(self, path: str, digest: str,
+              code: Callable[[], tuple[str, Limits]]) -> DedicatedProcess:
+        """A process of this version for one more job, its place counted in its load."""
         with self._lock:
-            process = self._processes.get(digest)
-            if process is not None and process.alive:
+            process = self._placed(digest)
+            if process is not None:
                 return process
-        source, limits = code()
+        source, limits = code()  # outside the lock: it may read Redis
         with self._lock:
-            process = self._processes.get(digest)
-            if process is not None and process.alive:
+            process = self._placed(digest)  # another job may have started one meanwhile
+            if process is not None:
                 return process
-            for other_hash, other in self._processes.items():
-                if other_hash != digest and other.path == path:
-                    other.draining = True  # a newer version is here: let the old one drain
-            plog = self.log.bind(script_path=path, script_hash=digest)
-
-            def on_output(lines: list[LogLine]) -> None:
-                for line in lines:
-                    plog.info("dedicated process output", stream=line.stream, line=line.line)
-
-            process = DedicatedProcess(path=path, script_hash=digest, code=source,
-                                       sandbox=self.sandbox, limits=limits, env=self.env,
-                                       on_output=on_output, threads=self.threads)
-            self._processes[digest] = process
-            plog.info("dedicated process started")
+            for other_hash, others in self._processes.items():
+                if other_hash != digest:
+                    for other in others:
+                        if other.path == path:
+                            other.draining = True  # a newer version is here: let it drain
+            process = self._start(path, digest, source, limits)
+            process.load += 1
             return process
 
-    def _retire_drained(self) -> None:
+    def _placed(self, digest: str) -> DedicatedProcess | None:
+        """The live process of ``digest`` that takes the next job, its load counted; None
+        when a new one should start. Called with the lock held."""
+        live = [p for p in self._processes.get(digest, ()) if p.alive]
+        if not live:
+            return None
+        room = None if live[0].is_async else self.threads
+        index = place([p.load for p in live], room, self.processes)
+        if index == START:
+            return None
+        live[index].load += 1
+        return live[index]
+
+    def _start(self, path: str, digest: str, source: str, limits: Limits) -> DedicatedProcess:
+        plog = self.log.bind(script_path=path, script_hash=digest)
+
+        def on_output(lines: list[LogLine]) -> None:
+            for line in lines:
+                plog.info("dedicated process output", stream=line.stream, line=line.line)
+
+        process = DedicatedProcess(path=path, script_hash=digest, code=source,
+                                   sandbox=self.sandbox, limits=limits, env=self.env,
+                                   on_output=on_output, threads=self.threads)
+        process.is_async = is_async_main(source)
+        siblings = [p for p in self._processes.get(digest, ()) if p.alive]
+        self._processes[digest] = [*siblings, process]
+        plog.info("dedicated process started", processes=len(siblings) + 1)
+        return process
+
+    def _tidy(self) -> None:
+        """Stop the surplus processes a burst started, once unused for ``idle_s``."""
+        while not self._closed.wait(min(TIDY_EVERY_S, self.idle_s)):
+            self._retire()
+
+    def _retire(self) -> None:
+        """Stop the processes that are dead, drained (an old version with no job left), or
+        surplus (not a version's first, unused for ``idle_s``)."""
+        now = time.monotonic()
         with self._lock:
-            gone = [h for h, p in self._processes.items()
-                    if not p.alive or (p.draining and p.busy == 0)]
-            retired = [self._processes.pop(h) for h in gone]
+            retired: list[DedicatedProcess] = []
+            for digest, processes in list(self._processes.items()):
+                live = [p for p in processes if p.alive]
+                idle = set(surplus([p.load for p in live], [now - p.idle_since for p in live],
+                                   self.idle_s))
+                kept = [p for i, p in enumerate(live)
+                        if i not in idle and not (p.draining and p.load == 0)]
+                retired += [p for p in processes if p not in kept]
+                if kept:
+                    self._processes[digest] = kept
+                else:
+                    del self._processes[digest]
         for process in retired:
             if process.alive:
-                self.log.info("dedicated process drained; stopped",
+                self.log.info("dedicated process drained; stopped" if process.draining else
+                              "dedicated process unused; stopped",
                               script_hash=process.script_hash)
                 process.stop()
+            if process.load == 0:  # else the last of its jobs releases it
+                process.release()
 
     def close(self) -> None:
         """Stop every process (the worker is stopping)."""
+        self._closed.set()
         with self._lock:
-            processes = list(self._processes.values())
+            processes = [p for group in self._processes.values() for p in group]
             self._processes.clear()
         for process in processes:
             process.stop()
+            if process.load == 0:  # else the last of its jobs releases it
+                process.release()

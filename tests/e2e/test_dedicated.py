@@ -251,3 +251,83 @@ def test_sync_main_on_threads_when_asked(dedicated: Dedicated) -> None:
     assert [job.result["job"] for job in jobs] == ids
     for n, job_id in enumerate(ids):
         assert [entry.line for entry in gm.logs(job_id)] == [f"threaded job {n}"]
+
+
+PREFORK = """
+import os, time
+PID = os.getpid()
+MODULE = os.urandom(8).hex()  # which import of the module (PIDs repeat across namespaces)
+count = 0
+
+def main(share: str, n: int, hold: bool = True, sleep_s: float = 0):
+    global count
+    count += 1
+    time.sleep(sleep_s)
+    open(os.path.join(share, f"p-{n}"), "w").close()
+    while hold and not os.path.exists(os.path.join(share, "p-go")):
+        time.sleep(0.02)
+    pids = sorted(int(e) for e in os.listdir("/proc") if e.isdigit())
+    return {"pid": PID, "module": MODULE, "uid": os.getuid(), "pids": pids, "count": count,
+            "job": os.environ["WM_JOB_ID"]}
+"""
+
+
+def test_sync_main_gets_a_sandboxed_process_per_slot(dedicated: Dedicated) -> None:
+    """By default three sync jobs at once run in three processes, each its own uid, PID
+    namespace and module state; a fourth that times out kills only its own process."""
+    gm, share = dedicated.gm, dedicated.procs.share
+    gm.deploy_script("u/alice/prefork", PREFORK, "python3")
+    dedicated.procs.worker("--dedicated", "u/alice/prefork", "--group", "prefork",
+                           "--concurrency", "4", name="prefork")
+    gm.set_route("prefork", "prefork")
+    ids = [gm.run_script("u/alice/prefork", {"share": str(share), "n": n}, tag="prefork")
+           for n in range(3)]
+    deadline(lambda: all((share / f"p-{n}").exists() for n in range(3)), 60,
+             "three sync jobs in flight at once")
+    late = gm.wait(gm.run_script("u/alice/prefork", {"share": str(share), "n": 3,
+                                                     "hold": False, "sleep_s": 60},
+                                 tag="prefork", timeout_s=1), 60)
+    assert late.status == Status.FAILURE and late.error is not None
+    assert late.error["name"] == "Timeout"
+    (share / "p-go").touch()
+    jobs = [gm.wait(job_id, 60) for job_id in ids]
+    assert all(job.status == Status.SUCCESS for job in jobs), [job.error for job in jobs]
+    results = [job.result for job in jobs]
+    assert len({r["module"] for r in results}) == 3
+    assert len({r["uid"] for r in results}) == 3 and all(r["uid"] >= UID_BASE for r in results)
+    assert all(r["pids"] == [1, r["pid"]] for r in results)  # not even each other
+    assert [r["count"] for r in results] == [1, 1, 1]  # a module of its own each
+    assert [r["job"] for r in results] == ids
+    # With every process idle again, the next job goes to the first one: its state goes on.
+    again = gm.wait(gm.run_script("u/alice/prefork", {"share": str(share), "n": 9,
+                                                      "hold": False}, tag="prefork"), 60)
+    assert again.status == Status.SUCCESS, again.error
+    assert again.result["count"] == 2
+    assert again.result["module"] in {r["module"] for r in results}
+
+
+HOSTILE = """
+import gc, socket
+
+def main(n: int):
+    if n == 1:  # forge a reply on the process's own socket to the worker: not JSON
+        channel = next(o for o in gc.get_objects() if isinstance(o, socket.socket))
+        channel.sendall(b"\\x00\\x00\\x00\\x05hello")
+        import time
+        time.sleep(30)
+    return n
+"""
+
+
+def test_a_forged_message_ends_the_process_not_the_worker(dedicated: Dedicated) -> None:
+    """Job code that writes garbage on the process's socket: the process is stopped, its job
+    fails with SandboxLost, and the next job runs in a new process of the same worker."""
+    gm = dedicated.gm
+    gm.deploy_script("u/alice/hostile", HOSTILE, "python3")
+    dedicated.procs.worker("--dedicated", "u/alice/hostile", "--group", "hostile", name="hostile")
+    gm.set_route("hostile", "hostile")
+    forged = gm.wait(gm.run_script("u/alice/hostile", {"n": 1}, tag="hostile"), 60)
+    assert forged.status == Status.FAILURE and forged.error is not None
+    assert forged.error["name"] == "SandboxLost", forged.error
+    after = gm.wait(gm.run_script("u/alice/hostile", {"n": 2}, tag="hostile"), 60)
+    assert after.status == Status.SUCCESS and after.result == 2, after.error

@@ -59,6 +59,9 @@ class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.lock = threading.Lock()
+        # Jobs sent and not done: only their lines go to the worker, which reads the socket
+        # while it waits for them (a task a job left behind prints to the process's output).
+        self.running: set[str] = set()
 
     def send(self, message: dict[str, Any]) -> None:
         data = json.dumps(message, separators=(",", ":")).encode()
@@ -91,7 +94,9 @@ class LineRouter:
 
     def write(self, text: str) -> int:
         job = current_job.get()
-        if not job:  # outside any job (import time, a thread the job started): the process's own
+        if job not in self.channel.running:
+            # Outside any job (import time, a thread the job started, a task that outlived
+            # its job): the process's own output.
             self.fallback.write(text)
             return len(text)
         with self.lock:
@@ -224,6 +229,7 @@ class Server:
         self._done(job, report)
 
     def _enter(self, message: dict[str, Any]) -> None:
+        self.channel.running.add(message["j"])
         current_job.set(message["j"])
         job_env.set(message.get("env") or {})
 
@@ -247,6 +253,7 @@ class Server:
     def _done(self, job: str, report: dict[str, object]) -> None:
         for router in self.routers:
             router.end(job)
+        self.channel.running.discard(job)
         current_job.set("")
         job_env.set(None)
         try:
