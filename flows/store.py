@@ -182,7 +182,8 @@ class FlowStore:
         reads again. The event is removed by the same commit that applies it.
         """
         g = self.keys.group(group)
-        keys = [g.flow(flow_id), g.flow_events(flow_id), g.flow_outbox(flow_id), g.flows_running]
+        keys = [g.flow(flow_id), g.flow_events(flow_id), g.flow_outbox(flow_id), g.flows_running,
+                g.flow_timers]
         while True:
             pipe = self.client.pipeline(transaction=False)
             pipe.hmget(keys[0], "def", "state", "version")

@@ -5,6 +5,7 @@
 -- KEYS[2] gm:{wg:G}:flowevents:<id>  LIST  pending events; the head is the event applied
 -- KEYS[3] gm:{wg:G}:flowoutbox:<id>  LIST  actions to carry out
 -- KEYS[4] gm:{wg:G}:flowsrunning     ZSET  running flows by last commit (the sweep's index)
+-- KEYS[5] gm:{wg:G}:flowtimers       ZSET  due timers; a flow that ends drops its timeout's
 -- ARGV[1] the version the transition read
 -- ARGV[2] the event it applied (exactly the head's text)
 -- ARGV[3] the new state (JSON)
@@ -22,7 +23,7 @@
 -- Returns {-1}, writing nothing, when another advancer committed first (version or head
 -- moved): read again and recompute.
 
-if #KEYS ~= 4 or #ARGV < 7 or #ARGV < 7 + 2 * tonumber(ARGV[7]) then
+if #KEYS ~= 5 or #ARGV < 7 or #ARGV < 7 + 2 * tonumber(ARGV[7]) then
   return redis.error_reply('ERR flow_commit.lua: wrong number of keys or arguments')
 end
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then
@@ -42,6 +43,7 @@ if #ARGV >= first_action then
 end
 if ARGV[6] ~= '0' then
   redis.call('ZREM', KEYS[4], ARGV[4])
+  redis.call('ZREM', KEYS[5], ARGV[4] .. ' flow_timeout')
   redis.call('EXPIRE', KEYS[1], ARGV[6])
   redis.call('EXPIRE', KEYS[2], ARGV[6])
   redis.call('EXPIRE', KEYS[3], ARGV[6])

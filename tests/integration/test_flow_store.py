@@ -140,7 +140,7 @@ def test_a_stale_commit_is_refused_and_writes_nothing(fs: FlowStore, redis_clien
     """flow_commit.lua refuses a transition computed from an old version or another event."""
     fs.create("flows", FLOW, parse_flow(EXAMPLE), {"n": 1})
     g = keys.group("flows")
-    k = [g.flow(FLOW), g.flow_events(FLOW), g.flow_outbox(FLOW), g.flows_running]
+    k = [g.flow(FLOW), g.flow_events(FLOW), g.flow_outbox(FLOW), g.flows_running, g.flow_timers]
     head = redis_client.lindex(k[1], 0)
     assert FLOW_COMMIT(redis_client, k, ["7", head, "{}", FLOW, NOW, "1", 0, "x"]) == [-1]
     assert FLOW_COMMIT(redis_client, k, ["0", "another event", "{}", FLOW, NOW, "1", 0, "x"]) == [-1]
