@@ -307,10 +307,21 @@ class FlowStore:
         return applied
 
     @redis_errors
-    def take(self, group: str, advancer_id: str, timeout_s: float) -> str | None:
-        """Wait for a flow with events; it stays in the advancer's processing list until released."""
+    def take(self, group: str, advancer_id: str, timeout_s: float, *,
+             release: str | None = None) -> str | None:
+        """Wait for a flow with events; it stays in the advancer's processing list until released.
+
+        ``release``: the flow this advancer is done with, released in the same round trip.
+        """
         g = self.keys.group(group)
-        flow_id = self.client.blmove(g.flow_queue, g.flow_processing(advancer_id), timeout_s, "LEFT", "RIGHT")
+        processing = g.flow_processing(advancer_id)
+        if release is None:
+            flow_id = self.client.blmove(g.flow_queue, processing, timeout_s, "LEFT", "RIGHT")
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lrem(processing, 1, release)
+            pipe.blmove(g.flow_queue, processing, timeout_s, "LEFT", "RIGHT")
+            flow_id = pipe.execute()[1]
         return None if flow_id is None else _text(flow_id)
 
     @redis_errors
