@@ -336,8 +336,8 @@ class FlowStore:
         for member in self.client.zrangebyscore(g.flow_timers, "-inf", now, start=0, num=limit):
             flow_id, _, key = _text(member).partition(" ")
             event = TimerFired(key=key).model_dump_json()
-            fired += FLOW_TIMER(self.client, [g.flow_timers, g.flow_events(flow_id), g.flow_queue],
-                                [member, flow_id, event])
+            fired += FLOW_TIMER(self.client, [g.flow_timers, g.flow_events(flow_id), g.flow_queue,
+                                              g.flow(flow_id)], [member, flow_id, event])
         return fired
 
     @redis_errors

@@ -305,6 +305,37 @@ def test_a_suspend_timeout_fires_once(fs: FlowStore, redis_client: redis.Redis, 
         ("failure", "SuspendedTimedOut")]
 
 
+def test_a_timer_of_a_flow_whose_keys_expired_is_dropped(fs: FlowStore, redis_client: redis.Redis,
+                                                         keys: Keys) -> None:
+    """A timer left for a flow that is gone fires nothing: no events list without a TTL."""
+    g = keys.group("flows")
+    redis_client.zadd(g.flow_timers, {f"{FLOW} suspend:a": NOW})
+    assert fs.fire_due_timers("flows", NOW) == 0
+    assert redis_client.zcard(g.flow_timers) == 0
+    assert redis_client.exists(g.flow_events(FLOW), g.flow_queue) == 0
+
+
+def test_a_flow_s_own_timeout_timer_is_set_with_it_and_dropped_when_it_ends(
+        redis_client: redis.Redis, keys: Keys, engine: JsEngine) -> None:
+    """flow_open.lua adds "<id> flow_timeout" at start + timeout_s; the terminal commit removes it."""
+    from common.models import Job, Kind, Status
+    from flows.jobs import FlowJobs
+
+    flow_jobs = FlowJobs(redis_client, keys, clock=lambda: NOW)
+    job = Job(id=FLOW, kind=Kind.FLOWPREVIEW, language="", status=Status.QUEUED, tag="flow", group="flows",
+              scheduled_for=NOW, created_at=NOW, created_by="admin", permissioned_as="u/admin",
+              timeout_s=30)
+    flow_jobs.open(job, flow=parse_flow(flow(raw("a"))))
+    timers = keys.group("flows").flow_timers
+    assert redis_client.zrange(timers, 0, -1, withscores=True) == [
+        (f"{FLOW} flow_timeout".encode(), NOW + 30_000)]
+    fs = FlowStore(redis_client, keys, engine, clock=lambda: NOW)
+    launcher = Launcher()
+    drain(fs, launcher, {})
+    assert [c.status for c in launcher.completed] == ["success"]
+    assert redis_client.zcard(timers) == 0
+
+
 class Broken:
     """An evaluator with a bug."""
 
