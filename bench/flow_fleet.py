@@ -1,6 +1,7 @@
-"""Flows on a real fleet (a benchmark, not a test): 40 sequential fibo(10) steps, warm path.
+"""Flows on a real fleet (a benchmark, not a test): 40 sequential fibo(10) steps, warm path;
+a parallel for-loop of 1,000 iterations.
 
-    python -m bench.flow_fleet [--steps 40] [--repeat 5] [--mode warm|cold]
+    python -m bench.flow_fleet [--steps 40] [--repeat 5] [--mode warm|cold] [--loop 1000]
 
 Starts its own Redis, one scheduler (the flow advancer) and one worker on the
 given execution path (``warm``: forked from the fork server, the default), then
@@ -10,7 +11,13 @@ runs a flow of ``--steps`` sequential python3 steps, each computing ``fibo(10)``
 (submit to completed record, read by a waiting client) and the per-step overhead:
 for each pair of consecutive steps, the next step's ``started_at`` minus the
 previous one's ``completed_at`` (record times, ms), i.e. the outcome recorded,
-forwarded, applied, the next step enqueued and claimed by the worker.
+forwarded, applied, the next step enqueued and claimed by the worker. It is split in
+two by the next step's ``created_at`` (written when the advancer enqueues it): *hand-off*
+(completed -> enqueued: the outcome forwarded, the advancer woken, the transition read,
+computed and committed) and *pickup* (enqueued -> started: the worker woken and its claim).
+
+Then a flow of one parallel for-loop of ``--loop`` iterations (0: skip), each a
+python3 step returning its item, on the same fleet: submit to completed flow.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import itertools
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from bench.fleet import BenchFleet, Deadline
@@ -44,8 +52,27 @@ def sequential(steps: int) -> dict[str, Any]:
     return {"summary": "bench", "value": {"modules": modules}}
 
 
-def run_once(gm: Gristmill, doc: dict[str, Any], steps: int) -> tuple[float, list[int], list[int]]:
-    """One flow: (wall seconds, per-step overheads ms, step run durations ms)."""
+def parallel_loop(iterations: int) -> dict[str, Any]:
+    step = {"id": "c", "value": {
+        "type": "rawscript", "language": "python3", "content": "def main(i: int):\n    return i\n",
+        "input_transforms": {"i": {"type": "javascript", "expr": "flow_input.iter.value"}}}}
+    return {"summary": "bench loop", "value": {"modules": [{"id": "l", "value": {
+        "type": "forloopflow", "parallel": True,
+        "iterator": {"type": "javascript", "expr": f"Array.from({{length: {iterations}}}, (_, i) => i)"},
+        "modules": [step]}}]}}
+
+
+@dataclass
+class Run:
+    wall: float
+    overheads: list[int]  # completed -> next started, ms
+    handoffs: list[int]  # completed -> next enqueued (created_at), ms
+    pickups: list[int]  # enqueued -> started, ms
+    durations: list[int]
+
+
+def run_once(gm: Gristmill, doc: dict[str, Any], steps: int) -> Run:
+    """One flow, its wall time and its steps' record times."""
     started = time.perf_counter()
     flow_id = gm.run_flow_preview(doc, {"x": 0})
     done = gm.wait(flow_id, 300)
@@ -53,8 +80,15 @@ def run_once(gm: Gristmill, doc: dict[str, Any], steps: int) -> tuple[float, lis
     if done.status != "success" or done.result != steps:
         raise RuntimeError(f"flow ended {done.status}: {done.result!r} {done.error}")
     jobs = [gm.get_job(row.job) for row in gm.flow_steps(flow_id) if row.job]
-    overheads = [(b.started_at or 0) - (a.completed_at or 0) for a, b in itertools.pairwise(jobs)]
-    return wall, overheads, [j.duration_ms or 0 for j in jobs]
+    pairs = list(itertools.pairwise(jobs))
+    return Run(wall, [(b.started_at or 0) - (a.completed_at or 0) for a, b in pairs],
+               [b.created_at - (a.completed_at or 0) for a, b in pairs],
+               [(b.started_at or 0) - b.created_at for _, b in pairs], [j.duration_ms or 0 for j in jobs])
+
+
+def pct(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,26 +97,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=5, help="runs; the first warms up")
     parser.add_argument("--mode", choices=["warm", "cold"], default="warm")
+    parser.add_argument("--loop", type=int, default=1000, help="parallel for-loop iterations (0: skip)")
+    parser.add_argument("--concurrency", type=int, default=2, help="the worker's slots")
     args = parser.parse_args(argv)
-    with BenchFleet(workers=1, concurrency=2, mode=args.mode) as fleet:
+    with BenchFleet(workers=1, concurrency=args.concurrency, mode=args.mode) as fleet:
         fleet.wait_ready(Deadline(60))
         gm = Gristmill(fleet.url)
         doc = sequential(args.steps)
-        walls: list[float] = []
-        overheads: list[int] = []
-        runs: list[int] = []
-        for index in range(args.repeat):
-            wall, overhead, durations = run_once(gm, doc, args.steps)
-            if index:
-                walls.append(wall)
-                overheads += overhead
-                runs += durations
-        overheads.sort()
-        load = os.getloadavg()[0]
-        print(f"{args.steps} sequential fibo(10) steps, {args.mode} path, load {load:.1f}: "
+        runs = [run_once(gm, doc, args.steps) for _ in range(args.repeat)][1:]
+        walls = [r.wall for r in runs]
+        overheads = [v for r in runs for v in r.overheads]
+        handoffs = [v for r in runs for v in r.handoffs]
+        pickups = [v for r in runs for v in r.pickups]
+        durations = [v for r in runs for v in r.durations]
+        print(f"{args.steps} sequential fibo(10) steps, {args.mode} path, load {os.getloadavg()[0]:.1f}: "
               f"flow {statistics.median(walls):.2f} s (median of {len(walls)}, min {min(walls):.2f} s); "
-              f"per-step overhead p50 {statistics.median(overheads):.0f} ms, "
-              f"p90 {overheads[int(len(overheads) * 0.9)]} ms; step run p50 {statistics.median(runs):.0f} ms")
+              f"per-step overhead p50 {statistics.median(overheads):.0f} ms, p90 {pct(overheads, 0.9)} ms "
+              f"(hand-off p50 {statistics.median(handoffs):.0f} ms, pickup p50 "
+              f"{statistics.median(pickups):.0f} ms); step run p50 {statistics.median(durations):.0f} ms")
+        if args.loop:
+            started = time.perf_counter()
+            flow_id = gm.run_flow_preview(parallel_loop(args.loop))
+            done = gm.wait(flow_id, 1800)
+            wall = time.perf_counter() - started
+            if done.status != "success" or done.result != list(range(args.loop)):
+                raise RuntimeError(f"loop flow ended {done.status}: {done.error}")
+            print(f"parallel for-loop of {args.loop} iterations ({args.concurrency} slots), load "
+                  f"{os.getloadavg()[0]:.1f}: {wall:.2f} s, {args.loop / wall:.0f} steps/s")
         gm.redis.close()
 
 

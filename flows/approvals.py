@@ -24,6 +24,7 @@ from flows.handoff import send
 from flows.state import AwaitResume, Resumed
 from flows.steps import step_rows
 from flows.store import FlowStore
+from flows.tree import find
 
 URL_LIFETIME_MS = 7 * 24 * 3600 * 1000
 FLOW_KINDS = frozenset({Kind.FLOW, Kind.FLOWPREVIEW})
@@ -72,6 +73,31 @@ class Approvals:
         self._wait(flow, step)
         expires = self.store.clock() + URL_LIFETIME_MS
         return resume_urls(base_url, secret_of(self.secret_key), flow.id, step,
+                           secrets.token_urlsafe(12), expires)
+
+    def urls_for_step(self, step_job: Job, *, base_url: str) -> dict[str, str]:
+        """A fresh pair of signed URLs for the suspend that follows a running step job, asked by
+        the step itself (``gristmill.get_resume_urls()`` in its code, e.g. to mail an approver).
+
+        The flow and the step's address come from the step job's record and its flow's state,
+        never from the caller, so a step gets the URLs of its own suspend and no other.
+        """
+        flow_id, group = step_job.parent_job, step_job.flow_group
+        if not flow_id or not group:
+            raise GristmillError(f"job {step_job.id} is not a flow step: it has no resume URLs")
+        state = self.flows.state(group, flow_id)
+        flow = self.flows.definition(group, flow_id)
+        addr = state.jobs.get(step_job.id) if state is not None and state.status == "running" else None
+        found = find(flow, state, addr) if flow and state and addr else None
+        if found is None:
+            raise GristmillError(f"job {step_job.id} is not a running step of flow {flow_id}")
+        addr = found[2].addr
+        suspend = found[1].suspend
+        if suspend is None or suspend.required_events <= 0:
+            raise GristmillError(f"step {addr!r} has no suspend: its flow would not wait for "
+                                 f"resume URLs (give the module a suspend with required_events)")
+        expires = self.store.clock() + URL_LIFETIME_MS
+        return resume_urls(base_url, secret_of(self.secret_key), flow_id, addr,
                            secrets.token_urlsafe(12), expires)
 
     def by_url(self, flow_id: str, action: Literal["resume", "cancel"], step: str, *, nonce: str,

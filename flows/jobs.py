@@ -39,6 +39,13 @@ FLOW_OPEN = LuaScript("flow_open", resources.files("flows").joinpath("lua", "flo
 # The record's worker and claim: the flow engine, which completes it with complete.lua's fencing.
 FLOW_WORKER = "flows"
 FLOW_CLAIM = "flow"
+NO_FLOW_RETRY = ("retry: a flow is not retried as a whole (its finished steps would run again); "
+                 "give the steps that may fail a `retry` in the flow, as Windmill does")
+
+
+def answered_early(job: Job) -> bool:
+    """Whether a flow job's record carries the result of its ``early_return`` step."""
+    return (job.model_extra or {}).get("early_result") is not None
 
 
 class FlowJobs:
@@ -53,6 +60,8 @@ class FlowJobs:
 
     def describe(self, spec: JobSpec) -> dict[str, Any]:
         """The record fields that say what a flow spec runs: kind, and path and hash by path."""
+        if spec.retry is not None:
+            raise SpecError(NO_FLOW_RETRY)
         if spec.flow is not None:
             parse_flow(spec.flow)  # FlowDefinitionError (a SpecError) lists what is refused
             return {"kind": Kind.FLOWPREVIEW, "language": ""}
@@ -81,9 +90,8 @@ class FlowJobs:
         deadline = time.monotonic() + timeout_s
         while True:
             job = store.get_job(flow_id)
-            early = (job.model_extra or {}).get("early_result")
-            if early is not None:
-                return job, True, json.loads(early)
+            if answered_early(job):
+                return job, True, json.loads((job.model_extra or {})["early_result"])
             if job.is_terminal:
                 return job, False, None
             left = deadline - time.monotonic()
@@ -116,10 +124,12 @@ class FlowJobs:
             "attempt": 1, "args": args})
         state = initial_state(job.id, args)
         state.root.not_before = starts
-        self._write(job, dump_flow(definition), state.model_dump_json(), now)
+        state.timeout_s = job.timeout_s
+        times_out = starts + job.timeout_s * 1000 if job.timeout_s else 0
+        self._write(job, dump_flow(definition), state.model_dump_json(), now, times_out)
 
     @redis_errors
-    def _write(self, job: Job, definition: str, state: str, now: int) -> None:
+    def _write(self, job: Job, definition: str, state: str, now: int, times_out: int) -> None:
         g = self.keys.group(job.group)
         loc = self.keys.jobloc(job.id)
         record = [item for pair in {**job.to_redis(), "ix": indexes.record_field(job)}.items()
@@ -131,9 +141,10 @@ class FlowJobs:
         created = FLOW_OPEN(
             self.client,
             [g.job(job.id), g.events, g.flow(job.id), g.flow_events(job.id), g.flow_queue,
-             g.flows_running, *(g.index(e) for e in indexes.entries_for(job, Status.RUNNING))],
+             g.flows_running, g.flow_timers,
+             *(g.index(e) for e in indexes.entries_for(job, Status.RUNNING))],
             [job.id, now, EVENTS_MAXLEN, indexes.member(job.created_at, job.id), definition, state,
-             Start().model_dump_json(), *record])
+             Start().model_dump_json(), times_out, *record])
         if not created:
             raise DuplicateJob(job.id)
         metrics.JOBS_ENQUEUED.labels(group=job.group, kind=job.kind.value).inc()

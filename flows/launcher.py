@@ -56,7 +56,11 @@ class StepJobs:
     @redis_errors
     def start_job(self, flow_id: str, action: StartJob) -> None:
         flow = self._flow(flow_id)
-        if self._recorded(action.job):
+        # A rawscript step needs no look-up and cannot be refused: the enqueue itself refuses
+        # an id enqueued before a crash (DuplicateJob), and completes one cut short after
+        # claiming its location; two round trips saved a step. A script or flow step is
+        # looked up first, so a refusal recorded before a crash is not recorded again.
+        if action.kind != "rawscript" and self._recorded(action.job):
             return  # enqueued before a crash (or refused and recorded)
         try:
             job = self._step_job(flow, action)

@@ -21,6 +21,7 @@ ModuleStatus = Literal["waiting", "running", "suspended", "success", "failure", 
 FrameStatus = Literal["running", "success", "failure", "stopped", "canceled"]
 FlowStatus = Literal["running", "success", "failure", "canceled"]
 TERMINAL_MODULE = frozenset({"success", "failure", "canceled"})
+FLOW_TIMEOUT = "flow_timeout"  # the timer key of a flow job's own timeout_s (flow_open.lua)
 
 
 class _State(BaseModel):
@@ -92,6 +93,8 @@ class FlowState(_State):
     stopped: bool = False
     skipped: bool = False
     early_returned: bool = False
+    # The flow job's own timeout_s: its timer (key FLOW_TIMEOUT) fails the flow when due.
+    timeout_s: int | None = None
     # Iteration and branch frames that ended and were taken into account, in that order:
     # kept out of the state by its store (one hash field each), so an event reads and
     # writes only the frames that still run, not every iteration of a long loop.

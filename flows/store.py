@@ -65,6 +65,9 @@ _EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
 _ACTIONS: TypeAdapter[Action] = TypeAdapter(Action)
 _DEF_CACHE_SIZE = 256
 _COMMIT_OUTBOX_HEADS = 100  # how many actions flow_commit.lua answers (LRANGE 0 99)
+EVENT_BATCH = 64  # events applied by one transition at most
+LEFTOVER: tuple[int, int, list[bytes]] = (0, 0, [])  # _advance: carry out the outbox first
+_LEFTOVER_ROUNDS = 3  # then apply events even if another dispatcher keeps the outbox busy
 DEFAULT_RETENTION_S = 30 * 24 * 3600
 AWAIT_PREFIX = "await:"  # flow hash field of a step's approval wait (f: holds archived frames)
 
@@ -172,49 +175,71 @@ class FlowStore:
 
     def advance_one(self, group: str, flow_id: str) -> bool:
         """Apply the event at the head of the flow's events; False when there is none."""
-        return self._advance(group, flow_id) is not None
+        return self._advance(group, flow_id, batch=1) is not None
 
     @redis_errors
-    def _advance(self, group: str, flow_id: str) -> tuple[int, list[bytes]] | None:
-        """Apply the head event; (events remaining, the outbox's first actions), or None if none.
+    def _advance(self, group: str, flow_id: str, *, batch: int = EVENT_BATCH,
+                 outbox_first: bool = False) -> tuple[int, int, list[bytes]] | None:
+        """Apply the first events (up to ``batch``) in one transition: (events applied, events
+        remaining, the outbox's first actions); None if there is none. With ``outbox_first``,
+        :data:`LEFTOVER` when actions are left in the outbox (a dispatcher died): they are
+        to be carried out first (:meth:`process`); the same read tells, no round trip of its own.
 
         Reads, computes and commits; when another advancer committed in between,
-        reads again. The event is removed by the same commit that applies it.
+        reads again. The events are removed by the same commit that applies them. A
+        burst of events (a parallel loop's completions) is one read, one state parsed and
+        written, one commit, instead of one each: a large state costs once per burst.
         """
         g = self.keys.group(group)
-        keys = [g.flow(flow_id), g.flow_events(flow_id), g.flow_outbox(flow_id), g.flows_running]
+        keys = [g.flow(flow_id), g.flow_events(flow_id), g.flow_outbox(flow_id), g.flows_running,
+                g.flow_timers]
         while True:
             pipe = self.client.pipeline(transaction=False)
             pipe.hmget(keys[0], "def", "state", "version")
-            pipe.lindex(keys[1], 0)
-            (definition, raw_state, version), head = pipe.execute()
-            if head is None or raw_state is None:
+            pipe.lrange(keys[1], 0, batch - 1)
+            pipe.llen(keys[2])
+            (definition, raw_state, version), heads, leftover = pipe.execute()
+            if outbox_first and leftover:
+                return LEFTOVER
+            if not heads or raw_state is None:
                 return None
-            state = FlowState.model_validate_json(raw_state)
-            new_state, actions = self._transition(_text(definition), raw_state, state,
-                                                  _EVENTS.validate_json(head))
+            new_state, actions, applied = self._transition(_text(definition), raw_state, heads)
             # A finished flow's keys live as long as its record (instance setting retention_s).
             terminal = "0" if new_state.status == "running" else str(max(1, self.retention_s))
             archived, new_state.archived = new_state.archived, []
-            args = [_text(version), head, new_state.model_dump_json(), flow_id, self.clock(), terminal,
-                    len(archived)]
+            args = [_text(version), heads[0], new_state.model_dump_json(), flow_id, self.clock(),
+                    terminal, applied, heads[applied - 1], len(archived)]
             for frame in archived:
                 args += [f"f:{frame.addr}", frame.model_dump_json()]
             args += [a.model_dump_json() for a in actions]
             reply = FLOW_COMMIT(self.client, keys, args)
             if int(reply[0]) >= 0:
-                return int(reply[0]), list(reply[1:])
+                return applied, int(reply[0]), list(reply[1:])
 
-    def _transition(self, definition: str, raw_state: bytes, state: FlowState,
-                    event: Event) -> tuple[FlowState, list[Action]]:
+    def _transition(self, definition: str, raw_state: bytes,
+                    heads: list[bytes]) -> tuple[FlowState, list[Action], int]:
+        """The state after the events ``heads`` (in order), their actions, and how many applied.
+
+        An unexpected error in a batch of several is retried with the first event alone,
+        so the events before a faulty one are applied and the faulty one fails the flow.
+        """
         if self.evaluator is None:
             raise TypeError("this FlowStore reads flows only: it was given no expression evaluator")
+        flow = self._definition(definition)
+        state = FlowState.model_validate_json(raw_state)
+        actions: list[Action] = []
         try:
-            return advance(self._definition(definition), state, event, now=self.clock(),
-                           evaluator=self.evaluator, owned=True)
+            for head in heads:
+                state, more = advance(flow, state, _EVENTS.validate_json(head), now=self.clock(),
+                                      evaluator=self.evaluator, owned=True)
+                actions += more
+            return state, actions, len(heads)
         except Exception as exc:  # a bug must not leave the event at the head forever
+            if len(heads) > 1:
+                return self._transition(definition, raw_state, heads[:1])
             error = {"name": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
-            return fail_flow(FlowState.model_validate_json(raw_state), error)
+            failed, actions = fail_flow(FlowState.model_validate_json(raw_state), error)
+            return failed, actions, 1
 
     @redis_errors
     def dispatch(self, group: str, flow_id: str, launcher: StepLauncher, *, batch: int = 100) -> int:
@@ -261,14 +286,19 @@ class FlowStore:
     @redis_errors
     def process(self, group: str, flow_id: str, launcher: StepLauncher, *, max_events: int = 10_000) -> int:
         """Carry out leftover actions, then apply every pending event and its actions; how many events."""
-        self.dispatch(group, flow_id, launcher)  # left over by a dispatcher that died
         applied = 0
+        leftovers = 0
         while applied < max_events:
-            advanced = self._advance(group, flow_id)
+            advanced = self._advance(group, flow_id, outbox_first=leftovers < _LEFTOVER_ROUNDS)
+            if advanced is LEFTOVER:
+                # Actions left over by a dispatcher that died: carried out before any event.
+                leftovers += 1
+                self.dispatch(group, flow_id, launcher)
+                continue
             if advanced is None:
                 break
-            applied += 1
-            remaining, heads = advanced
+            applied += advanced[0]
+            remaining, heads = advanced[1:]
             # The commit answered the outbox's head: no read before carrying it out.
             if heads and self._carry_out_heads(group, flow_id, heads, launcher) == _COMMIT_OUTBOX_HEADS:
                 self.dispatch(group, flow_id, launcher)  # a long outbox: the rest
@@ -277,10 +307,21 @@ class FlowStore:
         return applied
 
     @redis_errors
-    def take(self, group: str, advancer_id: str, timeout_s: float) -> str | None:
-        """Wait for a flow with events; it stays in the advancer's processing list until released."""
+    def take(self, group: str, advancer_id: str, timeout_s: float, *,
+             release: str | None = None) -> str | None:
+        """Wait for a flow with events; it stays in the advancer's processing list until released.
+
+        ``release``: the flow this advancer is done with, released in the same round trip.
+        """
         g = self.keys.group(group)
-        flow_id = self.client.blmove(g.flow_queue, g.flow_processing(advancer_id), timeout_s, "LEFT", "RIGHT")
+        processing = g.flow_processing(advancer_id)
+        if release is None:
+            flow_id = self.client.blmove(g.flow_queue, processing, timeout_s, "LEFT", "RIGHT")
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lrem(processing, 1, release)
+            pipe.blmove(g.flow_queue, processing, timeout_s, "LEFT", "RIGHT")
+            flow_id = pipe.execute()[1]
         return None if flow_id is None else _text(flow_id)
 
     @redis_errors
@@ -295,8 +336,8 @@ class FlowStore:
         for member in self.client.zrangebyscore(g.flow_timers, "-inf", now, start=0, num=limit):
             flow_id, _, key = _text(member).partition(" ")
             event = TimerFired(key=key).model_dump_json()
-            fired += FLOW_TIMER(self.client, [g.flow_timers, g.flow_events(flow_id), g.flow_queue],
-                                [member, flow_id, event])
+            fired += FLOW_TIMER(self.client, [g.flow_timers, g.flow_events(flow_id), g.flow_queue,
+                                              g.flow(flow_id)], [member, flow_id, event])
         return fired
 
     @redis_errors

@@ -44,6 +44,7 @@ from flows.model import (
 )
 from flows.retrying import retry_delay_s
 from flows.state import (
+    FLOW_TIMEOUT,
     TERMINAL_MODULE,
     Action,
     AwaitResume,
@@ -184,6 +185,9 @@ class _Run(Containers):
             self._run_frame(cur)
 
     def _timer(self, event: TimerFired) -> None:
+        if event.key == FLOW_TIMEOUT:
+            self._time_out()
+            return
         kind, _, addr = event.key.partition(":")
         found = find(self.flow, self.state, addr) if kind == "suspend" else None
         if found is None or not found[2].suspended:
@@ -199,11 +203,23 @@ class _Run(Containers):
         self._run_frame(cur)
 
     def _cancel(self, event: Cancel) -> None:
+        self._cancel_all()
+        reason = event.reason or "canceled"
+        self._complete("canceled", error=flow_error("Canceled", f"{reason} (by {event.by or 'unknown'})"))
+
+    def _time_out(self) -> None:
+        """The flow job's own timeout_s: its running steps are canceled, none other starts, and
+        the flow fails (its failure_module does not run: the flow has no time left for it)."""
+        self._cancel_all()
+        limit = f" of {self.state.timeout_s} s" if self.state.timeout_s else ""
+        self._complete("failure", error=flow_error(
+            "Timeout", f"the flow exceeded its timeout{limit}: its running steps were canceled "
+                       f"and no other step starts"))
+
+    def _cancel_all(self) -> None:
         self._cancel_frame(self.state.root)
         if self.state.failure_frame is not None:
             self._cancel_frame(self.state.failure_frame)
-        reason = event.reason or "canceled"
-        self._complete("canceled", error=flow_error("Canceled", f"{reason} (by {event.by or 'unknown'})"))
 
     # --- frames -----------------------------------------------------------------------------------------
 

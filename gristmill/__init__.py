@@ -10,6 +10,7 @@ from gristmill.injob import (
     get_job,
     get_resource,
     get_result,
+    get_resume_urls,
     get_variable,
     run_script,
     run_script_async,
@@ -18,6 +19,6 @@ from gristmill.injob import (
 
 __version__ = "0.1.0"
 __all__ = [
-    "Gristmill", "JobClientError", "__version__", "get_job", "get_resource", "get_result",
+    "Gristmill", "JobClientError", "__version__", "get_job", "get_resource", "get_result", "get_resume_urls",
     "get_variable", "run_script", "run_script_async", "set_variable",
 ]

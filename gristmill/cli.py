@@ -100,6 +100,8 @@ def _json_object(text: str, option: str) -> dict[str, Any]:
 
 
 def _submit(spec: dict[str, Any], wait: bool, wait_timeout_s: float | None = None) -> int:
+    from flows.jobs import answered_early
+
     client = _client()
     job_id = client.submit(spec)
     if not wait and wait_timeout_s is None:
@@ -109,7 +111,7 @@ def _submit(spec: dict[str, Any], wait: bool, wait_timeout_s: float | None = Non
     job = _wait(client, job_id, wait_timeout_s)
     if job is None:
         return WAIT_TIMED_OUT
-    if job.status == Status.SUCCESS:
+    if job.status == Status.SUCCESS or answered_early(job):
         print(json.dumps(job.result, ensure_ascii=False))
         return 0
     error = job.error or {}
@@ -135,7 +137,8 @@ def _wait(client: Any, job_id: str, timeout_s: float | None) -> Any:
                       file=sys.stderr)
         left = end - time.monotonic()
         try:
-            return client.wait(job_id, max(0.0, min(WAIT_SLICE_S, left)))
+            # A flow answers as soon as its early_return step completed (Windmill's --wait).
+            return client.wait(job_id, max(0.0, min(WAIT_SLICE_S, left)), early_return=True)
         except JobTimeout:
             if time.monotonic() >= end:
                 status = client.get_job(job_id).status.value

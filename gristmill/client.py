@@ -125,8 +125,19 @@ class Gristmill:
     def get_job(self, job_id: str) -> Job:
         return self.with_result(self.store.get_job(job_id))
 
-    def wait(self, job_id: str, timeout_s: float = 3600.0) -> Job:
-        """Block until the job completes (JobTimeout after ``timeout_s``)."""
+    def wait(self, job_id: str, timeout_s: float = 3600.0, *, early_return: bool = False) -> Job:
+        """Block until the job completes (JobTimeout after ``timeout_s``).
+
+        With ``early_return``, a flow whose ``early_return`` step completed answers
+        at that moment, as Windmill's synchronous callers get it: the flow job's
+        record (maybe still running) with ``result`` set to that step's result
+        (:func:`flows.jobs.answered_early` tells the two answers apart).
+        """
+        if early_return:
+            job = self.store.get_job(job_id)
+            if job.kind in (Kind.FLOW, Kind.FLOWPREVIEW):
+                done, answered, early = self.flow_jobs.wait_early(self.store, job_id, timeout_s)
+                return done.model_copy(update={"result": early}) if answered else self.with_result(done)
         return self.with_result(self.store.wait(job_id, timeout_s))
 
     def with_result(self, job: Job) -> Job:

@@ -92,6 +92,21 @@ def run_script(path: str, args: dict[str, Any] | None = None, *,
                  query={"wait_s": wait_s}, timeout_s=wait_s + 10)
 
 
+def get_resume_urls() -> dict[str, str]:
+    """Signed URLs that resume or cancel the suspend after this flow step, Windmill's
+    ``get_resume_urls()``: ``{"resume": url, "cancel": url}``, e.g. to mail an approver.
+
+    Only the running step whose module has a ``suspend`` gets them, for its own flow; the
+    URLs work once the step has completed and the flow waits. Each call mints a new pair
+    (each pair counts once).
+    """
+    job_id = os.environ.get("WM_JOB_ID")
+    if not job_id:
+        raise JobClientError(0, "WM_JOB_ID is not set: this runs inside a flow step")
+    urls: dict[str, str] = _call("GET", f"/api/jobs/resume_urls/{urllib.parse.quote(job_id, safe='')}")
+    return urls
+
+
 def get_job(job_id: str) -> dict[str, Any]:
     """A job's record, as the API shows it."""
     job: dict[str, Any] = _call("GET", f"/api/jobs/{job_id}")

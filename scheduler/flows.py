@@ -10,6 +10,7 @@ jobs into ``Cancel`` events, and gives a dead scheduler's flows back.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 
@@ -59,20 +60,29 @@ class FlowEngine:
 
     def _advance_loop(self, group: str) -> None:
         outage = Outage(f"flows {group}", "scheduler", self.log)
+        held: str | None = None
         while not self.stopping.is_set():
             try:
                 if outage.ongoing:
                     # A flow taken before the outage may still sit in our processing list.
                     self.flows.recover_advancer(group, self.id)
-                self.advance(group, self.store.block_s(TAKE_BLOCK_S))
+                    held = None
+                held = self.advance(group, self.store.block_s(TAKE_BLOCK_S), release=held)
             except RedisUnavailable as exc:
                 self.stopping.wait(outage.failed(exc))
                 continue
             outage.ok()
+        if held is not None:
+            with contextlib.suppress(RedisUnavailable):
+                self.flows.release(group, self.id, held)
 
-    def advance(self, group: str, block_s: float) -> str | None:
-        """Take one flow with events (waiting up to ``block_s``), apply them; its id, or None."""
-        flow_id = self.flows.take(group, self.id, block_s)
+    def advance(self, group: str, block_s: float, *, release: str | None = None) -> str | None:
+        """Take one flow with events (waiting up to ``block_s``), apply them; its id, or None.
+
+        The flow stays in this advancer's processing list: ``release`` it with the next
+        call (one round trip for both), or with ``FlowStore.release``.
+        """
+        flow_id = self.flows.take(group, self.id, block_s, release=release)
         if flow_id is None:
             return None
         self.flows.retention_s = self.instance().retention_s
@@ -82,7 +92,6 @@ class FlowEngine:
             raise  # it stays in the processing list; taken again after the outage
         except Exception:
             self.log.exception("flow advance failed", flow_id=flow_id, group=group)
-        self.flows.release(group, self.id, flow_id)
         return flow_id
 
     def tick(self, groups: set[str], now: int) -> None:

@@ -14,7 +14,7 @@ from api.routes.scripts import check, readable
 from api.services import Services
 from auth.identity import AuthContext
 from auth.permissions import require_author
-from common.errors import NotFound
+from common.errors import NotFound, PermissionDenied
 from common.models import Job
 from flows.approvals import FLOW_KINDS
 from flows.steps import StepRow
@@ -144,8 +144,26 @@ def flow_status(flow_id: str, svc: Svc, context: Auth) -> dict[str, Any]:
 @router.get("/jobs/flows/{flow_id}/resume_urls/{step:path}")
 def get_resume_urls(flow_id: str, step: str, svc: Svc, context: Auth) -> dict[str, str]:
     """A fresh pair of signed URLs for one approver of a suspended step (``resume``, ``cancel``)."""
+    _not_a_job(context)
     job = visible_flow(svc, context, flow_id)
     return svc.approvals.urls(job, step, base_url=svc.settings.base_url)
+
+
+@router.get("/jobs/resume_urls/{job_id}")
+def get_step_resume_urls(job_id: str, svc: Svc, context: Auth) -> dict[str, str]:
+    """Signed URLs (``resume``, ``cancel``) for the suspend after a running step, asked by the step
+    itself with its WM_TOKEN (``gristmill.get_resume_urls()``), or by a user who may see it."""
+    if context.token.job_id is not None and context.token.job_id != job_id:
+        raise PermissionDenied("a job gets the resume URLs of its own step only")
+    step = visible_job(svc, context, job_id)
+    return svc.approvals.urls_for_step(step, base_url=svc.settings.base_url)
+
+
+def _not_a_job(context: AuthContext) -> None:
+    """A job's token asks for its own step's URLs only (/jobs/resume_urls/<its id>)."""
+    if context.token.job_id is not None:
+        raise PermissionDenied("a job gets the resume URLs of its own step only: "
+                               "gristmill.get_resume_urls() in the step's code")
 
 
 def _signed(flow_id: str, action: str, step: str, svc: Services, nonce: str, expires: int,

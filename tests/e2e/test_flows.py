@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from auth.identity import IdentityStore
+from common.errors import SpecError
 from common.keys import Keys
 from common.models import Kind
 from gristmill.client import Gristmill
@@ -174,6 +175,68 @@ def test_suspend_is_resumed_through_its_signed_urls_each_once(flow_fleet: FlowFl
     assert done.result == {"resume": None, "approvers": ["anonymous", "anonymous"]}
 
 
+ASK_FOR_URLS = """\
+import gristmill
+from gristmill.injob import JobClientError, _call
+
+def main(other_flow: str, other_job: str):
+    urls = gristmill.get_resume_urls()
+    refused = {}
+    for name, route in (("step", f"/api/jobs/resume_urls/{other_job}"),
+                        ("flow", f"/api/jobs/flows/{other_flow}/resume_urls/x")):
+        try:
+            refused[name] = [200, _call("GET", route)]
+        except JobClientError as exc:
+            refused[name] = [exc.status, str(exc)]
+    return {"urls": urls, "refused": refused}
+"""
+
+NO_SUSPEND = """\
+import gristmill
+
+def main():
+    try:
+        return gristmill.get_resume_urls()
+    except gristmill.JobClientError as exc:
+        return [exc.status, str(exc)]
+"""
+
+
+def test_a_step_gets_its_own_resume_urls_and_no_other_flow_s(flow_fleet: FlowFleet) -> None:
+    """`gristmill.get_resume_urls()` in a step with a suspend signs URLs for its own flow and step
+    (Windmill's get_resume_urls); its job token gets no other flow's URLs, by step job or by
+    flow, although its identity (admin) may see that flow; a step without suspend is told why."""
+    fleet, gm = flow_fleet, flow_fleet.gm
+    other = raw("x", "def main():\n    return 'other'")
+    other["suspend"] = {"required_events": 1, "timeout": 300}
+    other_id = gm.run_flow_preview(flow_of(other, raw("y", "def main():\n    return 1")))
+    deadline(lambda: waiting_steps(fleet, other_id) == ["x"], 60, "the other flow's step to wait")
+    other_job = next(row.job for row in gm.flow_steps(other_id) if row.label == "x")
+    ask = raw("ask", ASK_FOR_URLS, other_flow=json.dumps(other_id), other_job=json.dumps(other_job))
+    ask["suspend"] = {"required_events": 1, "timeout": 300}
+    flow_id = gm.run_flow_preview(flow_of(
+        raw("plain", NO_SUSPEND), ask, raw("b", "def main(r):\n    return {'resume': r}", r="resume")))
+    deadline(lambda: waiting_steps(fleet, flow_id) == ["ask"], 60, "step ask to wait for approval")
+    rows = {row.label: row for row in gm.flow_steps(flow_id)}
+    plain = gm.get_job(rows["plain"].job or "").result
+    assert plain[0] == 400 and "has no suspend" in plain[1], plain
+    asked = gm.get_job(rows["ask"].job or "").result
+    for name, (status, message) in asked["refused"].items():
+        assert status == 403 and "its own step only" in message, (name, status, message)
+    base = fleet.http.base
+    urls = asked["urls"]
+    assert urls["resume"].startswith(f"{base}/api/jobs/flows/{flow_id}/resume/ask?"), urls
+    # Pointed at the other flow, the signature does not hold.
+    forged = urls["resume"].replace(flow_id, other_id)
+    assert fleet.http.call("POST", forged[len(base):], None, {"n": 0})[0] == 403
+    status, answer = fleet.http.call("POST", urls["resume"][len(base):], None, {"n": 1})
+    assert status == 200, answer
+    done = gm.wait(flow_id, WAIT_S)
+    assert (done.status, done.result) == ("success", {"resume": {"n": 1}}), done.error
+    assert waiting_steps(fleet, other_id) == ["x"]
+    gm.cancel(other_id, reason="test over")
+
+
 def test_suspend_times_out_and_fails_the_flow(flow_fleet: FlowFleet) -> None:
     """Nobody approves within the suspend's timeout: the flow fails with SuspendedTimedOut."""
     ask = raw("a", "def main():\n    return 1")
@@ -303,6 +366,32 @@ def test_cancel_a_flow_cancels_its_running_step_and_starts_no_other(
     assert step.status == "canceled"
 
 
+def test_a_flow_s_timeout_cancels_its_running_step_and_fails_it(
+        fleet_up: RunningFleet, gm: Gristmill, redis_client: redis.Redis) -> None:
+    """A flow job's own timeout_s: the running step is canceled, the next never starts, the flow
+    fails with a Timeout that says so; a whole-flow retry is refused, by the client and the inbox."""
+    started = fleet_up.procs.share / "started"
+    slow = raw("a", "import pathlib, time\n\ndef main(mark: str):\n    pathlib.Path(mark).touch()\n"
+                    "    time.sleep(120)\n", mark=json.dumps(str(started)))
+    doc = flow_of(slow, raw("b", "def main():\n    return 'never'"))
+    flow_id = gm.run_flow_preview(doc, timeout_s=3)
+    done = gm.wait(flow_id, WAIT_S)
+    assert started.exists()
+    assert done.status == "failure" and done.error is not None, done
+    assert done.error["name"] == "Timeout" and "timeout of 3 s" in done.error["message"], done.error
+    rows = gm.flow_steps(flow_id)
+    assert [row.label for row in rows] == ["a"] and rows[0].job is not None
+    assert gm.wait(rows[0].job, WAIT_S).status == "canceled"
+    retry = {"constant": {"attempts": 2, "seconds": 1}}
+    with pytest.raises(SpecError, match="not retried as a whole"):
+        gm.run_flow_preview(doc, retry=retry)
+    bad_id = str(uuid.uuid4())
+    redis_client.lpush("gm:inbox", json.dumps({"id": bad_id, "flow": doc, "retry": retry}))
+    rejected = gm.wait(bad_id, WAIT_S)
+    assert rejected.status == "failure" and rejected.error is not None
+    assert "not retried as a whole" in rejected.error["message"], rejected.error
+
+
 PRINTING_FLOW = """\
 summary: printing
 schema:
@@ -396,15 +485,42 @@ def test_the_readme_example_runs(fleet_up: RunningFleet, tmp_path: Path) -> None
     assert ran.returncode == 0 and json.loads(ran.stdout) == [0, 1, 4], ran.stderr
 
 
-def test_run_wait_result_answers_a_flow_s_early_return(flow_fleet: FlowFleet) -> None:
-    """early_return: the synchronous caller gets step a's result while step b still runs."""
-    fleet = flow_fleet
-    gate = fleet.procs.share / "go"
+def _gated_early_flow(gate: Path) -> dict[str, Any]:
+    """Step a answers early ({"early": True}); step b runs until ``gate`` exists, then 'late'."""
     slow = raw("b", "import pathlib, time\n\ndef main(gate: str):\n"
                     "    for _ in range(1200):\n        if pathlib.Path(gate).exists():\n"
                     "            return 'late'\n        time.sleep(0.05)\n", gate=json.dumps(str(gate)))
     doc = flow_of(raw("a", "def main():\n    return {'early': True}"), slow)
     doc["value"]["early_return"] = "a"
+    return doc
+
+
+def test_cli_wait_and_the_client_answer_a_flow_s_early_return(fleet_up: RunningFleet,
+                                                               gm: Gristmill) -> None:
+    """`run --flow --wait` prints step a's result and exits 0 while step b still runs; so does
+    `Gristmill.wait(early_return=True)`; a plain wait still waits for the flow's end."""
+    gates = fleet_up.procs.share / "cli", fleet_up.procs.share / "client"
+    gm.deploy_flow("f/ops/early", _gated_early_flow(gates[0]))
+    ran = fleet_up.procs.cli("run", "--flow", "f/ops/early", "--wait", "--wait-timeout", "60")
+    assert ran.returncode == 0 and json.loads(ran.stdout) == {"early": True}, ran.stderr
+    cli_flow = ran.stderr.split()[0]
+    assert gm.get_job(cli_flow).status == "running"  # b holds it open
+    gates[0].touch()
+    done = gm.wait(cli_flow, WAIT_S)
+    assert (done.status, done.result) == ("success", "late"), done.error
+    flow_id = gm.run_flow_preview(_gated_early_flow(gates[1]))
+    answer = gm.wait(flow_id, WAIT_S, early_return=True)
+    assert (answer.status, answer.result) == ("running", {"early": True})
+    gates[1].touch()
+    done = gm.wait(flow_id, WAIT_S)
+    assert (done.status, done.result) == ("success", "late"), done.error
+
+
+def test_run_wait_result_answers_a_flow_s_early_return(flow_fleet: FlowFleet) -> None:
+    """early_return: the synchronous caller gets step a's result while step b still runs."""
+    fleet = flow_fleet
+    gate = fleet.procs.share / "go"
+    doc = _gated_early_flow(gate)
     answer = fleet.http.ok("POST", "/api/jobs/run_wait_result/preview_flow", fleet.tokens["admin"],
                            {"value": doc, "args": {}}, query={"wait_s": 60})
     assert answer == {"early": True}

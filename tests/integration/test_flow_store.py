@@ -140,15 +140,19 @@ def test_a_stale_commit_is_refused_and_writes_nothing(fs: FlowStore, redis_clien
     """flow_commit.lua refuses a transition computed from an old version or another event."""
     fs.create("flows", FLOW, parse_flow(EXAMPLE), {"n": 1})
     g = keys.group("flows")
-    k = [g.flow(FLOW), g.flow_events(FLOW), g.flow_outbox(FLOW), g.flows_running]
+    k = [g.flow(FLOW), g.flow_events(FLOW), g.flow_outbox(FLOW), g.flows_running, g.flow_timers]
     head = redis_client.lindex(k[1], 0)
-    assert FLOW_COMMIT(redis_client, k, ["7", head, "{}", FLOW, NOW, "1", 0, "x"]) == [-1]
-    assert FLOW_COMMIT(redis_client, k, ["0", "another event", "{}", FLOW, NOW, "1", 0, "x"]) == [-1]
+    assert FLOW_COMMIT(redis_client, k, ["7", head, "{}", FLOW, NOW, "1", 1, head, 0, "x"]) == [-1]
+    assert FLOW_COMMIT(redis_client, k, ["0", "another event", "{}", FLOW, NOW, "1", 1, "another event",
+                                         0, "x"]) == [-1]
+    # Two events claimed applied where the list holds one: refused.
+    assert FLOW_COMMIT(redis_client, k, ["0", head, "{}", FLOW, NOW, "1", 2, "more", 0, "x"]) == [-1]
     assert redis_client.zscore(k[3], FLOW) == NOW
     assert redis_client.hget(k[0], "version") == b"0" and redis_client.llen(k[2]) == 0
     assert redis_client.llen(k[1]) == 1
     # Applied: no event left, and the outbox's head comes back with the answer.
-    assert FLOW_COMMIT(redis_client, k, ["0", head, "{}", FLOW, NOW, "0", 0, "a1", "a2"]) == [0, b"a1", b"a2"]
+    assert FLOW_COMMIT(redis_client, k, ["0", head, "{}", FLOW, NOW, "0", 1, head, 0, "a1", "a2"]) == [
+        0, b"a1", b"a2"]
     assert redis_client.hget(k[0], "version") == b"1" and redis_client.llen(k[1]) == 0
 
 
@@ -225,6 +229,65 @@ def test_concurrent_advancers_apply_each_event_exactly_once(
     assert [c.result for c in launcher.completed] == [list(range(n))]
 
 
+def _burst(fs: FlowStore, n: int) -> Launcher:
+    """A parallel loop of ``n`` iterations started, and all their outcomes queued to the flow."""
+    doc = flow(loop("l", f"Array.from({{length: {n}}}, (_, i) => i)",
+                    [raw("c", {"i": js("flow_input.iter.index")})], parallel=True))
+    fs.create("flows", FLOW, parse_flow(doc), {})
+    launcher = Launcher()
+    fs.process("flows", FLOW, launcher)
+    for job_id in launcher.order:
+        fs.notify("other", StepOutcome("flows", FLOW, job_id, True, launcher.jobs[job_id].args["i"]))
+    assert fs.forward("other", limit=n) == n
+    return launcher
+
+
+def test_a_burst_of_events_is_applied_in_few_commits(fs: FlowStore, redis_client: redis.Redis,
+                                                     keys: Keys) -> None:
+    """130 completions queued at once: applied 64 at a time (3 commits, not 130), all of them."""
+    launcher = _burst(fs, 130)
+    assert fs.process("flows", FLOW, launcher) == 130
+    assert redis_client.hget(keys.group("flows").flow(FLOW), "version") == b"4"  # start + 3
+    assert [c.result for c in launcher.completed] == [list(range(130))]
+    assert redis_client.llen(keys.group("flows").flow_events(FLOW)) == 0
+
+
+def test_concurrent_batching_advancers_apply_each_event_exactly_once(
+        fs: FlowStore, redis_server: RedisUnderTest, keys: Keys, engine: JsEngine) -> None:
+    """Four advancers applying batches of one burst at once: each event once, none lost."""
+    n = 200
+    launcher = _burst(fs, n)
+
+    def advancer() -> None:
+        mine = FlowStore(client_for(redis_server.url), keys, engine, clock=lambda: NOW)
+        while mine._advance("flows", FLOW, batch=7) is not None:
+            pass
+
+    threads = [threading.Thread(target=advancer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    fs.dispatch("flows", FLOW, launcher)
+    assert [c.result for c in launcher.completed] == [list(range(n))]
+
+
+def test_actions_left_over_are_carried_out_before_the_next_event(
+        fs: FlowStore, redis_client: redis.Redis, keys: Keys) -> None:
+    """A dispatcher died with actions in the outbox and an event is queued: process carries the
+    actions out first (told by the same read as the events), then applies the event."""
+    fs.create("flows", FLOW, parse_flow(flow(raw("a"), raw("b"))), {})
+    assert fs.advance_one("flows", FLOW)  # a's start committed, not carried out
+    first = fs.state("flows", FLOW)
+    assert first is not None
+    (job_a,) = first.jobs
+    fs.send("flows", FLOW, JobCompleted(job=job_a, success=True, result={"v": 1}))
+    launcher = Launcher()
+    assert fs.process("flows", FLOW, launcher) == 1
+    assert [launcher.jobs[j].step for j in launcher.order] == ["a", "b"]
+    assert redis_client.llen(keys.group("flows").flow_outbox(FLOW)) == 0
+
+
 def test_a_suspend_timeout_fires_once(fs: FlowStore, redis_client: redis.Redis, keys: Keys) -> None:
     """The suspend's timer becomes one TimerFired event, however many sweepers run."""
     doc = flow(raw("a", suspend={"required_events": 1, "timeout": 5}), raw("b"))
@@ -240,6 +303,37 @@ def test_a_suspend_timeout_fires_once(fs: FlowStore, redis_client: redis.Redis, 
     drain(fs, launcher, {})
     assert [(c.status, (c.error or {}).get("name")) for c in launcher.completed] == [
         ("failure", "SuspendedTimedOut")]
+
+
+def test_a_timer_of_a_flow_whose_keys_expired_is_dropped(fs: FlowStore, redis_client: redis.Redis,
+                                                         keys: Keys) -> None:
+    """A timer left for a flow that is gone fires nothing: no events list without a TTL."""
+    g = keys.group("flows")
+    redis_client.zadd(g.flow_timers, {f"{FLOW} suspend:a": NOW})
+    assert fs.fire_due_timers("flows", NOW) == 0
+    assert redis_client.zcard(g.flow_timers) == 0
+    assert redis_client.exists(g.flow_events(FLOW), g.flow_queue) == 0
+
+
+def test_a_flow_s_own_timeout_timer_is_set_with_it_and_dropped_when_it_ends(
+        redis_client: redis.Redis, keys: Keys, engine: JsEngine) -> None:
+    """flow_open.lua adds "<id> flow_timeout" at start + timeout_s; the terminal commit removes it."""
+    from common.models import Job, Kind, Status
+    from flows.jobs import FlowJobs
+
+    flow_jobs = FlowJobs(redis_client, keys, clock=lambda: NOW)
+    job = Job(id=FLOW, kind=Kind.FLOWPREVIEW, language="", status=Status.QUEUED, tag="flow", group="flows",
+              scheduled_for=NOW, created_at=NOW, created_by="admin", permissioned_as="u/admin",
+              timeout_s=30)
+    flow_jobs.open(job, flow=parse_flow(flow(raw("a"))))
+    timers = keys.group("flows").flow_timers
+    assert redis_client.zrange(timers, 0, -1, withscores=True) == [
+        (f"{FLOW} flow_timeout".encode(), NOW + 30_000)]
+    fs = FlowStore(redis_client, keys, engine, clock=lambda: NOW)
+    launcher = Launcher()
+    drain(fs, launcher, {})
+    assert [c.status for c in launcher.completed] == ["success"]
+    assert redis_client.zcard(timers) == 0
 
 
 class Broken:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from flows.state import Cancel, FlowState, JobCompleted, Resumed, TimerFired
+from flows.state import FLOW_TIMEOUT, Cancel, FlowState, JobCompleted, Resumed, TimerFired
 from flows.transition import advance, step_job_id
 from tests.unit.flow_driver import (
     ENGINE,
@@ -436,6 +436,45 @@ def test_cancel_cancels_running_steps_and_ignores_later_answers() -> None:
     assert sorted(d.canceled) == sorted(running) and d.pending == []
     assert d.completed is not None and d.completed.status == "canceled"
     _, actions = advance(d.flow, d.state, JobCompleted(job=late.job, success=True), now=T0, evaluator=ENGINE)
+    assert actions == []
+
+
+@pytest.mark.parametrize("where", ["a parallel loop", "a suspend", "the failure module"])
+def test_the_flow_s_timeout_cancels_running_steps_and_fails_the_flow(where: str) -> None:
+    """The flow job's timeout_s (timer FLOW_TIMEOUT): running steps are canceled, none other
+    starts, the flow fails with a Timeout that says so; a late answer changes nothing."""
+    docs = {
+        "a parallel loop": flow(loop("l", "[1, 2, 3]", [raw("c")], parallel=True), raw("d")),
+        "a suspend": _suspend_flow(),
+        "the failure module": flow(raw("a"), failure_module=raw("failure")),
+    }
+    d = Driver(docs[where], steps={"a": fail()} if where == "the failure module" else {})
+    d.state.timeout_s = 30
+    d.start()
+    if where == "a suspend":
+        d.answer(d.pending[0])  # a done, now suspended
+    elif where == "the failure module":
+        d.answer(d.pending[0])  # a failed, the failure module runs
+        assert d.steps_started == ["a", "!/failure"]
+    running = [j.job for j in d.pending]
+    late = d.pending[0] if d.pending else None
+    started = list(d.steps_started)
+    d.send(TimerFired(key=FLOW_TIMEOUT))
+    assert sorted(d.canceled) == sorted(running) and d.pending == [] and d.steps_started == started
+    assert d.completed is not None and d.completed.status == "failure"
+    assert d.completed.error is not None and d.completed.error["name"] == "Timeout"
+    assert "exceeded its timeout of 30 s" in d.completed.error["message"]
+    if late is not None:
+        _, actions = advance(d.flow, d.state, JobCompleted(job=late.job, success=True), now=T0,
+                             evaluator=ENGINE)
+        assert actions == []
+
+
+def test_a_timeout_timer_after_the_flow_ended_is_ignored() -> None:
+    """A flow that completed before its timeout takes the timer as nothing."""
+    d = Driver(flow(raw("a"))).run()
+    assert d.completed is not None and d.completed.status == "success"
+    _, actions = advance(d.flow, d.state, TimerFired(key=FLOW_TIMEOUT), now=T0, evaluator=ENGINE)
     assert actions == []
 
 
