@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import select
 import selectors
 import signal
 import socket
@@ -44,9 +45,31 @@ MAX_MESSAGE = 256
 RESULT_FD = 3  # where a job's result pipe is put; the worker names it in the request
 
 
-def serve(sock: socket.socket) -> None:
-    """Fork a job per ``run``, signal per ``kill``, report each exit; return at EOF."""
-    jobs: dict[int, int] = {}  # seq -> launcher pid, until reaped
+class _Job:
+    """A job the server forked and has not reaped yet."""
+
+    def __init__(self, pid: int, pid1: bool) -> None:
+        self.pid, self.pid1 = pid, pid1
+        self.sent: set[int] = set()  # signals the worker had forwarded to it
+
+
+class _Server:
+    """The server's state: its socket, its jobs, and how it forks them."""
+
+    def __init__(self, sock: socket.socket, pid1: bool) -> None:
+        self.sock = sock
+        self.jobs: dict[int, _Job] = {}  # seq -> job, until reaped
+        # PID-1 forks: each job's process is PID 1 of a new PID namespace (root only).
+        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if pid1 else -1
+        self.pid1 = pid1 and _pid1_forks_work(self.own_pidns)
+        # Readable once this server has exited: a job checks it after arming PDEATHSIG.
+        self.self_pidfd = os.pidfd_open(os.getpid())
+
+
+def serve(sock: socket.socket, pid1: bool = True) -> None:
+    """Fork a job per ``run``, signal per ``kill``, report each exit; at EOF kill the PID-1
+    jobs (the worker is gone) and return."""
+    server = _Server(sock, pid1)
     with selectors.DefaultSelector() as sel:
         sel.register(sock, selectors.EVENT_READ)
         while True:
@@ -54,49 +77,111 @@ def serve(sock: socket.socket) -> None:
                 if key.fileobj is sock:
                     message, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
                     if not message:
+                        _kill_all(server)
                         return
-                    _handle(message.decode().split(), fds, jobs, sel, sock)
+                    _handle(message.decode().split(), fds, server, sel)
                 else:
                     seq, pid = key.data
                     sel.unregister(key.fileobj)
                     os.close(key.fd)
-                    _reap(seq, pid, jobs, sock)
+                    _reap(seq, pid, server)
 
 
-def _handle(words: list[str], fds: list[int], jobs: dict[int, int],
-            sel: selectors.BaseSelector, sock: socket.socket) -> None:
+def _pid1_forks_work(own_pidns: int) -> bool:
+    """Whether this process may give its children a new PID namespace (and take it back)."""
+    if launch._libc.unshare(launch.CLONE_NEWPID) != 0:
+        return False
+    launch._check(launch._libc.setns(own_pidns, launch.CLONE_NEWPID), "setns")
+    return True
+
+
+def _fork(server: _Server) -> tuple[int, bool]:
+    """Fork a job: (pid, whether it is PID 1 of a new PID namespace)."""
+    if not server.pid1 or launch._libc.unshare(launch.CLONE_NEWPID) != 0:
+        return os.fork(), False
+    try:
+        pid = os.fork()
+    except OSError:
+        _own_pidns_for_children(server)
+        raise
+    if pid:  # only this child is in the new namespace: the next gets a namespace of its own
+        _own_pidns_for_children(server)
+    return pid, True
+
+
+def _own_pidns_for_children(server: _Server) -> None:
+    launch._check(launch._libc.setns(server.own_pidns, launch.CLONE_NEWPID), "setns")
+
+
+def _handle(words: list[str], fds: list[int], server: _Server,
+            sel: selectors.BaseSelector) -> None:
     if words[0] == "run":
         seq = int(words[1])
         try:
-            pid = os.fork()
+            pid, pid1 = _fork(server)
         except OSError as exc:  # out of processes or memory: this job fails, the server stays
             with contextlib.suppress(OSError):
                 os.write(fds[2], f"gristmill sandbox: cannot fork the job: {exc}\n".encode())
-                sock.send(f"exit {seq} {launch.START_FAILED << 8}".encode())
-            pid = -1
+                server.sock.send(f"exit {seq} {launch.START_FAILED << 8}".encode())
+            pid, pid1 = -1, False
         if pid == 0:
+            if pid1:
+                _pid1_job(fds, server.self_pidfd)
             _launcher(fds)
         for fd in fds:
             os.close(fd)
         if pid > 0:
-            jobs[seq] = pid
+            server.jobs[seq] = _Job(pid, pid1)
             sel.register(os.pidfd_open(pid), selectors.EVENT_READ, (seq, pid))
     elif words[0] == "kill":
-        target = jobs.get(int(words[1]))
-        if target is not None:  # not reaped yet, so the group id is still this job's
+        job = server.jobs.get(int(words[1]))
+        if job is not None:  # not reaped yet, so the group id is still this job's
+            job.sent.add(int(words[2]))
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(target, int(words[2]))
+                os.killpg(job.pid, int(words[2]))
 
 
-def _reap(seq: int, pid: int, jobs: dict[int, int], sock: socket.socket) -> None:
-    # The launcher is a zombie until waited for, so its group id is not reused yet:
-    # kill whatever the job left behind in its group, then reap.
+def _reap(seq: int, pid: int, server: _Server) -> None:
+    # The job is a zombie until waited for, so its group id is not reused yet:
+    # kill whatever it left behind in its group, then reap.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
-    del jobs[seq]
+    job = server.jobs.pop(seq)
+    if job.pid1:
+        status = pid1_status(status, job.sent)
     with contextlib.suppress(OSError):  # the worker is gone: nobody to tell
-        sock.send(f"exit {seq} {status}".encode())
+        server.sock.send(f"exit {seq} {status}".encode())
+
+
+def pid1_status(status: int, sent: set[int]) -> int:
+    """A PID-1 job's wait status as the worker expects it.
+
+    PID 1 cannot die of a signal it has no handler for, so a PID-1 job exits
+    ``128 + SIG`` where a plain process would have died of SIG. When the worker
+    had sent that signal, report it as the death by that signal it stands for.
+    """
+    if os.WIFEXITED(status):
+        sig = os.WEXITSTATUS(status) - 128
+        if sig in sent and sig > 0:
+            return sig  # the wait status of a process killed by ``sig``
+    return status
+
+
+def _kill_all(server: _Server) -> None:
+    """The worker is gone: SIGKILL every PID-1 job (its namespace dies with it) and reap.
+
+    A job forked the other way (a launcher) kills its job itself when its request
+    pipe, whose write end the worker held, reaches end-of-file.
+    """
+    for job in server.jobs.values():
+        if job.pid1:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(job.pid, signal.SIGKILL)
+    for job in server.jobs.values():
+        if job.pid1:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(job.pid, 0)
 
 
 def _launcher(fds: list[int]) -> None:
@@ -110,6 +195,30 @@ def _launcher(fds: list[int]) -> None:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.write(2, f"gristmill sandbox: {exc}\n".encode(errors="replace"))
+    os._exit(launch.START_FAILED)
+
+
+def _pid1_job(fds: list[int], server_pidfd: int) -> None:
+    """In the forked child, PID 1 of a new PID namespace: the job's sandbox and the job
+    itself (python3 in this process, bash under it). Never returns; its exit ends every
+    process left in the namespace."""
+    try:
+        launch._prctl(launch.PR_SET_PDEATHSIG, signal.SIGKILL)  # the server dies: so does the job
+        if select.select([server_pidfd], [], [], 0)[0]:  # it died before that was armed
+            os._exit(1)
+        os.setsid()  # a process group of its own, signalled as a whole by ``kill``
+        _take_fds(fds)
+        request = launch.read_request(0)
+        if request["mode"] != "isolated":  # a shared job in a PID namespace of its own
+            launch.run_shared(request, 0, start_job)
+        launch.enter_sandbox(request)
+        if request.get("inprocess"):
+            start_job(request, launch.JOB_DIR, request["uid"], "/tmp")
+        launch.exit_as_pid1(launch.supervise(request, start_job))
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(2, f"gristmill sandbox: cannot set up the job's sandbox: {exc}\n"
+                     .encode(errors="replace"))
     os._exit(launch.START_FAILED)
 
 
@@ -139,6 +248,11 @@ def start_job(request: launch.Request, workdir: str, uid: int | None, tmpdir: st
         if not request.get("inprocess"):
             os.execve(argv[0], argv, env)
         _as_fresh_interpreter(env)
+        if os.getpid() == 1:
+            # PID 1 of its namespace ignores a signal it has no handler for, so the worker's
+            # SIGTERM (timeout, cancel) would do nothing: exit as the signal would have ended
+            # it (the server reports that exit as the death by the signal: ``pid1_status``).
+            signal.signal(signal.SIGTERM, _exit_as_killed)
     except BaseException as exc:
         launch.cannot_start(exc)
     code = 1
@@ -146,6 +260,10 @@ def start_job(request: launch.Request, workdir: str, uid: int | None, tmpdir: st
         code = pywrapper.main(["pywrapper", *argv[-3:]])
     finally:
         os._exit(_shutdown(code))
+
+
+def _exit_as_killed(sig: int, frame: object) -> None:
+    os._exit(128 + sig)
 
 
 def _as_fresh_interpreter(env: dict[str, str]) -> None:
@@ -185,10 +303,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     launch._prctl(launch.PR_SET_DUMPABLE, 0)
     sock = socket.socket(fileno=int(sys.argv[1]))
+    pid1 = "--no-pid1" not in sys.argv[2:]
     # Everything imported so far is shared with every job copy-on-write; frozen, the jobs'
     # garbage collections never walk (and so never copy) those pages.
     gc.freeze()
-    serve(sock)
+    serve(sock, pid1)
 
 
 if __name__ == "__main__":

@@ -74,16 +74,22 @@ class _Connection:
 class ForkServer:
     """A running fork server and the jobs it holds; restarted on the first spawn after it died."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pid1: bool = True) -> None:
+        self.pid1 = pid1
         self._lock = threading.Lock()
         self._seq = 0
         self._conn: _Connection | None = None
         self.starts = 0
 
     @classmethod
-    def start(cls) -> ForkServer:
-        """A started server (call before reading secrets or connecting to Redis)."""
-        server = cls()
+    def start(cls, *, pid1: bool = True) -> ForkServer:
+        """A started server (call before reading secrets or connecting to Redis).
+
+        ``pid1``: where the server may (root), each job's process is PID 1 of a new PID
+        namespace, an isolated job's whole sandbox (see ``forkserver.py``); a shared job then
+        runs in a PID namespace of its own. False: a launcher per job, as cold.
+        """
+        server = cls(pid1=pid1)
         with server._lock:
             server._start_locked()
         return server
@@ -138,7 +144,7 @@ class ForkServer:
             # it ends when this end of the socket closes, worker death included.
             proc = subprocess.Popen(
                 [sys.executable, "-u", "-P", "-m", "worker.sandbox.forkserver",
-                 str(theirs.fileno())],
+                 str(theirs.fileno()), *([] if self.pid1 else ["--no-pid1"])],
                 env=SERVER_ENV, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),), start_new_session=True,
             )
