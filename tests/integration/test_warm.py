@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.conftest import deadline
 from tests.procs import assert_no_process_running, processes_with, unique_sleep
+from worker.executors.command import ProcessResult
 from worker.executors.dispatch import interpret, prepare
 from worker.executors.outcome import Outcome
 from worker.jobprocess import LogLine, ProcessRun
@@ -129,3 +130,90 @@ def test_a_dead_fork_server_fails_its_jobs_clearly_and_is_replaced(own_server: S
     assert_no_process_running(marker, timeout_s=1.0)
     assert run(own_server, "def main():\n    return 'again'\n") == Outcome(ok=True, result="again")
     assert server.starts == 2
+
+
+# -- PID-1 jobs: an isolated job's own process is PID 1 of its namespace ----------------------
+
+
+def _started(sandbox: Sandbox, kind: str, code: str, args: dict[str, object],
+             timeout_s: float = 60, grace_s: float = 0.2) -> list[ProcessResult]:
+    """A job running in a thread; the list gets its result."""
+    job = ProcessRun(prepare(kind, textwrap.dedent(code), args), sandbox=sandbox, env=ENV,
+                     timeout_s=timeout_s, sink=lambda batch: None, kill_grace_s=grace_s)
+    results: list[ProcessResult] = []
+    threading.Thread(target=lambda: results.append(job.run()), daemon=True).start()
+    return results
+
+
+def test_an_isolated_python3_job_is_pid_1_and_its_own_uid(isolated: Sandbox) -> None:
+    """One process per python3 job: the wrapper runs as PID 1 under the job's uid."""
+    outcome = run(isolated, """
+        import os
+        def main():
+            return [os.getpid(), os.getuid() >= 1_000_000_000, os.getppid()]
+    """)
+    assert outcome == Outcome(ok=True, result=[1, True, 0])
+
+
+SLEEPS = """
+import time
+def main(marker: str):
+    time.sleep(float(marker))
+"""
+
+
+@pytest.mark.parametrize("kind, code", [
+    ("python3", SLEEPS),
+    ("bash", 'marker="$1"\nsleep "$marker"\n'),
+])
+def test_a_timed_out_pid_1_job_ends_by_sigterm_well_before_the_grace(
+        isolated: Sandbox, kind: str, code: str) -> None:
+    """PID 1 ignores signals it has no handler for: the worker's SIGTERM must still end the
+    job at once, reported as death by SIGTERM (not the SIGKILL after a long grace)."""
+    marker = unique_sleep()
+    results = _started(isolated, kind, code, {"marker": marker}, timeout_s=1.0,
+                            grace_s=60.0)
+    deadline(lambda: results, 30, "the job to end")
+    result = results[0]
+    assert result.timed_out is True
+    assert result.signal == signal.SIGTERM
+    assert result.duration_ms < 20_000
+    assert_no_process_running(marker, timeout_s=1.0)
+
+
+DOUBLE_FORK = """
+import os
+def main(marker: str):
+    if os.fork() == 0:
+        if os.fork() == 0:
+            os.setsid()
+            os.execvp("sleep", ["sleep", marker])
+        os._exit(0)
+    os.wait()
+    return "left a sleeper"
+"""
+
+
+def test_a_double_forked_sleeper_dies_with_its_pid_1_job(isolated: Sandbox) -> None:
+    """The orphan is re-parented to the job (PID 1), and killed when PID 1 exits."""
+    marker = unique_sleep()
+    assert run(isolated, DOUBLE_FORK, {"marker": marker}) == \
+        Outcome(ok=True, result="left a sleeper")
+    assert_no_process_running(marker, timeout_s=1.0)
+
+
+def test_the_workers_socket_closing_kills_its_pid_1_jobs(isolated: Sandbox) -> None:
+    """No launcher watches a request pipe any more: the server kills its jobs itself when the
+    worker's end of the socket closes (as when the worker dies)."""
+    own = dataclasses.replace(isolated, server=ForkServer.start())
+    assert own.server is not None
+    marker = unique_sleep()
+    results = _started(own, "python3", """
+        import subprocess
+        def main(marker: str):
+            subprocess.run(["sleep", marker])
+    """, {"marker": marker})
+    deadline(lambda: processes_with(marker), 30, "the job to start its sleep")
+    own.server.close()
+    assert_no_process_running(marker, timeout_s=1.0)
+    deadline(lambda: results, 30, "the job to be reported")
