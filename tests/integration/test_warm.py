@@ -99,7 +99,7 @@ def test_a_job_finds_nothing_of_the_previous_jobs_args_in_its_memory(warm: Sandb
 @pytest.fixture
 def own_server(sandbox: Sandbox) -> Iterator[Sandbox]:
     """The session's sandbox mode with a fork server of its own (the test kills it)."""
-    server = ForkServer.start()
+    server = ForkServer.start(pid1=sandbox.mode == "isolated")
     yield dataclasses.replace(sandbox, server=server)
     server.close()
 
@@ -143,6 +143,16 @@ def _started(sandbox: Sandbox, kind: str, code: str, args: dict[str, object],
     results: list[ProcessResult] = []
     threading.Thread(target=lambda: results.append(job.run()), daemon=True).start()
     return results
+
+
+def test_a_shared_job_sent_to_a_pid_1_server_fails_clearly(isolated: Sandbox) -> None:
+    """A PID-1 server forks isolated jobs only: a shared one is refused, not half-sandboxed."""
+    assert isolated.server is not None and isolated.server.pid1
+    shared = Sandbox("shared", Limits(), server=isolated.server)
+    prepared = prepare("python3", "def main():\n    return 1\n", {})
+    result = ProcessRun(prepared, sandbox=shared, env=ENV, timeout_s=60, sink=lambda b: None).run()
+    assert result.exit_code == 127
+    assert any("isolated jobs only" in line for line in result.stderr_tail)
 
 
 def test_an_isolated_python3_job_is_pid_1_and_its_own_uid(isolated: Sandbox) -> None:
@@ -205,7 +215,7 @@ def test_a_double_forked_sleeper_dies_with_its_pid_1_job(isolated: Sandbox) -> N
 def test_the_workers_socket_closing_kills_its_pid_1_jobs(isolated: Sandbox) -> None:
     """No launcher watches a request pipe any more: the server kills its jobs itself when the
     worker's end of the socket closes (as when the worker dies)."""
-    own = dataclasses.replace(isolated, server=ForkServer.start())
+    own = dataclasses.replace(isolated, server=ForkServer.start(pid1=True))
     assert own.server is not None
     marker = unique_sleep()
     results = _started(own, "python3", """

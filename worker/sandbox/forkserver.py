@@ -209,8 +209,9 @@ def _pid1_job(fds: list[int], server_pidfd: int) -> None:
         os.setsid()  # a process group of its own, signalled as a whole by ``kill``
         _take_fds(fds)
         request = launch.read_request(0)
-        if request["mode"] != "isolated":  # a shared job in a PID namespace of its own
-            launch.run_shared(request, 0, start_job)
+        if request["mode"] != "isolated":  # a shared job keeps the host's PID namespace
+            raise launch.SandboxError("this fork server runs isolated jobs only (started "
+                                      "with pid1); a shared job needs one started without")
         launch.enter_sandbox(request)
         if request.get("inprocess"):
             start_job(request, launch.JOB_DIR, request["uid"], "/tmp")

@@ -74,7 +74,7 @@ class _Connection:
 class ForkServer:
     """A running fork server and the jobs it holds; restarted on the first spawn after it died."""
 
-    def __init__(self, *, pid1: bool = True) -> None:
+    def __init__(self, *, pid1: bool = False) -> None:
         self.pid1 = pid1
         self._lock = threading.Lock()
         self._seq = 0
@@ -82,12 +82,13 @@ class ForkServer:
         self.starts = 0
 
     @classmethod
-    def start(cls, *, pid1: bool = True) -> ForkServer:
+    def start(cls, *, pid1: bool = False) -> ForkServer:
         """A started server (call before reading secrets or connecting to Redis).
 
-        ``pid1``: where the server may (root), each job's process is PID 1 of a new PID
-        namespace, an isolated job's whole sandbox (see ``forkserver.py``); a shared job then
-        runs in a PID namespace of its own. False: a launcher per job, as cold.
+        ``pid1`` (isolated jobs only): where the server may (root), each job's process is
+        PID 1 of a new PID namespace and builds the job's whole sandbox itself (see
+        ``forkserver.py``); a shared job sent to it fails. False: a launcher per job, as
+        cold, for either mode.
         """
         server = cls(pid1=pid1)
         with server._lock:
