@@ -1,29 +1,36 @@
 """The warm fork server: forks one sandboxed process per job from an interpreter that is ready.
 
 Started by the worker (``worker/sandbox/warm.py``) before it reads a secret or
-opens a connection, as ``python -u -P -m worker.sandbox.forkserver FD`` with an
-empty environment; FD is its end of a ``SOCK_SEQPACKET`` socket pair. It has
+opens a connection, as ``python -u -P -m worker.sandbox.forkserver FD [--no-pid1]``
+with an empty environment; FD is its end of a ``SOCK_SEQPACKET`` socket pair. It has
 imported the python3 wrapper and the launcher, and nothing else of ours.
 
 Messages (one per packet, ASCII)::
 
     worker → server   run SEQ   + SCM_RIGHTS [request, stdout, stderr(, result)]
                       kill SEQ SIGNO      signal job SEQ's whole process group
-    server → worker   exit SEQ STATUS     the job's launcher ended with this wait status
+    server → worker   exit SEQ STATUS     the job's process ended with this wait status
 
-For ``run`` the server forks a child that becomes exactly what ``launch.py``
-is for a cold job: its own session, the request read from the request pipe
-(whose write end the worker keeps open: end-of-file means the worker is gone
-and the job is killed), then ``run_isolated`` or ``run_shared``. The only
-difference is the job's last step: a python3 job runs the wrapper in the
-forked process instead of exec'ing a new interpreter; a bash job is exec'd.
+For ``run``, a server with PID-1 forks (isolated workers; root) forks the job's
+process as PID 1 of a new PID namespace: ``unshare(CLONE_NEWPID)`` before the
+fork, ``setns`` back to its own after it. That process reads the request from
+the request pipe, enters the other namespaces, builds the private root and runs
+the job: a python3 job in that very process (as the job's uid), a bash job
+exec'd in a child it reaps. One Python fork per python3 job; see
+docs/ARCHITECTURE.md ("Warm execution") for what being PID 1 changes. Without
+PID-1 forks (``--no-pid1``: shared workers, or no right to a PID namespace) the
+child becomes exactly what ``launch.py`` is for a cold job: its own session, the
+request read from the request pipe (whose write end the worker keeps open:
+end-of-file means the worker is gone and the job is killed), then
+``run_isolated`` or ``run_shared``, a python3 job run in the last forked process.
 
 What the server itself never holds: a request. It passes the request pipe to
 the child unread, so no job's code, args or token ever enters the memory that
 later jobs are forked from. It is single-threaded (``fork`` from a threaded
 process is unsafe), ignores SIGTERM and SIGINT, and exits when the worker's end
-of the socket closes; each job's launcher then sees end-of-file on its request
-pipe and kills the job's namespace.
+of the socket closes, after SIGKILLing its PID-1 jobs (each also has
+PDEATHSIG for the server's own death); a launcher then sees end-of-file on its
+request pipe and kills the job's namespace.
 """
 
 from __future__ import annotations
@@ -137,8 +144,18 @@ def _handle(words: list[str], fds: list[int], server: _Server,
         job = server.jobs.get(int(words[1]))
         if job is not None:  # not reaped yet, so the group id is still this job's
             job.sent.add(int(words[2]))
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(job.pid, int(words[2]))
+            _signal_job(job.pid, int(words[2]))
+
+
+def _signal_job(pid: int, sig: int) -> None:
+    """Signal the job's process group; the process alone if it has not made its group yet."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+    except PermissionError:
+        pass
 
 
 def _reap(seq: int, pid: int, server: _Server) -> None:
@@ -176,8 +193,7 @@ def _kill_all(server: _Server) -> None:
     """
     for job in server.jobs.values():
         if job.pid1:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(job.pid, signal.SIGKILL)
+            _signal_job(job.pid, signal.SIGKILL)
     for job in server.jobs.values():
         if job.pid1:
             with contextlib.suppress(ChildProcessError):
