@@ -10,6 +10,9 @@ Run as root: ``python -m bench.spawn [--reps N]``. Two parts:
   private root (tmpfs, read-only binds, /proc, /dev: its mount count is printed);
   the job's files; limits and the uid change (``enter_job``); and a no-op python3
   job run in the process (the wrapper, binding, ``main``, the result written).
+  Then the python3 job's process alone, by phase: its CPU ms and minor (mostly
+  copy-on-write) page faults (``getrusage`` marks in the child; the exit is the
+  rest of what ``wait4`` reports).
   Per row: median wall ms from fork to reap, and mean CPU ms of the child and
   what it waited for (``wait4``'s rusage). Namespace teardown done later by
   kernel threads (a network namespace's) is in neither: the ``host CPU`` column
@@ -27,12 +30,14 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from bench.stats import median
+from worker.executors import pywrapper
 from worker.sandbox import forkserver, launch
 from worker.sandbox.policy import Limits, Sandbox, sandbox_root, visible_paths
 from worker.sandbox.warm import ForkServer
@@ -130,6 +135,60 @@ def _time_step(pidns: int, clone: int, body: Callable[[], None], reps: int,
     return median(walls), cpu / reps, host / reps
 
 
+def _job_phases(request: dict[str, Any], pidns: int, reps: int, result_fd: int) -> None:
+    """Print the PID-1 python3 job's own CPU ms and minor faults by phase, means of ``reps``."""
+    totals: dict[str, list[float]] = {}
+    for _ in range(reps):
+        read_fd, write_fd = os.pipe()
+        launch._check(launch._libc.unshare(launch.CLONE_NEWPID), "unshare")
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(result_fd, forkserver.RESULT_FD)
+            os.dup2(write_fd, 1)  # enter_job keeps 0-2 and the result descriptor only
+            _phases_in_child(request)
+        launch._check(launch._libc.setns(pidns, launch.CLONE_NEWPID), "setns")
+        os.close(write_fd)
+        _, _, usage = os.wait4(pid, 0)
+        with os.fdopen(read_fd) as report:
+            marks = [line.split("\t") for line in report.read().splitlines()]
+        previous_ms, previous_faults = 0.0, 0
+        for name, ms, faults in marks:
+            entry = totals.setdefault(name, [0.0, 0.0])
+            entry[0] += float(ms) - previous_ms
+            entry[1] += int(faults) - previous_faults
+            previous_ms, previous_faults = float(ms), int(faults)
+        entry = totals.setdefault("exit (the rest of wait4's CPU)", [0.0, 0.0])
+        entry[0] += (usage.ru_utime + usage.ru_stime) * 1000 - previous_ms
+        entry[1] += usage.ru_minflt - previous_faults
+    print(f"{'python3 job as PID 1, by phase':40} {'CPU ms':>8} {'minflt':>7}")
+    for name, (ms, faults) in totals.items():
+        print(f"{name:40} {ms / reps:8.2f} {faults / reps:7.0f}")
+
+
+def _phases_in_child(request: dict[str, Any]) -> None:
+    """The PID-1 python3 job's steps (as ``forkserver._pid1_job``), marked. Never returns."""
+    lines = []
+
+    def mark(name: str) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        lines.append(f"{name}\t{(usage.ru_utime + usage.ru_stime) * 1000}\t{usage.ru_minflt}")
+
+    mark("after the fork")
+    launch.enter_sandbox(request)
+    mark("namespaces, private root, files")
+    launch.enter_job(request, launch.JOB_DIR, request["uid"])
+    mark("limits, uid (enter_job)")
+    env = {**request["env"], "HOME": launch.JOB_DIR, "TMPDIR": "/tmp"}
+    forkserver._as_fresh_interpreter(env)
+    mark("as a fresh interpreter")
+    code = pywrapper.main(["pywrapper", *request["argv"][-3:]])
+    mark("the wrapper and main")
+    forkserver._shutdown(code)
+    mark("interpreter shutdown steps")
+    os.write(1, "\n".join(lines).encode())
+    os._exit(0)
+
+
 def _mount_count(request: dict[str, Any], pidns: int) -> int:
     read_fd, write_fd = os.pipe()
     launch._check(launch._libc.unshare(launch.CLONE_NEWPID), "unshare")
@@ -198,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, clone, body in _steps(request):
         wall, cpu, host = _time_step(pidns, clone, body, args.reps, result_w)
         print(f"{name:40} {wall:8.2f} {cpu:7.2f} {host:12.2f}")
+    _job_phases(request, pidns, args.reps, result_w)
     print(f"{'server round trip':52} {'wall ms':>8} {'CPU ms':>7}")
     servers = {"PID-1 fork (this design)": ForkServer.start(pid1=True),
                "launcher per job (before)": ForkServer.start(pid1=False)}
