@@ -191,6 +191,29 @@ def test_a_timed_out_pid_1_job_ends_by_sigterm_well_before_the_grace(
     assert_no_process_running(marker, timeout_s=1.0)
 
 
+def test_a_cancelled_pid_1_job_ends_by_sigterm(isolated: Sandbox) -> None:
+    """Cancel sends the same SIGTERM: the PID-1 job ends at once, canceled, by SIGTERM."""
+    marker = unique_sleep()
+    code = """
+        import subprocess
+        def main(marker: str):
+            subprocess.run(["sleep", marker])
+            subprocess.run(["sleep", marker])  # the first dies of SIGTERM too: still here
+    """
+    job = ProcessRun(prepare("python3", textwrap.dedent(code), {"marker": marker}),
+                     sandbox=isolated, env=ENV, timeout_s=60, sink=lambda batch: None,
+                     kill_grace_s=60.0)
+    results: list[ProcessResult] = []
+    threading.Thread(target=lambda: results.append(job.run()), daemon=True).start()
+    deadline(lambda: processes_with(marker), 30, "the job to start its sleep")
+    job.cancel()
+    deadline(lambda: results, 30, "the job to end")
+    assert results[0].canceled is True
+    assert results[0].signal == signal.SIGTERM
+    assert results[0].duration_ms < 20_000
+    assert_no_process_running(marker, timeout_s=1.0)
+
+
 DOUBLE_FORK = """
 import os
 def main(marker: str):
