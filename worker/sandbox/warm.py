@@ -33,7 +33,7 @@ class ForkServerError(Exception):
 
 
 class WarmJob:
-    """One job's launcher in the fork server: signal, wait, status."""
+    """One job forked by the fork server (its PID 1, or its launcher): signal, wait, status."""
 
     def __init__(self, server: ForkServer, seq: int) -> None:
         self._server, self.seq = server, seq
@@ -46,7 +46,7 @@ class WarmJob:
             self._server.send(f"kill {self.seq} {sig}".encode())
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job's launcher has ended (True) or ``timeout`` passed."""
+        """Block until the job's process has ended (True) or ``timeout`` passed."""
         return self._done.wait(timeout)
 
     def returncode(self) -> int | None:
@@ -129,7 +129,7 @@ class ForkServer:
                     conn.sock.send(message)
 
     def close(self) -> None:
-        """Stop the server: the jobs it holds are killed (their launchers see EOF)."""
+        """Stop the server: its jobs are killed (PID-1 jobs by the server; launchers at EOF)."""
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
