@@ -250,3 +250,18 @@ def test_the_workers_socket_closing_kills_its_pid_1_jobs(isolated: Sandbox) -> N
     own.server.close()
     assert_no_process_running(marker, timeout_s=1.0)
     deadline(lambda: results, 30, "the job to be reported")
+
+
+def test_a_server_without_pid_1_forks_still_isolates_through_a_launcher(isolated: Sandbox) -> None:
+    """The launcher path (a server started without ``pid1``) runs an isolated job under its
+    namespace's init, as before."""
+    server = ForkServer.start(pid1=False)
+    try:
+        outcome = run(dataclasses.replace(isolated, server=server), """
+            import os
+            def main():
+                return [os.getpid(), os.getuid() >= 1_000_000_000, sorted(os.listdir("/proc"))[:2]]
+        """)
+    finally:
+        server.close()
+    assert outcome == Outcome(ok=True, result=[2, True, ["1", "2"]])
