@@ -214,6 +214,35 @@ def test_a_cancelled_pid_1_job_ends_by_sigterm(isolated: Sandbox) -> None:
     assert_no_process_running(marker, timeout_s=1.0)
 
 
+def test_a_pid_1_jobs_alarm_still_ends_it(isolated: Sandbox) -> None:
+    """PID 1 would ignore its own SIGALRM without a handler: the job still ends by it."""
+    ended = run(isolated, """
+        import signal, time
+        def main():
+            signal.alarm(1)
+            time.sleep(60)
+    """)
+    assert ended.error is not None and "exit code 142" in ended.error["message"], ended
+
+
+def test_a_process_a_pid_1_job_forks_starts_with_default_signals(isolated: Sandbox) -> None:
+    """PID 1's handlers are not its forks': they die of SIGTERM as anywhere else."""
+    assert run(isolated, """
+        import os, signal
+        def main():
+            ready_r, ready_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.write(ready_w, str(signal.getsignal(signal.SIGTERM)).encode())
+                signal.pause()
+                os._exit(0)
+            seen = os.read(ready_r, 100).decode()
+            os.kill(pid, signal.SIGTERM)
+            _, status = os.waitpid(pid, 0)
+            return [seen, os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1]
+    """) == Outcome(ok=True, result=[str(signal.SIG_DFL), int(signal.SIGTERM)])
+
+
 DOUBLE_FORK = """
 import os
 def main(marker: str):

@@ -50,6 +50,8 @@ from worker.sandbox import launch
 MAX_FDS = 4
 MAX_MESSAGE = 256
 RESULT_FD = 3  # where a job's result pipe is put; the worker names it in the request
+# Signals whose default action ends a process, given a handler in a PID-1 python3 job.
+PID1_HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class _Job:
@@ -267,9 +269,12 @@ def start_job(request: launch.Request, workdir: str, uid: int | None, tmpdir: st
         _as_fresh_interpreter(env)
         if os.getpid() == 1:
             # PID 1 of its namespace ignores a signal it has no handler for, so the worker's
-            # SIGTERM (timeout, cancel) would do nothing: exit as the signal would have ended
-            # it (the server reports that exit as the death by the signal: ``pid1_status``).
-            signal.signal(signal.SIGTERM, _exit_as_killed)
+            # SIGTERM (timeout, cancel) would do nothing, nor the job's own alarm(): exit as
+            # the signal would have ended it (the server reports that exit, for a signal it
+            # forwarded, as the death by the signal: ``pid1_status``).
+            for sig in PID1_HANDLED:
+                signal.signal(sig, _exit_as_killed)
+            os.register_at_fork(after_in_child=_default_signals)  # the job's forks are not
     except BaseException as exc:
         launch.cannot_start(exc)
     code = 1
@@ -279,7 +284,18 @@ def start_job(request: launch.Request, workdir: str, uid: int | None, tmpdir: st
         os._exit(_shutdown(code))
 
 
+def _default_signals() -> None:
+    """In a process a PID-1 job forked: the dispositions any process starts with."""
+    if os.getpid() != 1:
+        for sig in PID1_HANDLED:
+            signal.signal(sig, signal.SIG_DFL)
+
+
 def _exit_as_killed(sig: int, frame: object) -> None:
+    if os.getpid() != 1:  # a process the job forked inherited the handler: die of it
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        return
     os._exit(128 + sig)
 
 
