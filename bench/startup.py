@@ -131,6 +131,7 @@ def measure_startup(reps: int) -> StartupFigures:
         warm = dataclasses.replace(shared, server=server)
         spawns = ["pass", "isolated", "wrapper", "path", "warm"]
         isolated = _isolated_sandbox()
+        warm_isolated = isolated.warm() if isolated is not None else None  # PID-1 forks
         if isolated is not None:
             spawns += ["sandboxed", "warm_sandboxed"]
         figures: dict[str, list[float]] = {k: [] for k in spawns}
@@ -144,12 +145,14 @@ def measure_startup(reps: int) -> StartupFigures:
             round_["warm"] = _worker_path_once(warm, env)
             if isolated is not None:
                 round_["sandboxed"] = _worker_path_once(isolated, env)
-                round_["warm_sandboxed"] = _worker_path_once(
-                    dataclasses.replace(isolated, server=server), env)
+                assert warm_isolated is not None
+                round_["warm_sandboxed"] = _worker_path_once(warm_isolated, env)
             if i > 0:
                 for key, value in round_.items():
                     figures[key].append(value)
         server.close()
+        if warm_isolated is not None and warm_isolated.server is not None:
+            warm_isolated.server.close()
     return StartupFigures(
         reps=reps,
         python_pass_ms=median(figures["pass"]),

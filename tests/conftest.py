@@ -147,16 +147,20 @@ def cold_sandbox() -> Sandbox:
 
 @pytest.fixture(scope="session")
 def fork_server() -> Iterator[ForkServer]:
-    """One warm fork server for the session's in-process workers (it serves either mode)."""
+    """A warm fork server with a launcher per job (it serves either mode)."""
     server = ForkServer.start()
     yield server
     server.close()
 
 
 @pytest.fixture(scope="session")
-def sandbox(cold_sandbox: Sandbox, fork_server: ForkServer) -> Sandbox:
-    """The default: ``cold_sandbox``'s mode with warm execution, as workers run by default."""
-    return dataclasses.replace(cold_sandbox, server=fork_server)
+def sandbox(cold_sandbox: Sandbox) -> Iterator[Sandbox]:
+    """The default: ``cold_sandbox``'s mode with warm execution, as workers run by default
+    (``Sandbox.warm``: isolated jobs are forked as PID 1 of their namespaces)."""
+    warm = cold_sandbox.warm()
+    yield warm
+    assert warm.server is not None
+    warm.server.close()
 
 
 @pytest.fixture

@@ -1,29 +1,36 @@
 """The warm fork server: forks one sandboxed process per job from an interpreter that is ready.
 
 Started by the worker (``worker/sandbox/warm.py``) before it reads a secret or
-opens a connection, as ``python -u -P -m worker.sandbox.forkserver FD`` with an
-empty environment; FD is its end of a ``SOCK_SEQPACKET`` socket pair. It has
+opens a connection, as ``python -u -P -m worker.sandbox.forkserver FD [--no-pid1]``
+with an empty environment; FD is its end of a ``SOCK_SEQPACKET`` socket pair. It has
 imported the python3 wrapper and the launcher, and nothing else of ours.
 
 Messages (one per packet, ASCII)::
 
     worker → server   run SEQ   + SCM_RIGHTS [request, stdout, stderr(, result)]
                       kill SEQ SIGNO      signal job SEQ's whole process group
-    server → worker   exit SEQ STATUS     the job's launcher ended with this wait status
+    server → worker   exit SEQ STATUS     the job's process ended with this wait status
 
-For ``run`` the server forks a child that becomes exactly what ``launch.py``
-is for a cold job: its own session, the request read from the request pipe
-(whose write end the worker keeps open: end-of-file means the worker is gone
-and the job is killed), then ``run_isolated`` or ``run_shared``. The only
-difference is the job's last step: a python3 job runs the wrapper in the
-forked process instead of exec'ing a new interpreter; a bash job is exec'd.
+For ``run``, a server with PID-1 forks (isolated workers; root) forks the job's
+process as PID 1 of a new PID namespace: ``unshare(CLONE_NEWPID)`` before the
+fork, ``setns`` back to its own after it. That process reads the request from
+the request pipe, enters the other namespaces, builds the private root and runs
+the job: a python3 job in that very process (as the job's uid), a bash job
+exec'd in a child it reaps. One Python fork per python3 job; see
+docs/ARCHITECTURE.md ("Warm execution") for what being PID 1 changes. Without
+PID-1 forks (``--no-pid1``: shared workers, or no right to a PID namespace) the
+child becomes exactly what ``launch.py`` is for a cold job: its own session, the
+request read from the request pipe (whose write end the worker keeps open:
+end-of-file means the worker is gone and the job is killed), then
+``run_isolated`` or ``run_shared``, a python3 job run in the last forked process.
 
 What the server itself never holds: a request. It passes the request pipe to
 the child unread, so no job's code, args or token ever enters the memory that
 later jobs are forked from. It is single-threaded (``fork`` from a threaded
 process is unsafe), ignores SIGTERM and SIGINT, and exits when the worker's end
-of the socket closes; each job's launcher then sees end-of-file on its request
-pipe and kills the job's namespace.
+of the socket closes, after SIGKILLing its PID-1 jobs (each also has
+PDEATHSIG for the server's own death); a launcher then sees end-of-file on its
+request pipe and kills the job's namespace.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import select
 import selectors
 import signal
 import socket
@@ -42,11 +50,35 @@ from worker.sandbox import launch
 MAX_FDS = 4
 MAX_MESSAGE = 256
 RESULT_FD = 3  # where a job's result pipe is put; the worker names it in the request
+# Signals whose default action ends a process, given a handler in a PID-1 python3 job.
+PID1_HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def serve(sock: socket.socket) -> None:
-    """Fork a job per ``run``, signal per ``kill``, report each exit; return at EOF."""
-    jobs: dict[int, int] = {}  # seq -> launcher pid, until reaped
+class _Job:
+    """A job the server forked and has not reaped yet."""
+
+    def __init__(self, pid: int, pid1: bool) -> None:
+        self.pid, self.pid1 = pid, pid1
+        self.sent: set[int] = set()  # signals the worker had forwarded to it
+
+
+class _Server:
+    """The server's state: its socket, its jobs, and how it forks them."""
+
+    def __init__(self, sock: socket.socket, pid1: bool) -> None:
+        self.sock = sock
+        self.jobs: dict[int, _Job] = {}  # seq -> job, until reaped
+        # PID-1 forks: each job's process is PID 1 of a new PID namespace (root only).
+        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if pid1 else -1
+        self.pid1 = pid1 and _pid1_forks_work(self.own_pidns)
+        # Readable once this server has exited: a job checks it after arming PDEATHSIG.
+        self.self_pidfd = os.pidfd_open(os.getpid())
+
+
+def serve(sock: socket.socket, pid1: bool = True) -> None:
+    """Fork a job per ``run``, signal per ``kill``, report each exit; at EOF kill the PID-1
+    jobs (the worker is gone) and return."""
+    server = _Server(sock, pid1)
     with selectors.DefaultSelector() as sel:
         sel.register(sock, selectors.EVENT_READ)
         while True:
@@ -54,49 +86,120 @@ def serve(sock: socket.socket) -> None:
                 if key.fileobj is sock:
                     message, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
                     if not message:
+                        _kill_all(server)
                         return
-                    _handle(message.decode().split(), fds, jobs, sel, sock)
+                    _handle(message.decode().split(), fds, server, sel)
                 else:
                     seq, pid = key.data
                     sel.unregister(key.fileobj)
                     os.close(key.fd)
-                    _reap(seq, pid, jobs, sock)
+                    _reap(seq, pid, server)
 
 
-def _handle(words: list[str], fds: list[int], jobs: dict[int, int],
-            sel: selectors.BaseSelector, sock: socket.socket) -> None:
+def _pid1_forks_work(own_pidns: int) -> bool:
+    """Whether this process may give its children a new PID namespace (and take it back)."""
+    if launch._libc.unshare(launch.CLONE_NEWPID) != 0:
+        return False
+    launch._check(launch._libc.setns(own_pidns, launch.CLONE_NEWPID), "setns")
+    return True
+
+
+def _fork(server: _Server) -> tuple[int, bool]:
+    """Fork a job: (pid, whether it is PID 1 of a new PID namespace)."""
+    if not server.pid1 or launch._libc.unshare(launch.CLONE_NEWPID) != 0:
+        return os.fork(), False
+    try:
+        pid = os.fork()
+    except OSError:
+        _own_pidns_for_children(server)
+        raise
+    if pid:  # only this child is in the new namespace: the next gets a namespace of its own
+        _own_pidns_for_children(server)
+    return pid, True
+
+
+def _own_pidns_for_children(server: _Server) -> None:
+    launch._check(launch._libc.setns(server.own_pidns, launch.CLONE_NEWPID), "setns")
+
+
+def _handle(words: list[str], fds: list[int], server: _Server,
+            sel: selectors.BaseSelector) -> None:
     if words[0] == "run":
         seq = int(words[1])
         try:
-            pid = os.fork()
+            pid, pid1 = _fork(server)
         except OSError as exc:  # out of processes or memory: this job fails, the server stays
             with contextlib.suppress(OSError):
                 os.write(fds[2], f"gristmill sandbox: cannot fork the job: {exc}\n".encode())
-                sock.send(f"exit {seq} {launch.START_FAILED << 8}".encode())
-            pid = -1
+                server.sock.send(f"exit {seq} {launch.START_FAILED << 8}".encode())
+            pid, pid1 = -1, False
         if pid == 0:
+            if pid1:
+                _pid1_job(fds, server.self_pidfd)
             _launcher(fds)
         for fd in fds:
             os.close(fd)
         if pid > 0:
-            jobs[seq] = pid
+            server.jobs[seq] = _Job(pid, pid1)
             sel.register(os.pidfd_open(pid), selectors.EVENT_READ, (seq, pid))
     elif words[0] == "kill":
-        target = jobs.get(int(words[1]))
-        if target is not None:  # not reaped yet, so the group id is still this job's
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(target, int(words[2]))
+        job = server.jobs.get(int(words[1]))
+        if job is not None:  # not reaped yet, so the group id is still this job's
+            job.sent.add(int(words[2]))
+            _signal_job(job.pid, int(words[2]))
 
 
-def _reap(seq: int, pid: int, jobs: dict[int, int], sock: socket.socket) -> None:
-    # The launcher is a zombie until waited for, so its group id is not reused yet:
-    # kill whatever the job left behind in its group, then reap.
+def _signal_job(pid: int, sig: int) -> None:
+    """Signal the job's process group; the process alone if it has not made its group yet."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+    except PermissionError:
+        pass
+
+
+def _reap(seq: int, pid: int, server: _Server) -> None:
+    # The job is a zombie until waited for, so its group id is not reused yet:
+    # kill whatever it left behind in its group, then reap.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
-    del jobs[seq]
+    job = server.jobs.pop(seq)
+    if job.pid1:
+        status = pid1_status(status, job.sent)
     with contextlib.suppress(OSError):  # the worker is gone: nobody to tell
-        sock.send(f"exit {seq} {status}".encode())
+        server.sock.send(f"exit {seq} {status}".encode())
+
+
+def pid1_status(status: int, sent: set[int]) -> int:
+    """A PID-1 job's wait status as the worker expects it.
+
+    PID 1 cannot die of a signal it has no handler for, so a PID-1 job exits
+    ``128 + SIG`` where a plain process would have died of SIG. When the worker
+    had sent that signal, report it as the death by that signal it stands for.
+    """
+    if os.WIFEXITED(status):
+        sig = os.WEXITSTATUS(status) - 128
+        if sig in sent and sig > 0:
+            return sig  # the wait status of a process killed by ``sig``
+    return status
+
+
+def _kill_all(server: _Server) -> None:
+    """The worker is gone: SIGKILL every PID-1 job (its namespace dies with it) and reap.
+
+    A job forked the other way (a launcher) kills its job itself when its request
+    pipe, whose write end the worker held, reaches end-of-file.
+    """
+    for job in server.jobs.values():
+        if job.pid1:
+            _signal_job(job.pid, signal.SIGKILL)
+    for job in server.jobs.values():
+        if job.pid1:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(job.pid, 0)
 
 
 def _launcher(fds: list[int]) -> None:
@@ -110,6 +213,31 @@ def _launcher(fds: list[int]) -> None:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.write(2, f"gristmill sandbox: {exc}\n".encode(errors="replace"))
+    os._exit(launch.START_FAILED)
+
+
+def _pid1_job(fds: list[int], server_pidfd: int) -> None:
+    """In the forked child, PID 1 of a new PID namespace: the job's sandbox and the job
+    itself (python3 in this process, bash under it). Never returns; its exit ends every
+    process left in the namespace."""
+    try:
+        launch._prctl(launch.PR_SET_PDEATHSIG, signal.SIGKILL)  # the server dies: so does the job
+        if select.select([server_pidfd], [], [], 0)[0]:  # it died before that was armed
+            os._exit(1)
+        os.setsid()  # a process group of its own, signalled as a whole by ``kill``
+        _take_fds(fds)
+        request = launch.read_request(0)
+        if request["mode"] != "isolated":  # a shared job keeps the host's PID namespace
+            raise launch.SandboxError("this fork server runs isolated jobs only (started "
+                                      "with pid1); a shared job needs one started without")
+        launch.enter_sandbox(request)
+        if request.get("inprocess"):
+            start_job(request, launch.JOB_DIR, request["uid"], "/tmp")
+        launch.exit_as_pid1(launch.supervise(request, start_job))
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(2, f"gristmill sandbox: cannot set up the job's sandbox: {exc}\n"
+                     .encode(errors="replace"))
     os._exit(launch.START_FAILED)
 
 
@@ -139,6 +267,14 @@ def start_job(request: launch.Request, workdir: str, uid: int | None, tmpdir: st
         if not request.get("inprocess"):
             os.execve(argv[0], argv, env)
         _as_fresh_interpreter(env)
+        if os.getpid() == 1:
+            # PID 1 of its namespace ignores a signal it has no handler for, so the worker's
+            # SIGTERM (timeout, cancel) would do nothing, nor the job's own alarm(): exit as
+            # the signal would have ended it (the server reports that exit, for a signal it
+            # forwarded, as the death by the signal: ``pid1_status``).
+            for sig in PID1_HANDLED:
+                signal.signal(sig, _exit_as_killed)
+            os.register_at_fork(after_in_child=_default_signals)  # the job's forks are not
     except BaseException as exc:
         launch.cannot_start(exc)
     code = 1
@@ -146,6 +282,21 @@ def start_job(request: launch.Request, workdir: str, uid: int | None, tmpdir: st
         code = pywrapper.main(["pywrapper", *argv[-3:]])
     finally:
         os._exit(_shutdown(code))
+
+
+def _default_signals() -> None:
+    """In a process a PID-1 job forked: the dispositions any process starts with."""
+    if os.getpid() != 1:
+        for sig in PID1_HANDLED:
+            signal.signal(sig, signal.SIG_DFL)
+
+
+def _exit_as_killed(sig: int, frame: object) -> None:
+    if os.getpid() != 1:  # a process the job forked inherited the handler: die of it
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        return
+    os._exit(128 + sig)
 
 
 def _as_fresh_interpreter(env: dict[str, str]) -> None:
@@ -185,10 +336,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     launch._prctl(launch.PR_SET_DUMPABLE, 0)
     sock = socket.socket(fileno=int(sys.argv[1]))
+    pid1 = "--no-pid1" not in sys.argv[2:]
     # Everything imported so far is shared with every job copy-on-write; frozen, the jobs'
     # garbage collections never walk (and so never copy) those pages.
     gc.freeze()
-    serve(sock)
+    serve(sock, pid1)
 
 
 if __name__ == "__main__":

@@ -255,10 +255,7 @@ def exit_like(status: int) -> None:
 
 
 def run_isolated(request: Request, watch_fd: int, start: StartJob = exec_job) -> None:
-    flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
-    if request["network"] == "none":
-        flags |= CLONE_NEWNET
-    _check(_libc.unshare(flags), "unshare")
+    _check(_libc.unshare(CLONE_NEWPID | namespace_flags(request)), "unshare")
     status_r, status_w = os.pipe()
     init = os.fork()
     if init == 0:
@@ -281,23 +278,53 @@ def _init(request: Request, status_w: int, start: StartJob) -> None:
         _prctl(PR_SET_DUMPABLE, 0)
         if _reader_gone(status_w):  # the launcher died before PDEATHSIG was armed
             os._exit(1)
-        uid = request["uid"]
         build_root(request["root"], request["binds"], request["shared_dirs"],
-                   request["limits"]["disk_mb"], uid)
-        write_files(JOB_DIR, request["files"], uid)
-        job = os.fork()
-        if job == 0:
-            os.close(status_w)
-            start(request, JOB_DIR, uid, "/tmp")
-        while True:  # reap everything; the job's main process decides the end
-            pid, status = os.wait()
-            if pid == job:
-                os.write(status_w, str(status).encode())
-                os._exit(0)
+                   request["limits"]["disk_mb"], request["uid"])
+        write_files(JOB_DIR, request["files"], request["uid"])
+        status = supervise(request, start, status_w)
+        os.write(status_w, str(status).encode())
+        os._exit(0)
     except BaseException as exc:
         os.write(2, f"gristmill sandbox: cannot set up the job's sandbox: {exc}\n".encode())
         os.write(status_w, str(START_FAILED << 8).encode())
         os._exit(0)
+
+
+def namespace_flags(request: Request) -> int:
+    """The namespaces a job gets besides its PID namespace."""
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
+    return flags | CLONE_NEWNET if request["network"] == "none" else flags
+
+
+def enter_sandbox(request: Request) -> None:
+    """In PID 1 of a new PID namespace (the warm path): the other namespaces and the private
+    root with the job's files, still as root."""
+    _prctl(PR_SET_DUMPABLE, 0)
+    _check(_libc.unshare(namespace_flags(request)), "unshare")
+    build_root(request["root"], request["binds"], request["shared_dirs"],
+               request["limits"]["disk_mb"], request["uid"])
+    write_files(JOB_DIR, request["files"], request["uid"])
+
+
+def supervise(request: Request, start: StartJob, keep_fd: int = -1) -> int:
+    """As PID 1: fork the job (``start``), reap every orphan until the job's main process
+    ends; return its wait status."""
+    job = os.fork()
+    if job == 0:
+        if keep_fd >= 0:
+            os.close(keep_fd)
+        start(request, JOB_DIR, request["uid"], "/tmp")
+    while True:  # reap everything; the job's main process decides the end
+        pid, status = os.wait()
+        if pid == job:
+            return status
+
+
+def exit_as_pid1(status: int) -> None:
+    """PID 1 ends like the job did, where it can: a signal it cannot die of becomes
+    ``128 + SIG`` (see ``forkserver.pid1_status``). Never returns."""
+    os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else
+             os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
 def _reader_gone(write_fd: int) -> bool:

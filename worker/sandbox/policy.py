@@ -81,7 +81,8 @@ class Sandbox:
         """This sandbox with a fork server of its own (start it before reading secrets)."""
         from worker.sandbox.warm import ForkServer
 
-        return replace(self, server=ForkServer.start())
+        # A shared job keeps the host's PID namespace: a launcher per job, as cold.
+        return replace(self, server=ForkServer.start(pid1=self.mode == "isolated"))
 
     def command(self) -> list[str]:
         """The launcher: this interpreter, isolated from the environment and site-packages."""

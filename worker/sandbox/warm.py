@@ -33,7 +33,7 @@ class ForkServerError(Exception):
 
 
 class WarmJob:
-    """One job's launcher in the fork server: signal, wait, status."""
+    """One job forked by the fork server (its PID 1, or its launcher): signal, wait, status."""
 
     def __init__(self, server: ForkServer, seq: int) -> None:
         self._server, self.seq = server, seq
@@ -46,7 +46,7 @@ class WarmJob:
             self._server.send(f"kill {self.seq} {sig}".encode())
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job's launcher has ended (True) or ``timeout`` passed."""
+        """Block until the job's process has ended (True) or ``timeout`` passed."""
         return self._done.wait(timeout)
 
     def returncode(self) -> int | None:
@@ -74,16 +74,23 @@ class _Connection:
 class ForkServer:
     """A running fork server and the jobs it holds; restarted on the first spawn after it died."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pid1: bool = False) -> None:
+        self.pid1 = pid1
         self._lock = threading.Lock()
         self._seq = 0
         self._conn: _Connection | None = None
         self.starts = 0
 
     @classmethod
-    def start(cls) -> ForkServer:
-        """A started server (call before reading secrets or connecting to Redis)."""
-        server = cls()
+    def start(cls, *, pid1: bool = False) -> ForkServer:
+        """A started server (call before reading secrets or connecting to Redis).
+
+        ``pid1`` (isolated jobs only): where the server may (root), each job's process is
+        PID 1 of a new PID namespace and builds the job's whole sandbox itself (see
+        ``forkserver.py``); a shared job sent to it fails. False: a launcher per job, as
+        cold, for either mode.
+        """
+        server = cls(pid1=pid1)
         with server._lock:
             server._start_locked()
         return server
@@ -122,7 +129,7 @@ class ForkServer:
                     conn.sock.send(message)
 
     def close(self) -> None:
-        """Stop the server: the jobs it holds are killed (their launchers see EOF)."""
+        """Stop the server: its jobs are killed (PID-1 jobs by the server; launchers at EOF)."""
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
@@ -138,7 +145,7 @@ class ForkServer:
             # it ends when this end of the socket closes, worker death included.
             proc = subprocess.Popen(
                 [sys.executable, "-u", "-P", "-m", "worker.sandbox.forkserver",
-                 str(theirs.fileno())],
+                 str(theirs.fileno()), *([] if self.pid1 else ["--no-pid1"])],
                 env=SERVER_ENV, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),), start_new_session=True,
             )
