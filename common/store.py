@@ -269,6 +269,46 @@ class Store:
         pipe.execute()
 
     @redis_errors
+    def existing_ids(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` name a job already (one pipelined EXISTS each, one round trip)."""
+        if not ids:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.exists(self.keys.jobloc(job_id))
+        return {job_id for job_id, found in zip(ids, pipe.execute(), strict=True) if found}
+
+    @redis_errors
+    def push_batch(self, batch_id: str, payload: bytes) -> None:
+        """Store a batch of specs and push its reference to the inbox: one round trip, one
+        transaction (both keys are in the inbox's slot), so the reference never names
+        nothing and the batch is never left without one."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.keys.inbox_batch(batch_id), payload)
+        pipe.lpush(self.keys.inbox, self.keys.batch_ref(batch_id))
+        pipe.execute()
+
+    @redis_errors
+    def inbox_batch(self, batch_id: str) -> bytes | None:
+        """The stored batch a reference names (None: never written, or admitted)."""
+        payload: bytes | None = self.client.get(self.keys.inbox_batch(batch_id))
+        return payload
+
+    @redis_errors
+    def forget_inbox_batch(self, processing: str, batch_id: str) -> None:
+        """A batch admitted: its reference leaves the processing list and the batch goes,
+        together (one transaction in the inbox's slot)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lrem(processing, 1, self.keys.batch_ref(batch_id))
+        pipe.delete(self.keys.inbox_batch(batch_id))
+        pipe.execute()
+
+    @redis_errors
+    def inbox_waiting(self) -> int:
+        """How many elements wait in the inbox (a stored batch counts once)."""
+        return int(self.client.llen(self.keys.inbox))
+
+    @redis_errors
     def nudge(self, group: str) -> None:
         """Wake the group's promoter now."""
         self.client.lpush(self.keys.group(group).wake, "0")

@@ -257,7 +257,7 @@ class Admission:
                 continue
             except (SpecError, PermissionDenied) as exc:
                 outcome.rejected[i] = str(exc)
-                outcome.ids[i] = self.reject(_raw_text(raw), str(exc))
+                outcome.ids[i] = self.reject(raw_text(raw), str(exc))
                 continue
             jobs.append((job, spec.id is None))
             places.append(i)
@@ -268,6 +268,15 @@ class Admission:
                 if not queued:
                     outcome.duplicates.append(i)
         return outcome
+
+    def judge(self, template: dict[str, Any]) -> str | None:
+        """Why the operator may not queue a spec of ``template`` (any id, any args); None
+        when it may. The full check of :meth:`build`, for ``enqueue_many``'s templates."""
+        try:
+            self.build(specs.parse_spec(template), principal=OPERATOR, trusted=True)
+        except (SpecError, PermissionDenied) as exc:
+            return str(exc)
+        return None
 
     def admit_raw(self, raw: bytes) -> tuple[str, str]:
         """Admit one raw inbox spec: (job id, ``accepted`` | ``duplicate`` | ``rejected``).
@@ -321,7 +330,7 @@ class Admission:
         return self.store.reject(job, retention_s=retention, fresh_id=producer_id is None)
 
 
-def _raw_text(raw: RawSpec) -> bytes | str:
+def raw_text(raw: RawSpec) -> bytes | str:
     """A spec as the text a rejection record keeps."""
     if isinstance(raw, bytes | str):
         return raw
