@@ -86,6 +86,8 @@ EVENTS_MAXLEN = 10_000
 LOGS_MAXLEN = 100_000
 # An inbox element that names a stored batch rather than holding a spec (a spec is JSON).
 BATCH_REF_PREFIX = b"@batch:"
+# An inbox element that only ends a scheduler's blocking wait (a stopping scheduler's).
+INBOX_WAKE = b"@wake"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from common.clock import Clock, now_ms
 from common.connection import is_cluster, max_block_s, queue_delete, redis_errors
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
 from common.instance import InstanceSettings
-from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, GroupKeys, Keys
+from common.keys import DONE_TTL_S, EVENTS_MAXLEN, INBOX_WAKE, LOGS_MAXLEN, GroupKeys, Keys
 from common.models import Job, Status
 
 SCAN_PAGE = 1000
@@ -302,6 +302,11 @@ class Store:
         pipe.lrem(processing, 1, self.keys.batch_ref(batch_id))
         pipe.delete(self.keys.inbox_batch(batch_id))
         pipe.execute()
+
+    @redis_errors
+    def wake_inbox(self) -> None:
+        """Push a wake element onto the inbox's consuming end: the next BLMOVE takes it."""
+        self.client.rpush(self.keys.inbox, INBOX_WAKE)
 
     @redis_errors
     def inbox_waiting(self) -> int:

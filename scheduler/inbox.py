@@ -15,18 +15,22 @@ operator, in pipelines of BATCH, and the batch and its reference go together.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
 from common import codec, log, metrics
 from common.connection import redis_errors
 from common.errors import RedisUnavailable
+from common.keys import INBOX_WAKE
 from common.loops import Outage
 from common.store import Store
 from jobs.admission import INBOX, OPERATOR, Admission, BatchOutcome, RawSpec, raw_text
 from jobs.spec import keep_raw
 
-BLOCK_S = 2.0  # a stopping scheduler waits at most this long for its inbox thread
+# The longest blocking wait on the inbox: the idle cost (one BLMOVE per BLOCK_S). A
+# stopping scheduler does not wait for it: it pushes a wake element (:meth:`wake`).
+BLOCK_S = 30.0
 BATCH = 500  # specs admitted per round trip when the inbox holds that many
 
 
@@ -73,11 +77,24 @@ class InboxAdmitter:
         self.admit_batch([raw, *self.store.take_inbox_specs(self.processing, BATCH - 1)])
         return True
 
+    def wake(self) -> None:
+        """End the blocking wait now (at stop): a wake element, taken next, admitted as nothing.
+
+        With several schedulers another may take it; then this one waits out BLOCK_S.
+        """
+        with contextlib.suppress(RedisUnavailable):
+            self.store.wake_inbox()
+
     def admit_batch(self, batch: list[bytes]) -> None:
         """Admit elements already in our processing list, in their order: runs of raw specs
         in one enqueue pipeline each, a stored batch's specs in pipelines of BATCH."""
+        wakes = [raw for raw in batch if raw == INBOX_WAKE]
+        if wakes:
+            self.store.forget_inbox_specs(self.processing, wakes)
         run: list[bytes] = []
         for raw in batch:
+            if raw == INBOX_WAKE:
+                continue
             batch_id = self.store.keys.batch_of(raw)
             if batch_id is None:
                 run.append(raw)
@@ -163,6 +180,9 @@ class InboxAdmitter:
     def drain_processing(self) -> None:
         """Admit specs left in our processing list (a Redis error interrupted them)."""
         for raw in self.store.client.lrange(self.processing, 0, -1):
+            if raw == INBOX_WAKE:
+                self.store.forget_inbox_specs(self.processing, [raw])
+                continue
             batch_id = self.store.keys.batch_of(raw)
             if batch_id is None:
                 self.admit(raw)
