@@ -16,7 +16,7 @@ from typing import Any
 from auth.identity import IdentityStore
 from common import codec, instance
 from common.connection import connect, ping, redis_errors
-from common.errors import SpecError
+from common.errors import NotFound, SpecError
 from common.fleet import Fleet
 from common.instance import InstanceSettings
 from common.keys import Keys
@@ -151,7 +151,15 @@ class Gristmill:
     # -- reading ---------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> Job:
-        return self.with_result(self.store.get_job(job_id))
+        """The job's record; NotFound saying so when it may still wait in the inbox."""
+        try:
+            return self.with_result(self.store.get_job(job_id))
+        except NotFound as exc:
+            waiting = self.store.inbox_waiting()
+            if not waiting:
+                raise
+            raise NotFound(f"{exc}; {waiting} inbox element(s) wait in the inbox for a scheduler "
+                           "to admit them (is one running?): the job may be one of them") from None
 
     def wait(self, job_id: str, timeout_s: float = 3600.0) -> Job:
         """Block until the job completes (JobTimeout after ``timeout_s``)."""
