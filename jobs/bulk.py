@@ -79,9 +79,9 @@ def job_args(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SpecError(f"args: must be a JSON object, got {specs._json_type(value)}")
     try:
-        specs.check_json(value, max_depth=specs.MAX_DEPTH - 1)
+        specs.check_json({"args": value})  # as in the whole spec: the same paths and depth
     except ValueError as exc:
-        raise SpecError(f"args.{exc}") from None
+        raise SpecError(str(exc)) from None
     return value
 
 
