@@ -25,9 +25,9 @@ key                               type    holds                                 
                                   LIST    specs one scheduler is admitting (tagged   recovered if it dies
                                           with the inbox's name: its slot)
 ``gm:inbox:batch:{gm:inbox}:<id>``
-                                  STRING  a batch of specs from ``enqueue_many``     client / scheduler admits
-                                          (msgpack list); ``gm:inbox`` holds a
-                                          ``@batch:<id>`` reference to it
+                                  HASH    a batch of specs from ``enqueue_many``     client / scheduler admits
+                                          (``specs``: msgpack; ``started``: taken
+                                          once); ``gm:inbox`` holds ``@batch:<id>``
 ``gm:jobloc:<id>``                STRING  the group of job ``<id>``                  deleted by retention trim
 ``gm:groups``                     SET     every worker group ever used               enqueue, worker
 ``gm:workers``                    ZSET    worker id -> last heartbeat ms             worker / scheduler

@@ -284,15 +284,21 @@ class Store:
         transaction (both keys are in the inbox's slot), so the reference never names
         nothing and the batch is never left without one."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.keys.inbox_batch(batch_id), payload)
+        pipe.hset(self.keys.inbox_batch(batch_id), "specs", payload)
         pipe.lpush(self.keys.inbox, self.keys.batch_ref(batch_id))
         pipe.execute()
 
     @redis_errors
-    def inbox_batch(self, batch_id: str) -> bytes | None:
-        """The stored batch a reference names (None: never written, or admitted)."""
-        payload: bytes | None = self.client.get(self.keys.inbox_batch(batch_id))
-        return payload
+    def inbox_batch(self, batch_id: str) -> tuple[bytes | None, bool]:
+        """The stored batch a reference names (None: never written, or admitted), and
+        whether this is the first admission to take it (``started`` set now, one round
+        trip): a batch taken again after a crash may have been admitted in part."""
+        key = self.keys.inbox_batch(batch_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hget(key, "specs")
+        pipe.hsetnx(key, "started", 1)
+        payload, first = pipe.execute()
+        return payload, bool(first) and payload is not None
 
     @redis_errors
     def forget_inbox_batch(self, processing: str, batch_id: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
 from auth.identity import IdentityStore
-from common import codec, instance
+from common import instance
 from common.connection import connect, ping, redis_errors
 from common.errors import NotFound, SpecError
 from common.fleet import Fleet
@@ -109,7 +109,7 @@ class Gristmill:
         for i, why in prepared.rejected.items():
             outcome.ids[i] = self.admission.reject(raw_text(batch[i]), why)
         if prepared.specs:
-            self.store.push_batch(str(uuid.uuid4()), codec.pack(prepared.specs))
+            self.store.push_batch(str(uuid.uuid4()), bulk.pack_batch(prepared))
         return outcome
 
     def run_script(self, path: str, args: dict[str, Any] | None = None, **options: Any) -> str:

@@ -235,14 +235,16 @@ class Admission:
         return job
 
     def submit_many(self, batch: Sequence[RawSpec], *, principal: Principal = OPERATOR,
-                    trusted: bool = True) -> BatchOutcome:
+                    trusted: bool = True, new_ids: Sequence[bool] | None = None) -> BatchOutcome:
         """Validate and enqueue a batch in one pipeline (two with producers' ids).
 
         Each distinct template (a spec without ``id`` and ``args``) is parsed and built
         once; each job is then its template's job with its own id and args, checked as
         the spec model checks them (:mod:`jobs.bulk`). A spec that cannot be accepted is
         recorded as a failed job saying why (as the inbox does) and named in
-        ``rejected``; the others are queued.
+        ``rejected``; the others are queued. ``new_ids[i]``: spec ``i``'s id was generated
+        by the producer and was never admitted, so it needs no claim (the scheduler
+        knows it of a stored batch it takes for the first time).
         """
         outcome = BatchOutcome(ids=[""] * len(batch))
         jobs: list[tuple[Job, bool]] = []
@@ -274,7 +276,7 @@ class Admission:
                 outcome.rejected[i] = str(exc)
                 outcome.ids[i] = self.reject(raw_text(raw), str(exc))
                 continue
-            jobs.append((job, given is None))
+            jobs.append((job, given is None or (new_ids is not None and new_ids[i])))
             places.append(i)
         if jobs:
             for i, (job, _), queued in zip(places, jobs, self.store.enqueue_many(jobs),

@@ -19,6 +19,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import codec
 from common.errors import SpecError
 from jobs import spec as specs
 from jobs.spec import JobSpec
@@ -36,6 +37,7 @@ class Prepared:
     ids: list[str] = field(default_factory=list)  # one per spec ("" for a rejected one, so far)
     specs: list[dict[str, Any]] = field(default_factory=list)  # the accepted ones, each with its id
     places: list[int] = field(default_factory=list)  # the batch index of each accepted spec
+    generated: list[bool] = field(default_factory=list)  # per accepted spec: its id is new here
     rejected: dict[int, str] = field(default_factory=dict)  # batch index -> why
     duplicates: list[int] = field(default_factory=list)  # batch indexes of an id seen before
 
@@ -118,6 +120,7 @@ def prepare(
         out.ids[i] = ident
         out.specs.append({**template, "id": ident, "args": args})
         out.places.append(i)
+        out.generated.append(given is None)
         if given is not None:
             chosen.append(len(out.specs) - 1)
     if chosen:
@@ -140,3 +143,27 @@ def _drop_duplicates(out: Prepared, chosen: list[int], taken: Callable[[list[str
     out.duplicates = sorted(out.places[k] for k in drop)
     out.specs = [s for k, s in enumerate(out.specs) if k not in drop]
     out.places = [p for k, p in enumerate(out.places) if k not in drop]
+    out.generated = [g for k, g in enumerate(out.generated) if k not in drop]
+
+
+def pack_batch(prepared: Prepared) -> bytes:
+    """A prepared batch as stored for the scheduler: its specs, and which ids are new."""
+    return codec.pack({"specs": prepared.specs, "generated": prepared.generated})
+
+
+def unpack_batch(payload: bytes) -> tuple[list[dict[str, Any]], list[bool]] | None:
+    """The specs of a stored batch and which ids were generated for them; None when the
+    payload is not such a batch."""
+    try:
+        value = codec.unpack(payload)
+    except (ValueError, TypeError):  # msgpack's errors are ValueErrors
+        return None
+    if not isinstance(value, dict):
+        return None
+    batch, generated = value.get("specs"), value.get("generated")
+    if not isinstance(batch, list) or not all(isinstance(spec, dict) for spec in batch):
+        return None
+    if not isinstance(generated, list) or len(generated) != len(batch) or \
+            not all(isinstance(flag, bool) for flag in generated):
+        generated = [False] * len(batch)  # claimed one by one, as producers' own ids
+    return batch, generated

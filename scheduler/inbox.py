@@ -19,13 +19,14 @@ import contextlib
 import threading
 from typing import Any
 
-from common import codec, log, metrics
+from common import log, metrics
 from common.connection import redis_errors
 from common.errors import RedisUnavailable
 from common.keys import INBOX_WAKE
 from common.loops import Outage
 from common.store import Store
 from jobs.admission import INBOX, OPERATOR, Admission, BatchOutcome, RawSpec, raw_text
+from jobs.bulk import unpack_batch
 from jobs.spec import keep_raw
 
 # The longest blocking wait on the inbox: the idle cost (one BLMOVE per BLOCK_S). A
@@ -134,25 +135,31 @@ class InboxAdmitter:
         Its specs carry their ids, so a batch admitted again after a crash runs none
         twice. A reference to no batch (pushed by hand) is recorded as rejected.
         """
-        payload = self.store.inbox_batch(batch_id)
-        specs = None if payload is None else _specs_of(payload)
-        if specs is None:
+        payload, first = self.store.inbox_batch(batch_id)
+        stored = None if payload is None else unpack_batch(payload)
+        if stored is None:
             why = "no stored batch of that name" if payload is None else \
                 "the stored batch is not a list of specs"
             job_id = self.admission.reject(ref, f"inbox batch {batch_id}: {why}")
             metrics.INBOX_ADMITTED.labels(outcome="rejected").inc()
             self.log.warning("inbox batch reference rejected", job_id=job_id, batch=batch_id)
         else:
+            specs, generated = stored
+            # Taken again (a scheduler died in it): every id is claimed, none run twice.
+            new_ids = generated if first else [False] * len(specs)
             counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
             for start in range(0, len(specs), BATCH):
-                self._admit_operator_specs(specs[start:start + BATCH], counts)
+                self._admit_operator_specs(specs[start:start + BATCH],
+                                           new_ids[start:start + BATCH], counts)
             # One line per batch: a line per job would cost more than admitting it.
             self.log.info("inbox batch admitted", batch=batch_id, **counts)
         self.store.forget_inbox_batch(self.processing, batch_id)
 
-    def _admit_operator_specs(self, chunk: list[RawSpec], counts: dict[str, int]) -> None:
+    def _admit_operator_specs(self, chunk: list[dict[str, Any]], new_ids: list[bool],
+                              counts: dict[str, int]) -> None:
         try:
-            outcomes = [self.admission.submit_many(chunk, principal=OPERATOR, trusted=True)]
+            outcomes = [self.admission.submit_many(chunk, principal=OPERATOR, trusted=True,
+                                                   new_ids=new_ids)]
         except RedisUnavailable:
             raise
         except Exception:
@@ -230,14 +237,3 @@ class InboxAdmitter:
         for source in sources:
             while self.store.client.lmove(source, self.inbox, "RIGHT", "RIGHT") is not None:
                 pass
-
-
-def _specs_of(payload: bytes) -> list[RawSpec] | None:
-    """The specs of a stored batch (a msgpack list of objects), or None when it is not one."""
-    try:
-        value: Any = codec.unpack(payload)
-    except (ValueError, TypeError):  # msgpack's errors are ValueErrors
-        return None
-    if not isinstance(value, list) or not all(isinstance(spec, dict) for spec in value):
-        return None
-    return value

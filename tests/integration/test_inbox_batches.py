@@ -14,6 +14,7 @@ from common.models import Status
 from common.settings import Settings
 from gristmill.client import Gristmill
 from gristmill.embedded import EmbeddedRedis
+from jobs.bulk import unpack_batch
 from scheduler.inbox import InboxAdmitter
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.cluster]
@@ -61,11 +62,12 @@ def test_a_batch_admitted_again_after_a_crash_runs_no_job_twice(
     dead = admitter(client, "dead")
     ref = client.store.take_inbox_spec(dead.processing, 1)
     assert ref is not None and keys.batch_of(ref) is not None
-    payload = client.store.inbox_batch(keys.batch_of(ref) or "")
-    assert payload is not None
+    payload, first = client.store.inbox_batch(keys.batch_of(ref) or "")
+    assert payload is not None and first
     # The dead one admitted the first 500 (one chunk), then died before forgetting the batch.
-    from common import codec
-    client.admission.submit_many(codec.unpack(payload)[:500])
+    stored = unpack_batch(payload)
+    assert stored is not None and stored[1] == [True] * 700
+    client.admission.submit_many(stored[0][:500], new_ids=stored[1][:500])
     admitter(client, "other").recover("dead")  # its lease expired
     assert redis_client.llen(keys.inbox) == 1
     assert admitter(client, "other").admit_next(1)
@@ -95,7 +97,7 @@ def test_a_stored_batch_that_is_not_specs_is_recorded(
 ) -> None:
     """A batch key holding something else than a list of specs: one failed record, key gone."""
     batch_id = str(uuid.uuid4())
-    redis_client.set(keys.inbox_batch(batch_id), b"\xc1not msgpack")
+    redis_client.hset(keys.inbox_batch(batch_id), "specs", b"\xc1not msgpack")
     redis_client.lpush(keys.inbox, keys.batch_ref(batch_id))
     assert admitter(client).admit_next(1)
     assert redis_client.zcard("gm:{wg:default}:ix:status:failure") == 1

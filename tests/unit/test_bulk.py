@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from jobs.bulk import as_data, job_args, prepare, template_key
+from common import codec
+from jobs.bulk import as_data, job_args, pack_batch, prepare, template_key, unpack_batch
 from jobs.spec import JobSpec
 
 UUID = "6f1c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
@@ -78,3 +79,22 @@ def test_a_spec_model_and_empty_args() -> None:
     """A JobSpec is taken as its fields; missing args are an empty object."""
     assert as_data(JobSpec(path="u/a/s")) == {"path": "u/a/s", "args": {}, "priority": 0}
     assert job_args(None) == {}
+
+
+def test_a_stored_batch_round_trips_with_its_new_ids() -> None:
+    """pack_batch / unpack_batch: specs and which ids were generated, in order."""
+    out = prepare([{"path": "u/a/s"}, {"path": "u/a/s", "id": UUID}], judge_all([]),
+                  new_id=ids())
+    assert unpack_batch(pack_batch(out)) == (out.specs, [True, False])
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    (b"\xc1", None),  # not msgpack
+    (codec.pack([{"path": "p"}]), None),  # not a map
+    (codec.pack({"specs": [1]}), None),  # a spec that is no object
+    (codec.pack({"specs": [{"path": "p"}], "generated": [1]}), ([{"path": "p"}], [False])),
+    (codec.pack({"specs": [{"path": "p"}]}), ([{"path": "p"}], [False])),
+])
+def test_unpack_batch_refuses_what_is_no_batch(payload: bytes, expected: Any) -> None:
+    """Not a batch: None; flags that are not one boolean per spec: every id claimed."""
+    assert unpack_batch(payload) == expected
