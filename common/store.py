@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import msgpack
 import redis
 
 from common import codec, indexes, luascripts, metrics
@@ -24,6 +25,10 @@ from common.keys import DONE_TTL_S, EVENTS_MAXLEN, INBOX_WAKE, LOGS_MAXLEN, Grou
 from common.models import Job, Status
 
 SCAN_PAGE = 1000
+# Jobs per enqueue_batch.lua call: ~5 ms of Redis at most, so the fleet's other commands
+# (claims, heartbeats) never wait long behind an admission.
+RUN = 100
+K = TypeVar("K")
 CANCEL_BATCH = 250  # ids per cancel_many.lua call: Redis is busy ~0.1 ms per id
 ADMISSION_POLL_S = 0.05
 FENCED = -1
@@ -44,6 +49,18 @@ class LogEntry:
     ts_ms: int
     stream: str
     line: str
+
+
+def _runs(order: list[int], key: Callable[[int], K]) -> list[tuple[K, list[int]]]:
+    """``order`` cut into runs of consecutive items of equal ``key``, at most RUN long."""
+    runs: list[tuple[K, list[int]]] = []
+    for i in order:
+        k = key(i)
+        if runs and runs[-1][0] == k and len(runs[-1][1]) < RUN:
+            runs[-1][1].append(i)
+        else:
+            runs.append((k, [i]))
+    return runs
 
 
 def _flatten(fields: dict[str, Any]) -> list[Any]:
@@ -142,7 +159,9 @@ class Store:
         Answers, per job, True when it was queued and False when a job of its id
         exists (it is not run twice), as :meth:`enqueue` would raise DuplicateJob.
         Producers' own ids are claimed first (one pipelined ``SET NX GET`` each),
-        then every record and queue write goes in one pipeline.
+        then every record and queue write goes in one pipeline: one
+        ``enqueue_batch.lua`` call per run of up to RUN consecutive jobs of one group
+        that join the same indexes (the jobs of one template), in their order.
         """
         records = [_flatten({**job.to_redis(), "ix": indexes.record_field(job)})
                    for job, _ in jobs]
@@ -167,17 +186,24 @@ class Store:
         pipe = self._globals_first(pipe)
         if self.cluster:
             head = 0
-        for i in sent:
-            job = jobs[i][0]
-            g = self.keys.group(job.group)
-            luascripts.ENQUEUE.queue(
+        runs = _runs(sent, lambda i: (jobs[i][0].group,
+                                      tuple(indexes.entries_for(jobs[i][0], Status.QUEUED))))
+        for (group, entries), run in runs:
+            g = self.keys.group(group)
+            batch = [[jobs[i][0].id, str(jobs[i][0].scheduled_for), jobs[i][0].priority,
+                      indexes.member(jobs[i][0].created_at, jobs[i][0].id),
+                      [v if isinstance(v, bytes | str) else str(v) for v in records[i]]]
+                     for i in run]
+            luascripts.ENQUEUE_BATCH.queue(
                 pipe,
-                [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
-                 *(g.index(e) for e in indexes.entries_for(job, Status.QUEUED))],
-                [job.id, job.scheduled_for, now, job.priority, EVENTS_MAXLEN,
-                 indexes.member(job.created_at, job.id), *records[i]],
+                [g.scheduled, g.ready, g.wake, g.events, *(g.index(e) for e in entries),
+                 *(g.job(jobs[i][0].id) for i in run)],
+                # Without msgpack's bin type, which Redis's cmsgpack cannot read: bytes
+                # go as raw strings (a Lua string holds any bytes).
+                [now, EVENTS_MAXLEN, len(entries), msgpack.packb(batch, use_bin_type=False)],
             )
-        answers = iter(luascripts.run_pipeline(self.client, pipe)[head:])
+        answers = iter(state for states in luascripts.run_pipeline(self.client, pipe)[head:]
+                       for state in states)
         for i in sent:
             if next(answers) == 0:
                 queued[i] = False
