@@ -86,6 +86,9 @@ class Store:
         self.clock = clock
         self.max_block_s = max_block_s(client)
         self.cluster = is_cluster(client)
+        # Groups this process queued jobs into: a scheduler starts their promoters at its
+        # next tick without reading gm:groups (an in-place set update is atomic under the GIL).
+        self.groups_written: set[str] = set()
 
     def block_s(self, wanted_s: float) -> float:
         """``wanted_s``, shortened to what the connection's socket timeout allows.
@@ -204,6 +207,7 @@ class Store:
             )
         answers = iter(state for states in luascripts.run_pipeline(self.client, pipe)[head:]
                        for state in states)
+        self.groups_written |= {jobs[i][0].group for i in sent}
         for i in sent:
             if next(answers) == 0:
                 queued[i] = False

@@ -159,6 +159,9 @@ class Scheduler:
             self.groups = beat.groups
             self._next_fire = beat.next_schedule_fire
             self.start_promoters(beat.groups)
+        if self.store.groups_written - self.promoters.keys():
+            # A group this scheduler's inbox just admitted into: no need to wait for the beat.
+            self.start_promoters(self.store.groups_written - self.promoters.keys())
         if now >= self._look_at_workers_ms:
             silent = self.fleet.silent_workers(now - self.lease_ms)
             for worker_id in silent.dead:
@@ -195,13 +198,13 @@ class Scheduler:
             self._sweep_stored_logs(self.objects)
         return self._next_fire
 
-    def start_promoters(self, groups: set[str] | list[str]) -> None:
+    def start_promoters(self, groups: set[str]) -> None:
         """A promoter for each group that has none yet (from the beat, or at once from the
         inbox, which admits into a new group before the next beat would see it)."""
-        for group in set(groups) - self.promoters.keys():
+        for group in groups - self.promoters.keys():
             self.promoters[group] = Promoter(self.store, group, self.stopping, self.clock)
             self.promoters[group].start(self._vital_died)
-        self.groups |= set(groups)
+        self.groups |= groups
 
     def _sweep_stored_logs(self, objects: ObjectStore) -> None:
         """Delete the object store's log parts of past days, in a thread: the store may be slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import redis
 
@@ -60,3 +62,46 @@ def test_ticks_between_renewals_issue_no_command(
         assert redis_client.zscore(store.keys.workers, "w1") == now[0] - 1
     finally:
         scheduler.stop()
+
+
+def test_a_group_admitted_by_the_inbox_gets_a_promoter_at_the_next_tick(
+    store: Store, scripts: ScriptStore, fleet: Fleet
+) -> None:
+    """Jobs this process queued into a new group: its promoter starts before the next beat."""
+    now = [1_000_000]
+    scheduler = Scheduler(store=store, admission=Admission(store, scripts,
+                                                           Settings(redis_url="redis://unused")),
+                          fleet=fleet, lease_s=LEASE_S, clock=lambda: now[0])
+    try:
+        scheduler.tick()
+        assert "gpu" not in scheduler.promoters
+        store.enqueue_many([(make_job("gpu", scheduled_for=now[0] + 60_000), True)])
+        now[0] += 1_000  # a tick, not a beat
+        scheduler.tick()
+        assert "gpu" in scheduler.promoters
+    finally:
+        scheduler.stop()
+        for promoter in scheduler.promoters.values():
+            promoter.wake()
+            promoter.join(10)
+
+
+def test_a_stopping_scheduler_ends_its_inbox_wait_at_once(
+    store: Store, scripts: ScriptStore, fleet: Fleet, redis_client: redis.Redis
+) -> None:
+    """The inbox blocks 30 s at rest; stop() wakes it: run() returns long before, no record."""
+    scheduler = Scheduler(store=store, admission=Admission(store, scripts,
+                                                           Settings(redis_url="redis://unused")),
+                          fleet=fleet)
+    thread = threading.Thread(target=scheduler.run, daemon=True)
+    thread.start()
+    pause = threading.Event()
+    # Nothing signals it: wait until Redis lists the inbox thread as blocked in BLMOVE.
+    while not any(c.get("cmd") == "blmove" for c in redis_client.client_list()):
+        pause.wait(0.02)
+    scheduler.stop()
+    thread.join(10)
+    assert not thread.is_alive() and scheduler.failed is None
+    assert redis_client.llen(store.keys.inbox) == 0
+    assert redis_client.llen(store.keys.inbox_processing(scheduler.id)) == 0
+    assert not redis_client.keys("gm:{wg:*}:job:*")  # the wake left no record
