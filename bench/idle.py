@@ -12,12 +12,23 @@ blocking calls and heartbeats". Commands are classed by name:
 Commands run inside Lua scripts are counted by Redis under their own names as
 well as under EVALSHA, so a ZRANGE issued by the promote script shows up in
 the heartbeat class; the EVALSHA that ran it is reported as ``other``.
+
+``python -m bench.idle --seconds 20`` measures one scheduler process alone, on an
+embedded Redis of its own, with two worker groups in use (issue 9: at most 2
+commands/s per process at rest).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
@@ -99,3 +110,63 @@ def measure_idle(client: redis.Redis, seconds: float) -> IdleCost:
             rates.append(CommandRate(command, classify(command), delta, delta / elapsed))
     rates.sort(key=lambda r: (r.kind, -r.calls, r.command))
     return IdleCost(elapsed, rates)
+
+
+# The commands of the scheduler's flow duties at rest (scheduler/flows.py: an advancer's
+# BLMOVE per group, the tick's forward/timers/sweep/cancel reads), told apart in the report.
+FLOW_COMMANDS = frozenset({"lrange", "zrangebyscore", "lpop"})
+
+
+def measure_scheduler(seconds: float, groups: int = 2) -> IdleCost:
+    """One ``gristmill scheduler`` process at rest on a Redis of its own, ``groups`` in use."""
+    from common.settings import Settings
+    from gristmill.client import Gristmill
+    from gristmill.embedded import EmbeddedRedis, free_port
+
+    server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="gm-idle-")), port=free_port())
+    server.start()
+    process = None
+    try:
+        client = Gristmill(settings=Settings(redis_url=server.url))
+        client.deploy_script("u/bench/idle", "def main():\n    return 1\n", "python3")
+        for i in range(groups):
+            client.run_script("u/bench/idle", tag=f"idle{i}")
+        env = {**os.environ, "GRISTMILL_REDIS_URL": server.url}
+        process = subprocess.Popen([sys.executable, "-m", "gristmill", "scheduler"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        settled = threading.Event()
+        deadline = time.monotonic() + 30
+        # Registered, and past its start-up (first tick, promoters and advancers started).
+        while not client.redis.zcard(client.keys.schedulers) and time.monotonic() < deadline:
+            settled.wait(0.05)
+        settled.wait(3.0)
+        return measure_idle(client.redis, seconds)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(30)
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--groups", type=int, default=2)
+    ns = parser.parse_args(argv)
+    cost = measure_scheduler(ns.seconds, ns.groups)
+    from scheduler.inbox import BLOCK_S
+
+    # BLMOVE: the flow advancers' and the inbox's (one per BLOCK_S); the latter taken out.
+    flows = sum(r.per_s if r.command in FLOW_COMMANDS else max(0.0, r.per_s - 1 / BLOCK_S)
+                for r in cost.rates if r.command in FLOW_COMMANDS | {"blmove"})
+    print(f"one scheduler at rest, {ns.groups} groups, {cost.seconds:.1f} s: "
+          f"{cost.total_per_s:.2f} commands/s in all")
+    for r in cost.rates:
+        print(f"  {r.command:16} {r.kind:9} {r.calls:6} calls {r.per_s:6.2f}/s")
+    print(f"of which the flow duties (scheduler/flows.py) about {flows:.2f}/s, the rest "
+          f"{cost.total_per_s - flows:.2f}/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -121,6 +121,10 @@ class Report:
                          f"({e.jobs} runs by path in {e.enqueue_s:.2f} s, batches of 1000; "
                          f"target >= {ENQUEUE_MANY_TARGET:,}: "
                          f"{'PASS' if e.enqueue_rate >= ENQUEUE_MANY_TARGET else 'MISS'})")
+            if e.admit_rate is not None and e.admit_s is not None:
+                lines.append(f"  admission of that backlog    {e.admit_rate:10.0f} jobs/s "
+                             f"({e.jobs} jobs in {e.admit_s:.2f} s by one scheduler's inbox "
+                             f"thread: the end-to-end ceiling)")
         if self.free_worker is not None:
             lines += _phase_lines("due jobs one at a time (a worker always free)",
                                   self.free_worker)

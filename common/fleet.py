@@ -11,17 +11,25 @@ from common.instance import InstanceSettings
 from common.instance import decode as decode_instance
 from common.keys import Keys
 
+SILENT_PAGE = 100  # members read per look for silent ones (more are taken at the next tick)
+
 
 @dataclass(frozen=True)
 class SchedulerBeat:
-    """What one scheduler heartbeat learns."""
+    """What one scheduler heartbeat (its lease renewal) learns."""
 
     instance: InstanceSettings
     groups: set[str]
-    dead_workers: list[str]
-    dead_schedulers: list[str]
-    due_schedules: list[tuple[str, int]]  # (schedule path, queued fire ms)
     next_schedule_fire: int | None
+
+
+@dataclass(frozen=True)
+class Silent:
+    """Members of a heartbeat set silent for longer than the lease (at most a page), and the
+    last beat of the oldest of the others (None when none was read)."""
+
+    dead: list[str]
+    oldest_alive_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -63,25 +71,42 @@ class Fleet:
         pipe.execute()
 
     @redis_errors
-    def scheduler_heartbeat(self, scheduler_id: str, now: int, lease_ms: int) -> SchedulerBeat:
-        """One round trip: the scheduler's lease, and everything its tick needs to know."""
+    def scheduler_heartbeat(self, scheduler_id: str, now: int) -> SchedulerBeat:
+        """One round trip of four commands: the scheduler's lease, the instance settings,
+        the groups in use, and when the next schedule fires."""
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(self.keys.schedulers, {scheduler_id: now})
         pipe.hgetall(self.keys.settings)
         pipe.smembers(self.keys.groups)
-        pipe.zrange(self.keys.workers, "-inf", now - lease_ms, byscore=True)
-        pipe.zrange(self.keys.schedulers, "-inf", now - lease_ms, byscore=True)
-        pipe.zrange(self.keys.schedules_due, "-inf", now, byscore=True, withscores=True)
         pipe.zrange(self.keys.schedules_due, 0, 0, withscores=True)
-        _, settings, groups, dead_workers, dead_schedulers, due, head = pipe.execute()
+        _, settings, groups, head = pipe.execute()
         return SchedulerBeat(
             instance=decode_instance(settings),
             groups={g.decode() for g in groups},
-            dead_workers=[w.decode() for w in dead_workers],
-            dead_schedulers=[s.decode() for s in dead_schedulers],
-            due_schedules=[(path.decode(), int(score)) for path, score in due],
             next_schedule_fire=int(head[0][1]) if head else None,
         )
+
+    @redis_errors
+    def next_schedule_fire(self) -> int | None:
+        head = self.client.zrange(self.keys.schedules_due, 0, 0, withscores=True)
+        return int(head[0][1]) if head else None
+
+    @redis_errors
+    def silent_workers(self, before_ms: int) -> Silent:
+        """Workers last seen at or before ``before_ms`` (one ZRANGE)."""
+        return self._silent(self.keys.workers, before_ms)
+
+    @redis_errors
+    def silent_schedulers(self, before_ms: int) -> Silent:
+        """Schedulers last seen at or before ``before_ms`` (one ZRANGE)."""
+        return self._silent(self.keys.schedulers, before_ms)
+
+    def _silent(self, key: str, before_ms: int) -> Silent:
+        rows = self.client.zrange(key, "-inf", "+inf", byscore=True, offset=0, num=SILENT_PAGE,
+                                  withscores=True)
+        dead = [member.decode() for member, score in rows if score <= before_ms]
+        alive = [int(score) for _, score in rows if score > before_ms]
+        return Silent(dead, alive[0] if alive else None)
 
     @redis_errors
     def worker_group(self, worker_id: str) -> str | None:

@@ -24,6 +24,10 @@ key                               type    holds                                 
 ``gm:inbox:processing:{gm:inbox}:<sched>``
                                   LIST    specs one scheduler is admitting (tagged   recovered if it dies
                                           with the inbox's name: its slot)
+``gm:inbox:batch:{gm:inbox}:<id>``
+                                  HASH    a batch of specs from ``enqueue_many``     client / scheduler admits
+                                          (``specs``: msgpack; ``started``: taken
+                                          once); ``gm:inbox`` holds ``@batch:<id>``
 ``gm:jobloc:<id>``                STRING  the group of job ``<id>``                  deleted by retention trim
 ``gm:groups``                     SET     every worker group ever used               enqueue, worker
 ``gm:workers``                    ZSET    worker id -> last heartbeat ms             worker / scheduler
@@ -80,6 +84,10 @@ from dataclasses import dataclass
 DONE_TTL_S = 3600
 EVENTS_MAXLEN = 10_000
 LOGS_MAXLEN = 100_000
+# An inbox element that names a stored batch rather than holding a spec (a spec is JSON).
+BATCH_REF_PREFIX = b"@batch:"
+# An inbox element that only ends a scheduler's blocking wait (a stopping scheduler's).
+INBOX_WAKE = b"@wake"
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,23 @@ class Keys:
         # name is the public contract and has no tag): BLMOVE and LMOVE between them
         # run on one shard of a cluster.
         return f"{self.namespace}:inbox:processing:{{{self.inbox}}}:{scheduler_id}"
+
+    def inbox_batch(self, batch_id: str) -> str:
+        # In the inbox's slot too: the producer writes it and pushes its reference in
+        # one pipeline to one shard, and the admitter deletes it with the reference.
+        return f"{self.namespace}:inbox:batch:{{{self.inbox}}}:{batch_id}"
+
+    @staticmethod
+    def batch_ref(batch_id: str) -> bytes:
+        """The ``gm:inbox`` element that stands for the batch stored at :meth:`inbox_batch`."""
+        return BATCH_REF_PREFIX + batch_id.encode()
+
+    @staticmethod
+    def batch_of(element: bytes) -> str | None:
+        """The batch id an inbox element refers to; None for an ordinary spec (JSON)."""
+        if not element.startswith(BATCH_REF_PREFIX):
+            return None
+        return element[len(BATCH_REF_PREFIX):].decode(errors="replace")
 
     def inbox_processing_before_cluster(self, scheduler_id: str) -> str:
         """The name a processing list had before it was tagged (left by a scheduler killed

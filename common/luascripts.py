@@ -53,6 +53,7 @@ def _load(name: str) -> LuaScript:
 
 
 ENQUEUE = _load("enqueue")
+ENQUEUE_BATCH = _load("enqueue_batch")
 PROMOTE = _load("promote")
 START = _load("start")
 CLAIM_START = _load("claim_start")
@@ -67,8 +68,8 @@ RELEASE = _load("release")
 CANCEL = _load("cancel")
 CANCEL_MANY = _load("cancel_many")
 
-ALL = (ENQUEUE, PROMOTE, START, CLAIM_START, APPEND_LOGS, COMPLETE, RECOVER, REJECT, DEPLOY_SCRIPT,
-       RETRY, RELEASE, CANCEL, CANCEL_MANY, SET_LOCK)
+ALL = (ENQUEUE, ENQUEUE_BATCH, PROMOTE, START, CLAIM_START, APPEND_LOGS, COMPLETE, RECOVER, REJECT,
+       DEPLOY_SCRIPT, RETRY, RELEASE, CANCEL, CANCEL_MANY, SET_LOCK)
 
 
 def load_all(client: redis.Redis, scripts: Iterable[LuaScript] = ALL) -> None:

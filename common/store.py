@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import msgpack
 import redis
 
 from common import codec, indexes, luascripts, metrics
@@ -20,10 +21,14 @@ from common.clock import Clock, now_ms
 from common.connection import is_cluster, max_block_s, queue_delete, redis_errors
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
 from common.instance import InstanceSettings
-from common.keys import DONE_TTL_S, EVENTS_MAXLEN, LOGS_MAXLEN, GroupKeys, Keys
+from common.keys import DONE_TTL_S, EVENTS_MAXLEN, INBOX_WAKE, LOGS_MAXLEN, GroupKeys, Keys
 from common.models import Job, Status
 
 SCAN_PAGE = 1000
+# Jobs per enqueue_batch.lua call: ~5 ms of Redis at most, so the fleet's other commands
+# (claims, heartbeats) never wait long behind an admission.
+RUN = 100
+K = TypeVar("K")
 CANCEL_BATCH = 250  # ids per cancel_many.lua call: Redis is busy ~0.1 ms per id
 ADMISSION_POLL_S = 0.05
 FENCED = -1
@@ -44,6 +49,18 @@ class LogEntry:
     ts_ms: int
     stream: str
     line: str
+
+
+def _runs(order: list[int], key: Callable[[int], K]) -> list[tuple[K, list[int]]]:
+    """``order`` cut into runs of consecutive items of equal ``key``, at most RUN long."""
+    runs: list[tuple[K, list[int]]] = []
+    for i in order:
+        k = key(i)
+        if runs and runs[-1][0] == k and len(runs[-1][1]) < RUN:
+            runs[-1][1].append(i)
+        else:
+            runs.append((k, [i]))
+    return runs
 
 
 def _flatten(fields: dict[str, Any]) -> list[Any]:
@@ -69,6 +86,9 @@ class Store:
         self.clock = clock
         self.max_block_s = max_block_s(client)
         self.cluster = is_cluster(client)
+        # Groups this process queued jobs into: a scheduler starts their promoters at its
+        # next tick without reading gm:groups (an in-place set update is atomic under the GIL).
+        self.groups_written: set[str] = set()
 
     def block_s(self, wanted_s: float) -> float:
         """``wanted_s``, shortened to what the connection's socket timeout allows.
@@ -142,7 +162,9 @@ class Store:
         Answers, per job, True when it was queued and False when a job of its id
         exists (it is not run twice), as :meth:`enqueue` would raise DuplicateJob.
         Producers' own ids are claimed first (one pipelined ``SET NX GET`` each),
-        then every record and queue write goes in one pipeline.
+        then every record and queue write goes in one pipeline: one
+        ``enqueue_batch.lua`` call per run of up to RUN consecutive jobs of one group
+        that join the same indexes (the jobs of one template), in their order.
         """
         records = [_flatten({**job.to_redis(), "ix": indexes.record_field(job)})
                    for job, _ in jobs]
@@ -167,17 +189,25 @@ class Store:
         pipe = self._globals_first(pipe)
         if self.cluster:
             head = 0
-        for i in sent:
-            job = jobs[i][0]
-            g = self.keys.group(job.group)
-            luascripts.ENQUEUE.queue(
+        runs = _runs(sent, lambda i: (jobs[i][0].group,
+                                      tuple(indexes.entries_for(jobs[i][0], Status.QUEUED))))
+        for (group, entries), run in runs:
+            g = self.keys.group(group)
+            batch = [[jobs[i][0].id, str(jobs[i][0].scheduled_for), jobs[i][0].priority,
+                      indexes.member(jobs[i][0].created_at, jobs[i][0].id),
+                      [v if isinstance(v, bytes | str) else str(v) for v in records[i]]]
+                     for i in run]
+            luascripts.ENQUEUE_BATCH.queue(
                 pipe,
-                [g.job(job.id), g.scheduled, g.ready, g.wake, g.events,
-                 *(g.index(e) for e in indexes.entries_for(job, Status.QUEUED))],
-                [job.id, job.scheduled_for, now, job.priority, EVENTS_MAXLEN,
-                 indexes.member(job.created_at, job.id), *records[i]],
+                [g.scheduled, g.ready, g.wake, g.events, *(g.index(e) for e in entries),
+                 *(g.job(jobs[i][0].id) for i in run)],
+                # Without msgpack's bin type, which Redis's cmsgpack cannot read: bytes
+                # go as raw strings (a Lua string holds any bytes).
+                [now, EVENTS_MAXLEN, len(entries), msgpack.packb(batch, use_bin_type=False)],
             )
-        answers = iter(luascripts.run_pipeline(self.client, pipe)[head:])
+        answers = iter(state for states in luascripts.run_pipeline(self.client, pipe)[head:]
+                       for state in states)
+        self.groups_written |= {jobs[i][0].group for i in sent}
         for i in sent:
             if next(answers) == 0:
                 queued[i] = False
@@ -267,6 +297,57 @@ class Store:
         for spec in specs:
             pipe.lrem(processing, 1, spec)
         pipe.execute()
+
+    @redis_errors
+    def existing_ids(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` name a job already (one pipelined EXISTS each, one round trip)."""
+        if not ids:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.exists(self.keys.jobloc(job_id))
+        return {job_id for job_id, found in zip(ids, pipe.execute(), strict=True) if found}
+
+    @redis_errors
+    def push_batch(self, batch_id: str, payload: bytes) -> None:
+        """Store a batch of specs and push its reference to the inbox: one round trip, one
+        transaction (both keys are in the inbox's slot), so the reference never names
+        nothing and the batch is never left without one."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.keys.inbox_batch(batch_id), "specs", payload)
+        pipe.lpush(self.keys.inbox, self.keys.batch_ref(batch_id))
+        pipe.execute()
+
+    @redis_errors
+    def inbox_batch(self, batch_id: str) -> tuple[bytes | None, bool]:
+        """The stored batch a reference names (None: never written, or admitted), and
+        whether this is the first admission to take it (``started`` set now, one round
+        trip): a batch taken again after a crash may have been admitted in part."""
+        key = self.keys.inbox_batch(batch_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hget(key, "specs")
+        pipe.hsetnx(key, "started", 1)
+        payload, first = pipe.execute()
+        return payload, bool(first) and payload is not None
+
+    @redis_errors
+    def forget_inbox_batch(self, processing: str, batch_id: str) -> None:
+        """A batch admitted: its reference leaves the processing list and the batch goes,
+        together (one transaction in the inbox's slot)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lrem(processing, 1, self.keys.batch_ref(batch_id))
+        pipe.delete(self.keys.inbox_batch(batch_id))
+        pipe.execute()
+
+    @redis_errors
+    def wake_inbox(self) -> None:
+        """Push a wake element onto the inbox's consuming end: the next BLMOVE takes it."""
+        self.client.rpush(self.keys.inbox, INBOX_WAKE)
+
+    @redis_errors
+    def inbox_waiting(self) -> int:
+        """How many elements wait in the inbox (a stored batch counts once)."""
+        return int(self.client.llen(self.keys.inbox))
 
     @redis_errors
     def nudge(self, group: str) -> None:

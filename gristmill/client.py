@@ -9,13 +9,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
 from auth.identity import IdentityStore
 from common import instance
 from common.connection import connect, ping, redis_errors
-from common.errors import SpecError
+from common.errors import NotFound, SpecError
 from common.fleet import Fleet
 from common.instance import InstanceSettings
 from common.keys import Keys
@@ -26,7 +27,8 @@ from common.store import LogEntry, Store
 from flows.jobs import FlowJobs
 from flows.steps import StepRow
 from flows.versions import FlowVersion
-from jobs.admission import ADMIN_USER, NAME_PATTERN, Admission, BatchOutcome, RawSpec
+from jobs import bulk
+from jobs.admission import ADMIN_USER, NAME_PATTERN, Admission, BatchOutcome, RawSpec, raw_text
 from jobs.locking import Locker
 from jobs.scripts import ScriptStore
 from jobs.spec import JobSpec, parse_spec
@@ -65,23 +67,49 @@ class Gristmill:
         return self.admission.submit(parsed).id
 
     def enqueue_many(self, specs: Iterable[RawSpec], *, batch_size: int = 1000) -> BatchOutcome:
-        """Validate and enqueue many specs as the operator, ``batch_size`` per pipeline.
+        """Enqueue many specs as the operator, ``batch_size`` per round trip to the inbox.
 
-        Never raises for a bad spec: it is recorded as a failed job saying why and
-        named in ``outcome.rejected``; a spec whose ``id`` exists is in
-        ``outcome.duplicates`` (not run twice). ``outcome.ids`` has one id per spec.
+        Each distinct template (a spec without its ``id`` and ``args``) is checked in
+        full once; each job then gets only an id and its args checked, and a batch
+        goes to Redis as one stored batch and one inbox reference (one round trip).
+        The returned ids are durable at once; a scheduler admits them (as the
+        operator) moments later, so ``get_job`` may answer "not admitted yet" and
+        ``wait`` waits. Never raises for a bad spec: it is recorded as a failed job
+        saying why and named in ``outcome.rejected``; a spec whose ``id`` exists or
+        came earlier in the call is in ``outcome.duplicates`` (not run twice).
+        ``outcome.ids`` has one id per spec. ARCHITECTURE.md, "enqueue_many".
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         outcome = BatchOutcome()
+        verdicts: dict[Hashable, str | None] = {}
+        seen: set[str] = set()
         batch: list[RawSpec] = []
         for spec in specs:
             batch.append(spec)
             if len(batch) >= batch_size:
-                outcome.extend(self.admission.submit_many(batch))
+                outcome.extend(self._enqueue_batch(batch, verdicts, seen))
                 batch = []
         if batch:
-            outcome.extend(self.admission.submit_many(batch))
+            outcome.extend(self._enqueue_batch(batch, verdicts, seen))
+        return outcome
+
+    def _enqueue_batch(self, batch: list[RawSpec], verdicts: dict[Hashable, str | None],
+                       seen: set[str]) -> BatchOutcome:
+        """Check a batch (templates judged once per call), record its rejections, push it."""
+
+        def taken(ids: list[str]) -> set[str]:
+            existing = set(ids) & seen
+            return existing | self.store.existing_ids([i for i in ids if i not in existing])
+
+        prepared = bulk.prepare(batch, self.admission.judge, taken=taken, verdicts=verdicts)
+        seen.update(spec["id"] for spec in prepared.specs)
+        outcome = BatchOutcome(ids=prepared.ids, rejected=prepared.rejected,
+                               duplicates=prepared.duplicates)
+        for i, why in prepared.rejected.items():
+            outcome.ids[i] = self.admission.reject(raw_text(batch[i]), why)
+        if prepared.specs:
+            self.store.push_batch(str(uuid.uuid4()), bulk.pack_batch(prepared))
         return outcome
 
     def run_script(self, path: str, args: dict[str, Any] | None = None, **options: Any) -> str:
@@ -123,7 +151,15 @@ class Gristmill:
     # -- reading ---------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> Job:
-        return self.with_result(self.store.get_job(job_id))
+        """The job's record; NotFound saying so when it may still wait in the inbox."""
+        try:
+            return self.with_result(self.store.get_job(job_id))
+        except NotFound as exc:
+            waiting = self.store.inbox_waiting()
+            if not waiting:
+                raise
+            raise NotFound(f"{exc}; {waiting} inbox element(s) wait in the inbox for a scheduler "
+                           "to admit them (is one running?): the job may be one of them") from None
 
     def wait(self, job_id: str, timeout_s: float = 3600.0, *, early_return: bool = False) -> Job:
         """Block until the job completes (JobTimeout after ``timeout_s``).

@@ -10,7 +10,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from common.languages import LANGUAGES
 from common.models import Job, Kind, Status
 from common.settings import Settings
 from common.store import Store
+from jobs import bulk
 from jobs import spec as specs
 from jobs.scripts import ScriptStore
 from jobs.spec import JobSpec
@@ -234,32 +235,48 @@ class Admission:
         return job
 
     def submit_many(self, batch: Sequence[RawSpec], *, principal: Principal = OPERATOR,
-                    trusted: bool = True) -> BatchOutcome:
+                    trusted: bool = True, new_ids: Sequence[bool] | None = None) -> BatchOutcome:
         """Validate and enqueue a batch in one pipeline (two with producers' ids).
 
-        A spec that cannot be accepted is recorded as a failed job saying why
-        (as the inbox does) and named in ``rejected``; the others are queued.
+        Each distinct template (a spec without ``id`` and ``args``) is parsed and built
+        once; each job is then its template's job with its own id and args, checked as
+        the spec model checks them (:mod:`jobs.bulk`). A spec that cannot be accepted is
+        recorded as a failed job saying why (as the inbox does) and named in
+        ``rejected``; the others are queued. ``new_ids[i]``: spec ``i``'s id was generated
+        by the producer and was never admitted, so it needs no claim (the scheduler
+        knows it of a stored batch it takes for the first time).
         """
         outcome = BatchOutcome(ids=[""] * len(batch))
         jobs: list[tuple[Job, bool]] = []
         places: list[int] = []
+        bases: dict[Hashable, Job | str] = {}
         for i, raw in enumerate(batch):
             try:
-                spec = raw if isinstance(raw, JobSpec) else specs.parse_spec(raw)
-                job = self.build(spec, principal=principal, trusted=trusted)
+                data = bulk.as_data(raw)
+                template = {k: v for k, v in data.items() if k not in bulk.PER_JOB_FIELDS}
+                key = bulk.template_key(template)
+                if key not in bases:
+                    bases[key] = self._base(template, principal=principal, trusted=trusted)
+                base = bases[key]
+                if isinstance(base, str):
+                    raise SpecError(base)
+                args = bulk.job_args(data.get("args"))
+                given = data.get("id")
+                job_id = str(uuid.uuid4()) if given is None else bulk.job_id(given)
+                job = base.model_copy(update={"id": job_id, "args": args})
                 if job.kind in FLOW_KINDS and self.flows is not None:
                     # A flow job is opened with its flow, one script each: not in the pipeline.
                     outcome.ids[i] = job.id
-                    self.flows.open(job, spec)
+                    self.flows.open(job, specs.parse_spec(data))
                     continue
             except DuplicateJob:
                 outcome.duplicates.append(i)
                 continue
             except (SpecError, PermissionDenied) as exc:
                 outcome.rejected[i] = str(exc)
-                outcome.ids[i] = self.reject(_raw_text(raw), str(exc))
+                outcome.ids[i] = self.reject(raw_text(raw), str(exc))
                 continue
-            jobs.append((job, spec.id is None))
+            jobs.append((job, given is None or (new_ids is not None and new_ids[i])))
             places.append(i)
         if jobs:
             for i, (job, _), queued in zip(places, jobs, self.store.enqueue_many(jobs),
@@ -268,6 +285,23 @@ class Admission:
                 if not queued:
                     outcome.duplicates.append(i)
         return outcome
+
+    def _base(self, template: dict[str, Any], *, principal: Principal,
+              trusted: bool) -> Job | str:
+        """The job a template asks for (its id and args replaced per job), or why not."""
+        try:
+            return self.build(specs.parse_spec(template), principal=principal, trusted=trusted)
+        except (SpecError, PermissionDenied) as exc:
+            return str(exc)
+
+    def judge(self, template: dict[str, Any]) -> str | None:
+        """Why the operator may not queue a spec of ``template`` (any id, any args); None
+        when it may. The full check of :meth:`build`, for ``enqueue_many``'s templates."""
+        try:
+            self.build(specs.parse_spec(template), principal=OPERATOR, trusted=True)
+        except (SpecError, PermissionDenied) as exc:
+            return str(exc)
+        return None
 
     def admit_raw(self, raw: bytes) -> tuple[str, str]:
         """Admit one raw inbox spec: (job id, ``accepted`` | ``duplicate`` | ``rejected``).
@@ -321,7 +355,7 @@ class Admission:
         return self.store.reject(job, retention_s=retention, fresh_id=producer_id is None)
 
 
-def _raw_text(raw: RawSpec) -> bytes | str:
+def raw_text(raw: RawSpec) -> bytes | str:
     """A spec as the text a rejection record keeps."""
     if isinstance(raw, bytes | str):
         return raw

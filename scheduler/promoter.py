@@ -22,7 +22,7 @@ BATCH = 500
 FINE_WAIT_MS = 150
 # The longest blocking wait: a safety net for a lost nudge, and the idle cost (one
 # promote per group per IDLE_BLOCK_S). Shutdown does not wait for it: it nudges.
-IDLE_BLOCK_S = 30.0
+IDLE_BLOCK_S = 60.0
 
 
 def plan_wait(next_due_ms: int | None, now: int) -> tuple[float, float]:

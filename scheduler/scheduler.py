@@ -3,8 +3,10 @@
 Several schedulers may run at once: every step that moves a job is one atomic
 script conditional on the job's state, so two of them never move a job twice.
 Nothing here polls Redis on a fixed interval: each group's promoter sleeps on
-a blocking pop of the group's wake list until its next job is due, and the
-rest happens in the once-a-second heartbeat.
+a blocking pop of the group's wake list until its next job is due, the inbox
+blocks on the inbox, and the once-a-second tick reads Redis only when a read
+can tell something new (the lease renewal every third of the lease, the dead
+when one can have expired, the schedules when one fires).
 """
 
 from __future__ import annotations
@@ -33,6 +35,26 @@ from storage.logs import sweep
 from storage.objects import ObjectStore, StorageError
 
 TRIM_EVERY_S = 60.0
+RENEWALS_PER_LEASE = 3  # the lease is renewed about three times per lease (at tick precision)
+
+
+def renew_every_ms(lease_ms: int) -> int:
+    """How often the scheduler renews its lease (and reads the settings, groups, schedules)."""
+    return max(1, lease_ms // RENEWALS_PER_LEASE)
+
+
+def next_look(dead: list[str], oldest_alive_ms: int | None, lease_ms: int, now: int) -> int:
+    """When to look for silent workers (or schedulers) again.
+
+    No member can expire before the oldest last beat seen plus the lease (a newcomer
+    beats later than that); with none seen, not before a whole lease from now. After
+    finding dead ones, look again at the next tick (there may be more than a page).
+    """
+    if dead:
+        return now
+    if oldest_alive_ms is None:
+        return now + lease_ms
+    return oldest_alive_ms + lease_ms
 SWEEP_EVERY_S = 3600.0  # stored log parts are swept by the day
 
 
@@ -47,6 +69,7 @@ class Scheduler:
         fleet: Fleet,
         lease_s: float = 10.0,
         heartbeat_s: float = 1.0,
+        renew_s: float | None = None,
         max_restarts: int = 3,
         scheduler_id: str | None = None,
         clock: Clock = now_ms,
@@ -60,6 +83,9 @@ class Scheduler:
         self.fleet = fleet
         self.lease_ms = int(lease_s * 1000)
         self.heartbeat_s = heartbeat_s
+        # The lease renewal (and the reads that come with it): a third of the lease unless
+        # told (a test that must meet a short fault renews more often).
+        self.renew_ms = renew_every_ms(self.lease_ms) if renew_s is None else int(renew_s * 1000)
         self.max_restarts = max_restarts
         self.id = scheduler_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.clock = clock
@@ -70,6 +96,11 @@ class Scheduler:
         self.schedules = ScheduleStore(admission, clock=clock)
         self.log = log.get(scheduler_id=self.id)
         self._last_trim = 0.0
+        self.groups: set[str] = set()
+        self._next_beat_ms = 0
+        self._look_at_workers_ms = 0
+        self._look_at_schedulers_ms = 0
+        self._next_fire: int | None = None
         self.failed: str | None = None  # the vital thread that died, if one did
         self.flows = None if flow_jobs is None else FlowEngine(
             store, admission, flow_jobs, scheduler_id=self.id, stopping=self.stopping, clock=clock,
@@ -92,6 +123,7 @@ class Scheduler:
             self.stopping.wait(wait_s)
         for promoter in self.promoters.values():
             promoter.wake()
+        self.inbox.wake()
         inbox.join()
         for promoter in self.promoters.values():
             promoter.join()
@@ -114,38 +146,65 @@ class Scheduler:
     def tick(self) -> int | None:
         """The heartbeat: lease, new groups, dead workers and schedulers, cron fires, retention.
 
-        Returns when the next schedule fires (ms), so the loop can wake for it.
+        Each read is made only when it can tell something new (``docs/ARCHITECTURE.md``,
+        "The scheduler at rest"): the lease and what comes with it every third of the
+        lease, the dead when the oldest beat seen can have expired, the due schedules
+        when the next fire has come. Returns when the next schedule fires (ms).
         """
         now = self.clock()
-        beat = self.fleet.scheduler_heartbeat(self.id, now, self.lease_ms)
-        self.instance = beat.instance
-        for group in beat.groups - self.promoters.keys():
-            self.promoters[group] = Promoter(self.store, group, self.stopping, self.clock)
-            self.promoters[group].start(self._vital_died)
-        for worker_id in beat.dead_workers:
-            self.recover_worker(worker_id, seen_before_ms=now - self.lease_ms)
-        for scheduler_id in beat.dead_schedulers:
-            if scheduler_id != self.id:
-                self.inbox.recover(scheduler_id)
-                if self.flows is not None:
-                    self.flows.recover_scheduler(scheduler_id, beat.groups)
-                self.fleet.forget_scheduler(scheduler_id)
+        if now >= self._next_beat_ms:
+            beat = self.fleet.scheduler_heartbeat(self.id, now)
+            self._next_beat_ms = now + self.renew_ms
+            self.instance = beat.instance
+            self.groups = beat.groups
+            self._next_fire = beat.next_schedule_fire
+            self.start_promoters(beat.groups)
+        if self.store.groups_written - self.promoters.keys():
+            # A group this scheduler's inbox just admitted into: no need to wait for the beat.
+            self.start_promoters(self.store.groups_written - self.promoters.keys())
+        if now >= self._look_at_workers_ms:
+            silent = self.fleet.silent_workers(now - self.lease_ms)
+            for worker_id in silent.dead:
+                self.recover_worker(worker_id, seen_before_ms=now - self.lease_ms)
+            self._look_at_workers_ms = next_look(silent.dead, silent.oldest_alive_ms,
+                                                 self.lease_ms, now)
+        if now >= self._look_at_schedulers_ms:
+            silent = self.fleet.silent_schedulers(now - self.lease_ms)
+            for scheduler_id in silent.dead:
+                if scheduler_id != self.id:
+                    self.inbox.recover(scheduler_id)
+                    if self.flows is not None:
+                        self.flows.recover_scheduler(scheduler_id, self.groups)
+                    self.fleet.forget_scheduler(scheduler_id)
+            others = [s for s in silent.dead if s != self.id]
+            self._look_at_schedulers_ms = next_look(others, silent.oldest_alive_ms,
+                                                    self.lease_ms, now)
         if self.flows is not None:
-            for group in beat.groups:
+            for group in self.groups:
                 self.flows.start_group(group, self._vital_died)
-            self.flows.tick(beat.groups, now)
-        for path, fire_ms in beat.due_schedules:
-            self.schedules.materialise(path, fire_ms, now)
+            self.flows.tick(self.groups, now)
+        if self._next_fire is not None and now >= self._next_fire:
+            for path, fire_ms in self.schedules.due(now):
+                self.schedules.materialise(path, fire_ms, now)
+            self._next_fire = self.fleet.next_schedule_fire()
         if time.monotonic() - self._last_trim >= TRIM_EVERY_S:
             self._last_trim = time.monotonic()
             cutoff = now - self.instance.retention_s * 1000
-            for group in beat.groups:
+            for group in self.groups:
                 self.store.trim_completed(group, cutoff)
                 self.store.trim_count(group, self.instance.retention_max_jobs)
         if self.objects is not None and time.monotonic() - self._last_sweep >= SWEEP_EVERY_S:
             self._last_sweep = time.monotonic()
             self._sweep_stored_logs(self.objects)
-        return None if beat.due_schedules else beat.next_schedule_fire
+        return self._next_fire
+
+    def start_promoters(self, groups: set[str]) -> None:
+        """A promoter for each group that has none yet (from the beat, or at once from the
+        inbox, which admits into a new group before the next beat would see it)."""
+        for group in groups - self.promoters.keys():
+            self.promoters[group] = Promoter(self.store, group, self.stopping, self.clock)
+            self.promoters[group].start(self._vital_died)
+        self.groups |= groups
 
     def _sweep_stored_logs(self, objects: ObjectStore) -> None:
         """Delete the object store's log parts of past days, in a thread: the store may be slow

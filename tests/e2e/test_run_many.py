@@ -7,9 +7,10 @@ import json
 import pytest
 import redis
 
+from common.errors import NotFound
 from common.models import Status
 from gristmill.client import Gristmill
-from tests.e2e.conftest import Processes
+from tests.e2e.conftest import Processes, deadline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -32,8 +33,14 @@ def test_run_many_enqueues_each_line_and_reports_bad_ones(
     assert len(ids) == 7
     assert "line 5: rejected" in done.stderr and "recorded as failed job" in done.stderr
     assert "6 queued, 0 duplicates, 1 rejected" in done.stderr
-    bad = gm.get_job(ids[3])
+    bad = gm.get_job(ids[3])  # recorded by the command itself
     assert bad.status == Status.FAILURE and bad.raw_spec == "{not json"
+    # The queued ones wait in the inbox, durable, until a scheduler admits them.
+    with pytest.raises(NotFound, match="wait in the inbox"):
+        gm.get_job(ids[0])
+    procs.scheduler()
+    deadline(lambda: redis_client.llen("gm:{wg:default}:ready") == 6 or None, 30,
+             "the scheduler to admit the batch")
     first = gm.get_job(ids[0])
     assert (first.args, first.tag) == ({"name": "n0", "greeting": "hi"}, "fast")
     last = gm.get_job(ids[6])  # its own fields win over the options

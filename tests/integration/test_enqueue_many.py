@@ -33,6 +33,13 @@ def client(redis_client: redis.Redis, redis_server: EmbeddedRedis) -> Gristmill:
     return gm
 
 
+def admit_all(client: Gristmill) -> None:
+    """Admit what waits in the inbox, as a scheduler's inbox thread does."""
+    admitter = InboxAdmitter(client.store, client.admission, "test", threading.Event())
+    while admitter.admit_next(0.01):
+        pass
+
+
 def command_calls(client: redis.Redis, name: str) -> int:
     stats = client.info("commandstats")
     return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
@@ -47,6 +54,8 @@ def test_enqueue_many_queues_like_submit(client: Gristmill, redis_client: redis.
     outcome = client.enqueue_many(specs, batch_size=1000)
     assert len(outcome.ids) == 2500 and len(set(outcome.ids)) == 2500
     assert (outcome.rejected, outcome.duplicates) == ({}, [])
+    assert redis_client.llen("gm:inbox") == 3  # one element per batch
+    admit_all(client)
     ready = [raw.decode() for raw in redis_client.lrange("gm:{wg:default}:ready", 0, -1)]
     assert ready == outcome.ids  # in spec order
     one = client.submit({"path": "u/alice/hello", "args": {"name": "n0"}})
@@ -107,6 +116,7 @@ def test_bad_specs_are_recorded_and_the_rest_queued(
         {"id": twice, "path": "u/alice/hello", "args": {"name": "1"}},
         {"id": twice, "path": "u/alice/hello", "args": {"name": "2"}},
     ])
+    admit_all(client)
     assert sorted(outcome.rejected) == [1, 2, 3]
     assert "u/nobody/missing" in outcome.rejected[1] and "colour" in outcome.rejected[2]
     assert outcome.duplicates == [4, 6]

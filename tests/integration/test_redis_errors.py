@@ -220,8 +220,10 @@ def test_the_fleet_outlives_the_error_class(name: str, own_server: EmbeddedRedis
     settings = Settings(redis_url=own_server.url, heartbeat_s=0.2)
     worker = Worker(store=store, scripts=scripts, fleet=fleet, settings=settings,
                     concurrency=2, claim_block_s=0.5, sandbox=sharing_sandbox)
+    # Renewing its lease every tick, the scheduler meets even a short fault (at rest it
+    # reads Redis only every third of the lease).
     scheduler = Scheduler(store=store, admission=Admission(store, scripts, settings), fleet=fleet,
-                          heartbeat_s=0.2)
+                          heartbeat_s=0.2, renew_s=0.2)
     threads = [threading.Thread(target=p.run, daemon=True) for p in (worker, scheduler)]
     fault = FAULTS[name]
     flag, release = job_share / "flag", job_share / "release"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from common.fleet import Fleet
+from common.fleet import Fleet, Silent
 from common.keys import Keys
 
 
@@ -28,12 +28,15 @@ def test_heartbeat_registers_and_reads_back(fleet: Fleet) -> None:
 
 
 def test_dead_workers_and_schedulers_by_lease(fleet: Fleet) -> None:
-    """The scheduler's beat lists workers and schedulers silent for longer than the lease."""
+    """Workers and schedulers silent for longer than the lease, and the oldest live beat."""
     fleet.worker_heartbeat("old", {"group": "default"}, 1000, running_key="x")
     fleet.worker_heartbeat("fresh", {"group": "default"}, 9000, running_key="x")
-    fleet.scheduler_heartbeat("s-old", 1000, 5000)
-    beat = fleet.scheduler_heartbeat("s-new", 9000, 5000)
-    assert (beat.dead_workers, beat.dead_schedulers, beat.groups) == (["old"], ["s-old"], {"default"})
+    fleet.scheduler_heartbeat("s-old", 1000)
+    beat = fleet.scheduler_heartbeat("s-new", 9000)
+    assert beat.groups == {"default"}
+    assert fleet.silent_workers(9000 - 5000) == Silent(["old"], 9000)
+    assert fleet.silent_schedulers(9000 - 5000) == Silent(["s-old"], 9000)
+    assert fleet.silent_workers(0) == Silent([], 1000)
 
 
 def test_forget_worker_spares_one_that_came_back(fleet: Fleet) -> None:
