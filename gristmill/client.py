@@ -15,6 +15,7 @@ from typing import Any
 
 from auth.identity import IdentityStore
 from common import instance
+from common.clock import now_ms
 from common.connection import connect, ping, redis_errors
 from common.errors import NotFound, SpecError
 from common.fleet import Fleet
@@ -109,7 +110,7 @@ class Gristmill:
         for i, why in prepared.rejected.items():
             outcome.ids[i] = self.admission.reject(raw_text(batch[i]), why)
         if prepared.specs:
-            self.store.push_batch(str(uuid.uuid4()), bulk.pack_batch(prepared))
+            self.store.push_batch(str(uuid.uuid4()), bulk.pack_batch(prepared, now_ms()))
         return outcome
 
     def run_script(self, path: str, args: dict[str, Any] | None = None, **options: Any) -> str:

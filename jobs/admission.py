@@ -235,7 +235,8 @@ class Admission:
         return job
 
     def submit_many(self, batch: Sequence[RawSpec], *, principal: Principal = OPERATOR,
-                    trusted: bool = True, new_ids: Sequence[bool] | None = None) -> BatchOutcome:
+                    trusted: bool = True, new_ids: Sequence[bool] | None = None,
+                    created_at: int | None = None) -> BatchOutcome:
         """Validate and enqueue a batch in one pipeline (two with producers' ids).
 
         Each distinct template (a spec without ``id`` and ``args``) is parsed and built
@@ -244,7 +245,8 @@ class Admission:
         recorded as a failed job saying why (as the inbox does) and named in
         ``rejected``; the others are queued. ``new_ids[i]``: spec ``i``'s id was generated
         by the producer and was never admitted, so it needs no claim (the scheduler
-        knows it of a stored batch it takes for the first time).
+        knows it of a stored batch it takes for the first time). ``created_at``: when the
+        producer pushed the batch (never later than now); else the jobs are created now.
         """
         outcome = BatchOutcome(ids=[""] * len(batch))
         jobs: list[tuple[Job, bool]] = []
@@ -263,7 +265,10 @@ class Admission:
                 args = bulk.job_args(data.get("args"))
                 given = data.get("id")
                 job_id = str(uuid.uuid4()) if given is None else bulk.job_id(given)
-                job = base.model_copy(update={"id": job_id, "args": args})
+                update: dict[str, Any] = {"id": job_id, "args": args}
+                if created_at is not None and created_at < base.created_at:
+                    update["created_at"] = created_at
+                job = base.model_copy(update=update)
                 if job.kind in FLOW_KINDS and self.flows is not None:
                     # A flow job is opened with its flow, one script each: not in the pipeline.
                     outcome.ids[i] = job.id

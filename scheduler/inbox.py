@@ -144,22 +144,23 @@ class InboxAdmitter:
             metrics.INBOX_ADMITTED.labels(outcome="rejected").inc()
             self.log.warning("inbox batch reference rejected", job_id=job_id, batch=batch_id)
         else:
-            specs, generated = stored
+            specs = stored.specs
             # Taken again (a scheduler died in it): every id is claimed, none run twice.
-            new_ids = generated if first else [False] * len(specs)
+            new_ids = stored.generated if first else [False] * len(specs)
             counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
             for start in range(0, len(specs), BATCH):
                 self._admit_operator_specs(specs[start:start + BATCH],
-                                           new_ids[start:start + BATCH], counts)
+                                           new_ids[start:start + BATCH], counts,
+                                           stored.created_at)
             # One line per batch: a line per job would cost more than admitting it.
             self.log.info("inbox batch admitted", batch=batch_id, **counts)
         self.store.forget_inbox_batch(self.processing, batch_id)
 
     def _admit_operator_specs(self, chunk: list[dict[str, Any]], new_ids: list[bool],
-                              counts: dict[str, int]) -> None:
+                              counts: dict[str, int], created_at: int | None) -> None:
         try:
             outcomes = [self.admission.submit_many(chunk, principal=OPERATOR, trusted=True,
-                                                   new_ids=new_ids)]
+                                                   new_ids=new_ids, created_at=created_at)]
         except RedisUnavailable:
             raise
         except Exception:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 
 import pytest
 import redis
 
+from common.clock import now_ms
 from common.connection import is_cluster
 from common.keys import Keys
 from common.models import Kind, Status
@@ -51,11 +53,18 @@ def test_enqueue_many_queues_like_submit(client: Gristmill, redis_client: redis.
     specs = [{"path": "u/alice/hello", "args": {"name": f"n{i}"}} for i in range(2500)]
     specs[7] = {"hash": version.hash, "args": {"name": "by hash"}}
     specs[8] = {"code": "def main():\n    return 1\n", "language": "python3"}
+    before = now_ms()
     outcome = client.enqueue_many(specs, batch_size=1000)
+    pushed = now_ms()
     assert len(outcome.ids) == 2500 and len(set(outcome.ids)) == 2500
     assert (outcome.rejected, outcome.duplicates) == ({}, [])
     assert redis_client.llen("gm:inbox") == 3  # one element per batch
+    # Admitted later than pushed: created_at is the producer's push, scheduled_for the admission.
+    while now_ms() <= pushed:  # the next millisecond, so the two times can differ
+        time.sleep(0.001)
     admit_all(client)
+    last = client.get_job(outcome.ids[-1])
+    assert before <= last.created_at <= pushed < last.scheduled_for
     ready = [raw.decode() for raw in redis_client.lrange("gm:{wg:default}:ready", 0, -1)]
     assert ready == outcome.ids  # in spec order
     one = client.submit({"path": "u/alice/hello", "args": {"name": "n0"}})

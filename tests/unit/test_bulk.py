@@ -85,16 +85,21 @@ def test_a_stored_batch_round_trips_with_its_new_ids() -> None:
     """pack_batch / unpack_batch: specs and which ids were generated, in order."""
     out = prepare([{"path": "u/a/s"}, {"path": "u/a/s", "id": UUID}], judge_all([]),
                   new_id=ids())
-    assert unpack_batch(pack_batch(out)) == (out.specs, [True, False])
+    assert unpack_batch(pack_batch(out, 1_700_000_000_000)) == \
+        (out.specs, [True, False], 1_700_000_000_000)
 
 
 @pytest.mark.parametrize(("payload", "expected"), [
     (b"\xc1", None),  # not msgpack
     (codec.pack([{"path": "p"}]), None),  # not a map
     (codec.pack({"specs": [1]}), None),  # a spec that is no object
-    (codec.pack({"specs": [{"path": "p"}], "generated": [1]}), ([{"path": "p"}], [False])),
-    (codec.pack({"specs": [{"path": "p"}]}), ([{"path": "p"}], [False])),
+    (codec.pack({"specs": [{"path": "p"}], "generated": [1]}), ([{"path": "p"}], [False], None)),
+    (codec.pack({"specs": [{"path": "p"}]}), ([{"path": "p"}], [False], None)),
+    (codec.pack({"specs": [{"path": "p"}], "created_at": "soon"}), ([{"path": "p"}], [False], None)),
+    (codec.pack({"specs": [{"path": "p"}], "created_at": True}), ([{"path": "p"}], [False], None)),
+    (codec.pack({"specs": [{"path": "p"}], "created_at": 5}), ([{"path": "p"}], [False], 5)),
 ])
 def test_unpack_batch_refuses_what_is_no_batch(payload: bytes, expected: Any) -> None:
-    """Not a batch: None; flags that are not one boolean per spec: every id claimed."""
+    """Not a batch: None; flags that are not one boolean per spec: every id claimed; a
+    push time that is no epoch-ms integer: none (the jobs are created at admission)."""
     assert unpack_batch(payload) == expected
