@@ -327,6 +327,7 @@ def run_workload(system: System, workload: str, ns: argparse.Namespace) -> dict[
                    f"{system.name}: {ns.scheduled} scheduled jobs")
         late = summarize(system.lateness_ms())
         return {"jobs": ns.scheduled, "enqueue_s": round(enqueue_s, 3),
+                "late_min_ms": round(late.min, 1) if late else None,  # < 0: started early
                 "late_p50_ms": round(late.p50, 1) if late else None,
                 "late_p99_ms": round(late.p99, 1) if late else None}
     count, sleep_ms = (ns.jobs, 0) if workload == "noop" else (ns.sleep_jobs, 10)
