@@ -183,26 +183,29 @@ class BenchFleet:
             time.sleep(READY_POLL_S)
 
     def cpu_times(self) -> dict[str, tuple[float, float]]:
-        """CPU seconds per process: (its own user+system, that of its reaped children).
+        """CPU seconds per process: (its own user+system, that of all its descendants).
 
-        Read from /proc; a worker's children are the jobs it ran,
-        so the second figure is the jobs' CPU.
+        Read from /proc. A worker's descendants are the jobs it ran: every live
+        one (a warm worker's fork server and the forks it keeps between a job's
+        session and its sandboxed process; a dedicated worker's long-lived job
+        processes, which are the fork server's great-grandchildren) counts its
+        own CPU and its reaped children's, and the worker's own reaped children
+        count too. So the second figure is the jobs' CPU, dedicated or not.
         """
         pids = {name: proc.pid for name, proc in self.processes.items()}
         if self.server is not None and self.server.process is not None:
             pids["redis"] = self.server.process.pid
+        parents = _parents()
         out = {}
         for name, pid in pids.items():
             times = _stat_times(pid)
             if times is None:
                 continue
             own, children = times
-            # A warm worker's jobs are the children of its fork server, which lives as long
-            # as the worker: its own CPU and its reaped children's count as the jobs'.
-            for server in _live_children(pid):
-                server_times = _stat_times(server)
-                if server_times is not None:
-                    children += sum(server_times)
+            for descendant in descendants(pid, parents):
+                descendant_times = _stat_times(descendant)
+                if descendant_times is not None:
+                    children += sum(descendant_times)
             out[name] = (own, children)
         return out
 
@@ -260,16 +263,31 @@ def _stat_times(pid: int) -> tuple[float, float] | None:
     return utime + stime, cutime + cstime
 
 
-def _live_children(pid: int) -> list[int]:
-    """Pids of ``pid``'s live children (a warm worker's fork server)."""
-    found = []
+def _parents() -> dict[int, int]:
+    """Every live process's parent pid, from one pass over /proc."""
+    parents = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]
         except (OSError, IndexError):
-            continue
-        if ppid == str(pid):
-            found.append(int(entry))
+            continue  # it ended while we looked
+        parents[int(entry)] = int(ppid)
+    return parents
+
+
+def descendants(pid: int, parents: dict[int, int]) -> list[int]:
+    """Pids of ``pid``'s live descendants at any depth, given each process's parent."""
+    children: dict[int, list[int]] = {}
+    for child, parent in parents.items():
+        children.setdefault(parent, []).append(child)
+    found: list[int] = []
+    todo = list(children.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        if child in found or child == pid:
+            continue  # a pid reused while /proc was read could make a loop
+        found.append(child)
+        todo.extend(children.get(child, ()))
     return found

@@ -47,6 +47,7 @@ from typing import Any
 
 import redis
 
+from bench.peer_tasks import lateness_ms
 from bench.stats import summarize
 from gristmill.embedded import EmbeddedRedis, free_port
 
@@ -60,6 +61,33 @@ SLEEP_CODE = ("import time\n\n\ndef main(due_ms: int = 0, sleep_ms: int = 0):\n"
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+# How each peer is told a due time (an epoch in ms, as Gristmill's scheduled_for is).
+# Pure functions, tested in tests/unit/test_bench_peers.py: every system must be
+# given the same instant, to the millisecond, whatever the machine's time zone.
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def due_datetime(due_ms: int) -> dt.datetime:
+    """An aware UTC datetime, exact to the millisecond (RQ's enqueue_at, Huey's eta).
+
+    Never a naive one: Huey reads a naive eta as local time and converts it with
+    ``time.mktime(eta.timetuple())``, which drops the fraction of a second, so its
+    jobs were due up to 1 s early (the negative lateness of the earlier runs). An
+    aware eta keeps its microseconds.
+    """
+    return _EPOCH + dt.timedelta(milliseconds=due_ms)
+
+
+def due_seconds(due_ms: int) -> float:
+    """Epoch seconds with the fraction (SAQ's ``scheduled``)."""
+    return due_ms / 1000
+
+
+def delay_ms(due_ms: int, at_ms: int) -> int:
+    """A delay from ``at_ms`` (Dramatiq's ``delay``); a due time already past is no delay."""
+    return max(0, due_ms - at_ms)
 
 
 class Stop(Exception):
@@ -165,7 +193,7 @@ class Rq(System):
 
         queue = Queue("bench", connection=self.client)
         if due_ms:
-            at = dt.datetime.fromtimestamp(due_ms / 1000, dt.UTC)
+            at = due_datetime(due_ms)  # RQ keeps whole seconds of it: see docs/BENCHMARKS.md
             for _ in range(count):
                 queue.enqueue_at(at, "bench.peer_tasks.work", due_ms, sleep_ms)
             return
@@ -187,7 +215,7 @@ class Saq(System):
 
         async def put() -> None:
             queue = Queue.from_url(self.url, name="bench")
-            kwargs: dict[str, Any] = {"scheduled": due_ms / 1000} if due_ms else {}
+            kwargs: dict[str, Any] = {"scheduled": due_seconds(due_ms)} if due_ms else {}
             for _ in range(count):
                 await queue.enqueue("saq_work", due_ms=due_ms, sleep_ms=sleep_ms, **kwargs)
             await queue.disconnect()
@@ -205,7 +233,7 @@ class Dramatiq(System):
     def enqueue(self, count: int, sleep_ms: int, due_ms: int = 0) -> None:
         peer_tasks = tasks_for(self.name, self.url)
         for _ in range(count):
-            delay = max(0, due_ms - now_ms()) if due_ms else None
+            delay = delay_ms(due_ms, now_ms()) if due_ms else None
             peer_tasks.task.send_with_options(args=(due_ms, sleep_ms), delay=delay)
 
 
@@ -220,8 +248,7 @@ class Huey(System):
         peer_tasks = tasks_for(self.name, self.url)
         for _ in range(count):
             if due_ms:
-                eta = dt.datetime.fromtimestamp(due_ms / 1000)
-                peer_tasks.task.schedule(args=(due_ms, sleep_ms), eta=eta)
+                peer_tasks.task.schedule(args=(due_ms, sleep_ms), eta=due_datetime(due_ms))
             else:
                 peer_tasks.task(0, sleep_ms)
 
@@ -280,7 +307,7 @@ class Gristmill(System):
         return int(self.client.zcard("gm:{wg:default}:completed"))
 
     def lateness_ms(self) -> list[float]:
-        return [float(int(r[1]) - int(r[2] or 0)) for r in self._records() if r[1] is not None]
+        return [lateness_ms(int(r[1]), int(r[2] or 0)) for r in self._records() if r[1] is not None]
 
     def reset(self) -> None:
         self.client.delete("gm:{wg:default}:completed")
@@ -300,6 +327,7 @@ def run_workload(system: System, workload: str, ns: argparse.Namespace) -> dict[
                    f"{system.name}: {ns.scheduled} scheduled jobs")
         late = summarize(system.lateness_ms())
         return {"jobs": ns.scheduled, "enqueue_s": round(enqueue_s, 3),
+                "late_min_ms": round(late.min, 1) if late else None,  # < 0: started early
                 "late_p50_ms": round(late.p50, 1) if late else None,
                 "late_p99_ms": round(late.p99, 1) if late else None}
     count, sleep_ms = (ns.jobs, 0) if workload == "noop" else (ns.sleep_jobs, 10)

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 import pydantic
 import pytest
 
-from worker.executors.binding import ArgumentError, bind_args, call_bound
+from worker.executors.binding import ArgumentError, Binder, bind_args, call_bound
 
 
 class Color(enum.Enum):
@@ -135,6 +135,18 @@ def test_binds(func: Any, args: dict[str, object], expected: dict[str, object]) 
     assert bind_args(func, args) == expected
 
 
+@pytest.mark.parametrize(
+    ("func", "args", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_a_kept_binder_gives_the_same_answer_every_time(
+    func: Any, args: dict[str, object], expected: dict[str, object]
+) -> None:
+    """One Binder, as a dedicated process keeps, binds the table's cases as bind_args does, twice."""
+    binder = Binder(func)
+    assert binder.bind(args) == expected
+    assert binder.bind(args) == expected
+
+
 def main(a: int, b: str, c: int = 1) -> None: ...
 
 
@@ -190,6 +202,58 @@ def test_rejects(func: Any, args: dict[str, object], fragments: list[str]) -> No
         assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("func", "args", "fragments"), [c[1:] for c in ERRORS], ids=[c[0] for c in ERRORS]
+)
+def test_a_kept_binder_rejects_the_same(
+    func: Any, args: dict[str, object], fragments: list[str]
+) -> None:
+    """A kept Binder rejects each bad args object with the same message, every time."""
+    binder = Binder(func)
+    with pytest.raises(ArgumentError) as info:
+        bind_args(func, args)
+    for _ in range(2):
+        with pytest.raises(ArgumentError) as again:
+            binder.bind(args)
+        assert str(again.value) == str(info.value)
+
+
+def test_a_kept_binder_does_not_carry_one_jobs_args_to_the_next() -> None:
+    """A value given to one job is not the next job's default, nor its **kwargs."""
+    binder = Binder(var_kw)
+    assert binder.bind({"a": "1", "extra": "2"}) == {"a": 1, "extra": 2}
+    assert binder.bind({"a": "3"}) == {"a": 3}
+    with pytest.raises(ArgumentError, match="missing required argument"):
+        binder.bind({})
+    assert Binder(raw).bind({"a": 1, "b": 5}) == {"a": 1, "b": 5}
+    kept = Binder(raw)
+    kept.bind({"a": 1, "b": 5})
+    assert kept.bind({"a": 1}) == {"a": 1, "b": 2}
+
+
+def test_a_binder_reads_the_annotations_once() -> None:
+    """What the annotations said when the Binder was made holds for its later jobs."""
+    def late(n: int) -> int:
+        return n
+
+    binder = Binder(late)
+    late.__annotations__["n"] = str
+    assert binder.bind({"n": "4"}) == {"n": 4}
+    assert bind_args(late, {"n": "4"}) == {"n": "4"}  # a fresh bind sees the change
+
+
+def test_an_unreadable_signature_fails_every_bind() -> None:
+    """A callable without a signature raises as bind_args does, on every bind, not at creation."""
+    with pytest.raises(ValueError, match="no signature found") as first:
+        bind_args(max, {})
+    binder = Binder(max)  # a builtin without a signature: made without complaint
+    for _ in range(2):
+        with pytest.raises(ValueError, match="no signature found") as again:
+            binder.bind({})
+        assert not isinstance(again.value, ArgumentError)
+        assert str(again.value) == str(first.value)
+
+
 def test_argument_error_is_a_value_error() -> None:
     """ArgumentError can be caught as ValueError."""
     assert issubclass(ArgumentError, ValueError)
@@ -198,3 +262,5 @@ def test_argument_error_is_a_value_error() -> None:
 def test_positional_only_parameters_are_bound_and_called() -> None:
     """Positional-only parameters bind by name and are passed by position."""
     assert call_bound(pos_only, bind_args(pos_only, {"a": "4"})) == (4, 1)
+    binder = Binder(pos_only)
+    assert binder.call(binder.bind({"a": "4", "b": "2"})) == (4, 2)

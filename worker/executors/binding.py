@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
-__all__ = ["ArgumentError", "bind_args", "call_bound"]
+__all__ = ["ArgumentError", "Binder", "bind_args", "call_bound"]
 
 _NONE_TYPE = type(None)
 _TRUE = frozenset({"true", "1"})
@@ -42,39 +42,87 @@ class _Mismatch(Exception):
         self.where, self.expected, self.value, self.detail = where, expected, value, detail
 
 
+class Binder:
+    """Binds args to one function; what depends only on the function is worked out once.
+
+    The parameters and their resolved annotations are read when the Binder is
+    made, so a job pays only for converting its own args (a dedicated process
+    keeps one Binder per loaded ``main``: a new version is a new process). A
+    later change to the function's annotations or ``__signature__`` is not
+    seen. If the signature cannot be read, every ``bind`` tries again and
+    raises what ``inspect.signature`` raises, as ``bind_args`` always has.
+    """
+
+    __slots__ = ("_declared", "_name", "_params", "_positional", "_var_kw", "func")
+
+    def __init__(self, func: Callable[..., object]) -> None:
+        self.func = func
+        self._name: str = getattr(func, "__name__", "main")
+        # (name, default or _NO_DEFAULT, annotation) for each parameter that JSON can name.
+        self._params: tuple[tuple[str, object, Any], ...] | None = None
+        self._declared: frozenset[str] = frozenset()
+        self._var_kw: Any = _NO_VAR_KW  # the annotation of **kwargs, if main takes them
+        self._positional: tuple[str, ...] = ()
+        try:
+            signature = inspect.signature(func)
+        except (TypeError, ValueError):
+            return  # bind() raises it again, job by job
+        hints = _type_hints(func)
+        params = tuple(signature.parameters.values())
+        named: list[tuple[str, object, Any]] = []
+        for p in params:
+            if p.kind is p.VAR_KEYWORD:
+                self._var_kw = hints.get(p.name, Any)
+            elif p.kind is not p.VAR_POSITIONAL:  # nothing can be bound to *args
+                default = _NO_DEFAULT if p.default is p.empty else p.default
+                named.append((p.name, default, hints.get(p.name, Any)))
+        self._params = tuple(named)
+        self._declared = frozenset(p.name for p in params)
+        self._positional = tuple(p.name for p in params if p.kind is p.POSITIONAL_ONLY)
+
+    def bind(self, args: dict[str, object]) -> dict[str, object]:
+        """The keyword arguments to call the function with; see ``bind_args``."""
+        if self._params is None:
+            inspect.signature(self.func)  # raises, as it did when the Binder was made
+            raise AssertionError("unreachable: the signature became readable")
+        name = self._name
+        bound: dict[str, object] = {}
+        missing: list[str] = []
+        for param, default, hint in self._params:
+            if param in args:
+                bound[param] = _convert_param(name, param, args[param], hint)
+            elif default is not _NO_DEFAULT:
+                bound[param] = default
+            else:
+                missing.append(param)
+        if missing:
+            raise ArgumentError(f"missing required argument(s) for {name}: {', '.join(missing)}")
+        if self._var_kw is not _NO_VAR_KW:
+            for key, value in args.items():
+                if key not in self._declared:
+                    bound[key] = _convert_param(name, key, value, self._var_kw)
+        return bound
+
+    def call(self, bound: dict[str, object]) -> object:
+        """Call the function with the result of ``bind``, positional-only parameters by position."""
+        positional = [bound.pop(param) for param in self._positional]
+        return self.func(*positional, **bound)
+
+
+_NO_DEFAULT = object()
+_NO_VAR_KW = object()
+
+
 def bind_args(func: Callable[..., object], args: dict[str, object]) -> dict[str, object]:
     """Return the keyword arguments to call ``func`` with, converted by annotation.
 
     Keys that ``func`` does not declare are dropped unless it takes ``**kwargs``;
     a parameter missing from ``args`` gets its default (included in the result).
     Raises ArgumentError naming every missing required parameter, or the first
-    parameter whose value cannot be converted to its annotation.
+    parameter whose value cannot be converted to its annotation. For one job;
+    a process that binds many jobs to one function keeps a ``Binder``.
     """
-    name = getattr(func, "__name__", "main")
-    params = inspect.signature(func).parameters.values()
-    hints = _type_hints(func)
-    bound: dict[str, object] = {}
-    missing: list[str] = []
-    var_kw: inspect.Parameter | None = None
-    for p in params:
-        if p.kind is p.VAR_KEYWORD:
-            var_kw = p
-        elif p.kind is p.VAR_POSITIONAL:
-            continue  # JSON args are named; nothing can be bound to *args
-        elif p.name in args:
-            bound[p.name] = _convert_param(name, p.name, args[p.name], hints.get(p.name, Any))
-        elif p.default is not p.empty:
-            bound[p.name] = p.default
-        else:
-            missing.append(p.name)
-    if missing:
-        raise ArgumentError(f"missing required argument(s) for {name}: {', '.join(missing)}")
-    if var_kw is not None:
-        declared = {p.name for p in params}
-        for key, value in args.items():
-            if key not in declared:
-                bound[key] = _convert_param(name, key, value, hints.get(var_kw.name, Any))
-    return bound
+    return Binder(func).bind(args)
 
 
 def call_bound(func: Callable[..., object], bound: dict[str, object]) -> object:

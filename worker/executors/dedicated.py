@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-from worker.executors.binding import ArgumentError, bind_args, call_bound
+from worker.executors.binding import ArgumentError, Binder
 from worker.executors.pywrapper import (
     _check_json,
     _error,
@@ -158,9 +158,10 @@ class JobEnviron(MutableMapping[str, str]):
 class Server:
     """Runs the jobs the worker sends through one imported ``main``."""
 
-    def __init__(self, func: Callable[..., object], channel: Channel,
+    def __init__(self, binder: Binder, channel: Channel,
                  routers: tuple[LineRouter, LineRouter], main_file: str) -> None:
-        self.func, self.channel, self.routers, self.main_file = func, channel, routers, main_file
+        # The binder holds main's parameters and hints, read once for all its jobs.
+        self.binder, self.channel, self.routers, self.main_file = binder, channel, routers, main_file
 
     def serve_sync(self, threads: int = 1) -> None:
         if threads <= 1:
@@ -217,8 +218,7 @@ class Server:
 
         job = message["j"]
         try:
-            bound = bind_args(self.func, message["args"])
-            result = await call_bound(self.func, bound)  # type: ignore[misc]
+            result = await self.binder.call(self.binder.bind(message["args"]))  # type: ignore[misc]
             report = self._checked(result)
         except ArgumentError as exc:
             report = _error("ArgumentError", str(exc))
@@ -235,7 +235,7 @@ class Server:
 
     def _report(self, args: dict[str, Any]) -> dict[str, object]:
         try:
-            return self._checked(call_bound(self.func, bind_args(self.func, args)))
+            return self._checked(self.binder.call(self.binder.bind(args)))
         except ArgumentError as exc:
             return _error("ArgumentError", str(exc))
         except BaseException as exc:
@@ -278,6 +278,7 @@ def main(argv: list[str]) -> int:
         func = getattr(module, "main", None)
         if not callable(func):
             raise _Missing(f"{os.path.basename(argv[1])} does not define a function main()")
+        binder = Binder(func)  # may evaluate the user's annotations: their failure is theirs
     except _Missing as exc:
         channel.send({"t": "fatal", **_error("NoMainFunction", str(exc))})
         return 1
@@ -289,7 +290,7 @@ def main(argv: list[str]) -> int:
     sys.stdout, sys.stderr = routers
     # Replaced, not cleared: the process's variables stay under each job's own.
     os.environ = JobEnviron(os.environ)  # type: ignore[assignment]  # noqa: B003
-    server = Server(func, channel, routers, main_file)
+    server = Server(binder, channel, routers, main_file)
     channel.send({"t": "ready", "async": is_async})
     if is_async:
         server.serve_async()
