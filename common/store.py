@@ -426,16 +426,21 @@ class Store:
     @redis_errors
     def complete(
         self, job: Job, status: Status, fields: dict[str, Any], *, retention_s: int,
-        notify: str | None = None,
+        notify: str | None = None, logs: list[tuple[int, str, str]] | None = None,
+        known_redactions: int | None = None, max_log_bytes: int = InstanceSettings().max_log_bytes,
     ) -> int:
-        """Write an attempt's final outcome: 1 done, 2 already done by this claim, 0 fenced off.
+        """Write an attempt's final outcome: 1 done, 2 already done by this claim, 0 fenced off,
+        NEW_SECRETS (-2, nothing written) when the job read secrets beyond ``known_redactions``.
 
         ``notify``: a flow step's outcome (its flow's wire format), pushed to the group's
-        ``flownotify`` by the same script.
+        ``flownotify`` by the same script. ``logs``: the attempt's last (ts_ms, stream, line)
+        lines, appended by the same script as :meth:`append_logs` would. ``known_redactions``
+        (None: no check): the redaction entries the lines and ``fields`` were redacted with.
         """
         g = self.keys.group(job.group)
         worker = job.worker or ""
         encoded = {k: codec.pack(v) if k in codec.PACKED_FIELDS else v for k, v in fields.items()}
+        lines = logs or []
         outcome = int(
             luascripts.COMPLETE(
                 self.client,
@@ -443,10 +448,12 @@ class Store:
                  g.done(job.id), g.events, g.attempts(job.id),
                  *_status_keys(g, Status.RUNNING, status), g.ixtrim,
                  *_identity_keys(g, job.created_by, job.permissioned_as, indexes.LIVE,
-                                 indexes.part_of(status)), g.flow_notify],
+                                 indexes.part_of(status)), g.flow_notify, g.redact(job.id)],
                 [job.id, worker, job.claim or "", self.clock(), retention_s, DONE_TTL_S,
                  EVENTS_MAXLEN, status.value, self._entry(job, status.value, fields),
-                 notify or "", *_flatten(encoded)],
+                 notify or "", "" if known_redactions is None else known_redactions,
+                 len(lines), LOGS_MAXLEN, max_log_bytes,
+                 *[item for line in lines for item in line], *_flatten(encoded)],
             )
         )
         if outcome == 1:
