@@ -128,6 +128,17 @@ class LogSink:
                              "while Redis was unreachable]"), *self.pending[-PENDING_LOG_CAP:]]
         self.flush()
 
+    def hold(self, lines: list[LogLine]) -> None:
+        """The job's last lines: kept for the completion's call (complete.lua writes them with
+        the outcome) instead of an append of their own; lines past the budget spill as ever."""
+        if self.fenced:
+            return
+        kept, spilled = self.budget.route([(line.ts_ms, line.stream, line.line) for line in lines])
+        self.pending.extend(kept)
+        if spilled:
+            self.flush()
+            self.spill(spilled)
+
     def spill(self, lines: list[tuple[int, str, str]]) -> None:
         """Lines past the Redis budget, to the object store (worker/spill.py); fenced and
         redacted like the others: an empty append checks the claim and the secrets."""
@@ -319,8 +330,8 @@ class JobRunner:
         if self.dedicated is not None and job.script_hash is not None and not needs_env and \
                 self.dedicated.handles(job.script_path, job.tag) and language == "python3":
             return self._execute_dedicated(job, env, timeout_s, sink)
-        run = ProcessRun(prepared, sandbox=sandbox, env=env, sink=sink, limits=limits,
-                         timeout_s=max(1.0, deadline - time.monotonic()))
+        run = ProcessRun(prepared, sandbox=sandbox, env=env, sink=sink, last_sink=sink.hold,
+                         limits=limits, timeout_s=max(1.0, deadline - time.monotonic()))
         sink.run = run
         self._track(job.id, run)
         try:
