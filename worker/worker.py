@@ -94,6 +94,7 @@ class Worker:
         self._claim_blocker = store.blocker(group)
         self._control_blocker = store.blocker(group)
         self._registered = False  # the last full beat wrote our hash and group
+        self._reported_done = -1  # jobs_done as our hash has it
         self._beats = 0
         objects = from_settings(settings.object_store_url)
         self._runner = JobRunner(store=store, scripts=scripts, settings=settings, clock=clock,
@@ -266,14 +267,15 @@ class Worker:
     def _heartbeat_once(self) -> None:
         """One beat. Most only refresh the lease (one ZADD); every FULL_BEAT_EVERY-th, and any
         after the registry lost us, also reads settings and the running list (reconciliation)
-        and writes our hash: all of it when registering, else the jobs done."""
+        and writes our hash: all of it when registering, else jobs_done if it changed."""
         self._beats += 1
         if self._registered and self._beats % FULL_BEAT_EVERY:
             self._registered = self.fleet.worker_lease(self.worker_id, self.clock())
             return
-        info: dict[str, str | int] = {"jobs_done": self.jobs_done}
+        done = self.jobs_done
+        info: dict[str, str | int] = {} if done == self._reported_done else {"jobs_done": done}
         if not self._registered:
-            info.update(group=self.group, host=socket.gethostname(), pid=os.getpid(),
+            info.update(jobs_done=done, group=self.group, host=socket.gethostname(), pid=os.getpid(),
                         started_at=self.started_at, version=VERSION, concurrency=self.concurrency)
         beat = self.fleet.worker_heartbeat(
             self.worker_id, info, self.clock(),
@@ -282,6 +284,7 @@ class Worker:
         # Registered now, unless the registry had lost us before a mere update: then the
         # next beat writes everything.
         self._registered = "group" in info or beat.registered
+        self._reported_done = done
         self.instance = beat.instance
         self._reconcile(beat.running)
 
@@ -289,7 +292,7 @@ class Worker:
         """Give back ids in our running list that we are not working on.
 
         A BLMOVE whose reply was lost (connection cut, Redis restarted) leaves an
-        id there that this worker never saw. An id seen unheld on two heartbeats
+        id there that this worker never saw. An id seen unheld on two full heartbeats
         in a row is ours by mistake: it goes back to ready, or is recovered.
         """
         unheld = set(listed) - self._held
