@@ -39,6 +39,7 @@ CLAIM_BLOCK_S = 60.0
 # Beats that only refresh the lease (one ZADD) between two full ones (settings, running list,
 # the worker's hash): an idle worker makes 1 + 2/FULL_BEAT_EVERY commands per heartbeat_s.
 FULL_BEAT_EVERY = 4
+SLOT_WAIT_S = 2.0  # a worker whose slots are all busy checks for a stop this often (no Redis)
 CLAIM_BATCH = 16  # jobs started by one claim_start call at most (bounded by free slots)
 VERSION = "0.1.0"
 
@@ -152,7 +153,7 @@ class Worker:
     def _claim_loop(self) -> None:
         outage = Outage("claim", "worker", self.log)
         while not self._stopping.is_set():
-            if not self._slots.acquire(timeout=self.claim_block_s):
+            if not self._slots.acquire(timeout=SLOT_WAIT_S):
                 continue
             if self._stopping.is_set():  # stopped while waiting for a slot: claim nothing
                 self._slots.release()
