@@ -78,6 +78,7 @@ class ProcessRun:
         self._cancel = threading.Event()
         self._wake_lock = threading.Lock()
         self._wake_w: int | None = None  # wakes the job's loop (a cancel), while it runs
+        self._reaped = False  # the loop has reaped the child (never twice: its pid is free then)
 
     def cancel(self) -> None:
         """Ask the run to stop: SIGTERM to the process group, SIGKILL after the grace period."""
@@ -125,9 +126,12 @@ class ProcessRun:
         os.set_blocking(wake_w, False)
         with self._wake_lock:
             self._wake_w = wake_w
+        self._reaped = False
         try:
             timed_out, canceled, returncode = self._pump(child, streams, wake_r, started)
         finally:
+            if not self._reaped:  # the loop failed (a bug of ours): the job must not outlive it
+                child.reap()
             with self._wake_lock:
                 self._wake_w = None
             os.close(wake_r)
@@ -176,6 +180,7 @@ class ProcessRun:
                 if not exited and child.wait_exit(0 if streams.open else
                                                   _wait_s(now, deadline, reason, kill_at)):
                     exited, returncode = True, child.reap()
+                    self._reaped = True
                     give_up_at = time.monotonic() + self.kill_grace_s
                 if exited and (not streams.open or time.monotonic() >= (give_up_at or 0)):
                     break

@@ -474,3 +474,35 @@ def test_the_last_lines_go_to_the_last_sink(sandbox: Sandbox) -> None:
     outcome, _ = job.finish()
     assert outcome.result == "done"
     assert (job.sink.lines, last.lines) == ([], ["0", "1", "2"])
+
+
+def test_a_failing_loop_still_kills_the_job(sandbox: Sandbox,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the job's loop (here: reading fails) reaps the child, which kills its group,
+    before the error goes up: the job does not outlive its run."""
+    from worker import jobprocess
+
+    reaped: list[str] = []
+    for cls in (jobprocess._ColdChild, jobprocess._WarmChild):
+        original = cls.reap
+
+        def spy(self: Any, _original: Any = original) -> int | None:
+            reaped.append(type(self).__name__)
+            result: int | None = _original(self)
+            return result
+
+        monkeypatch.setattr(cls, "reap", spy)
+
+    def broken(self: Any, fd: int) -> bool:
+        raise RuntimeError("a bug in the loop")
+
+    monkeypatch.setattr(jobprocess._Streams, "read", broken)
+    job = make_job(sandbox, "python3", """
+        import time
+        def main():
+            print("started", flush=True)
+            time.sleep(60)
+    """)
+    with pytest.raises(RuntimeError, match="a bug in the loop"):
+        job.run.run()
+    assert len(reaped) == 1
