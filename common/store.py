@@ -40,6 +40,20 @@ class PromoteResult:
 
 
 @dataclass(frozen=True)
+class Completion:
+    """One attempt's outcome for :meth:`Store.complete_many` (the arguments of ``complete``)."""
+
+    job: Job
+    status: Status
+    fields: dict[str, Any]
+    retention_s: int
+    notify: str | None = None
+    logs: list[tuple[int, str, str]] | None = None
+    known_redactions: int | None = None
+    max_log_bytes: int = InstanceSettings().max_log_bytes
+
+
+@dataclass(frozen=True)
 class LogEntry:
     id: str
     attempt: int
@@ -437,30 +451,48 @@ class Store:
         lines, appended by the same script as :meth:`append_logs` would. ``known_redactions``
         (None: no check): the redaction entries the lines and ``fields`` were redacted with.
         """
-        g = self.keys.group(job.group)
+        return self.complete_many([Completion(job, status, fields, retention_s, notify, logs,
+                                              known_redactions, max_log_bytes)])[0]
+
+    @redis_errors
+    def complete_many(self, completions: list[Completion]) -> list[int]:
+        """:meth:`complete` for each, in one pipeline of ``complete.lua`` calls (each fenced
+        and checked on its own); the answers in order."""
+        calls = [self._completion_call(c) for c in completions]
+        if len(calls) == 1:
+            answers = [luascripts.COMPLETE(self.client, *calls[0])]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                luascripts.COMPLETE.queue(pipe, keys, args)
+            answers = luascripts.run_pipeline(self.client, pipe, [luascripts.COMPLETE])
+        outcomes = [int(answer) for answer in answers]
+        for c, outcome in zip(completions, outcomes, strict=True):
+            if outcome == 1:
+                metrics.JOBS_COMPLETED.labels(
+                    group=c.job.group, kind=c.job.kind.value, status=c.status.value
+                ).inc()
+        return outcomes
+
+    def _completion_call(self, c: Completion) -> tuple[list[str], list[Any]]:
+        """complete.lua's keys and arguments for one completion."""
+        job, status, g = c.job, c.status, self.keys.group(c.job.group)
         worker = job.worker or ""
-        encoded = {k: codec.pack(v) if k in codec.PACKED_FIELDS else v for k, v in fields.items()}
-        lines = logs or []
-        outcome = int(
-            luascripts.COMPLETE(
-                self.client,
-                [g.job(job.id), g.running(worker), g.completed, g.logs(job.id),
-                 g.done(job.id), g.events, g.attempts(job.id),
-                 *_status_keys(g, Status.RUNNING, status), g.ixtrim,
-                 *_identity_keys(g, job.created_by, job.permissioned_as, indexes.LIVE,
-                                 indexes.part_of(status)), g.flow_notify, g.redact(job.id)],
-                [job.id, worker, job.claim or "", self.clock(), retention_s, DONE_TTL_S,
-                 EVENTS_MAXLEN, status.value, self._entry(job, status.value, fields),
-                 notify or "", "" if known_redactions is None else known_redactions,
-                 len(lines), LOGS_MAXLEN, max_log_bytes,
-                 *[item for line in lines for item in line], *_flatten(encoded)],
-            )
+        encoded = {k: codec.pack(v) if k in codec.PACKED_FIELDS else v
+                   for k, v in c.fields.items()}
+        lines = c.logs or []
+        return (
+            [g.job(job.id), g.running(worker), g.completed, g.logs(job.id),
+             g.done(job.id), g.events, g.attempts(job.id),
+             *_status_keys(g, Status.RUNNING, status), g.ixtrim,
+             *_identity_keys(g, job.created_by, job.permissioned_as, indexes.LIVE,
+                             indexes.part_of(status)), g.flow_notify, g.redact(job.id)],
+            [job.id, worker, job.claim or "", self.clock(), c.retention_s, DONE_TTL_S,
+             EVENTS_MAXLEN, status.value, self._entry(job, status.value, c.fields),
+             c.notify or "", "" if c.known_redactions is None else c.known_redactions,
+             len(lines), LOGS_MAXLEN, c.max_log_bytes,
+             *[item for line in lines for item in line], *_flatten(encoded)],
         )
-        if outcome == 1:
-            metrics.JOBS_COMPLETED.labels(
-                group=job.group, kind=job.kind.value, status=status.value
-            ).inc()
-        return outcome
 
     @redis_errors
     def retry(self, job: Job, fields: dict[str, Any], *, at_ms: int) -> bool:

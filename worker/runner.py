@@ -20,7 +20,7 @@ from common.loops import Outage
 from common.models import Job, Kind, ScriptVersion, Status
 from common.retry import next_delay_s, parse_policy
 from common.settings import Settings
-from common.store import FENCED, NEW_SECRETS, Store
+from common.store import FENCED, NEW_SECRETS, Completion, Store
 from flows.handoff import StepOutcome, forward
 from jobs.scripts import ScriptStore
 from storage.objects import ObjectStore, StorageError
@@ -33,6 +33,7 @@ from worker.environment import ephemeral_token, job_environment
 from worker.executors.binding import ArgumentError
 from worker.executors.dispatch import interpret, prepare
 from worker.executors.outcome import Outcome
+from worker.groupcommit import GroupCommit
 from worker.jobprocess import LogLine, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox
 from worker.spill import LogBudget
@@ -223,6 +224,7 @@ class JobRunner:
         self._releasing = False
         self._lock = threading.Lock()
         self._script_code = lru_cache(maxsize=512)(scripts.by_hash)
+        self._completions: GroupCommit[Completion, int] = GroupCommit(store.complete_many)
 
     def cancel(self, job_id: str) -> None:
         """Kill a running job's process (a cancel request); remembered if it has not spawned yet."""
@@ -506,13 +508,14 @@ class JobRunner:
 
     def _complete_call(self, job: Job, status: Status, fields: dict[str, Any],
                        instance: InstanceSettings, sink: LogSink | None) -> int:
+        """One completion, sent with those of other slots completing at the same moment."""
         step = StepOutcome.of(job, status, fields.get("result"), fields.get("error"))
-        return self.store.complete(
-            job, status, fields, retention_s=instance.retention_s,
+        return self._completions.submit(Completion(
+            job, status, fields, instance.retention_s,
             notify=None if step is None else step.to_json(),
             logs=None if sink is None or sink.fenced else sink.redacted(sink.pending),
             known_redactions=None if sink is None else sink.redaction_entries,
-            max_log_bytes=instance.max_log_bytes)
+            max_log_bytes=instance.max_log_bytes))
 
     def _write(self, write: Callable[[], T]) -> T:
         """Run a Redis call until Redis answers: nothing a job did is lost to an outage.

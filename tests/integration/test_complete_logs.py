@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from common.models import Job, Status
-from common.store import NEW_SECRETS, Store
+from common.store import NEW_SECRETS, Completion, Store
 from tests.integration.helpers import make_job
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.cluster]
@@ -75,3 +75,28 @@ def test_lines_past_the_log_limit_are_counted_and_marked(store: Store) -> None:
     assert "reached its log limit of 10 bytes" in got[1][2]
     assert "2 log lines (12 bytes) beyond the log limit were dropped" in got[2][2]
     assert len(got) == 3
+
+
+def test_completions_of_several_slots_in_one_pipeline(store: Store) -> None:
+    """complete_many sends each completion's script in one pipeline; each is fenced on its own
+    and the answers come back in order."""
+    jobs = [make_job() for _ in range(3)]
+    for job in jobs:
+        store.enqueue(job, fresh_id=True)
+    started = store.claim_start("default", "w1", 3, "p")
+    stale = started[1].model_copy(update={"claim": "not-it"})
+    answers = store.complete_many([
+        Completion(started[0], Status.SUCCESS, {"result": 0}, 60, logs=[(1, "stdout", "zero")],
+                   known_redactions=0),
+        Completion(stale, Status.SUCCESS, {"result": 1}, 60, known_redactions=0),
+        Completion(started[2], Status.FAILURE, {"error": {"name": "E", "message": "m",
+                                                          "traceback": ""}}, 60),
+    ])
+    assert answers == [1, 0, 1]
+    assert [store.get_job(j.id).status for j in started] == \
+        [Status.SUCCESS, Status.RUNNING, Status.FAILURE]
+    assert lines(store, started[0]) == [(1, "stdout", "zero")]
+    store.client.script_flush()  # a restarted server: the pipeline loads the script and replays
+    assert store.complete_many([
+        Completion(started[1], Status.SUCCESS, {"result": 1}, 60),
+        Completion(started[0], Status.SUCCESS, {"result": 0}, 60)]) == [1, 2]
