@@ -11,6 +11,7 @@ else in the code knows which one it holds.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import time
 from collections.abc import Callable
@@ -100,6 +101,10 @@ def redis_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+_DEFAULT_SOCKET_TIMEOUT = inspect.signature(
+    redis.connection.AbstractConnection.__init__).parameters["socket_timeout"].default
+
+
 def max_block_s(client: redis.Redis) -> float | None:
     """The longest blocking wait (BLMOVE, BLPOP, XREAD BLOCK) safe on ``client``'s connections.
 
@@ -107,10 +112,10 @@ def max_block_s(client: redis.Redis) -> float | None:
     to one ``hz`` tick (100 ms) late; a socket timeout that is not longer cuts
     the connection first, and the call fails for nothing. None: no socket timeout.
     """
-    if is_cluster(client):
-        timeout = client.nodes_manager.connection_kwargs.get("socket_timeout")
-    else:
-        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    kwargs = client.nodes_manager.connection_kwargs if is_cluster(client) \
+        else client.connection_pool.connection_kwargs
+    # A client made without one has redis-py's default (5 s since redis-py 8, None before).
+    timeout = kwargs.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
     if timeout is None:
         return None
     return max(0.01, float(timeout) - max(0.25, float(timeout) * 0.1))

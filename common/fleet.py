@@ -33,6 +33,15 @@ class Silent:
 
 
 @dataclass(frozen=True)
+class WorkerBeat:
+    """What one full worker heartbeat learns."""
+
+    instance: InstanceSettings
+    running: list[str]  # the ids in the worker's running list
+    registered: bool  # False: the worker was not in the registry before this beat
+
+
+@dataclass(frozen=True)
 class WorkerInfo:
     worker_id: str
     group: str
@@ -48,19 +57,30 @@ class Fleet:
         self.keys = keys
 
     @redis_errors
+    def worker_lease(self, worker_id: str, now: int) -> bool:
+        """Refresh the worker's lease alone (one ZADD). False when it was not registered
+        (forgotten as dead, or the registry was emptied): it must register again with a
+        full :meth:`worker_heartbeat`, which it does at its next beat."""
+        return int(self.client.zadd(self.keys.workers, {worker_id: now})) == 0
+
+    @redis_errors
     def worker_heartbeat(
         self, worker_id: str, info: dict[str, str | int], now: int, *, running_key: str
-    ) -> tuple[InstanceSettings, list[str]]:
-        """One round trip: refresh the lease and the worker's hash; read instance settings
-        and the ids in the worker's running list."""
+    ) -> WorkerBeat:
+        """One round trip: refresh the lease and write ``info`` into the worker's hash (with
+        ``group``: register the group too; empty: write nothing); read instance settings and
+        the ids in the worker's running list."""
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(self.keys.workers, {worker_id: now})
-        pipe.hset(self.keys.worker(worker_id), mapping={**info, "last_seen": now})
-        pipe.sadd(self.keys.groups, str(info["group"]))
+        if info:
+            pipe.hset(self.keys.worker(worker_id), mapping=info)
+        if "group" in info:
+            pipe.sadd(self.keys.groups, str(info["group"]))
         pipe.hgetall(self.keys.settings)
         pipe.lrange(running_key, 0, -1)
-        *_, settings, running = pipe.execute()
-        return decode_instance(settings), [job_id.decode() for job_id in running]
+        added, *_, settings, running = pipe.execute()
+        return WorkerBeat(decode_instance(settings), [job_id.decode() for job_id in running],
+                          registered=int(added) == 0)
 
     @redis_errors
     def worker_gone(self, worker_id: str) -> None:

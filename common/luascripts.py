@@ -6,6 +6,7 @@ flushed, failed over) the script is loaded again and the call retried once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ class LuaScript:
     name: str
     source: str
 
-    @property
-    def sha(self) -> str:
+    @functools.cached_property
+    def sha(self) -> str:  # computed once: every call names the script by it
         return hashlib.sha1(self.source.encode()).hexdigest()
 
     def __call__(

@@ -7,6 +7,8 @@ decode what comes back.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,6 +45,20 @@ class PromoteResult:
 
 
 @dataclass(frozen=True)
+class Completion:
+    """One attempt's outcome for :meth:`Store.complete_many` (the arguments of ``complete``)."""
+
+    job: Job
+    status: Status
+    fields: dict[str, Any]
+    retention_s: int
+    notify: str | None = None
+    logs: list[tuple[int, str, str]] | None = None
+    known_redactions: int | None = None
+    max_log_bytes: int = InstanceSettings().max_log_bytes
+
+
+@dataclass(frozen=True)
 class LogEntry:
     id: str
     attempt: int
@@ -61,6 +77,74 @@ def _runs(order: list[int], key: Callable[[int], K]) -> list[tuple[K, list[int]]
         else:
             runs.append((k, [i]))
     return runs
+
+
+class Blocker:
+    """A connection of its own for one thread's long blocking calls, which :meth:`interrupt`
+    (from any thread) ends at once and for good, by ``CLIENT UNBLOCK``.
+
+    So a worker can block for as long as its socket timeout allows (an idle worker makes a
+    call every half minute, not every two seconds) and still stop at once. ``route_key``
+    picks the node on a cluster (the blocking calls' keys are in its slot). Each call first
+    asks the connection's id (one ``CLIENT ID``): a reconnection changes it.
+    """
+
+    def __init__(self, client: redis.Redis, route_key: str) -> None:
+        self._base, self._route_key = client, route_key
+        self._conn: redis.Redis | None = None  # single-connection client on the key's node
+        self._node: redis.Redis | None = None  # the node's shared client, for the UNBLOCK
+        self._lock = threading.Lock()
+        self._blocked_id: int | None = None
+        self.interrupted = False
+
+    def call(self, command: str, *args: Any) -> Any:
+        """Run one blocking command; None at once after :meth:`interrupt`."""
+        conn = self._connection()
+        try:
+            client_id = int(conn.client_id())
+            with self._lock:
+                if self.interrupted:
+                    return None
+                self._blocked_id = client_id
+            return conn.execute_command(command, *args)
+        except redis.exceptions.RedisError as exc:
+            self._drop()  # a fresh connection (and slot map, after MOVED) next time
+            if isinstance(exc, redis.exceptions.ResponseError) and "MOVED" in str(exc) and \
+                    is_cluster(self._base):
+                self._base.nodes_manager.initialize()
+            raise
+        finally:
+            with self._lock:
+                self._blocked_id = None
+
+    def interrupt(self) -> None:
+        """End the blocked call now (it answers as if its time ran out) and every later one."""
+        with self._lock:
+            self.interrupted = True
+            client_id, node = self._blocked_id, self._node
+        if client_id is not None and node is not None:
+            with contextlib.suppress(redis.exceptions.RedisError):
+                node.client_unblock(client_id)
+
+    def close(self) -> None:
+        self._drop()
+
+    def _connection(self) -> redis.Redis:
+        with self._lock:
+            if self._conn is None or self._node is None:
+                node = self._base.get_node_from_key(self._route_key).redis_connection \
+                    if is_cluster(self._base) else self._base
+                self._node = node
+                self._conn = redis.Redis(connection_pool=node.connection_pool,
+                                         single_connection_client=True)
+            return self._conn
+
+    def _drop(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(redis.exceptions.RedisError):
+                conn.close()
 
 
 def _flatten(fields: dict[str, Any]) -> list[Any]:
@@ -354,12 +438,22 @@ class Store:
         """Wake the group's promoter now."""
         self.client.lpush(self.keys.group(group).wake, "0")
 
+    def blocker(self, group: str) -> Blocker:
+        """A :class:`Blocker` for the group's blocking calls (claim, control)."""
+        return Blocker(self.client, self.keys.group(group).ready)
+
     @redis_errors
-    def claim(self, group: str, worker_id: str, timeout_s: float) -> str | None:
-        """Take the oldest ready id into the worker's running list (BLMOVE)."""
+    def claim(self, group: str, worker_id: str, timeout_s: float,
+              blocker: Blocker | None = None) -> str | None:
+        """Take the oldest ready id into the worker's running list (BLMOVE); through
+        ``blocker``, which another thread may interrupt, when given."""
         g = self.keys.group(group)
-        job_id = self.client.blmove(g.ready, g.running(worker_id), self.block_s(timeout_s),
-                                    "LEFT", "RIGHT")
+        if blocker is not None:
+            job_id = blocker.call("BLMOVE", g.ready, g.running(worker_id), "LEFT", "RIGHT",
+                                  self.block_s(timeout_s))
+        else:
+            job_id = self.client.blmove(g.ready, g.running(worker_id), self.block_s(timeout_s),
+                                        "LEFT", "RIGHT")
         return None if job_id is None else job_id.decode()
 
     @redis_errors
@@ -427,34 +521,59 @@ class Store:
     @redis_errors
     def complete(
         self, job: Job, status: Status, fields: dict[str, Any], *, retention_s: int,
-        notify: str | None = None,
+        notify: str | None = None, logs: list[tuple[int, str, str]] | None = None,
+        known_redactions: int | None = None, max_log_bytes: int = InstanceSettings().max_log_bytes,
     ) -> int:
-        """Write an attempt's final outcome: 1 done, 2 already done by this claim, 0 fenced off.
+        """Write an attempt's final outcome: 1 done, 2 already done by this claim, 0 fenced off,
+        NEW_SECRETS (-2, nothing written) when the job read secrets beyond ``known_redactions``.
 
         ``notify``: a flow step's outcome (its flow's wire format), pushed to the group's
-        ``flownotify`` by the same script.
+        ``flownotify`` by the same script. ``logs``: the attempt's last (ts_ms, stream, line)
+        lines, appended by the same script as :meth:`append_logs` would. ``known_redactions``
+        (None: no check): the redaction entries the lines and ``fields`` were redacted with.
         """
-        g = self.keys.group(job.group)
+        return self.complete_many([Completion(job, status, fields, retention_s, notify, logs,
+                                              known_redactions, max_log_bytes)])[0]
+
+    @redis_errors
+    def complete_many(self, completions: list[Completion]) -> list[int]:
+        """:meth:`complete` for each, in one pipeline of ``complete.lua`` calls (each fenced
+        and checked on its own); the answers in order."""
+        calls = [self._completion_call(c) for c in completions]
+        if len(calls) == 1:
+            answers = [luascripts.COMPLETE(self.client, *calls[0])]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                luascripts.COMPLETE.queue(pipe, keys, args)
+            answers = luascripts.run_pipeline(self.client, pipe, [luascripts.COMPLETE])
+        outcomes = [int(answer) for answer in answers]
+        for c, outcome in zip(completions, outcomes, strict=True):
+            if outcome == 1:
+                metrics.JOBS_COMPLETED.labels(
+                    group=c.job.group, kind=c.job.kind.value, status=c.status.value
+                ).inc()
+        return outcomes
+
+    def _completion_call(self, c: Completion) -> tuple[list[str], list[Any]]:
+        """complete.lua's keys and arguments for one completion."""
+        job, status, g = c.job, c.status, self.keys.group(c.job.group)
         worker = job.worker or ""
-        encoded = {k: codec.pack(v) if k in codec.PACKED_FIELDS else v for k, v in fields.items()}
-        outcome = int(
-            luascripts.COMPLETE(
-                self.client,
-                [g.job(job.id), g.running(worker), g.completed, g.logs(job.id),
-                 g.done(job.id), g.events, g.attempts(job.id),
-                 *_status_keys(g, Status.RUNNING, status), g.ixtrim,
-                 *_identity_keys(g, job.created_by, job.permissioned_as, indexes.LIVE,
-                                 indexes.part_of(status)), g.flow_notify],
-                [job.id, worker, job.claim or "", self.clock(), retention_s, DONE_TTL_S,
-                 EVENTS_MAXLEN, status.value, self._entry(job, status.value, fields),
-                 notify or "", *_flatten(encoded)],
-            )
+        encoded = {k: codec.pack(v) if k in codec.PACKED_FIELDS else v
+                   for k, v in c.fields.items()}
+        lines = c.logs or []
+        return (
+            [g.job(job.id), g.running(worker), g.completed, g.logs(job.id),
+             g.done(job.id), g.events, g.attempts(job.id),
+             *_status_keys(g, Status.RUNNING, status), g.ixtrim,
+             *_identity_keys(g, job.created_by, job.permissioned_as, indexes.LIVE,
+                             indexes.part_of(status)), g.flow_notify, g.redact(job.id)],
+            [job.id, worker, job.claim or "", self.clock(), c.retention_s, DONE_TTL_S,
+             EVENTS_MAXLEN, status.value, self._entry(job, status.value, c.fields),
+             c.notify or "", "" if c.known_redactions is None else c.known_redactions,
+             len(lines), LOGS_MAXLEN, c.max_log_bytes,
+             *[item for line in lines for item in line], *_flatten(encoded)],
         )
-        if outcome == 1:
-            metrics.JOBS_COMPLETED.labels(
-                group=job.group, kind=job.kind.value, status=status.value
-            ).inc()
-        return outcome
 
     @redis_errors
     def retry(self, job: Job, fields: dict[str, Any], *, at_ms: int) -> bool:
@@ -572,10 +691,15 @@ class Store:
         return keys
 
     @redis_errors
-    def next_control(self, group: str, worker_id: str, timeout_s: float) -> str | None:
-        """Block for the next job id this worker is asked to cancel."""
-        answer = self.client.blpop([self.keys.group(group).control(worker_id)],
-                                   timeout=self.block_s(timeout_s))
+    def next_control(self, group: str, worker_id: str, timeout_s: float,
+                     blocker: Blocker | None = None) -> str | None:
+        """Block for the next job id this worker is asked to cancel (through ``blocker``,
+        which another thread may interrupt, when given)."""
+        key = self.keys.group(group).control(worker_id)
+        if blocker is not None:
+            answer = blocker.call("BLPOP", key, self.block_s(timeout_s))
+        else:
+            answer = self.client.blpop([key], timeout=self.block_s(timeout_s))
         return None if answer is None else str(answer[1].decode())
 
     @redis_errors

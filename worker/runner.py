@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import random
 import threading
 import time
@@ -19,7 +20,7 @@ from common.loops import Outage
 from common.models import Job, Kind, ScriptVersion, Status
 from common.retry import next_delay_s, parse_policy
 from common.settings import Settings
-from common.store import FENCED, NEW_SECRETS, Store
+from common.store import FENCED, NEW_SECRETS, Completion, Store
 from flows.handoff import StepOutcome, forward
 from jobs.scripts import ScriptStore
 from storage.objects import ObjectStore, StorageError
@@ -32,6 +33,7 @@ from worker.environment import ephemeral_token, job_environment
 from worker.executors.binding import ArgumentError
 from worker.executors.dispatch import interpret, prepare
 from worker.executors.outcome import Outcome
+from worker.groupcommit import GroupCommit
 from worker.jobprocess import LogLine, ProcessRun
 from worker.sandbox.policy import Limits, Sandbox
 from worker.spill import LogBudget
@@ -127,6 +129,17 @@ class LogSink:
                              "while Redis was unreachable]"), *self.pending[-PENDING_LOG_CAP:]]
         self.flush()
 
+    def hold(self, lines: list[LogLine]) -> None:
+        """The job's last lines: kept for the completion's call (complete.lua writes them with
+        the outcome) instead of an append of their own; lines past the budget spill as ever."""
+        if self.fenced:
+            return
+        kept, spilled = self.budget.route([(line.ts_ms, line.stream, line.line) for line in lines])
+        self.pending.extend(kept)
+        if spilled:
+            self.flush()
+            self.spill(spilled)
+
     def spill(self, lines: list[tuple[int, str, str]]) -> None:
         """Lines past the Redis budget, to the object store (worker/spill.py); fenced and
         redacted like the others: an empty append checks the claim and the secrets."""
@@ -211,6 +224,7 @@ class JobRunner:
         self._releasing = False
         self._lock = threading.Lock()
         self._script_code = lru_cache(maxsize=512)(scripts.by_hash)
+        self._completions: GroupCommit[Completion, int] = GroupCommit(store.complete_many)
 
     def cancel(self, job_id: str) -> None:
         """Kill a running job's process (a cancel request); remembered if it has not spawned yet."""
@@ -249,12 +263,6 @@ class JobRunner:
         # outcome, with nothing to revoke (auth/jobtokens.py).
         outcome = self._execute(job, instance, sink)
         sink.close()
-        # The last lines are written before the outcome, even across an outage.
-        self._write(lambda: sink.flush(until_written=True))
-        if self.box is not None:
-            with contextlib.suppress(RedisUnavailable):
-                sink.learn_secrets()
-            outcome = redact_outcome(outcome, sink.secrets)
         duration_ms = int((time.monotonic() - started) * 1000)
         metrics.JOB_DURATION.labels(group=job.group, kind=job.kind.value).observe(duration_ms / 1000)
         if sink.fenced:
@@ -264,10 +272,12 @@ class JobRunner:
             self._cancel_pending.discard(job.id)
             releasing = self._releasing
         if releasing and outcome.error is not None and outcome.error["name"] == "Canceled":
+            # The last lines are written before the release, even across an outage.
+            self._write(lambda: sink.flush(until_written=True))
             if self._write(lambda: self.store.release(job)):
                 jlog.info("job released: worker stopping")
             return
-        self._complete(job, outcome, duration_ms, instance, jlog)
+        self._complete(job, outcome, duration_ms, instance, jlog, sink)
 
     def _overlaps(self, job: Job) -> bool:
         """A no-overlap schedule's fire whose previous run has not finished yet."""
@@ -322,8 +332,8 @@ class JobRunner:
         if self.dedicated is not None and job.script_hash is not None and not needs_env and \
                 self.dedicated.handles(job.script_path, job.tag) and language == "python3":
             return self._execute_dedicated(job, env, timeout_s, sink)
-        run = ProcessRun(prepared, sandbox=sandbox, env=env, sink=sink, limits=limits,
-                         timeout_s=max(1.0, deadline - time.monotonic()))
+        run = ProcessRun(prepared, sandbox=sandbox, env=env, sink=sink, last_sink=sink.hold,
+                         limits=limits, timeout_s=max(1.0, deadline - time.monotonic()))
         sink.run = run
         self._track(job.id, run)
         try:
@@ -385,14 +395,19 @@ class JobRunner:
 
     def _complete(
         self, job: Job, outcome: Outcome, duration_ms: int, instance: InstanceSettings,
-        jlog: Any,
+        jlog: Any, sink: LogSink,
     ) -> None:
-        """Decide the status (success, retry, failure, canceled) and write it."""
+        """Decide the status (success, retry, failure, canceled) and write it, with the last
+        log lines; the result and error redacted of the secrets the job read."""
         fields: dict[str, Any] = {"duration_ms": duration_ms}
         limit = instance.max_result_bytes
         packed = codec.pack(outcome.result) if outcome.ok else b""
         stored: str | None = None
         if outcome.ok and len(packed) > limit:
+            # It leaves Redis's reach: redacted of every secret the job read, first.
+            self._write(sink.learn_secrets)
+            outcome = redact_outcome(outcome, sink.secrets)
+            packed = codec.pack(outcome.result)
             stored, problem = self._store_result(job, packed, instance)
             if stored is None:
                 outcome = failure(
@@ -400,29 +415,36 @@ class JobRunner:
                     f"the result is larger than {limit} bytes (setting max_result_bytes){problem}; "
                     "store large data elsewhere and return a reference",
                 )
+        outcome = redact_outcome(outcome, sink.secrets)
         if outcome.ok and stored is not None:
             fields.update(result_ref=stored, result_bytes=len(packed))
-            self._finish(job, Status.SUCCESS, fields, instance, jlog)
+            self._finish(job, Status.SUCCESS, fields, instance, jlog, sink)
             return
         if outcome.ok:
             fields["result"] = outcome.result
-            self._finish(job, Status.SUCCESS, fields, instance, jlog)
+            self._finish(job, Status.SUCCESS, fields, instance, jlog, sink)
             return
         error = bounded_error(outcome.error or {"name": "Error", "message": "", "traceback": ""})
         if error["name"] == "Canceled" and self._cancel_was_requested(job):
-            self._finish(job, Status.CANCELED, fields, instance, jlog)
+            self._finish(job, Status.CANCELED, fields, instance, jlog, sink)
             return
         fields["error"] = error
         delay = self._retry_delay(job, error["name"])
         if delay is not None:
             at_ms = self.clock() + int(delay * 1000)
+            # The last lines are written before the retry, even across an outage.
+            self._write(lambda: sink.flush(until_written=True))
+            if sink.fenced:
+                jlog.warning("attempt fenced off while running; outcome discarded")
+                return
+            fields["error"] = redact_value(error, sink.secrets)  # flush may have learnt more
             if self._write(lambda: self.store.retry(job, fields, at_ms=at_ms)):
                 jlog.info("job failed; retrying", error=error["name"], retry=job.retries + 1,
                           in_s=round(delay, 3))
             else:
                 jlog.warning("late retry refused: the job moved on to another attempt")
             return
-        self._finish(job, Status.FAILURE, fields, instance, jlog)
+        self._finish(job, Status.FAILURE, fields, instance, jlog, sink)
 
     def _store_result(self, job: Job, packed: bytes,
                       instance: InstanceSettings) -> tuple[str | None, str]:
@@ -458,21 +480,42 @@ class JobRunner:
 
     def _finish(
         self, job: Job, status: Status, fields: dict[str, Any], instance: InstanceSettings,
-        jlog: Any,
+        jlog: Any, sink: LogSink | None = None,
     ) -> None:
-        step = StepOutcome.of(job, status, fields.get("result"), fields.get("error"))
-        answer = self._write(
-            lambda: self.store.complete(job, status, fields, retention_s=instance.retention_s,
-                                        notify=None if step is None else step.to_json())
-        )
+        """Write the outcome, with the attempt's last log lines, in one call (complete.lua).
+
+        The call checks that the job read no secret the sink does not know of (else it
+        writes nothing): then the secrets are fetched, lines and outcome redacted again,
+        and the call repeated."""
+        while True:
+            answer = self._write(functools.partial(self._complete_call, job, status, fields,
+                                                   instance, sink))
+            if answer != NEW_SECRETS or sink is None:
+                break
+            self._write(sink.learn_secrets)
+            fields = {k: redact_value(v, sink.secrets) if k in ("result", "error") else v
+                      for k, v in fields.items()}
+        if sink is not None and answer in (1, 2):
+            sink.pending = []
         if answer == 0:
             jlog.warning("late completion refused: the job moved on to another attempt")
             return
         jlog.info("job completed", status=status.value, duration_ms=fields.get("duration_ms"))
-        if step is not None:
+        if job.flow_group and job.parent_job:  # a flow's step (StepOutcome.of)
             # The flow hears of it now; the scheduler forwards what an outage left behind.
             with contextlib.suppress(RedisUnavailable):
                 forward(self.store.client, self.store.keys, job.group)
+
+    def _complete_call(self, job: Job, status: Status, fields: dict[str, Any],
+                       instance: InstanceSettings, sink: LogSink | None) -> int:
+        """One completion, sent with those of other slots completing at the same moment."""
+        step = StepOutcome.of(job, status, fields.get("result"), fields.get("error"))
+        return self._completions.submit(Completion(
+            job, status, fields, instance.retention_s,
+            notify=None if step is None else step.to_json(),
+            logs=None if sink is None or sink.fenced else sink.redacted(sink.pending),
+            known_redactions=None if sink is None else sink.redaction_entries,
+            max_log_bytes=instance.max_log_bytes))
 
     def _write(self, write: Callable[[], T]) -> T:
         """Run a Redis call until Redis answers: nothing a job did is lost to an outage.

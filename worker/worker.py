@@ -33,8 +33,13 @@ from worker.dependencies import Dependencies
 from worker.runner import JobRunner, JobTokens
 from worker.sandbox.policy import Sandbox
 
-# Blocking waits end this often so a stop is noticed (a stop waits at most this long).
-CLAIM_BLOCK_S = 2.0
+# An idle worker's blocking claim and control waits last this long (shortened to what the
+# socket timeout allows, Store.block_s); a stop ends them at once (CLIENT UNBLOCK, Blocker).
+CLAIM_BLOCK_S = 60.0
+# Beats that only refresh the lease (one ZADD) between two full ones (settings, running list,
+# the worker's hash): an idle worker makes 1 + 2/FULL_BEAT_EVERY commands per heartbeat_s.
+FULL_BEAT_EVERY = 4
+SLOT_WAIT_S = 2.0  # a worker whose slots are all busy checks for a stop this often (no Redis)
 CLAIM_BATCH = 16  # jobs started by one claim_start call at most (bounded by free slots)
 VERSION = "0.1.0"
 
@@ -87,6 +92,11 @@ class Worker:
         self.claim_batch = max(1, min(concurrency, claim_batch))
         self._ready_empty = True
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="job")
+        self._claim_blocker = store.blocker(group)
+        self._control_blocker = store.blocker(group)
+        self._registered = False  # the last full beat wrote our hash and group
+        self._reported_done = -1  # jobs_done as our hash has it
+        self._beats = 0
         objects = from_settings(settings.object_store_url)
         self._runner = JobRunner(store=store, scripts=scripts, settings=settings, clock=clock,
                                  sandbox=sandbox, tokens=tokens, box=box,
@@ -113,6 +123,8 @@ class Worker:
             if self.dedicated is not None:
                 self.dedicated.close()
             self._exited.set()
+            self._control_blocker.interrupt()
+            self._claim_blocker.close()
             self._release_leftovers()
             try:
                 self.fleet.worker_gone(self.worker_id)
@@ -123,6 +135,7 @@ class Worker:
     def stop(self) -> None:
         """Stop claiming; jobs already running finish."""
         self._stopping.set()
+        self._claim_blocker.interrupt()
 
     def _vital_died(self, name: str) -> None:
         """Without its heartbeat or control loop the worker must not go on: stop, give jobs back."""
@@ -140,7 +153,7 @@ class Worker:
     def _claim_loop(self) -> None:
         outage = Outage("claim", "worker", self.log)
         while not self._stopping.is_set():
-            if not self._slots.acquire(timeout=self.claim_block_s):
+            if not self._slots.acquire(timeout=SLOT_WAIT_S):
                 continue
             if self._stopping.is_set():  # stopped while waiting for a slot: claim nothing
                 self._slots.release()
@@ -166,7 +179,8 @@ class Worker:
         is empty, a blocking BLMOVE first (the only call an idle worker makes)."""
         held = None
         if self._ready_empty:
-            held = self.store.claim(self.group, self.worker_id, self.claim_block_s)
+            held = self.store.claim(self.group, self.worker_id, self.claim_block_s,
+                                    self._claim_blocker)
             if held is None:
                 return []
             self._held.add(held)
@@ -227,7 +241,8 @@ class Worker:
         outage = Outage("control", "worker", self.log)
         while not self._exited.is_set():
             try:
-                job_id = self.store.next_control(self.group, self.worker_id, self.claim_block_s)
+                job_id = self.store.next_control(self.group, self.worker_id, self.claim_block_s,
+                                                 self._control_blocker)
                 outage.ok()
             except RedisUnavailable as exc:
                 self._exited.wait(outage.failed(exc))
@@ -235,6 +250,7 @@ class Worker:
             if job_id is not None:
                 self.log.info("cancel requested", job_id=job_id)
                 self._runner.cancel(job_id)
+        self._control_blocker.close()
 
     # -- heartbeat -------------------------------------------------------------------------
 
@@ -250,21 +266,34 @@ class Worker:
                 self._stopping.wait(outage.failed(exc))
 
     def _heartbeat_once(self) -> None:
-        self.instance, listed = self.fleet.worker_heartbeat(
-            self.worker_id,
-            {"group": self.group, "host": socket.gethostname(), "pid": os.getpid(),
-             "started_at": self.started_at, "version": VERSION, "jobs_done": self.jobs_done,
-             "concurrency": self.concurrency},
-            self.clock(),
+        """One beat. Most only refresh the lease (one ZADD); every FULL_BEAT_EVERY-th, and any
+        after the registry lost us, also reads settings and the running list (reconciliation)
+        and writes our hash: all of it when registering, else jobs_done if it changed."""
+        self._beats += 1
+        if self._registered and self._beats % FULL_BEAT_EVERY:
+            self._registered = self.fleet.worker_lease(self.worker_id, self.clock())
+            return
+        done = self.jobs_done
+        info: dict[str, str | int] = {} if done == self._reported_done else {"jobs_done": done}
+        if not self._registered:
+            info.update(jobs_done=done, group=self.group, host=socket.gethostname(), pid=os.getpid(),
+                        started_at=self.started_at, version=VERSION, concurrency=self.concurrency)
+        beat = self.fleet.worker_heartbeat(
+            self.worker_id, info, self.clock(),
             running_key=self.store.keys.group(self.group).running(self.worker_id),
         )
-        self._reconcile(listed)
+        # Registered now, unless the registry had lost us before a mere update: then the
+        # next beat writes everything.
+        self._registered = "group" in info or beat.registered
+        self._reported_done = done
+        self.instance = beat.instance
+        self._reconcile(beat.running)
 
     def _reconcile(self, listed: list[str]) -> None:
         """Give back ids in our running list that we are not working on.
 
         A BLMOVE whose reply was lost (connection cut, Redis restarted) leaves an
-        id there that this worker never saw. An id seen unheld on two heartbeats
+        id there that this worker never saw. An id seen unheld on two full heartbeats
         in a row is ours by mistake: it goes back to ready, or is recovered.
         """
         unheld = set(listed) - self._held

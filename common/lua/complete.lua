@@ -14,6 +14,7 @@
 -- KEYS[11..14] gm:{wg:G}:ix:by:<created_by>:live, ix:as:<permissioned_as>:live,
 --              ix:by:<created_by>:<final>, ix:as:<permissioned_as>:<final>   ZSET
 -- KEYS[15] gm:{wg:G}:flownotify        LIST   outcomes of flow steps, for their flows
+-- KEYS[16] gm:{wg:G}:redact:<id>       SET    secrets the job read (their values must not be logged)
 -- ARGV[1] job id
 -- ARGV[2] worker id
 -- ARGV[3] claim token of the attempt
@@ -25,13 +26,22 @@
 -- ARGV[9] this attempt's history entry (msgpack)
 -- ARGV[10] the step's outcome for its flow (JSON), or '' for a job of no flow: pushed to
 --          flownotify by this same script, so the outcome exists exactly when the completion does
--- ARGV[11..] result fields: field, value, ...
+-- ARGV[11] how many redaction entries the writer applies to the lines and the outcome, or ''
+--          for no check: with a number, a job that read more secrets writes nothing (-2)
+-- ARGV[12] n: the attempt's last log lines, sent with its outcome (as append_logs.lua)
+-- ARGV[13] stream cap
+-- ARGV[14] log bytes kept per job (as append_logs.lua ARGV[5])
+-- ARGV[15 .. 14+3n] ts, stream, line, ...
+-- ARGV[15+3n ..] result fields: field, value, ...
 --
 -- Returns 1 when completed now, 2 when this claim had already completed it (a
--- retried call after a lost reply), 0 when refused: the job's current attempt
--- is not this worker's claim (it was presumed dead and the job moved on).
+-- retried call after a lost reply: its lines are not written twice), 0 when
+-- refused: the job's current attempt is not this worker's claim (it was presumed
+-- dead and the job moved on); -2, writing nothing, when the job read secrets the
+-- writer does not know of yet: it must fetch them, redact, and call again.
 
-if #KEYS ~= 15 or #ARGV < 10 or #ARGV % 2 ~= 0 then
+local nlines = tonumber(ARGV[12] or '')
+if #KEYS ~= 16 or not nlines or #ARGV < 14 + 3 * nlines or (#ARGV - 14 - 3 * nlines) % 2 ~= 0 then
   -- Checked before any write: a script that fails midway keeps what it wrote.
   return redis.error_reply('ERR complete.lua: wrong number of keys or arguments')
 end
@@ -72,9 +82,43 @@ if cur[1] ~= 'running' then
   end
   return 0
 end
+if ARGV[11] ~= '' and redis.call('SCARD', KEYS[16]) ~= tonumber(ARGV[11]) then
+  return -2
+end
+if nlines > 0 then
+  -- The last batch, kept and cut exactly as append_logs.lua does.
+  local limit = tonumber(ARGV[14])
+  local used = tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or '0')
+  local cut = redis.call('HEXISTS', KEYS[1], 'log_dropped_lines') == 1
+  local attempt = redis.call('HGET', KEYS[1], 'attempt') or '0'  -- this claim's: fenced above
+  local dropped, dropped_bytes = 0, 0
+  for i = 15, 14 + 3 * nlines, 3 do
+    local size = #ARGV[i + 2]
+    if not cut and used + size <= limit then
+      redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[13], '*',
+                 'a', attempt, 't', ARGV[i], 's', ARGV[i + 1], 'l', ARGV[i + 2])
+      used = used + size
+    else
+      if not cut then
+        redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[13], '*',
+                   'a', attempt, 't', ARGV[i],
+                   's', 'stderr', 'l', '[gristmill: this job reached its log limit of ' ..
+                   limit .. ' bytes; later lines are dropped (counted in the record)]')
+        cut = true
+      end
+      dropped = dropped + 1
+      dropped_bytes = dropped_bytes + size
+    end
+  end
+  redis.call('HSET', KEYS[1], 'log_bytes', used)
+  if dropped > 0 then
+    redis.call('HINCRBY', KEYS[1], 'log_dropped_lines', dropped)
+    redis.call('HINCRBY', KEYS[1], 'log_dropped_bytes', dropped_bytes)
+  end
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[8], 'completed_at', ARGV[4])
-if #ARGV >= 11 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 11))
+if #ARGV >= 15 + 3 * nlines then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 15 + 3 * nlines))
 end
 local cut = redis.call('HMGET', KEYS[1], 'log_dropped_lines', 'log_dropped_bytes', 'attempt')
 if cut[1] then

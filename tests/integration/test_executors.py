@@ -439,3 +439,74 @@ def test_a_command_that_cannot_start(sandbox: Sandbox) -> None:
     assert result.exit_code == 127
     assert outcome.error is not None and outcome.error["name"] == "ProcessExited"
     assert "does-not-exist" in outcome.error["message"]
+
+
+def test_a_job_needs_no_thread_but_its_callers(sandbox: Sandbox) -> None:
+    """Reading, batching, the timeout and the cancel all run on the thread that called run():
+    while a job streams, the process has no thread more than before it started."""
+    run_job(sandbox, "python3", "def main():\n    return 1\n")  # a warm server is up by now
+    before = {t.ident for t in threading.enumerate()}
+    seen: list[tuple[bool, set[int | None]]] = []
+    job = make_job(sandbox, "python3", """
+        import time
+        def main():
+            print("started", flush=True)
+            time.sleep(60)
+    """, flush_interval_s=0.01)
+
+    def on_batch(batch: list[LogLine]) -> None:
+        seen.append((threading.current_thread() is threading.main_thread(),
+                     {t.ident for t in threading.enumerate()}))
+        job.run.cancel()
+
+    job.sink.on_batch = on_batch
+    _, result = job.finish()
+    assert result.canceled and job.sink.lines == ["started"]
+    assert seen == [(True, before)]
+
+
+def test_the_last_lines_go_to_the_last_sink(sandbox: Sandbox) -> None:
+    """Lines still unsent when the job ends go to last_sink (the runner sends them with the
+    outcome), in order; the live sink got none within its interval."""
+    last = Recorder()
+    job = make_job(sandbox, "python3", """
+        def main():
+            for n in range(3):
+                print(n)
+            return "done"
+    """, flush_interval_s=30, last_sink=last)
+    outcome, _ = job.finish()
+    assert outcome.result == "done"
+    assert (job.sink.lines, last.lines) == ([], ["0", "1", "2"])
+
+
+def test_a_failing_loop_still_kills_the_job(sandbox: Sandbox,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the job's loop (here: reading fails) reaps the child, which kills its group,
+    before the error goes up: the job does not outlive its run."""
+    from worker import jobprocess
+
+    reaped: list[str] = []
+    for cls in (jobprocess._ColdChild, jobprocess._WarmChild):
+        original = cls.reap
+
+        def spy(self: Any, _original: Any = original) -> int | None:
+            reaped.append(type(self).__name__)
+            result: int | None = _original(self)
+            return result
+
+        monkeypatch.setattr(cls, "reap", spy)
+
+    def broken(self: Any, fd: int) -> bool:
+        raise RuntimeError("a bug in the loop")
+
+    monkeypatch.setattr(jobprocess._Streams, "read", broken)
+    job = make_job(sandbox, "python3", """
+        import time
+        def main():
+            print("started", flush=True)
+            time.sleep(60)
+    """)
+    with pytest.raises(RuntimeError, match="a bug in the loop"):
+        job.run.run()
+    assert len(reaped) == 1
