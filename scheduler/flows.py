@@ -48,7 +48,7 @@ STALE_AFTER_MS = 5_000
 # After this advancer took a flow (it may have added a timer or a running flow), the timers
 # and the sweep are looked at again within this (the former tick's precision).
 LOOK_AGAIN_MS = 1_000
-PAGE = 100  # timers fired / flows swept per look; a full page is followed by another look
+PAGE = 100  # timers fired / flows swept per look; what is left is due at the next
 STOP_WAIT_S = 0.2  # a stopping scheduler wakes its waiters again this often until they end
 
 
@@ -58,15 +58,13 @@ class Look:
 
     now: int
     next_timer_ms: int | None  # the earliest timer's due time
-    oldest_commit_ms: int | None  # the oldest running flow's last commit
-    full: bool = False  # a page was fired or swept: more may be due now
+    oldest_commit_ms: int | None  # the oldest running flow's last commit (or sweep)
 
 
 def next_look(look: Look, *, stale_after_ms: int = STALE_AFTER_MS) -> int:
     """When the group's timers and sweep next need a look (epoch ms): the next timer, the next
-    flow that can go stale, a full page at once (after LOOK_AGAIN_MS at most), else BLOCK_S."""
-    if look.full:
-        return look.now
+    flow that can go stale, else BLOCK_S from now. What is still due (more than a page of
+    timers or stale flows) is looked at again at once."""
     due = [look.now + int(BLOCK_S * 1000)]
     if look.next_timer_ms is not None:
         due.append(look.next_timer_ms)
@@ -175,15 +173,21 @@ class FlowEngine:
         return flow_id
 
     def look(self, group: str) -> Look:
-        """The group's duties due now: forward left outcomes, fire due timers, sweep stale
-        flows; then read when the next can come due."""
+        """The group's duties due now: forward left outcomes, then fire the due timers and sweep
+        the stale flows if the earliest of each says some are; and when the next come due."""
         now = self.flows.clock()
         self.flows.forward(group)
-        fired = self.flows.fire_due_timers(group, now, limit=PAGE)
-        swept = self.flows.sweep(group, stale_after_ms=STALE_AFTER_MS, outcome_of=self._outcome_of,
-                                 limit=PAGE)
         next_timer_ms, oldest_commit_ms = self.flows.next_duties(group)
-        return Look(now, next_timer_ms, oldest_commit_ms, full=fired >= PAGE or swept >= PAGE)
+        timers_due = next_timer_ms is not None and next_timer_ms <= now
+        stale = oldest_commit_ms is not None and oldest_commit_ms + STALE_AFTER_MS <= now
+        if timers_due:
+            self.flows.fire_due_timers(group, now, limit=PAGE)
+        if stale:
+            self.flows.sweep(group, stale_after_ms=STALE_AFTER_MS, outcome_of=self._outcome_of,
+                             limit=PAGE)
+        if timers_due or stale:  # fired timers are gone, swept flows marked: read again
+            next_timer_ms, oldest_commit_ms = self.flows.next_duties(group)
+        return Look(now, next_timer_ms, oldest_commit_ms)
 
     def recover_scheduler(self, scheduler_id: str, groups: set[str]) -> None:
         """Give the flows a dead scheduler's advancers held back to their groups' queues."""

@@ -17,8 +17,8 @@ REST = NOW + int(BLOCK_S * 1000)
     (Look(NOW, None, NOW - 1_000), NOW - 1_000 + STALE_AFTER_MS),  # when the oldest flow goes stale
     (Look(NOW, NOW + 9_000, NOW), NOW + STALE_AFTER_MS),  # the earlier of the two
     (Look(NOW, NOW + 1, NOW), NOW + 1),
-    (Look(NOW, NOW - 5, None), NOW),  # already due (fired by another meanwhile): now, not before
-    (Look(NOW, NOW + 2_000, None, full=True), NOW),  # a full page fired: more may be due
+    (Look(NOW, NOW - 5, None), NOW),  # still due (more than a page): at once, not in the past
+    (Look(NOW, None, NOW - 60_000), NOW),  # stale flows left after a page: at once
 ])
 def test_next_look(look: Look, expected: int) -> None:
     assert next_look(look) == expected
