@@ -14,7 +14,7 @@ from common.store import Store
 from flows.jobs import FLOW_WORKER, FlowJobs
 from jobs.admission import Admission
 from jobs.scripts import ScriptStore
-from scheduler.flows import WAKE
+from scheduler.flows import BLOCK_S, STALE_AFTER_MS, WAKE, Look, next_look
 from scheduler.scheduler import Scheduler
 from tests.integration.helpers import make_job
 
@@ -145,3 +145,34 @@ def test_the_flow_duties_at_rest_block_and_end_at_stop(
     assert redis_client.llen(g.flow_processing(scheduler.id)) == 0  # the wake taken, released
     assert set(redis_client.lrange(g.flow_queue, 0, -1)) <= {WAKE.encode()}
     assert set(redis_client.lrange(g.control(FLOW_WORKER), 0, -1)) <= {WAKE.encode()}
+
+
+def test_a_look_at_the_flow_duties_reads_three_commands_and_plans_the_next(
+    store: Store, scripts: ScriptStore, fleet: Fleet, redis_client: redis.Redis
+) -> None:
+    """A look with nothing due: forward's LRANGE and the two heads (earliest timer, oldest
+    running flow), nothing fired or swept; the next look is the earlier of the timer's due time
+    and the moment the flow can go stale. Once due, the timer fires (its flow is gone here: it is
+    dropped) and the flow is swept (no state: it leaves the index), and nothing is left to plan."""
+    now = [1_000_000]
+    scheduler = Scheduler(store=store, admission=Admission(store, scripts,
+                                                           Settings(redis_url="redis://unused")),
+                          fleet=fleet, flow_jobs=FlowJobs(store.client, store.keys),
+                          clock=lambda: now[0])
+    assert scheduler.flows is not None
+    g = store.keys.group("default")
+    redis_client.zadd(g.flow_timers, {"f1 suspend:a": now[0] + 2_000})
+    redis_client.zadd(g.flows_running, {"f2": now[0] - 1_000})
+    before = commands(redis_client)
+    look = scheduler.flows.look("default")
+    assert commands(redis_client) - before == 3
+    assert look == Look(now[0], now[0] + 2_000, now[0] - 1_000)
+    assert next_look(look) == now[0] + 2_000
+    now[0] += 2_000  # the timer is due; the flow not stale yet
+    look = scheduler.flows.look("default")
+    assert redis_client.zcard(g.flow_timers) == 0 and redis_client.zcard(g.flows_running) == 1
+    assert next_look(look) == now[0] - 3_000 + STALE_AFTER_MS
+    now[0] += 2_000  # stale
+    look = scheduler.flows.look("default")
+    assert redis_client.zcard(g.flows_running) == 0
+    assert look == Look(now[0], None, None) and next_look(look) == now[0] + int(BLOCK_S * 1000)
