@@ -112,8 +112,10 @@ def measure_idle(client: redis.Redis, seconds: float) -> IdleCost:
     return IdleCost(elapsed, rates)
 
 
-# The commands of the scheduler's flow duties at rest (scheduler/flows.py: an advancer's
-# BLMOVE per group, the tick's forward/timers/sweep/cancel reads), told apart in the report.
+# The commands only the scheduler's flow duties send at rest (scheduler/flows.py), told apart
+# in the report: the look's forward (LRANGE) and, when due, its timers and sweep (ZRANGE
+# BYSCORE); the cancel reads of before (LPOP). Their BLMOVE, BLPOP and ZRANGE are counted
+# with the inbox's, the promoters' and the beat's.
 FLOW_COMMANDS = frozenset({"lrange", "zrangebyscore", "lpop"})
 
 

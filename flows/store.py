@@ -341,6 +341,32 @@ class FlowStore:
         return fired
 
     @redis_errors
+    def next_duties(self, group: str) -> tuple[int | None, int | None]:
+        """(the earliest timer's due ms, the oldest running flow's last commit ms), None for
+        none: when :meth:`fire_due_timers` and :meth:`sweep` can next have work (one round trip)."""
+        g = self.keys.group(group)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(g.flow_timers, 0, 0, withscores=True)
+        pipe.zrange(g.flows_running, 0, 0, withscores=True)
+        timer, running = pipe.execute()
+        return (int(timer[0][1]) if timer else None, int(running[0][1]) if running else None)
+
+    @redis_errors
+    def next_cancel(self, control: str, timeout_s: float) -> str | None:
+        """Wait up to ``timeout_s`` for the next element of a control list (a flow job's cancel)."""
+        answer = self.client.blpop([control], timeout=timeout_s)
+        return None if answer is None else _text(answer[1])
+
+    @redis_errors
+    def wake(self, lists: list[str], element: str) -> None:
+        """Push ``element`` onto each of ``lists`` (the group's flow queue, its flow control
+        list): a waiter blocked on it (of any scheduler) takes it and only ends its wait."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in lists:
+            pipe.rpush(key, element)
+        pipe.execute()
+
+    @redis_errors
     def recover_advancer(self, group: str, advancer_id: str) -> int:
         """Give the flows a dead advancer held back to the queue (same slot: one LMOVE each)."""
         g = self.keys.group(group)

@@ -180,9 +180,8 @@ class Scheduler:
             self._look_at_schedulers_ms = next_look(others, silent.oldest_alive_ms,
                                                     self.lease_ms, now)
         if self.flows is not None:
-            for group in self.groups:
+            for group in self.groups:  # their duties are planned in their own threads
                 self.flows.start_group(group, self._vital_died)
-            self.flows.tick(self.groups, now)
         if self._next_fire is not None and now >= self._next_fire:
             for path, fire_ms in self.schedules.due(now):
                 self.schedules.materialise(path, fire_ms, now)

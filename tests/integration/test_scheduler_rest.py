@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import redis
@@ -10,8 +11,10 @@ import redis
 from common.fleet import Fleet
 from common.settings import Settings
 from common.store import Store
+from flows.jobs import FLOW_WORKER, FlowJobs
 from jobs.admission import Admission
 from jobs.scripts import ScriptStore
+from scheduler.flows import BLOCK_S, STALE_AFTER_MS, WAKE, Look, next_look
 from scheduler.scheduler import Scheduler
 from tests.integration.helpers import make_job
 
@@ -105,3 +108,71 @@ def test_a_stopping_scheduler_ends_its_inbox_wait_at_once(
     assert redis_client.llen(store.keys.inbox) == 0
     assert redis_client.llen(store.keys.inbox_processing(scheduler.id)) == 0
     assert not redis_client.keys("gm:{wg:*}:job:*")  # the wake left no record
+
+
+def test_the_flow_duties_at_rest_block_and_end_at_stop(
+    store: Store, scripts: ScriptStore, fleet: Fleet, redis_client: redis.Redis
+) -> None:
+    """A scheduler with flow duties, one group, no flow: the group's advancer (BLMOVE on its
+    flow queue) and canceler (BLPOP on the flow jobs' control list) stay blocked for seconds
+    without a command; stop() wakes them, and run() returns long before their 30 s."""
+    store.enqueue(make_job(), fresh_id=True)  # the group "default"
+    scheduler = Scheduler(store=store, admission=Admission(store, scripts,
+                                                           Settings(redis_url="redis://unused")),
+                          fleet=fleet, flow_jobs=FlowJobs(store.client, store.keys))
+    thread = threading.Thread(target=scheduler.run, daemon=True)
+    thread.start()
+    pause = threading.Event()
+
+    def idle_waits(cmd: str) -> int:
+        """Clients blocked in ``cmd`` that sent nothing for 2 s at least (Redis counts whole
+        seconds: 3); a wait repeated every second never gets there."""
+        return sum(1 for c in redis_client.client_list()
+                   if c.get("cmd") == cmd and int(c.get("idle", 0)) >= 3)
+
+    try:
+        # The inbox and the advancer in BLMOVE, the promoter and the canceler in BLPOP.
+        deadline = time.monotonic() + 20
+        while (idle_waits("blmove") < 2 or idle_waits("blpop") < 2) and time.monotonic() < deadline:
+            pause.wait(0.1)
+        assert idle_waits("blmove") >= 2 and idle_waits("blpop") >= 2, redis_client.client_list()
+        assert scheduler.flows is not None and set(scheduler.flows.threads) == {"default"}
+    finally:
+        scheduler.stop()
+        thread.join(10)
+    assert not thread.is_alive() and scheduler.failed is None
+    g = store.keys.group("default")
+    assert redis_client.llen(g.flow_processing(scheduler.id)) == 0  # the wake taken, released
+    assert set(redis_client.lrange(g.flow_queue, 0, -1)) <= {WAKE.encode()}
+    assert set(redis_client.lrange(g.control(FLOW_WORKER), 0, -1)) <= {WAKE.encode()}
+
+
+def test_a_look_at_the_flow_duties_reads_three_commands_and_plans_the_next(
+    store: Store, scripts: ScriptStore, fleet: Fleet, redis_client: redis.Redis
+) -> None:
+    """A look with nothing due: forward's LRANGE and the two heads (earliest timer, oldest
+    running flow), nothing fired or swept; the next look is the earlier of the timer's due time
+    and the moment the flow can go stale. Once due, the timer fires (its flow is gone here: it is
+    dropped) and the flow is swept (no state: it leaves the index), and nothing is left to plan."""
+    now = [1_000_000]
+    scheduler = Scheduler(store=store, admission=Admission(store, scripts,
+                                                           Settings(redis_url="redis://unused")),
+                          fleet=fleet, flow_jobs=FlowJobs(store.client, store.keys),
+                          clock=lambda: now[0])
+    assert scheduler.flows is not None
+    g = store.keys.group("default")
+    redis_client.zadd(g.flow_timers, {"f1 suspend:a": now[0] + 2_000})
+    redis_client.zadd(g.flows_running, {"f2": now[0] - 1_000})
+    before = commands(redis_client)
+    look = scheduler.flows.look("default")
+    assert commands(redis_client) - before == 3
+    assert look == Look(now[0], now[0] + 2_000, now[0] - 1_000)
+    assert next_look(look) == now[0] + 2_000
+    now[0] += 2_000  # the timer is due; the flow not stale yet
+    look = scheduler.flows.look("default")
+    assert redis_client.zcard(g.flow_timers) == 0 and redis_client.zcard(g.flows_running) == 1
+    assert next_look(look) == now[0] - 3_000 + STALE_AFTER_MS
+    now[0] += 2_000  # stale
+    look = scheduler.flows.look("default")
+    assert redis_client.zcard(g.flows_running) == 0
+    assert look == Look(now[0], None, None) and next_look(look) == now[0] + int(BLOCK_S * 1000)
