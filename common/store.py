@@ -24,7 +24,7 @@ from common.connection import is_cluster, max_block_s, queue_delete, redis_error
 from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
 from common.instance import InstanceSettings
 from common.keys import DONE_TTL_S, EVENTS_MAXLEN, INBOX_WAKE, LOGS_MAXLEN, GroupKeys, Keys
-from common.models import Job, Status
+from common.models import BadRecord, Job, Status, UnreadableJob
 
 SCAN_PAGE = 1000
 # Jobs per enqueue_batch.lua call: ~5 ms of Redis at most, so the fleet's other commands
@@ -461,7 +461,9 @@ class Store:
                     held: str | None = None) -> list[Job]:
         """Take up to ``count`` ready ids and start them, with ``held`` (an id already in the
         worker's running list) first, in one call; the jobs now running (canceled ones are
-        dropped). Each gets the claim ``<claim_prefix><n as 4 hex digits>``: the prefix must be fresh."""
+        dropped). Each gets the claim ``<claim_prefix><n as 4 hex digits>``: the prefix must be fresh.
+        A record this version cannot read comes back as an :class:`UnreadableJob`, started like
+        the others: the worker records it failed, saying why."""
         g = self.keys.group(group)
         answer = luascripts.CLAIM_START(
             self.client,
@@ -469,8 +471,15 @@ class Store:
              *_status_keys(g, Status.QUEUED, Status.RUNNING)],
             [g.job(""), worker_id, self.clock(), claim_prefix, EVENTS_MAXLEN, count, held or ""],
         )
-        return [Job.from_redis(dict(zip(fields[::2], fields[1::2], strict=True)))
-                for fields in answer[2::3]]
+        jobs: list[Job] = []
+        for i in range(0, len(answer), 3):
+            try:
+                jobs.append(Job.from_flat(answer[i + 2]))
+            except BadRecord as exc:  # still started, so the worker records it failed
+                jobs.append(UnreadableJob.stand_in(
+                    answer[i + 2], str(exc), job_id=answer[i].decode(), group=group,
+                    worker=worker_id, claim=answer[i + 1].decode()))
+        return jobs
 
     @redis_errors
     def start(self, group: str, job_id: str, worker_id: str, claim: str) -> Job | None:
@@ -484,7 +493,7 @@ class Store:
         )
         if not fields:
             return None
-        return Job.from_redis(dict(zip(fields[::2], fields[1::2], strict=True)))
+        return Job.from_flat(fields)
 
     @redis_errors
     def append_logs(

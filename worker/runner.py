@@ -17,7 +17,7 @@ from common.clock import Clock, now_ms
 from common.errors import NotFound, RedisUnavailable
 from common.instance import InstanceSettings
 from common.loops import Outage
-from common.models import Job, Kind, ScriptVersion, Status
+from common.models import Job, Kind, ScriptVersion, Status, UnreadableJob
 from common.retry import next_delay_s, parse_policy
 from common.settings import Settings
 from common.store import FENCED, NEW_SECRETS, Completion, Store
@@ -246,6 +246,11 @@ class JobRunner:
     def run(self, job: Job, instance: InstanceSettings) -> None:
         """Run ``job`` to its outcome and write it."""
         jlog = log.get(job_id=job.id, worker_id=job.worker, group=job.group)
+        if isinstance(job, UnreadableJob):
+            jlog.error("job record unreadable; recorded as failed", problem=job.problem)
+            self._finish(job, Status.FAILURE, {"duration_ms": 0, "error": {
+                "name": "BadRecord", "message": job.problem, "traceback": ""}}, instance, jlog)
+            return
         if self._overlaps(job):
             self._finish(job, Status.CANCELED, {
                 "canceled_by": "schedule", "duration_ms": 0,

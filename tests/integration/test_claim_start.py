@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 import pytest
 import redis
 
+from common import codec
+from common.fleet import Fleet
 from common.models import Status
+from common.settings import Settings
 from common.store import Store
+from jobs.scripts import ScriptStore
 from tests.integration.helpers import make_job
+from worker.sandbox.policy import Sandbox
+from worker.worker import Worker
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.cluster]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
 
 
 def calls(client: redis.Redis, command: str) -> int:
@@ -53,3 +70,32 @@ def test_claim_start_starts_a_blmoved_id_first(store: Store) -> None:
     stale = started[0].model_copy(update={"claim": "not-it"})
     assert store.complete(stale, Status.SUCCESS, {"result": 1}, retention_s=60) == 0
     assert store.complete(started[0], Status.SUCCESS, {"result": 1}, retention_s=60) != 0
+
+
+def test_an_unreadable_record_is_started_and_failed_saying_why(
+    store: Store, redis_client: redis.Redis, scripts: ScriptStore, fleet: Fleet,
+    settings: Settings, sandbox: Sandbox,
+) -> None:
+    """A record this version cannot read (a kind from a newer version) is claimed like the
+    others, recorded failed with BadRecord naming the field; the next job runs all the same."""
+    strange, plain = make_job(), make_job()
+    for job in (strange, plain):
+        store.enqueue(job, fresh_id=True)
+    redis_client.hset(store.keys.group("default").job(strange.id), "kind", "teleport")
+    worker = Worker(store=store, scripts=scripts, fleet=fleet, settings=settings,
+                    claim_block_s=1, sandbox=sandbox)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        record = store.keys.group("default").job(strange.id)
+        wait_for(lambda: redis_client.hget(record, "status") == b"failure"
+                 and store.get_job(plain.id).is_terminal)
+    finally:
+        worker.stop()
+        thread.join(20)
+    assert not thread.is_alive() and worker.failed is None
+    error = codec.unpack(redis_client.hget(record, "error"))
+    assert error["name"] == "BadRecord" and "field kind" in error["message"]
+    assert strange.id in error["message"]
+    assert store.get_job(plain.id).status == Status.SUCCESS
+    assert store.running_ids("default", worker.worker_id) == []
