@@ -31,6 +31,7 @@ from worker.dedicated import Cancel, DedicatedPool
 from worker.dependencies import Dependencies, DependencyFailure, with_deps
 from worker.environment import ephemeral_token, job_environment
 from worker.executors.binding import ArgumentError
+from worker.executors.command import Prepared
 from worker.executors.dispatch import interpret, prepare
 from worker.executors.outcome import Outcome
 from worker.groupcommit import GroupCommit
@@ -57,6 +58,21 @@ def bounded_error(error: dict[str, Any]) -> dict[str, Any]:
         if isinstance(text, str) and len(text) > MAX_ERROR_TEXT:
             bounded[key] = text[:MAX_ERROR_TEXT] + f"...[gristmill: cut, {len(text)} characters]"
     return bounded
+
+
+def dedicated_as_is(job: Job, version: ScriptVersion | None, language: str, *, handled: bool,
+                    deps: bool) -> bool:
+    """Whether a job of a dedicated worker runs in its script's process, known before anything
+    is prepared: a python3 job of a dedicated path or tag (``handled``) whose version needs no
+    dependency environment. One that does (or may: a preview, a version locking) takes the
+    general path, which runs it dedicated or warm once its environment is known."""
+    if not handled or language != "python3":
+        return False
+    if not deps:
+        return True
+    if job.kind == Kind.PREVIEW:
+        return False
+    return version is None or (version.lock_status in (None, "locked") and not version.lock)
 
 
 class Cancelable(Protocol):
@@ -301,7 +317,8 @@ class JobRunner:
                 return failure("Canceled", "job was canceled before it started")
         timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
         deadline = time.monotonic() + timeout_s
-        sandbox, lock_input = self.sandbox, None
+        sandbox, lock_input, code = self.sandbox, None, ""
+        prepared: Prepared | None
         # A job whose script needs an environment runs warm, not in a dedicated process
         # (docs/ARCHITECTURE.md, known limits of dedicated workers).
         needs_env = False
@@ -313,8 +330,11 @@ class JobRunner:
                 sandbox = deps.sandbox_for_resolver(sandbox)
             else:
                 version, code, language, limits = self._write(lambda: self._code(job))
-                prepared = prepare(language, code, job.args)
-                if language == "python3" and self.deps is not None:
+                # A dedicated job needs nothing prepared: its script's process has the code
+                # and binds the args.
+                as_is = self._dedicated_as_is(job, version, language)
+                prepared = None if as_is else prepare(language, code, job.args)
+                if prepared is not None and language == "python3" and self.deps is not None:
                     deps = self.deps
                     needs = self._write(lambda: deps.for_job(
                         job, version, code, sink, sandbox, deadline,
@@ -330,13 +350,11 @@ class JobRunner:
             with self._lock:
                 self._active.pop(job.id, None)  # a preview's resolver run, if it had one
             return exc.outcome
-        env = job_environment(
-            job, base_url=self.settings.base_url,
-            token=self._write(lambda: self._mint_token(job, timeout_s)),
-        )
-        if self.dedicated is not None and job.script_hash is not None and not needs_env and \
-                self.dedicated.handles(job.script_path, job.tag) and language == "python3":
-            return self._execute_dedicated(job, env, timeout_s, sink)
+        env = self._environment(job, timeout_s)
+        if prepared is None or (
+                self.dedicated is not None and job.script_hash is not None and not needs_env
+                and self.dedicated.handles(job.script_path, job.tag) and language == "python3"):
+            return self._execute_dedicated(job, env, timeout_s, sink, (code, limits))
         run = ProcessRun(prepared, sandbox=sandbox, env=env, sink=sink, last_sink=sink.hold,
                          limits=limits, timeout_s=max(1.0, deadline - time.monotonic()))
         sink.run = run
@@ -358,9 +376,19 @@ class JobRunner:
             if job_id in self._cancel_pending or self._releasing:
                 run.cancel()
 
+    def _dedicated_as_is(self, job: Job, version: ScriptVersion | None, language: str) -> bool:
+        return self.dedicated is not None and job.script_hash is not None and \
+            dedicated_as_is(job, version, language, handled=self.dedicated.handles(
+                job.script_path, job.tag), deps=self.deps is not None)
+
+    def _environment(self, job: Job, timeout_s: int) -> dict[str, str]:
+        return job_environment(job, base_url=self.settings.base_url,
+                               token=self._write(lambda: self._mint_token(job, timeout_s)))
+
     def _execute_dedicated(self, job: Job, env: dict[str, str], timeout_s: int,
-                           sink: LogSink) -> Outcome:
-        """The job in its script's dedicated process (see worker/dedicated.py)."""
+                           sink: LogSink, source: tuple[str, Limits]) -> Outcome:
+        """The job in its script's dedicated process (see worker/dedicated.py); ``source``:
+        its version's code and limits, for a process that has to start."""
         assert self.dedicated is not None and job.script_hash is not None
         cancel = Cancel()
         sink.run = cancel
@@ -368,15 +396,11 @@ class JobRunner:
             self._active[job.id] = cancel
             if job.id in self._cancel_pending or self._releasing:
                 cancel.cancel()
-        def source() -> tuple[str, Limits]:
-            _, code, _, limits = self._write(lambda: self._code(job))
-            return code, limits
-
         try:
             return self.dedicated.run(
-                script_path=job.script_path or "", script_hash=job.script_hash, code=source,
-                job_id=job.id, args=job.args, env=env, timeout_s=timeout_s, sink=sink,
-                cancel=cancel.event)
+                script_path=job.script_path or "", script_hash=job.script_hash,
+                code=lambda: source, job_id=job.id, args=job.args, env=env,
+                timeout_s=timeout_s, sink=sink, cancel=cancel.event)
         finally:
             with self._lock:
                 self._active.pop(job.id, None)
