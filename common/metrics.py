@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from common.errors import RedisUnavailable
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+M = TypeVar("M", bound=MetricWrapperBase)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -63,6 +66,19 @@ PROCESS_START = Gauge(
     "whenever the process answers a scrape, so alerts can tell a scheduler is up without "
     "depending on the scrape job's name.", ["process"], registry=REGISTRY,
 )
+_CHILDREN: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+
+
+def child(metric: M, *values: str) -> M:
+    """``metric.labels(*values)`` (label values in declaration order), looked up once per label
+    set: the worker counts every job, and ``labels()`` takes a lock and builds a tuple each time."""
+    key = (id(metric), values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found  # type: ignore[return-value]
+
+
 REDIS_ERRORS = Counter(
     "gristmill_redis_errors", "Redis round trips that failed, by process.", ["process"],
     registry=REGISTRY,

@@ -559,9 +559,8 @@ class Store:
         outcomes = [int(answer) for answer in answers]
         for c, outcome in zip(completions, outcomes, strict=True):
             if outcome == 1:
-                metrics.JOBS_COMPLETED.labels(
-                    group=c.job.group, kind=c.job.kind.value, status=c.status.value
-                ).inc()
+                metrics.child(metrics.JOBS_COMPLETED, c.job.group, c.job.kind.value,
+                              c.status.value).inc()
         return outcomes
 
     def _completion_call(self, c: Completion) -> tuple[list[str], list[Any]]:

@@ -201,9 +201,9 @@ class Worker:
         self._ready_empty = len(jobs) < free
         for job in jobs:
             self._held.add(job.id)
-            metrics.JOBS_STARTED.labels(group=job.group, kind=job.kind.value).inc()
+            metrics.child(metrics.JOBS_STARTED, job.group, job.kind.value).inc()
             if job.started_at is not None:
-                metrics.START_LATENESS.labels(group=job.group).observe(
+                metrics.child(metrics.START_LATENESS, job.group).observe(
                     max(0, job.started_at - job.scheduled_for) / 1000
                 )
         return jobs
