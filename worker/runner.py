@@ -551,12 +551,19 @@ class JobRunner:
         """Run a Redis call until Redis answers: nothing a job did is lost to an outage.
 
         Only for calls that are safe to repeat (conditional scripts, reads, idempotent writes).
+        The outage (backoff, log lines, error count) is set up at the first failure only: a
+        job makes several of these calls, nearly always answered at once.
         """
-        outage = Outage("job write", "worker", cap_s=RETRY_BACKOFF_MAX_S)
+        try:
+            return write()
+        except RedisUnavailable as exc:
+            outage = Outage("job write", "worker", cap_s=RETRY_BACKOFF_MAX_S)
+            delay = outage.failed(exc)
         while True:
+            time.sleep(delay)
             try:
                 answer = write()
                 outage.ok()
                 return answer
             except RedisUnavailable as exc:
-                time.sleep(outage.failed(exc))
+                delay = outage.failed(exc)
