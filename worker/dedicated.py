@@ -111,7 +111,8 @@ class DedicatedPool:
                     process not in self._processes.get(script_hash, ())
             if dropped:  # it died, or the worker closed the pool, while this job was in it
                 process.release()
-            self._retire()
+            if process.draining or not process.alive:
+                self._retire()  # at once; a surplus process waits for the tidy thread
 
     def _take(self, path: str, digest: str,
               code: Callable[[], tuple[str, Limits]]) -> DedicatedProcess:
