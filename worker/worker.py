@@ -22,7 +22,7 @@ from common.errors import RedisUnavailable
 from common.fleet import Fleet
 from common.instance import InstanceSettings
 from common.loops import Outage, vital
-from common.models import Job
+from common.models import Job, UnreadableJob
 from common.settings import Settings
 from common.store import Store
 from jobs.scripts import ScriptStore
@@ -202,7 +202,7 @@ class Worker:
         for job in jobs:
             self._held.add(job.id)
             metrics.child(metrics.JOBS_STARTED, job.group, job.kind.value).inc()
-            if job.started_at is not None:
+            if job.started_at is not None and not isinstance(job, UnreadableJob):
                 metrics.child(metrics.START_LATENESS, job.group).observe(
                     max(0, job.started_at - job.scheduled_for) / 1000
                 )
