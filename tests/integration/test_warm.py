@@ -132,6 +132,36 @@ def test_a_dead_fork_server_fails_its_jobs_clearly_and_is_replaced(own_server: S
     assert server.starts == 2
 
 
+def test_a_job_that_clears_its_pdeathsig_dies_with_the_fork_server(own_server: Sandbox) -> None:
+    """Job code may undo PR_SET_PDEATHSIG (a PID-1 job runs in the very process that has it);
+    SIGKILL the server: the worker kills the job through the pidfd the server gave it, and the
+    job's namespace (its sleeper) dies with it."""
+    if own_server.mode != "isolated":
+        pytest.skip("a shared job is not confined to a namespace of its own")
+    server = own_server.server
+    assert server is not None and server.pid is not None
+    marker = unique_sleep()
+    prepared = prepare("python3", textwrap.dedent("""
+        import ctypes, subprocess
+        def main(marker: str):
+            assert ctypes.CDLL(None).prctl(1, 0, 0, 0, 0) == 0  # PR_SET_PDEATHSIG: none
+            subprocess.run(["sleep", marker])
+    """), {"marker": marker})
+    job = ProcessRun(prepared, sandbox=own_server, env=ENV, timeout_s=60, sink=lambda b: None,
+                     kill_grace_s=0.2)
+    outcomes: list[Outcome] = []
+    thread = threading.Thread(target=lambda: outcomes.append(interpret("python3", job.run())))
+    thread.start()
+    try:
+        deadline(lambda: processes_with(marker), 30, "the job to start its sleep")
+        os.kill(server.pid, signal.SIGKILL)
+    finally:
+        thread.join(30)
+    assert outcomes == [Outcome(ok=False, error={"name": "SandboxLost",
+                                                 "message": FORK_SERVER_DIED, "traceback": ""})]
+    assert_no_process_running(marker, timeout_s=5.0)
+
+
 # -- PID-1 jobs: an isolated job's own process is PID 1 of its namespace ----------------------
 
 
