@@ -15,6 +15,7 @@ from flows.expr import JsEngine
 from flows.inputs import FlowInputError
 from flows.model import parse_flow
 from flows.state import EarlyReturn, FlowCompleted, JobCompleted, Resumed, StartJob
+from flows.handoff import FLOW_FORWARD
 from flows.store import FLOW_COMMIT, FlowStore, StepOutcome
 from tests.conftest import RedisUnderTest, client_for
 from tests.unit.flow_driver import flow, js, loop, raw, static
@@ -197,6 +198,39 @@ def test_a_forwarder_crash_delivers_twice_and_the_flow_counts_once(fs: FlowStore
     assert redis_client.llen(keys.group("other").flow_notify) == 0
     assert fs.process("flows", FLOW, launcher) == 2
     assert [launcher.jobs[j].step for j in launcher.order] == ["a", "b"]
+
+
+def test_a_step_in_its_flows_own_group_is_handed_over_and_removed_in_one_script(
+        fs: FlowStore, redis_client: redis.Redis, keys: Keys) -> None:
+    """Same group, same slot: flow_forward.lua delivers each outcome and removes it together;
+    an outcome of a flow that is gone is removed, delivered nowhere."""
+    fs.create("flows", FLOW, parse_flow(flow(raw("a"), raw("b"))), {})
+    launcher = Launcher()
+    fs.process("flows", FLOW, launcher)
+    fs.notify("flows", StepOutcome("flows", FLOW, launcher.order[0], True, {"v": 1}))
+    fs.notify("flows", StepOutcome("flows", "no-such-flow", "j", True, None))
+    assert fs.forward("flows") == 2
+    g = keys.group("flows")
+    assert redis_client.llen(g.flow_notify) == 0
+    assert redis_client.llen(g.flow_events(FLOW)) == 1
+    assert not redis_client.exists(g.flow_events("no-such-flow"))
+    assert fs.process("flows", FLOW, launcher) == 1
+    assert [launcher.jobs[j].step for j in launcher.order] == ["a", "b"]
+
+
+def test_flow_forward_hands_over_nothing_another_forwarder_took(
+        fs: FlowStore, redis_client: redis.Redis, keys: Keys) -> None:
+    """The head it read is gone (another forwarder handed it over): nothing is pushed again."""
+    fs.create("flows", FLOW, parse_flow(flow(raw("a"))), {})
+    g = keys.group("flows")
+    taken = StepOutcome("flows", FLOW, "j1", True, 1)
+    fs.notify("flows", StepOutcome("flows", FLOW, "j2", True, 2))
+    events_before = redis_client.llen(g.flow_events(FLOW))
+    moved = FLOW_FORWARD(redis_client, [g.flow_notify, g.flow_queue, g.flow(FLOW), g.flow_events(FLOW)],
+                         [taken.to_json(), FLOW, taken.event().model_dump_json()])
+    assert moved == 0
+    assert redis_client.llen(g.flow_events(FLOW)) == events_before
+    assert redis_client.llen(g.flow_notify) == 1
 
 
 def test_concurrent_advancers_apply_each_event_exactly_once(
