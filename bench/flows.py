@@ -86,7 +86,7 @@ def _instrument(fs: FlowStore) -> None:
     """Time the stages of a step's hand-off (a bench-only wrapping of the calls, not a hook)."""
     fs.forward = _timed("forward", fs.forward)  # type: ignore[method-assign]
     fs._advance = _timed("advance", fs._advance)  # type: ignore[method-assign]
-    fs._transition = _timed("transition", fs._transition)  # type: ignore[method-assign]
+    fs._apply = _timed("transition", fs._apply)  # type: ignore[method-assign]
     fs._carry_out_heads = _timed("carry out", fs._carry_out_heads)  # type: ignore[method-assign]
     flows.store.FLOW_COMMIT = _timed("commit", flows.store.FLOW_COMMIT)
 
