@@ -396,11 +396,12 @@ class FlowStore:
     @redis_errors
     def wake(self, lists: list[str], element: str) -> None:
         """Push ``element`` onto each of ``lists`` (the group's flow queue, its flow control
-        list): a waiter blocked on it (of any scheduler) takes it and only ends its wait."""
-        pipe = self.client.pipeline(transaction=False)
+        list) that holds none yet: a waiter blocked on it (of any scheduler) takes it and only
+        ends its wait. A stopping scheduler calls this again while its waiters run, so a
+        list keeps at most one (give or take a race) however long they take to end."""
         for key in lists:
-            pipe.rpush(key, element)
-        pipe.execute()
+            if self.client.lpos(key, element) is None:
+                self.client.rpush(key, element)
 
     @redis_errors
     def recover_advancer(self, group: str, advancer_id: str) -> int:
