@@ -37,9 +37,10 @@ import flows.store
 from common.connection import connect
 from common.keys import Keys
 from flows.expr import JsEngine
+from flows.handoff import StepOutcome
 from flows.model import parse_flow
 from flows.state import EarlyReturn, FlowCompleted, StartJob
-from flows.store import FlowStore, StepOutcome
+from flows.store import FlowStore
 from gristmill.embedded import EmbeddedRedis, free_port
 
 FLOW_GROUP = "flows"
