@@ -1,7 +1,7 @@
 """Flows on a real fleet (a benchmark, not a test): 40 sequential fibo(10) steps, warm path;
 a parallel for-loop of 1,000 iterations.
 
-    python -m bench.flow_fleet [--steps 40] [--repeat 5] [--mode warm|cold] [--loop 1000]
+    python -m bench.flow_fleet [--steps 40] [--repeat 5] [--mode warm|cold] [--loop 1000] [--trace]
 
 Starts its own Redis, one scheduler (the flow advancer) and one worker on the
 given execution path (``warm``: forked from the fork server, the default), then
@@ -16,6 +16,11 @@ two by the next step's ``created_at`` (written when the advancer enqueues it): *
 (completed -> enqueued: the outcome forwarded, the advancer woken, the transition read,
 computed and committed) and *pickup* (enqueued -> started: the worker woken and its claim).
 
+``--trace`` runs the sequential flow once more under Redis ``MONITOR`` (the bench's own
+Redis) and splits the hand-off by the server's clock: the outcome recorded
+(``complete.lua``) -> the worker's forward read -> the event queued (the advancer's wake-up)
+-> the advancer's read -> its commit -> the next step's enqueue (p50 of each gap, ms).
+
 Then a flow of one parallel for-loop of ``--loop`` iterations (0: skip), each a
 python3 step returning its item, on the same fleet: submit to completed flow.
 """
@@ -26,6 +31,7 @@ import argparse
 import itertools
 import os
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +92,57 @@ def run_once(gm: Gristmill, doc: dict[str, Any], steps: int) -> Run:
                [(b.started_at or 0) - b.created_at for _, b in pairs], [j.duration_ms or 0 for j in jobs])
 
 
+# (stage, what ends it in MONITOR's output), in the hand-off's order
+TRACE_MARKS = [
+    ("recorded", '"RPUSH" "gm:{wg:'), ("forward read", '"LRANGE" "gm:{wg:'),
+    ("event queued", '"RPUSH" "gm:{wg:'), ("advancer read", '"HMGET" "gm:{wg:'),
+    ("commit", '"EVALSHA"'), ("next enqueued", '"SET" "gm:jobloc:'),
+]
+TRACE_KEYS = [":flownotify", ":flownotify", ":flowq", ":flow:", "5", ""]
+
+
+def trace(gm: Gristmill, url: str, doc: dict[str, Any], steps: int) -> dict[str, float]:
+    """One more flow under MONITOR: the median gap (ms) before each stage of the hand-off."""
+    lines: list[tuple[float, str]] = []
+    client = gm.redis.__class__.from_url(url)
+    with client.monitor() as monitor:
+        done = threading.Event()
+
+        def listen() -> None:
+            while not done.is_set():
+                try:
+                    command = monitor.next_command()
+                except Exception:  # the connection closed at the end
+                    return
+                lines.append((float(command["time"]), str(command["command"])))
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        run_once(gm, doc, steps)
+        done.set()
+        gm.redis.ping()
+        listener.join(5)
+    gaps: dict[str, list[float]] = {stage: [] for stage, _ in TRACE_MARKS[1:]}
+    i = 0
+    while True:  # each step: the marks in order, each the first after the previous one
+        found: list[float] = []
+        for (stage, mark), key in zip(TRACE_MARKS, TRACE_KEYS, strict=True):
+            while i < len(lines) and not _is_mark(lines[i][1], stage, mark, key):
+                i += 1
+            if i == len(lines):
+                return {stage: statistics.median(v) for stage, v in gaps.items() if v}
+            found.append(lines[i][0])
+        for (stage, _), before, after in zip(TRACE_MARKS[1:], found[:-1], found[1:], strict=True):
+            gaps[stage].append((after - before) * 1000)
+
+
+def _is_mark(line: str, stage: str, mark: str, key: str) -> bool:
+    if stage == "commit":  # flow_commit.lua: EVALSHA <sha> 5 <flow key> ...
+        return line.startswith("EVALSHA ") and " 5 " in line and ":flow:" in line
+    words = mark.replace('"', "").split()
+    return line.startswith(" ".join(words)) and key in line.split(" ")[1]
+
+
 def pct(values: list[int], q: float) -> int:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -99,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=["warm", "cold"], default="warm")
     parser.add_argument("--loop", type=int, default=1000, help="parallel for-loop iterations (0: skip)")
     parser.add_argument("--concurrency", type=int, default=2, help="the worker's slots")
+    parser.add_argument("--trace", action="store_true", help="split the hand-off by Redis MONITOR")
     args = parser.parse_args(argv)
     with BenchFleet(workers=1, concurrency=args.concurrency, mode=args.mode) as fleet:
         fleet.wait_ready(Deadline(60))
@@ -115,6 +173,10 @@ def main(argv: list[str] | None = None) -> None:
               f"per-step overhead p50 {statistics.median(overheads):.0f} ms, p90 {pct(overheads, 0.9)} ms "
               f"(hand-off p50 {statistics.median(handoffs):.0f} ms, pickup p50 "
               f"{statistics.median(pickups):.0f} ms); step run p50 {statistics.median(durations):.0f} ms")
+        if args.trace:
+            gaps = trace(gm, fleet.url, doc, args.steps)
+            print("  hand-off by Redis MONITOR, p50 gap before each: "
+                  + ", ".join(f"{stage} {ms:.2f} ms" for stage, ms in gaps.items()))
         if args.loop:
             started = time.perf_counter()
             flow_id = gm.run_flow_preview(parallel_loop(args.loop))

@@ -161,8 +161,8 @@ def _job_phases(request: dict[str, Any], pidns: int, reps: int, result_fd: int) 
         entry[0] += (usage.ru_utime + usage.ru_stime) * 1000 - previous_ms
         entry[1] += usage.ru_minflt - previous_faults
     print(f"{'python3 job as PID 1, by phase':40} {'CPU ms':>8} {'minflt':>7}")
-    for name, (ms, faults) in totals.items():
-        print(f"{name:40} {ms / reps:8.2f} {faults / reps:7.0f}")
+    for phase, (cpu_ms, minflt) in totals.items():
+        print(f"{phase:40} {cpu_ms / reps:8.2f} {minflt / reps:7.0f}")
 
 
 def _phases_in_child(request: dict[str, Any]) -> None:
@@ -264,16 +264,16 @@ def main(argv: list[str] | None = None) -> None:
     for kind, job_argv, inprocess in (("python3 no-op", _python_argv(), True),
                                       ("bash true", ["/bin/true"], False)):
         walls: dict[str, list[float]] = {name: [] for name in servers}
-        cpu = dict.fromkeys(servers, 0.0)
+        spent_ms = dict.fromkeys(servers, 0.0)
         for _ in range(ROUNDS):  # alternated, so both see the same machine load
             for name, server in servers.items():
                 some, spent = _round_trips(server, sandbox, job_argv, inprocess,
                                            max(1, args.reps // ROUNDS))
                 walls[name] += some
-                cpu[name] += spent
+                spent_ms[name] += spent
         for name in servers:
             print(f"{kind + ', ' + name:52} {median(walls[name]):8.2f} "
-                  f"{cpu[name] / len(walls[name]):7.2f}")
+                  f"{spent_ms[name] / len(walls[name]):7.2f}")
     for server in servers.values():
         server.close()
 

@@ -35,6 +35,7 @@ from bench.idle import measure_idle
 from bench.phases import Phases
 from bench.report import Report
 from bench.startup import measure_startup
+from common import log
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -166,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     cleaned = clean_environment()
     os.environ.clear()
     os.environ.update(cleaned)
+    # The in-process producer and admitter log at info on stdout by default: keep the
+    # report clean (warnings still go to stderr).
+    log.configure(level="warning")
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = run(ns)

@@ -33,6 +33,8 @@ RUN = 100
 K = TypeVar("K")
 CANCEL_BATCH = 250  # ids per cancel_many.lua call: Redis is busy ~0.1 ms per id
 ADMISSION_POLL_S = 0.05
+UNBLOCK_RETRY_S = 0.02  # Blocker.interrupt: how often it tries CLIENT UNBLOCK again
+UNBLOCK_TRY_S = 1.0  # and for how long at most
 FENCED = -1
 NEW_SECRETS = -2
 
@@ -118,13 +120,25 @@ class Blocker:
                 self._blocked_id = None
 
     def interrupt(self) -> None:
-        """End the blocked call now (it answers as if its time ran out) and every later one."""
+        """End the blocked call now (it answers as if its time ran out) and every later one.
+
+        The call may be between telling its id and being parked by Redis, where an UNBLOCK
+        finds nothing blocked: so it is repeated (every 20 ms, for up to a second) until
+        Redis says it unblocked the client or the call has returned."""
         with self._lock:
             self.interrupted = True
-            client_id, node = self._blocked_id, self._node
-        if client_id is not None and node is not None:
+        give_up = time.monotonic() + UNBLOCK_TRY_S
+        while True:
+            with self._lock:
+                client_id, node = self._blocked_id, self._node
+            if client_id is None or node is None:
+                return
             with contextlib.suppress(redis.exceptions.RedisError):
-                node.client_unblock(client_id)
+                if node.client_unblock(client_id):
+                    return
+            if time.monotonic() >= give_up:
+                return
+            time.sleep(UNBLOCK_RETRY_S)
 
     def close(self) -> None:
         self._drop()

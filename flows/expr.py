@@ -13,11 +13,15 @@ frozen once at start, so one expression cannot change what the next sees;
 each evaluation has a time limit, and the isolate a hard memory limit. An
 isolate that hit either limit is thrown away and a fresh one made.
 
-The fast path: a plain property path (``flow_input.x``, ``results.a.items[0]``)
-whose every step is an own key of an object (or an index inside an array) is
-resolved in Python and normalised the way a round trip through JavaScript
-would change it (integral floats become ints, NaN becomes null...); anything
-else goes to V8, so both paths answer the same.
+The fast path: a plain property path (``flow_input.x``, ``results.a.items[0]``),
+or plain paths joined by ``??`` (``previous_result.x ?? previous_result``), is
+resolved in Python when every step is known: an own key of an object, an index
+of an array, or a last step that finds nothing (undefined: a missing key that
+no frozen prototype can answer, an index past the end). The value is
+normalised the way a round trip through JavaScript would change it (integral
+floats become ints, NaN becomes null...); anything else goes to V8, so both
+paths answer the same. It saves the call into V8's thread, the largest part
+of a step's hand-off when the expression needs none (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -138,22 +142,53 @@ def js_truthy(value: Any) -> bool:
 
 
 DEFER = object()  # fast_path: "not a plain path whose every step exists; ask V8"
+_UNDEFINED = object()  # a path's last step found nothing: JavaScript's undefined
+
+# What a missing key of an object, a number or a boolean may still find on its prototype
+# (Object.prototype, Number.prototype, Boolean.prototype; a test checks these against V8):
+# such a name goes to V8, any other missing name is undefined.
+_OBJECT_PROTO = frozenset({
+    "constructor", "__defineGetter__", "__defineSetter__", "hasOwnProperty", "__lookupGetter__",
+    "__lookupSetter__", "isPrototypeOf", "propertyIsEnumerable", "toString", "valueOf", "__proto__",
+    "toLocaleString"})
+_NUMBER_PROTO = _OBJECT_PROTO | {"toExponential", "toFixed", "toPrecision"}
+_COALESCE = re.compile(r"\?\?")
 
 
-def fast_path(expr: str, context: Mapping[str, Any]) -> Any:
-    """The value of a plain property path whose every step exists, else ``DEFER`` (ask V8)."""
+def _resolve(expr: str, context: Mapping[str, Any]) -> Any:
+    """A plain property path's value, ``_UNDEFINED`` when its last step finds nothing (a missing
+    own key that no prototype can answer, an index past an array's end), else ``DEFER``."""
     match = _PATH.fullmatch(expr)
     if match is None or match.group(1) not in context:
         return DEFER
     value = context[match.group(1)]
     for name, index in _SEGMENT.findall(match.group(2)):
-        if name and isinstance(value, dict) and name in value:
-            value = value[name]
-        elif index and isinstance(value, list) and int(index) < len(value):
-            value = value[int(index)]
+        if value is _UNDEFINED or name == "__proto__":
+            return DEFER  # a step on undefined is a TypeError: V8 words it
+        if name and isinstance(value, dict):
+            value = value.get(name, DEFER if name in _OBJECT_PROTO else _UNDEFINED)
+        elif name and isinstance(value, int | float):  # a bool too (Boolean.prototype is smaller)
+            value = DEFER if name in _NUMBER_PROTO else _UNDEFINED
+        elif index and isinstance(value, list):
+            value = value[int(index)] if int(index) < len(value) else _UNDEFINED
         else:
-            return DEFER  # a missing key, or .length and friends: V8 knows the answer
-    return js_normalize(value)
+            return DEFER  # null, strings, an array's .length and friends: V8 knows the answer
+        if value is DEFER:
+            return DEFER
+    return value
+
+
+def fast_path(expr: str, context: Mapping[str, Any]) -> Any:
+    """The value of a plain property path, or of plain paths joined by ``??`` (the first that
+    is neither null nor undefined), when each step is known without V8; else ``DEFER``."""
+    value: Any = None
+    for operand in _COALESCE.split(expr) if "??" in expr else (expr,):
+        value = _resolve(operand, context)
+        if value is DEFER:
+            return DEFER
+        if value is not None and value is not _UNDEFINED:
+            return js_normalize(value)
+    return None  # null or undefined: JSON has only null
 
 
 _LIVE: weakref.WeakSet[JsEngine] = weakref.WeakSet()

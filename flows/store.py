@@ -64,6 +64,7 @@ FLOW_TIMER = _script("flow_timer")
 _EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
 _ACTIONS: TypeAdapter[Action] = TypeAdapter(Action)
 _DEF_CACHE_SIZE = 256
+_STATE_CACHE_SIZE = 64  # flows whose last committed state an advancing store keeps
 _COMMIT_OUTBOX_HEADS = 100  # how many actions flow_commit.lua answers (LRANGE 0 99)
 EVENT_BATCH = 64  # events applied by one transition at most
 LEFTOVER: tuple[int, int, list[bytes]] = (0, 0, [])  # _advance: carry out the outbox first
@@ -104,6 +105,8 @@ class FlowStore:
         self.evaluator = evaluator
         self.clock = clock
         self._defs: dict[str, OpenFlow] = {}
+        # flow id -> (its version, definition and state after this store's last commit)
+        self._states: dict[str, tuple[str, OpenFlow, FlowState]] = {}
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -186,24 +189,47 @@ class FlowStore:
         to be carried out first (:meth:`process`); the same read tells, no round trip of its own.
 
         Reads, computes and commits; when another advancer committed in between,
-        reads again. The events are removed by the same commit that applies them. A
-        burst of events (a parallel loop's completions) is one read, one state parsed and
-        written, one commit, instead of one each: a large state costs once per burst.
+        reads again. The store keeps the state it committed last for each flow (a few
+        dozen flows): the next event's read is then the version alone, not the definition
+        and the state, and the kept state is not parsed again; it is used only when the
+        version is still the one this store wrote. The events are removed by the same
+        commit that applies them. A burst of events (a parallel loop's completions) is one
+        read, one state parsed and written, one commit, instead of one each: a large state
+        costs once per burst.
         """
         g = self.keys.group(group)
         keys = [g.flow(flow_id), g.flow_events(flow_id), g.flow_outbox(flow_id), g.flows_running,
                 g.flow_timers]
         while True:
+            # The state this store committed last for the flow, if it has it: only the version
+            # is read, and it is used only if no one committed since (it is taken out while used).
+            cached = self._states.pop(flow_id, None)
             pipe = self.client.pipeline(transaction=False)
-            pipe.hmget(keys[0], "def", "state", "version")
+            pipe.hmget(keys[0], ["version"] if cached else ["version", "def", "state"])
             pipe.lrange(keys[1], 0, batch - 1)
             pipe.llen(keys[2])
-            (definition, raw_state, version), heads, leftover = pipe.execute()
+            fields, heads, leftover = pipe.execute()
+            version = fields[0]
+            if cached is not None and (version is None or _text(version) != cached[0]):
+                continue  # another advancer committed (or the flow is gone): read it whole
             if outbox_first and leftover:
+                if cached is not None:
+                    self._states[flow_id] = cached
                 return LEFTOVER
-            if not heads or raw_state is None:
+            if not heads or (cached is None and fields[2] is None):
+                if cached is not None:
+                    self._states[flow_id] = cached
                 return None
-            new_state, actions, applied = self._transition(_text(definition), raw_state, heads)
+            if cached is None:
+                flow = self._definition(_text(fields[1]))
+                new_state, actions, applied = self._transition(flow, fields[2], heads)
+            else:
+                flow = cached[1]
+                try:
+                    new_state, actions = self._apply(flow, cached[2], heads)
+                except Exception:
+                    continue  # the cached state is spent: read it whole, _transition words the error
+                applied = len(heads)
             # A finished flow's keys live as long as its record (instance setting retention_s).
             terminal = "0" if new_state.status == "running" else str(max(1, self.retention_s))
             archived, new_state.archived = new_state.archived, []
@@ -214,9 +240,25 @@ class FlowStore:
             args += [a.model_dump_json() for a in actions]
             reply = FLOW_COMMIT(self.client, keys, args)
             if int(reply[0]) >= 0:
+                if terminal == "0":
+                    if len(self._states) >= _STATE_CACHE_SIZE:
+                        self._states.clear()
+                    self._states[flow_id] = (str(int(version) + 1), flow, new_state)
                 return applied, int(reply[0]), list(reply[1:])
 
-    def _transition(self, definition: str, raw_state: bytes,
+    def _apply(self, flow: OpenFlow, state: FlowState,
+               heads: list[bytes]) -> tuple[FlowState, list[Action]]:
+        """The state after the events ``heads`` (in order) and their actions; ``state`` is changed."""
+        if self.evaluator is None:
+            raise TypeError("this FlowStore reads flows only: it was given no expression evaluator")
+        actions: list[Action] = []
+        for head in heads:
+            state, more = advance(flow, state, _EVENTS.validate_json(head), now=self.clock(),
+                                  evaluator=self.evaluator, owned=True)
+            actions += more
+        return state, actions
+
+    def _transition(self, flow: OpenFlow, raw_state: bytes,
                     heads: list[bytes]) -> tuple[FlowState, list[Action], int]:
         """The state after the events ``heads`` (in order), their actions, and how many applied.
 
@@ -225,18 +267,12 @@ class FlowStore:
         """
         if self.evaluator is None:
             raise TypeError("this FlowStore reads flows only: it was given no expression evaluator")
-        flow = self._definition(definition)
-        state = FlowState.model_validate_json(raw_state)
-        actions: list[Action] = []
         try:
-            for head in heads:
-                state, more = advance(flow, state, _EVENTS.validate_json(head), now=self.clock(),
-                                      evaluator=self.evaluator, owned=True)
-                actions += more
+            state, actions = self._apply(flow, FlowState.model_validate_json(raw_state), heads)
             return state, actions, len(heads)
         except Exception as exc:  # a bug must not leave the event at the head forever
             if len(heads) > 1:
-                return self._transition(definition, raw_state, heads[:1])
+                return self._transition(flow, raw_state, heads[:1])
             error = {"name": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
             failed, actions = fail_flow(FlowState.model_validate_json(raw_state), error)
             return failed, actions, 1
@@ -360,11 +396,12 @@ class FlowStore:
     @redis_errors
     def wake(self, lists: list[str], element: str) -> None:
         """Push ``element`` onto each of ``lists`` (the group's flow queue, its flow control
-        list): a waiter blocked on it (of any scheduler) takes it and only ends its wait."""
-        pipe = self.client.pipeline(transaction=False)
+        list) that holds none yet: a waiter blocked on it (of any scheduler) takes it and only
+        ends its wait. A stopping scheduler calls this again while its waiters run, so a
+        list keeps at most one (give or take a race) however long they take to end."""
         for key in lists:
-            pipe.rpush(key, element)
-        pipe.execute()
+            if self.client.lpos(key, element) is None:
+                self.client.rpush(key, element)
 
     @redis_errors
     def recover_advancer(self, group: str, advancer_id: str) -> int:

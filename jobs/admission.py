@@ -246,7 +246,8 @@ class Admission:
         ``rejected``; the others are queued. ``new_ids[i]``: spec ``i``'s id was generated
         by the producer and was never admitted, so it needs no claim (the scheduler
         knows it of a stored batch it takes for the first time). ``created_at``: when the
-        producer pushed the batch (never later than now); else the jobs are created now.
+        producer pushed the batch (never later than now), also the due time of a spec
+        without ``scheduled_for``; else the jobs are created now.
         """
         outcome = BatchOutcome(ids=[""] * len(batch))
         jobs: list[tuple[Job, bool]] = []
@@ -268,6 +269,8 @@ class Admission:
                 update: dict[str, Any] = {"id": job_id, "args": args}
                 if created_at is not None and created_at < base.created_at:
                     update["created_at"] = created_at
+                    if template.get("scheduled_for") is None:  # due: as of its creation
+                        update["scheduled_for"] = created_at
                 job = base.model_copy(update=update)
                 if job.kind in FLOW_KINDS and self.flows is not None:
                     # A flow job is opened with its flow, one script each: not in the pipeline.

@@ -36,6 +36,7 @@ from storage.objects import ObjectStore, StorageError
 
 TRIM_EVERY_S = 60.0
 RENEWALS_PER_LEASE = 3  # the lease is renewed about three times per lease (at tick precision)
+SWEEP_EVERY_S = 3600.0  # stored log parts are swept by the day
 
 
 def renew_every_ms(lease_ms: int) -> int:
@@ -43,7 +44,7 @@ def renew_every_ms(lease_ms: int) -> int:
     return max(1, lease_ms // RENEWALS_PER_LEASE)
 
 
-def next_look(dead: list[str], oldest_alive_ms: int | None, lease_ms: int, now: int) -> int:
+def next_dead_look(dead: list[str], oldest_alive_ms: int | None, lease_ms: int, now: int) -> int:
     """When to look for silent workers (or schedulers) again.
 
     No member can expire before the oldest last beat seen plus the lease (a newcomer
@@ -55,7 +56,6 @@ def next_look(dead: list[str], oldest_alive_ms: int | None, lease_ms: int, now: 
     if oldest_alive_ms is None:
         return now + lease_ms
     return oldest_alive_ms + lease_ms
-SWEEP_EVERY_S = 3600.0  # stored log parts are swept by the day
 
 
 class Scheduler:
@@ -166,7 +166,7 @@ class Scheduler:
             silent = self.fleet.silent_workers(now - self.lease_ms)
             for worker_id in silent.dead:
                 self.recover_worker(worker_id, seen_before_ms=now - self.lease_ms)
-            self._look_at_workers_ms = next_look(silent.dead, silent.oldest_alive_ms,
+            self._look_at_workers_ms = next_dead_look(silent.dead, silent.oldest_alive_ms,
                                                  self.lease_ms, now)
         if now >= self._look_at_schedulers_ms:
             silent = self.fleet.silent_schedulers(now - self.lease_ms)
@@ -177,7 +177,7 @@ class Scheduler:
                         self.flows.recover_scheduler(scheduler_id, self.groups)
                     self.fleet.forget_scheduler(scheduler_id)
             others = [s for s in silent.dead if s != self.id]
-            self._look_at_schedulers_ms = next_look(others, silent.oldest_alive_ms,
+            self._look_at_schedulers_ms = next_dead_look(others, silent.oldest_alive_ms,
                                                     self.lease_ms, now)
         if self.flows is not None:
             for group in self.groups:  # their duties are planned in their own threads

@@ -131,13 +131,7 @@ class LogSink:
         self.secrets: list[str] = []
 
     def __call__(self, lines: list[LogLine]) -> None:
-        if self.fenced:
-            return
-        kept, spilled = self.budget.route([(line.ts_ms, line.stream, line.line) for line in lines])
-        self.pending.extend(kept)
-        if spilled:
-            self.flush()
-            self.spill(spilled)
+        if self.fenced or self._take(lines):
             return
         if len(self.pending) > PENDING_LOG_CAP:
             dropped = len(self.pending) - PENDING_LOG_CAP
@@ -148,13 +142,18 @@ class LogSink:
     def hold(self, lines: list[LogLine]) -> None:
         """The job's last lines: kept for the completion's call (complete.lua writes them with
         the outcome) instead of an append of their own; lines past the budget spill as ever."""
-        if self.fenced:
-            return
+        if not self.fenced:
+            self._take(lines)
+
+    def _take(self, lines: list[LogLine]) -> bool:
+        """Queue the lines within the budget; spill the rest (after a flush, so the order
+        holds). True when some spilled (and so the pending ones were sent)."""
         kept, spilled = self.budget.route([(line.ts_ms, line.stream, line.line) for line in lines])
         self.pending.extend(kept)
         if spilled:
             self.flush()
             self.spill(spilled)
+        return bool(spilled)
 
     def spill(self, lines: list[tuple[int, str, str]]) -> None:
         """Lines past the Redis budget, to the object store (worker/spill.py); fenced and
@@ -467,7 +466,11 @@ class JobRunner:
             if sink.fenced:
                 jlog.warning("attempt fenced off while running; outcome discarded")
                 return
-            fields["error"] = redact_value(error, sink.secrets)  # flush may have learnt more
+            # retry.lua checks no redaction count (complete.lua does): learn every secret the
+            # job read, a silent job's included, before its error is kept.
+            if self.box is not None:
+                self._write(sink.learn_secrets)
+            fields["error"] = redact_value(error, sink.secrets)
             if self._write(lambda: self.store.retry(job, fields, at_ms=at_ms)):
                 jlog.info("job failed; retrying", error=error["name"], retry=job.retries + 1,
                           in_s=round(delay, 3))

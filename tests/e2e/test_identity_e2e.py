@@ -179,6 +179,36 @@ def test_alice_reads_her_secret_and_logs_show_it_redacted(fleet: Fleet, job_shar
     assert SECRET not in json.dumps(record)
 
 
+RAISE_SECRET = """\
+import gristmill
+
+
+def main():
+    raise ValueError("the secret is " + gristmill.get_variable("u/alice/token"))
+"""
+
+
+def test_a_secret_in_the_error_of_a_retried_attempt_is_redacted(
+    fleet: Fleet, redis_client: redis.Redis
+) -> None:
+    """A job raises the secret it read and is retried: no attempt's error, in the record or its
+    attempt history, holds the secret (the job printed nothing, so no log batch learnt it)."""
+    alice = fleet.tokens["alice"]
+    fleet.http.ok("POST", "/api/scripts", alice, {
+        "path": "u/alice/raise_secret", "code": RAISE_SECRET, "language": "python3",
+        "retry": {"constant": {"attempts": 1, "seconds": 0}}})
+    job_id = fleet.http.ok("POST", "/api/jobs/run/p/u/alice/raise_secret", alice, {})
+    _, status = fleet.http.follow_logs(job_id, alice)
+    assert status == "failure"
+    record = fleet.http.ok("GET", f"/api/jobs/{job_id}", alice)
+    assert record["retries"] == 1, record
+    assert record["error"]["message"] == "the secret is [redacted]"
+    stored = [redis_client.hgetall(f"gm:{{wg:default}}:job:{job_id}"),
+              redis_client.lrange(f"gm:{{wg:default}}:attempts:{job_id}", 0, -1)]
+    assert stored[1], "the retried attempt left no history entry"
+    assert SECRET.encode() not in repr(stored).encode() and SECRET not in json.dumps(record)
+
+
 def test_bob_is_refused_by_the_in_job_client(fleet: Fleet, job_share: Path) -> None:
     """Run as bob (an ops member, so he may run it): the in-job client's read is refused (403)."""
     job_id, lines, status = run_as(fleet, "bob", job_share / "bob-token")

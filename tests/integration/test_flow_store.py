@@ -12,6 +12,7 @@ import redis
 
 from common.keys import Keys
 from flows.expr import JsEngine
+from flows.handoff import FLOW_FORWARD
 from flows.inputs import FlowInputError
 from flows.model import parse_flow
 from flows.state import EarlyReturn, FlowCompleted, JobCompleted, Resumed, StartJob
@@ -199,6 +200,39 @@ def test_a_forwarder_crash_delivers_twice_and_the_flow_counts_once(fs: FlowStore
     assert [launcher.jobs[j].step for j in launcher.order] == ["a", "b"]
 
 
+def test_a_step_in_its_flows_own_group_is_handed_over_and_removed_in_one_script(
+        fs: FlowStore, redis_client: redis.Redis, keys: Keys) -> None:
+    """Same group, same slot: flow_forward.lua delivers each outcome and removes it together;
+    an outcome of a flow that is gone is removed, delivered nowhere."""
+    fs.create("flows", FLOW, parse_flow(flow(raw("a"), raw("b"))), {})
+    launcher = Launcher()
+    fs.process("flows", FLOW, launcher)
+    fs.notify("flows", StepOutcome("flows", FLOW, launcher.order[0], True, {"v": 1}))
+    fs.notify("flows", StepOutcome("flows", "no-such-flow", "j", True, None))
+    assert fs.forward("flows") == 2
+    g = keys.group("flows")
+    assert redis_client.llen(g.flow_notify) == 0
+    assert redis_client.llen(g.flow_events(FLOW)) == 1
+    assert not redis_client.exists(g.flow_events("no-such-flow"))
+    assert fs.process("flows", FLOW, launcher) == 1
+    assert [launcher.jobs[j].step for j in launcher.order] == ["a", "b"]
+
+
+def test_flow_forward_hands_over_nothing_another_forwarder_took(
+        fs: FlowStore, redis_client: redis.Redis, keys: Keys) -> None:
+    """The head it read is gone (another forwarder handed it over): nothing is pushed again."""
+    fs.create("flows", FLOW, parse_flow(flow(raw("a"))), {})
+    g = keys.group("flows")
+    taken = StepOutcome("flows", FLOW, "j1", True, 1)
+    fs.notify("flows", StepOutcome("flows", FLOW, "j2", True, 2))
+    events_before = redis_client.llen(g.flow_events(FLOW))
+    moved = FLOW_FORWARD(redis_client, [g.flow_notify, g.flow_queue, g.flow(FLOW), g.flow_events(FLOW)],
+                         [taken.to_json(), FLOW, taken.event().model_dump_json()])
+    assert moved == 0
+    assert redis_client.llen(g.flow_events(FLOW)) == events_before
+    assert redis_client.llen(g.flow_notify) == 1
+
+
 def test_concurrent_advancers_apply_each_event_exactly_once(
         fs: FlowStore, redis_client: redis.Redis, redis_server: RedisUnderTest, keys: Keys,
         engine: JsEngine) -> None:
@@ -356,6 +390,64 @@ def test_an_unexpected_error_fails_the_flow_instead_of_wedging_it(redis_client: 
     assert [(c.status, (c.error or {}).get("name")) for c in launcher.completed] == [
         ("failure", "InternalError")]
     assert redis_client.llen(keys.group("flows").flow_events(FLOW)) == 0
+
+
+class BreaksLater:
+    """An evaluator that answers until told to break (a bug met on a later event)."""
+
+    def __init__(self, engine: JsEngine) -> None:
+        self.engine = engine
+        self.broken = False
+
+    def evaluate(self, expr: str, context: Any, *, step: str) -> Any:
+        if self.broken:
+            raise RuntimeError("bug")
+        return self.engine.evaluate(expr, context, step=step)
+
+    def truthy(self, expr: str, context: Any, *, step: str) -> bool:
+        if self.broken:
+            raise RuntimeError("bug")
+        return self.engine.truthy(expr, context, step=step)
+
+
+def test_an_error_on_the_state_kept_from_the_last_commit_fails_the_flow_as_on_a_read_one(
+        redis_client: redis.Redis, keys: Keys, engine: JsEngine) -> None:
+    """The store keeps the state it committed; a transition that raises on it reads the flow
+    whole and fails it the usual way (InternalError), the event consumed."""
+    evaluator = BreaksLater(engine)
+    fs = FlowStore(redis_client, keys, evaluator, clock=lambda: NOW)
+    fs.create("flows", FLOW, parse_flow(flow(raw("a"), raw("b", {"x": js("previous_result.v + 1")}))), {})
+    launcher = Launcher()
+    fs.process("flows", FLOW, launcher)
+    evaluator.broken = True
+    fs.send("flows", FLOW, JobCompleted(job=launcher.order[0], success=True, result={"v": 1}))
+    fs.process("flows", FLOW, launcher)
+    assert [(c.status, (c.error or {}).get("name")) for c in launcher.completed] == [
+        ("failure", "InternalError")]
+    assert redis_client.llen(keys.group("flows").flow_events(FLOW)) == 0
+
+
+def test_two_stores_taking_turns_on_a_flow_each_see_the_others_commits(
+        redis_client: redis.Redis, redis_server: RedisUnderTest, keys: Keys, engine: JsEngine) -> None:
+    """Two schedulers' stores advance one flow by turns: the state one kept from its last
+    commit is not used once the other committed (the version tells), and the flow ends right."""
+    stores = [FlowStore(redis_client, keys, engine, clock=lambda: NOW),
+              FlowStore(client_for(redis_server.url), keys, engine, clock=lambda: NOW)]
+    stores[0].create("flows", FLOW, parse_flow(EXAMPLE), {"n": 10})
+    launcher = Launcher()
+    done: set[str] = set()
+    turns = 0
+    for _ in range(100):
+        while (flow_id := stores[0].take("flows", "adv1", 0.01)) is not None:
+            stores[turns % 2].process("flows", flow_id, launcher, max_events=1)
+            stores[0].release("flows", "adv1", flow_id)
+            if redis_client.llen(keys.group("flows").flow_events(FLOW)):
+                redis_client.rpush(keys.group("flows").flow_queue, FLOW)
+            turns += 1
+        if run_steps(stores[turns % 2], launcher, STEPS, done=done) == 0:
+            break
+    assert turns > 10
+    assert [(c.status, c.result) for c in launcher.completed] == [("success", {"big": 285})]
 
 
 def test_the_sweep_redelivers_an_outcome_lost_between_completion_and_hand_off(

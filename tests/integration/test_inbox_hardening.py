@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from common.keys import INBOX_WAKE
 from common.models import Status
 from common.settings import Settings
 from common.store import Store
@@ -31,21 +32,37 @@ SENTINEL = json.dumps({"path": "u/alice/hello", "args": {"name": "next"}})
 
 
 class Recording(Admission):
-    """Admission that remembers what each raw spec became."""
+    """Admission that remembers what each raw spec became (a rejection made by the admitter
+    itself, e.g. of a ``@batch:`` reference to no stored batch, too)."""
 
     outcomes: list[tuple[str, str]]
+    _admitting = False
 
     def admit_raw(self, raw: bytes) -> tuple[str, str]:
-        answer = super().admit_raw(raw)
+        self._admitting = True
+        try:
+            answer = super().admit_raw(raw)
+        finally:
+            self._admitting = False
         self.outcomes.append(answer)
         return answer
 
     def submit_many(self, batch: Sequence[RawSpec], **options: Any) -> BatchOutcome:
-        answer = super().submit_many(batch, **options)
+        self._admitting = True
+        try:
+            answer = super().submit_many(batch, **options)
+        finally:
+            self._admitting = False
         for i, job_id in enumerate(answer.ids):
             self.outcomes.append((job_id, "rejected" if i in answer.rejected else
                                   "duplicate" if i in answer.duplicates else "accepted"))
         return answer
+
+    def reject(self, raw: bytes | str, message: str) -> str:
+        job_id = super().reject(raw, message)
+        if not self._admitting:  # else the two methods above record it
+            self.outcomes.append((job_id, "rejected"))
+        return job_id
 
 
 @pytest.fixture
@@ -63,11 +80,17 @@ def admitter(store: Store, admission: Recording) -> InboxAdmitter:
 
 def admit_then_sentinel(raw: bytes, admitter: InboxAdmitter, admission: Recording,
                         client: redis.Redis) -> tuple[str, str]:
-    """Push ``raw`` and a valid spec; both must be admitted, in order."""
+    """Push ``raw`` and a valid spec; both must be admitted, in order. (``@wake``, the
+    element a stopping scheduler pushes to end its inbox's wait, is reserved: it leaves no
+    record, and stands for no job; ``first`` is then the sentinel's.)"""
     admission.outcomes.clear()
     client.lpush(admitter.inbox, raw, SENTINEL)
     assert admitter.admit_next(1)  # both, as one batch
     assert client.llen(admitter.processing) == 0 and client.llen(admitter.inbox) == 0
+    if raw == INBOX_WAKE:
+        (second,) = admission.outcomes
+        assert second[1] == "accepted"
+        return second
     first, second = admission.outcomes
     assert second[1] == "accepted"
     return first
@@ -217,6 +240,9 @@ SPECS = st.dictionaries(FIELDS, JSON | st.sampled_from(["u/alice/hello", "bash",
 @hsettings(max_examples=EXAMPLES, deadline=None,
            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(raw=st.binary(max_size=64) | JSON.map(json.dumps) | SPECS.map(json.dumps))
+@example(raw=b"@batch:")  # the inbox's reserved elements, found by hypothesis
+@example(raw=b"@batch:no-such-batch")
+@example(raw=INBOX_WAKE)
 def test_any_bytes_become_a_record_and_the_next_spec_follows(
     raw: bytes | str, admitter: InboxAdmitter, admission: Recording, store: Store,
     redis_client: redis.Redis,

@@ -104,18 +104,23 @@ def own_server(sandbox: Sandbox) -> Iterator[Sandbox]:
     server.close()
 
 
-def test_a_dead_fork_server_fails_its_jobs_clearly_and_is_replaced(own_server: Sandbox) -> None:
-    """SIGKILL the server mid-job: the job fails as SandboxLost, its processes die, and the
-    next job runs on a new server."""
-    server = own_server.server
+LOST = Outcome(ok=False, error={"name": "SandboxLost", "message": FORK_SERVER_DIED,
+                                "traceback": ""})
+
+
+def _server_killed_mid_job(sandbox: Sandbox, before_sleep: str = "") -> tuple[list[Outcome], str]:
+    """Run a python3 job that (after ``before_sleep``) runs a marked sleep; SIGKILL the
+    sandbox's fork server once the sleep runs: (the job's outcomes, the sleep's marker)."""
+    server = sandbox.server
     assert server is not None and server.pid is not None
     marker = unique_sleep()
-    prepared = prepare("python3", textwrap.dedent("""
-        import subprocess
+    prepared = prepare("python3", textwrap.dedent(f"""
+        import ctypes, subprocess
         def main(marker: str):
+            {before_sleep}
             subprocess.run(["sleep", marker])
     """), {"marker": marker})
-    job = ProcessRun(prepared, sandbox=own_server, env=ENV, timeout_s=60, sink=lambda b: None,
+    job = ProcessRun(prepared, sandbox=sandbox, env=ENV, timeout_s=60, sink=lambda b: None,
                      kill_grace_s=0.2)
     outcomes: list[Outcome] = []
     thread = threading.Thread(target=lambda: outcomes.append(interpret("python3", job.run())))
@@ -125,11 +130,29 @@ def test_a_dead_fork_server_fails_its_jobs_clearly_and_is_replaced(own_server: S
         os.kill(server.pid, signal.SIGKILL)
     finally:
         thread.join(30)
-    assert outcomes == [Outcome(ok=False, error={"name": "SandboxLost",
-                                                 "message": FORK_SERVER_DIED, "traceback": ""})]
+    return outcomes, marker
+
+
+def test_a_dead_fork_server_fails_its_jobs_clearly_and_is_replaced(own_server: Sandbox) -> None:
+    """SIGKILL the server mid-job: the job fails as SandboxLost, its processes die, and the
+    next job runs on a new server."""
+    outcomes, marker = _server_killed_mid_job(own_server)
+    assert outcomes == [LOST]
     assert_no_process_running(marker, timeout_s=1.0)
     assert run(own_server, "def main():\n    return 'again'\n") == Outcome(ok=True, result="again")
-    assert server.starts == 2
+    assert own_server.server is not None and own_server.server.starts == 2
+
+
+def test_a_job_that_clears_its_pdeathsig_dies_with_the_fork_server(own_server: Sandbox) -> None:
+    """Job code may undo PR_SET_PDEATHSIG (a PID-1 job runs in the very process that has it);
+    SIGKILL the server: the worker kills the job through the pidfd the server gave it, and the
+    job's namespace (its sleeper) dies with it."""
+    if own_server.mode != "isolated":
+        pytest.skip("a shared job is not confined to a namespace of its own")
+    outcomes, marker = _server_killed_mid_job(
+        own_server, "assert ctypes.CDLL(None).prctl(1, 0, 0, 0, 0) == 0  # PDEATHSIG: none")
+    assert outcomes == [LOST]
+    assert_no_process_running(marker, timeout_s=5.0)
 
 
 # -- PID-1 jobs: an isolated job's own process is PID 1 of its namespace ----------------------

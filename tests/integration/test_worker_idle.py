@@ -13,7 +13,7 @@ from common.connection import connect, is_cluster
 from common.fleet import Fleet
 from common.keys import Keys
 from common.settings import Settings
-from common.store import Store
+from common.store import Blocker, Store
 from jobs.scripts import ScriptStore
 from worker.sandbox.policy import Sandbox
 from worker.worker import Worker
@@ -97,3 +97,31 @@ def test_a_forgotten_worker_registers_again_with_its_hash(
         worker.stop()
         thread.join(10)
     assert not thread.is_alive()
+
+
+def test_an_interrupt_before_redis_parks_the_call_still_ends_it(unbounded: Store) -> None:
+    """interrupt() lands after the Blocker told its id but before Redis blocked the call (an
+    UNBLOCK then finds nothing to unblock): it tries again, and the 30 s call ends at once."""
+    blocker = Blocker(unbounded.client, "gm:test:nothing")
+    told_id = threading.Event()
+    conn = blocker._connection()
+    real = conn.execute_command
+
+    def late(*args: object, **options: object) -> object:
+        if args[0] == "BLPOP":  # its id told (CLIENT ID went through), the call not yet sent
+            told_id.set()
+            time.sleep(0.2)  # the window between CLIENT ID and the parked BLPOP, made wide
+        return real(*args, **options)
+
+    conn.execute_command = late  # type: ignore[method-assign]
+    answers: list[object] = []
+    thread = threading.Thread(target=lambda: answers.append(
+        blocker.call("BLPOP", "gm:test:nothing", 30)), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    assert told_id.wait(10)
+    blocker.interrupt()
+    thread.join(10)
+    assert not thread.is_alive() and answers == [None]
+    assert time.monotonic() - started < 5  # not the call's 30 s
+    blocker.close()

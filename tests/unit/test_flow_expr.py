@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flows.errors import ExpressionError
-from flows.expr import DEFER, JsEngine, fast_path, js_normalize, js_truthy
+from flows.expr import _NUMBER_PROTO, _OBJECT_PROTO, DEFER, JsEngine, fast_path, js_normalize, js_truthy
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,12 @@ PATHS = [
     "flow_input.nested.a.b[1]", "flow_input.huge", "results.a", "results.b.items", "results.c",
     "previous_result", "previous_result.ok", "approvers", "approvers[0]", "resume", "flow_input",
     "results.a.length", "results.b.items.length", "flow_input.missing", "flow_input.list[9]",
-    "flow_input.constructor", " results.a ",
+    "flow_input.constructor", " results.a ", "flow_input.n.x", "flow_input.n.toFixed",
+    "previous_result.ok.x", "flow_input.__proto__",
+    # ?? between plain paths: the first that is neither null nor undefined
+    "previous_result.x ?? previous_result", "results.c ?? flow_input.n", "flow_input.missing ?? results.c",
+    "flow_input.n ?? nope", "flow_input.s ?? flow_input.n", "flow_input.list[9] ?? flow_input.list[1]",
+    "results.c ?? flow_input.missing ?? flow_input.f", "results.a.length ?? 1",
 ]
 
 
@@ -55,12 +60,45 @@ def test_fast_path_answers_as_v8_does(expr: str, engine: JsEngine, slow: JsEngin
     assert engine.truthy(expr, CTX, step="s") == slow.truthy(expr, CTX, step="s")
 
 
+@pytest.mark.parametrize("previous", [7, 2.5, 0, True, False, None, "s", [1], {"x": 0}, {"x": None}, {}])
+@pytest.mark.parametrize("expr", ["previous_result.x ?? previous_result", "previous_result.x",
+                                  "previous_result.x ?? previous_result.y ?? 5"])
+def test_coalescing_answers_as_v8_does(expr: str, previous: Any, engine: JsEngine, slow: JsEngine) -> None:
+    """``??`` over a step's previous result of any JSON type (the idiom of a chain of steps)."""
+    ctx = {**CTX, "previous_result": previous}
+    try:
+        full = slow.evaluate(expr, ctx, step="s")
+    except ExpressionError as exc:
+        with pytest.raises(ExpressionError) as raised:
+            engine.evaluate(expr, ctx, step="s")
+        assert str(raised.value) == str(exc)
+        return
+    fast = engine.evaluate(expr, ctx, step="s")
+    assert fast == full and type(fast) is type(full)
+
+
 def test_the_fast_path_defers_what_it_cannot_answer() -> None:
-    """Missing keys, .length, calls and unknown names go to V8 (DEFER, never a value)."""
-    for expr in ("results.a.length", "flow_input.missing", "nope", "results.a[0] + 1",
-                 "results.a.map(String)", "results.a[3]", "flow_input.iter['value']"):
-        assert fast_path(expr, CTX) is DEFER
+    """.length, prototype members, calls, steps on undefined or null and unknown names go to V8
+    (DEFER, never a value)."""
+    for expr in ("results.a.length", "nope", "results.a[0] + 1", "flow_input.constructor",
+                 "results.a.map(String)", "flow_input.iter['value']", "flow_input.n.toFixed",
+                 "flow_input.missing.x", "results.c.x", "flow_input.s.x", "results.c ?? nope",
+                 "flow_input.missing ?? results.a.length", "flow_input.n || 1", "flow_input.__proto__",
+                 "nope ?? flow_input.n"):
+        assert fast_path(expr, CTX) is DEFER, expr
     assert fast_path("results.b.items[1]", CTX) == "y"
+    assert fast_path("results.a[3]", CTX) is None  # past the end: undefined, null as JSON
+    assert fast_path("flow_input.missing ?? results.a[1]", CTX) == 2
+    assert fast_path("flow_input.n ?? nope", CTX) == 3  # the right side is never looked at
+
+
+def test_the_prototype_names_are_v8s(slow: JsEngine) -> None:
+    """Every name a missing key can still find on a frozen prototype is one the fast path defers."""
+    names = slow.evaluate("[Object, Number, Boolean].flatMap((c) => Object.getOwnPropertyNames(c.prototype))",
+                          {}, step="s")
+    objects = slow.evaluate("Object.getOwnPropertyNames(Object.prototype)", {}, step="s")
+    assert set(objects) <= _OBJECT_PROTO
+    assert set(names) <= _NUMBER_PROTO
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.scheduler import next_look, renew_every_ms
+from scheduler.scheduler import next_dead_look, renew_every_ms
 
 LEASE = 10_000
 
@@ -18,7 +18,7 @@ LEASE = 10_000
 ])
 def test_next_look(dead: list[str], oldest_alive: int | None, now: int, expected: int) -> None:
     """No member can expire before the oldest beat seen plus the lease."""
-    assert next_look(dead, oldest_alive, LEASE, now) == expected
+    assert next_dead_look(dead, oldest_alive, LEASE, now) == expected
 
 
 @pytest.mark.parametrize(("lease_ms", "expected"), [(10_000, 3_333), (3, 1), (1, 1)])

@@ -9,7 +9,8 @@ Messages (one per packet, ASCII)::
 
     worker → server   run SEQ   + SCM_RIGHTS [request, stdout, stderr(, result)]
                       kill SEQ SIGNO      signal job SEQ's whole process group
-    server → worker   exit SEQ STATUS     the job's process ended with this wait status
+    server → worker   pid SEQ   + SCM_RIGHTS [pidfd]   job SEQ's process, right after the fork
+                      exit SEQ STATUS     the job's process ended with this wait status
 
 For ``run``, a server with PID-1 forks (isolated workers; root) forks the job's
 process as PID 1 of a new PID namespace: ``unshare(CLONE_NEWPID)`` before the
@@ -28,9 +29,11 @@ What the server itself never holds: a request. It passes the request pipe to
 the child unread, so no job's code, args or token ever enters the memory that
 later jobs are forked from. It is single-threaded (``fork`` from a threaded
 process is unsafe), ignores SIGTERM and SIGINT, and exits when the worker's end
-of the socket closes, after SIGKILLing its PID-1 jobs (each also has
-PDEATHSIG for the server's own death); a launcher then sees end-of-file on its
-request pipe and kills the job's namespace.
+of the socket closes, after SIGKILLing its PID-1 jobs; a launcher then sees
+end-of-file on its request pipe and kills the job's namespace. When the server
+itself dies first (the OOM killer, an operator's kill), the worker SIGKILLs the
+jobs it held through the pidfds of the ``pid`` messages: a PID-1 python3 job runs
+job code in the very process that has PDEATHSIG, and job code may clear it.
 """
 
 from __future__ import annotations
@@ -114,7 +117,13 @@ def _fork(server: _Server) -> tuple[int, bool]:
         _own_pidns_for_children(server)
         raise
     if pid:  # only this child is in the new namespace: the next gets a namespace of its own
-        _own_pidns_for_children(server)
+        try:
+            _own_pidns_for_children(server)
+        except launch.SandboxError:
+            # Every later child would land in this job's namespace: this server is done for.
+            # The job dies first, so nothing outlives the server's exit.
+            os.kill(pid, signal.SIGKILL)
+            raise
     return pid, True
 
 
@@ -141,7 +150,10 @@ def _handle(words: list[str], fds: list[int], server: _Server,
             os.close(fd)
         if pid > 0:
             server.jobs[seq] = _Job(pid, pid1)
-            sel.register(os.pidfd_open(pid), selectors.EVENT_READ, (seq, pid))
+            pidfd = os.pidfd_open(pid)  # before any reap: it names this very process
+            sel.register(pidfd, selectors.EVENT_READ, (seq, pid))
+            with contextlib.suppress(OSError):  # the worker is gone: _kill_all at EOF
+                socket.send_fds(server.sock, [f"pid {seq}".encode()], [pidfd])
     elif words[0] == "kill":
         job = server.jobs.get(int(words[1]))
         if job is not None:  # not reaped yet, so the group id is still this job's

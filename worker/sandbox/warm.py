@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,7 @@ class WarmJob:
         self._server, self.seq = server, seq
         self._done = threading.Event()
         self.status: int | None = None  # wait status; None when the server died first
+        self._pidfd: int | None = None  # the job's process, from the server's ``pid`` message
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the job's whole process group (nothing once it has ended)."""
@@ -58,8 +60,20 @@ class WarmJob:
         return os.WEXITSTATUS(self.status) if os.WIFEXITED(self.status) else 1
 
     def _end(self, status: int | None) -> None:
+        self._close_pidfd()
         self.status = status
         self._done.set()
+
+    def _kill(self) -> None:
+        """SIGKILL the job's process (its PID 1, or its launcher) through its pidfd."""
+        if self._pidfd is not None:
+            with contextlib.suppress(OSError):  # already gone
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+    def _close_pidfd(self) -> None:
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 class _Connection:
@@ -161,23 +175,32 @@ class ForkServer:
         return conn
 
     def _read(self, conn: _Connection) -> None:
-        """Dispatch ``exit`` messages until the server's end closes; then fail what it held."""
+        """Dispatch ``pid`` and ``exit`` messages until the server's end closes; then kill
+        and fail what it held (a dead server cannot have killed them)."""
         while True:
             try:
-                message = conn.sock.recv(MAX_MESSAGE)
+                message, fds, _, _ = socket.recv_fds(conn.sock, MAX_MESSAGE, 1)
             except OSError:
-                message = b""
+                message, fds = b"", []
             if not message:
+                for fd in fds:
+                    os.close(fd)
                 break
-            _, seq, status = message.decode().split()
+            kind, seq, *rest = message.decode().split()
             with self._lock:
-                job = conn.jobs.pop(int(seq), None)
-            if job is not None:
-                job._end(int(status))
+                job = conn.jobs.get(int(seq)) if kind == "pid" else conn.jobs.pop(int(seq), None)
+                if kind == "pid" and job is not None and fds:
+                    job._pidfd = fds.pop()
+            for fd in fds:  # a pid for a job already failed, or a stray descriptor
+                os.close(fd)
+            if kind == "exit" and job is not None:
+                job._end(int(rest[0]))
         with self._lock:
             conn.alive = False
             lost = list(conn.jobs.values())
             conn.jobs.clear()
+        for job in lost:
+            job._kill()
         conn.proc.wait()
         conn.sock.close()
         for job in lost:
