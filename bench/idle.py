@@ -32,8 +32,10 @@ from pathlib import Path
 
 import redis
 
+# client|id: a worker's Blocker asks its connection's id before each blocking call (so a
+# stop can CLIENT UNBLOCK it): one per block, part of the blocking call's cost.
 BLOCKING = frozenset({"blmove", "blpop", "brpop", "brpoplpush", "blmpop", "bzpopmin",
-                      "bzpopmax", "bzmpop", "xread", "xreadgroup", "wait"})
+                      "bzpopmax", "bzmpop", "xread", "xreadgroup", "wait", "client|id"})
 # lrange: the worker reads its own running list in its heartbeat pipeline (reconciliation).
 HEARTBEAT = frozenset({"zadd", "hset", "sadd", "hgetall", "smembers", "zrange", "lrange"})
 OWN_COMMANDS = {"info": 1}  # the benchmark's INFO before the window is counted in the window
