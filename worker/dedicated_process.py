@@ -13,7 +13,6 @@ import contextlib
 import json
 import select
 import socket
-import struct
 import sys
 import threading
 import time
@@ -21,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.executors.command import Prepared, ProcessResult
+from worker.executors.dedicated import frame, unframe
 from worker.executors.outcome import Outcome, exit_status, failure
 from worker.jobprocess import LogLine, LogSink, ProcessRun, _Batcher
 from worker.sandbox.policy import Limits, Sandbox
 
-HEADER = struct.Struct(">I")
-MAX_MESSAGE = 64 * 1024 * 1024
 FOREVER_S = 10 * 365 * 86400.0  # the process's own timeout: it lives until stopped
 START_TIMEOUT_S = 60.0
 MAIN_FILE = "main.py"
@@ -188,9 +186,9 @@ class DedicatedProcess:
         return None
 
     def _send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, separators=(",", ":")).encode()
+        data = frame(message)
         with self._send_lock:
-            self._sock.sendall(HEADER.pack(len(data)) + data)
+            self._sock.sendall(data)
 
     def _signal(self, event: threading.Event) -> None:
         with self._news:
@@ -235,28 +233,21 @@ class DedicatedProcess:
                 with self._news:
                     self._eof = True  # the process's end (_live) fails what is left
                 return
-            self._buffer += chunk
-            while len(self._buffer) >= HEADER.size:
-                (size,) = HEADER.unpack_from(self._buffer)
-                if size > MAX_MESSAGE:
-                    self.stop()  # a protocol violation: the script's process cannot be trusted
-                    with self._news:
-                        self._eof = True
-                    return
-                if len(self._buffer) < HEADER.size + size:
-                    break
-                body = self._buffer[HEADER.size:HEADER.size + size]
-                self._buffer = self._buffer[HEADER.size + size:]
+            bodies, self._buffer, too_large = unframe(self._buffer + chunk)
+            for body in bodies:
                 try:
                     message = json.loads(body)
                 except ValueError:
                     message = None
                 if not isinstance(message, dict):
-                    self.stop()  # not our protocol: the process cannot be trusted either
-                    with self._news:
-                        self._eof = True
-                    return
+                    too_large = True  # not our protocol: the process cannot be trusted
+                    break
                 self._dispatch(message)
+            if too_large:  # a protocol violation: the script's process cannot be trusted
+                self.stop()
+                with self._news:
+                    self._eof = True
+                return
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("t")

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from worker.executors.binding import Binder
-from worker.executors.dedicated import HEADER, Channel, LineRouter, Server
+from worker.executors.dedicated import Channel, LineRouter, Server, frame, unframe
 
 CALLS: list[tuple[int, list[int]]] = []
 
@@ -19,21 +19,13 @@ def main(n: int, xs: list[int] | None = None) -> int:
     return n * 2
 
 
-def _frame(message: dict[str, object]) -> bytes:
-    data = json.dumps(message).encode()
-    return HEADER.pack(len(data)) + data
-
-
 def _replies(sock: socket.socket) -> list[dict[str, object]]:
     data = b""
     while chunk := sock.recv(65536):
         data += chunk
-    out = []
-    while data:
-        (size,) = HEADER.unpack_from(data)
-        out.append(json.loads(data[HEADER.size:HEADER.size + size]))
-        data = data[HEADER.size + size:]
-    return out
+    bodies, rest, too_large = unframe(data)
+    assert rest == b"" and not too_large
+    return [json.loads(body) for body in bodies]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -47,10 +39,10 @@ def test_each_job_gets_its_own_args_converted(threads: int) -> None:
                    LineRouter("stderr", channel, io.StringIO()))
         server = Server(Binder(main), channel, routers, "main.py")
         worker_end.sendall(
-            _frame({"t": "run", "j": "a", "args": {"n": "3", "xs": ["1", 2]}})
-            + _frame({"t": "run", "j": "b", "args": {"n": 4}})
-            + _frame({"t": "run", "j": "c", "args": {"xs": []}})
-            + _frame({"t": "run", "j": "d", "args": {"n": "x"}}))
+            frame({"t": "run", "j": "a", "args": {"n": "3", "xs": ["1", 2]}})
+            + frame({"t": "run", "j": "b", "args": {"n": 4}})
+            + frame({"t": "run", "j": "c", "args": {"xs": []}})
+            + frame({"t": "run", "j": "d", "args": {"n": "x"}}))
         worker_end.shutdown(socket.SHUT_WR)
         server.serve_sync(threads)
         process_end.shutdown(socket.SHUT_WR)

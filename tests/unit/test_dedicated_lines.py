@@ -6,7 +6,7 @@ import io
 import json
 import socket
 
-from worker.executors.dedicated import HEADER, Channel, LineRouter, current_job
+from worker.executors.dedicated import Channel, LineRouter, current_job, unframe
 
 
 def _messages(sock: socket.socket) -> list[dict[str, object]]:
@@ -17,12 +17,9 @@ def _messages(sock: socket.socket) -> list[dict[str, object]]:
             data += chunk
     except BlockingIOError:
         pass
-    out = []
-    while data:
-        (size,) = HEADER.unpack_from(data)
-        out.append(json.loads(data[HEADER.size:HEADER.size + size]))
-        data = data[HEADER.size + size:]
-    return out
+    bodies, rest, too_large = unframe(data)
+    assert rest == b"" and not too_large
+    return [json.loads(body) for body in bodies]
 
 
 def test_only_running_jobs_lines_go_to_the_worker() -> None:

@@ -46,11 +46,33 @@ from worker.executors.pywrapper import (
     _user_error,
 )
 
-HEADER = struct.Struct(">I")
+HEADER = struct.Struct(">I")  # the protocol's frame: a big-endian length, then JSON
 MAX_MESSAGE = 64 * 1024 * 1024
 current_job: contextvars.ContextVar[str] = contextvars.ContextVar("gristmill_job", default="")
 job_env: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "gristmill_env", default=None)
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    """One message of the worker <-> dedicated process protocol, framed."""
+    data = json.dumps(message, separators=(",", ":")).encode()
+    return HEADER.pack(len(data)) + data
+
+
+def unframe(buffer: bytes) -> tuple[list[bytes], bytes, bool]:
+    """The bodies of the whole frames at the start of ``buffer``, what is left of it (a
+    frame still arriving), and whether a header announced more than MAX_MESSAGE (framing
+    stops there: the peer does not speak the protocol)."""
+    bodies: list[bytes] = []
+    while len(buffer) >= HEADER.size:
+        (size,) = HEADER.unpack_from(buffer)
+        if size > MAX_MESSAGE:
+            return bodies, buffer, True
+        if len(buffer) < HEADER.size + size:
+            break
+        bodies.append(buffer[HEADER.size:HEADER.size + size])
+        buffer = buffer[HEADER.size + size:]
+    return bodies, buffer, False
 
 
 class Channel:
@@ -64,24 +86,23 @@ class Channel:
         self.running: set[str] = set()
 
     def send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, separators=(",", ":")).encode()
+        data = frame(message)
         with self.lock:
-            self.sock.sendall(HEADER.pack(len(data)) + data)
+            self.sock.sendall(data)
 
     def messages(self) -> Iterator[dict[str, Any]]:
-        """Messages from the worker until it closes the socket."""
-        buffer = b""
+        """Messages from the worker until it closes the socket (none after a frame that
+        announces more than MAX_MESSAGE: the rest is read and ignored)."""
+        buffer, stuck = b"", False
         while True:
             chunk = self.sock.recv(65536)
             if not chunk:
                 return
-            buffer += chunk
-            while len(buffer) >= HEADER.size:
-                (size,) = HEADER.unpack_from(buffer)
-                if size > MAX_MESSAGE or len(buffer) < HEADER.size + size:
-                    break
-                yield json.loads(buffer[HEADER.size:HEADER.size + size])
-                buffer = buffer[HEADER.size + size:]
+            if stuck:
+                continue
+            bodies, buffer, stuck = unframe(buffer + chunk)
+            for body in bodies:
+                yield json.loads(body)
 
 
 class LineRouter:
