@@ -248,9 +248,20 @@ def test_concurrent_advancers_apply_each_event_exactly_once(
         fs.notify("other", StepOutcome("flows", FLOW, job_id, True, launcher.jobs[job_id].args["i"]))
     fs.forward("other")
 
+    _advance_at_once(redis_server, keys, engine, lambda mine: mine.advance_one("flows", FLOW))
+    fs.dispatch("flows", FLOW, launcher)
+    assert redis_client.hget(keys.group("flows").flow(FLOW), "version") == str(1 + n).encode()
+    assert [c.result for c in launcher.completed] == [list(range(n))]
+
+
+def _advance_at_once(redis_server: RedisUnderTest, keys: Keys, engine: JsEngine,
+                     step: Callable[[FlowStore], object]) -> None:
+    """Four advancers, each with a connection of its own, calling ``step`` until it answers
+    falsy, all at once; returns when all have stopped."""
+
     def advancer() -> None:
         mine = FlowStore(client_for(redis_server.url), keys, engine, clock=lambda: NOW)
-        while mine.advance_one("flows", FLOW):
+        while step(mine):
             pass
 
     threads = [threading.Thread(target=advancer) for _ in range(4)]
@@ -258,9 +269,7 @@ def test_concurrent_advancers_apply_each_event_exactly_once(
         t.start()
     for t in threads:
         t.join(timeout=60)
-    fs.dispatch("flows", FLOW, launcher)
-    assert redis_client.hget(keys.group("flows").flow(FLOW), "version") == str(1 + n).encode()
-    assert [c.result for c in launcher.completed] == [list(range(n))]
+    assert not any(t.is_alive() for t in threads)
 
 
 def _burst(fs: FlowStore, n: int) -> Launcher:
@@ -292,16 +301,8 @@ def test_concurrent_batching_advancers_apply_each_event_exactly_once(
     n = 200
     launcher = _burst(fs, n)
 
-    def advancer() -> None:
-        mine = FlowStore(client_for(redis_server.url), keys, engine, clock=lambda: NOW)
-        while mine._advance("flows", FLOW, batch=7) is not None:
-            pass
-
-    threads = [threading.Thread(target=advancer) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    _advance_at_once(redis_server, keys, engine,
+                     lambda mine: mine._advance("flows", FLOW, batch=7) is not None)
     fs.dispatch("flows", FLOW, launcher)
     assert [c.result for c in launcher.completed] == [list(range(n))]
 
