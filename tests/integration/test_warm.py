@@ -317,3 +317,20 @@ def test_a_server_without_pid_1_forks_still_isolates_through_a_launcher(isolated
     finally:
         server.close()
     assert outcome == Outcome(ok=True, result=[2, True, ["1", "2"]])
+
+
+def test_a_forked_job_exits_as_an_interpreter_would(warm: Sandbox) -> None:
+    """Its non-daemon threads are joined, then its atexit handlers run, before it ends."""
+    lines: list[LogLine] = []
+    done = run(warm, """
+        import atexit, threading, time
+        def late():
+            time.sleep(0.2)
+            print("thread finished", flush=True)
+        def main():
+            atexit.register(lambda: print("atexit ran", flush=True))
+            threading.Thread(target=late).start()
+            return "returned"
+    """, lines=lines)
+    assert done.result == "returned", done
+    assert [line.line for line in lines] == ["thread finished", "atexit ran"]

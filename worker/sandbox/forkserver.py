@@ -331,10 +331,13 @@ def _as_fresh_interpreter(env: dict[str, str]) -> None:
 def _shutdown(code: int) -> int:
     """What interpreter exit does: wait for the job's threads, run atexit, flush."""
     import atexit
-    import threading
 
+    # As the interpreter's own exit: only a job that imported threading has threads to join
+    # (importing it here would cost every job a millisecond).
+    threading = sys.modules.get("threading")
     try:
-        threading._shutdown()  # type: ignore[attr-defined]  # the interpreter's own exit step
+        if threading is not None:
+            threading._shutdown()
         atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
