@@ -19,8 +19,9 @@ Run as root: ``python -m bench.spawn [--reps N]``. Two parts:
   is the whole machine's busy time per rep (``/proc/stat``), noisy on a shared
   machine, but the only place that cost shows.
 * **Server round trip**: ``ForkServer.spawn`` of a no-op python3 job and a
-  ``true`` bash job, with the server forking PID-1 jobs (this design) and with a
-  launcher per job (``pid1=False``, the previous design), alternated: median wall
+  ``true`` bash job, with the server forking PID-1 jobs that copy its root
+  template (this design, ``template.py``), PID-1 jobs that build their root, and a
+  launcher per job (``pid1=False``), alternated: median wall
   ms from spawn to exit, and CPU ms per job of the server and its jobs
   (``/proc/PID/stat``: its own time and its reaped children's).
 """
@@ -38,7 +39,7 @@ from typing import Any
 
 from bench.stats import median
 from worker.executors import pywrapper
-from worker.sandbox import forkserver, launch
+from worker.sandbox import forkserver, launch, template
 from worker.sandbox.policy import Limits, Sandbox, sandbox_root, visible_paths
 from worker.sandbox.warm import ForkServer
 
@@ -258,9 +259,11 @@ def main(argv: list[str] | None = None) -> None:
         wall, cpu, host = _time_step(pidns, clone, body, args.reps, result_w)
         print(f"{name:40} {wall:8.2f} {cpu:7.2f} {host:12.2f}")
     _job_phases(request, pidns, args.reps, result_w)
-    print(f"{'server round trip':52} {'wall ms':>8} {'CPU ms':>7}")
-    servers = {"PID-1 fork (this design)": ForkServer.start(pid1=True),
-               "launcher per job (before)": ForkServer.start(pid1=False)}
+    print(f"{'server round trip':60} {'wall ms':>8} {'CPU ms':>7}")
+    root = template.spec(sandbox.root, sandbox.binds, sandbox.shared_dirs)
+    servers = {"PID-1 fork, root template (this design)": ForkServer.start(pid1=True, root=root),
+               "PID-1 fork, root built per job": ForkServer.start(pid1=True),
+               "launcher per job": ForkServer.start(pid1=False)}
     for kind, job_argv, inprocess in (("python3 no-op", _python_argv(), True),
                                       ("bash true", ["/bin/true"], False)):
         walls: dict[str, list[float]] = {name: [] for name in servers}
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
                 walls[name] += some
                 spent_ms[name] += spent
         for name in servers:
-            print(f"{kind + ', ' + name:52} {median(walls[name]):8.2f} "
+            print(f"{kind + ', ' + name:60} {median(walls[name]):8.2f} "
                   f"{spent_ms[name] / len(walls[name]):7.2f}")
     for server in servers.values():
         server.close()

@@ -39,7 +39,9 @@ job code in the very process that has PDEATHSIG, and job code may clear it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
+import json
 import os
 import select
 import selectors
@@ -48,7 +50,7 @@ import socket
 import sys
 
 from worker.executors import pywrapper
-from worker.sandbox import launch
+from worker.sandbox import launch, template
 
 MAX_FDS = 4
 MAX_MESSAGE = 256
@@ -68,7 +70,8 @@ class _Job:
 class _Server:
     """The server's state: its socket, its jobs, and how it forks them."""
 
-    def __init__(self, sock: socket.socket, pid1: bool) -> None:
+    def __init__(self, sock: socket.socket, pid1: bool, root: template.Spec | None = None
+                 ) -> None:
         self.sock = sock
         self.jobs: dict[int, _Job] = {}  # seq -> job, until reaped
         # PID-1 forks: each job's process is PID 1 of a new PID namespace (root only).
@@ -76,12 +79,22 @@ class _Server:
         self.pid1 = pid1 and _pid1_forks_work(self.own_pidns)
         # Readable once this server has exited: a job checks it after arming PDEATHSIG.
         self.self_pidfd = os.pidfd_open(os.getpid())
+        # The jobs' root, laid out once (``template.py``); -1: each job builds its own.
+        self.root, self.root_fd = root, -1
+        if self.pid1 and root is not None:
+            try:
+                # Above the descriptors a job's process puts its pipes on (0-3).
+                fd = template.make(root)
+                self.root_fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+                os.close(fd)
+            except (launch.SandboxError, OSError) as exc:
+                sys.stderr.write(f"gristmill fork server: every job builds its own root: {exc}\n")
 
 
-def serve(sock: socket.socket, pid1: bool = True) -> None:
+def serve(sock: socket.socket, pid1: bool = True, root: template.Spec | None = None) -> None:
     """Fork a job per ``run``, signal per ``kill``, report each exit; at EOF kill the PID-1
-    jobs (the worker is gone) and return."""
-    server = _Server(sock, pid1)
+    jobs (the worker is gone) and return. ``root``: the jobs' usual root, laid out once."""
+    server = _Server(sock, pid1, root)
     with selectors.DefaultSelector() as sel:
         sel.register(sock, selectors.EVENT_READ)
         while True:
@@ -144,7 +157,7 @@ def _handle(words: list[str], fds: list[int], server: _Server,
             pid, pid1 = -1, False
         if pid == 0:
             if pid1:
-                _pid1_job(fds, server.self_pidfd)
+                _pid1_job(fds, server)
             _launcher(fds)
         for fd in fds:
             os.close(fd)
@@ -228,21 +241,27 @@ def _launcher(fds: list[int]) -> None:
     os._exit(launch.START_FAILED)
 
 
-def _pid1_job(fds: list[int], server_pidfd: int) -> None:
+def _pid1_job(fds: list[int], server: _Server) -> None:
     """In the forked child, PID 1 of a new PID namespace: the job's sandbox and the job
     itself (python3 in this process, bash under it). Never returns; its exit ends every
     process left in the namespace."""
     try:
         launch._prctl(launch.PR_SET_PDEATHSIG, signal.SIGKILL)  # the server dies: so does the job
-        if select.select([server_pidfd], [], [], 0)[0]:  # it died before that was armed
+        if select.select([server.self_pidfd], [], [], 0)[0]:  # it died before that was armed
             os._exit(1)
         os.setsid()  # a process group of its own, signalled as a whole by ``kill``
-        _take_fds(fds)
+        _take_fds(fds, keep=server.root_fd)
         request = launch.read_request(0)
         if request["mode"] != "isolated":  # a shared job keeps the host's PID namespace
             raise launch.SandboxError("this fork server runs isolated jobs only (started "
                                       "with pid1); a shared job needs one started without")
-        launch.enter_sandbox(request)
+        if server.root is not None and server.root_fd >= 0 and \
+                template.matches(server.root, request):
+            template.enter(request, server.root_fd, server.root)
+        else:
+            if server.root_fd >= 0:
+                os.close(server.root_fd)
+            launch.enter_sandbox(request)
         if request.get("inprocess"):
             start_job(request, launch.JOB_DIR, request["uid"], "/tmp")
         launch.exit_as_pid1(launch.supervise(request, start_job))
@@ -253,11 +272,13 @@ def _pid1_job(fds: list[int], server_pidfd: int) -> None:
     os._exit(launch.START_FAILED)
 
 
-def _take_fds(fds: list[int]) -> None:
-    """Keep only the job's descriptors: request on 0, stdout 1, stderr 2, result on 3."""
+def _take_fds(fds: list[int], keep: int = -1) -> None:
+    """Keep only the job's descriptors: request on 0, stdout 1, stderr 2, result on 3
+    (and ``keep``, above them, for the caller to close)."""
     high = os.sysconf("SC_OPEN_MAX")
     low = 0
-    for fd in sorted(fds):  # everything of the server's (its socket, other jobs' pidfds) goes
+    # Everything else of the server's (its socket, other jobs' pidfds) goes.
+    for fd in sorted([*fds, keep] if keep > RESULT_FD else fds):
         os.closerange(max(low, 3), fd)
         low = fd + 1
     os.closerange(max(low, 3), high)
@@ -352,10 +373,11 @@ def main() -> None:
     launch._prctl(launch.PR_SET_DUMPABLE, 0)
     sock = socket.socket(fileno=int(sys.argv[1]))
     pid1 = "--no-pid1" not in sys.argv[2:]
+    root = json.loads(sys.argv[sys.argv.index("--root") + 1]) if "--root" in sys.argv else None
     # Everything imported so far is shared with every job copy-on-write; frozen, the jobs'
     # garbage collections never walk (and so never copy) those pages.
     gc.freeze()
-    serve(sock, pid1)
+    serve(sock, pid1, root)
 
 
 if __name__ == "__main__":

@@ -120,8 +120,24 @@ def _read_exactly(fd: int, size: int) -> bytes:
 def build_root(root: str, binds: list[str], shared_dirs: list[str], disk_mb: int,
                uid: int) -> None:
     """Mount a tmpfs on ``root`` and lay out the job's whole filesystem in it."""
+    lay_out_root(root, binds, shared_dirs, f"size={disk_mb}m,mode=0755")
+    _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for path in ("/tmp", "/dev/shm"):
+        os.makedirs(root + path, exist_ok=True)  # a shared directory may lie under /tmp
+        os.chmod(root + path, 0o1777)
+    os.makedirs(root + JOB_DIR)
+    os.chown(root + JOB_DIR, uid, uid)
+    os.chmod(root + JOB_DIR, 0o700)
+    os.chroot(root)
+    os.chdir("/")
+
+
+def lay_out_root(root: str, binds: list[str], shared_dirs: list[str], tmpfs: str) -> None:
+    """In a new mount namespace: a tmpfs (mount options ``tmpfs``) on ``root`` with the
+    read-only binds, the shared directories and the devices: what no job has of its own
+    (``build_root`` adds the rest; so does ``template.enter``, per job, to a copy)."""
     _mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks to the host
-    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={disk_mb}m,mode=0755")
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
     for path in binds:
         target = root + path
         if os.path.islink(path):  # /bin -> usr/bin on merged-/usr systems
@@ -135,8 +151,6 @@ def build_root(root: str, binds: list[str], shared_dirs: list[str], disk_mb: int
         os.makedirs(root + path, exist_ok=True)
         _mount(path, root + path, None, MS_BIND)
         _mount("none", root + path, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
-    os.makedirs(root + "/proc")
-    _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.makedirs(root + "/dev")
     for name in DEVICES:
         with open(f"{root}/dev/{name}", "w"):
@@ -145,14 +159,7 @@ def build_root(root: str, binds: list[str], shared_dirs: list[str], disk_mb: int
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
-    for path in ("/tmp", "/dev/shm"):
-        os.makedirs(root + path, exist_ok=True)  # a shared directory may lie under /tmp
-        os.chmod(root + path, 0o1777)
-    os.makedirs(root + JOB_DIR)
-    os.chown(root + JOB_DIR, uid, uid)
-    os.chmod(root + JOB_DIR, 0o700)
-    os.chroot(root)
-    os.chdir("/")
+    os.makedirs(root + "/proc")
 
 
 def write_files(directory: str, files: dict[str, str], uid: int | None) -> None:

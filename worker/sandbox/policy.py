@@ -79,10 +79,13 @@ class Sandbox:
 
     def warm(self) -> Sandbox:
         """This sandbox with a fork server of its own (start it before reading secrets)."""
+        from worker.sandbox import template
         from worker.sandbox.warm import ForkServer
 
         # A shared job keeps the host's PID namespace: a launcher per job, as cold.
-        return replace(self, server=ForkServer.start(pid1=self.mode == "isolated"))
+        isolated = self.mode == "isolated"
+        root = template.spec(self.root, self.binds, self.shared_dirs) if isolated else None
+        return replace(self, server=ForkServer.start(pid1=isolated, root=root))
 
     def command(self) -> list[str]:
         """The launcher: this interpreter, isolated from the environment and site-packages."""

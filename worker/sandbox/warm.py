@@ -12,6 +12,7 @@ new server.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import sys
 import threading
 
 from worker.sandbox.forkserver import MAX_MESSAGE, RESULT_FD
+from worker.sandbox.template import Spec
 
 __all__ = ["FORK_SERVER_DIED", "RESULT_FD", "ForkServer", "WarmJob"]
 
@@ -88,23 +90,24 @@ class _Connection:
 class ForkServer:
     """A running fork server and the jobs it holds; restarted on the first spawn after it died."""
 
-    def __init__(self, *, pid1: bool = False) -> None:
-        self.pid1 = pid1
+    def __init__(self, *, pid1: bool = False, root: Spec | None = None) -> None:
+        self.pid1, self.root = pid1, root
         self._lock = threading.Lock()
         self._seq = 0
         self._conn: _Connection | None = None
         self.starts = 0
 
     @classmethod
-    def start(cls, *, pid1: bool = False) -> ForkServer:
+    def start(cls, *, pid1: bool = False, root: Spec | None = None) -> ForkServer:
         """A started server (call before reading secrets or connecting to Redis).
 
         ``pid1`` (isolated jobs only): where the server may (root), each job's process is
         PID 1 of a new PID namespace and builds the job's whole sandbox itself (see
         ``forkserver.py``); a shared job sent to it fails. False: a launcher per job, as
-        cold, for either mode.
+        cold, for either mode. ``root`` (with ``pid1``): the private root most jobs ask
+        for, laid out once by the server and copied per job (``template.py``).
         """
-        server = cls(pid1=pid1)
+        server = cls(pid1=pid1, root=root)
         with server._lock:
             server._start_locked()
         return server
@@ -159,7 +162,8 @@ class ForkServer:
             # it ends when this end of the socket closes, worker death included.
             proc = subprocess.Popen(
                 [sys.executable, "-u", "-P", "-m", "worker.sandbox.forkserver",
-                 str(theirs.fileno()), *([] if self.pid1 else ["--no-pid1"])],
+                 str(theirs.fileno()), *([] if self.pid1 else ["--no-pid1"]),
+                 *(["--root", json.dumps(self.root)] if self.pid1 and self.root else [])],
                 env=SERVER_ENV, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),), start_new_session=True,
             )
