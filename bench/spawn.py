@@ -19,9 +19,10 @@ Run as root: ``python -m bench.spawn [--reps N]``. Two parts:
   is the whole machine's busy time per rep (``/proc/stat``), noisy on a shared
   machine, but the only place that cost shows.
 * **Server round trip**: ``ForkServer.spawn`` of a no-op python3 job and a
-  ``true`` bash job, with the server forking PID-1 jobs that copy its root
-  template (this design, ``template.py``), PID-1 jobs that build their root, and a
-  launcher per job (``pid1=False``), alternated: median wall
+  ``true`` bash job, with the server handing each job to a PID-1 process it forked
+  ahead from its root template (this design, ``template.py``), forking PID-1 jobs
+  that build their root, and a launcher per job (``pid1=False``), alternated:
+  median wall
   ms from spawn to exit, and CPU ms per job of the server and its jobs
   (``/proc/PID/stat``: its own time and its reaped children's).
 """
@@ -224,7 +225,7 @@ def _round_trips(server: ForkServer, sandbox: Sandbox, argv: list[str], inproces
         request_r, request_w = os.pipe()
         out_r, out_w = os.pipe()
         result_r, result_w = os.pipe()
-        job = server.spawn([request_r, out_w, out_w, result_w])
+        job = server.spawn([request_r, out_w, out_w, result_w], templated=server.root is not None)
         for fd in (request_r, out_w, result_w):
             os.close(fd)
         os.write(request_w, sandbox.request(argv, {"PATH": "/usr/bin:/bin"},
@@ -260,8 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:40} {wall:8.2f} {cpu:7.2f} {host:12.2f}")
     _job_phases(request, pidns, args.reps, result_w)
     print(f"{'server round trip':60} {'wall ms':>8} {'CPU ms':>7}")
-    root = template.spec(sandbox.root, sandbox.binds, sandbox.shared_dirs)
-    servers = {"PID-1 fork, root template (this design)": ForkServer.start(pid1=True, root=root),
+    root = template.spec(sandbox.root, sandbox.binds, sandbox.shared_dirs, sandbox.limits.disk_mb)
+    servers = {"spare PID 1, root template (this design)": ForkServer.start(pid1=True, root=root),
                "PID-1 fork, root built per job": ForkServer.start(pid1=True),
                "launcher per job": ForkServer.start(pid1=False)}
     for kind, job_argv, inprocess in (("python3 no-op", _python_argv(), True),

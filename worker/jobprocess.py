@@ -108,7 +108,8 @@ class ProcessRun:
                                        inprocess=self.prepared.inprocess)
         started = time.monotonic()
         try:
-            child = _WarmChild.spawn(self.sandbox.server, write_fd) if self.sandbox.server \
+            child = _WarmChild.spawn(self.sandbox.server, write_fd,
+                                     self.sandbox.uses_template()) if self.sandbox.server \
                 else _ColdChild.spawn(self.sandbox.command(), write_fd)
         except (OSError, ForkServerError) as exc:
             if read_fd is not None:
@@ -491,13 +492,13 @@ class _WarmChild:
         self.streams = {stdout_r: "stdout", stderr_r: "stderr"}
 
     @classmethod
-    def spawn(cls, server: ForkServer, write_fd: int | None) -> _WarmChild:
+    def spawn(cls, server: ForkServer, write_fd: int | None, templated: bool) -> _WarmChild:
         request_r, request_w = os.pipe()
         stdout_r, stdout_w = os.pipe()
         stderr_r, stderr_w = os.pipe()
         theirs = [request_r, stdout_w, stderr_w, *([] if write_fd is None else [write_fd])]
         try:
-            job = server.spawn(theirs)
+            job = server.spawn(theirs, templated=templated)
         except BaseException:
             for fd in (request_w, stdout_r, stderr_r):
                 os.close(fd)

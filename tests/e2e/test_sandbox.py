@@ -250,12 +250,7 @@ def _descendants(root: int) -> set[int]:
     """Host pids of ``root``'s live descendants."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as stat:
-                    parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
+        if entry.isdigit() and (parent := _parent(int(entry))) is not None:
             children.setdefault(parent, []).append(int(entry))
     found, todo = set(), [root]
     while todo:
@@ -265,18 +260,37 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
 def test_job_cannot_signal_or_trace_the_worker_or_a_sibling(
     fleet: Fleet, sibling: tuple[str, str]
 ) -> None:
     """kill and ptrace of the worker, its fork server and the sibling's processes fail;
     kill(-1) harms no one."""
-    # Cold, the sibling is a `pywrapper` interpreter; warm, its launcher, init and job are
-    # forks of the worker's fork server and carry the server's command line, as it does.
+    # Cold, the sibling is a `pywrapper` interpreter; warm, its processes are forks of the
+    # worker's fork server and carry the server's command line, as it does. The sibling's
+    # are those with a job's uid: not the server (root), nor the process the server forked
+    # ahead for the next job (root until its job comes: this very job, as it happens).
     # Only this fleet's: other sessions on the machine run fork servers and jobs of their own.
     ours = _descendants(fleet.worker.pid)
-    sibling_pids = [p for p in processes_with("pywrapper") + processes_with(FORK_SERVER)
-                    if p in ours]
+    marked = [p for p in processes_with("pywrapper") + processes_with(FORK_SERVER) if p in ours]
+    servers = [p for p in marked if _parent(p) == fleet.worker.pid]
+    sibling_pids = [p for p in marked if _uid(p) not in (None, 0)]
     assert sibling_pids, "the sibling job is not running"
+    sibling_pids += servers
     targets = [fleet.worker.pid, *sibling_pids]
     outcome = result_of(fleet, fleet.run(SIGNALS, {"pids": targets}))
     for pid in targets:

@@ -169,7 +169,7 @@ def test_no_template_for_a_shared_directory_each_job_has_its_own_of(
     """The host's /tmp shared with jobs: the server says why it has no template and builds
     every job's root itself; jobs still run, and write to the shared directory."""
     with pytest.raises(launch.SandboxError, match="/dev/shm/x is, or lies under"):
-        template.make(template.spec(isolated.root, list(isolated.binds), ["/dev/shm/x"]))
+        template.make(template.spec(isolated.root, list(isolated.binds), ["/dev/shm/x"], 64))
     own = dataclasses.replace(isolated, shared_dirs=("/tmp",)).warm()
     name = f"gm-template-{os.getpid()}-{threading.get_ident()}"
     try:
@@ -185,3 +185,75 @@ def test_no_template_for_a_shared_directory_each_job_has_its_own_of(
         assert own.server is not None
         own.server.close()
         Path("/tmp", name).unlink(missing_ok=True)
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        return stat.read().rsplit(b")", 1)[1].split()[0].decode()
+
+
+@pytest.fixture
+def own(isolated: Sandbox) -> Iterator[Sandbox]:
+    """The isolated sandbox with a fork server (and so a spare) of its own."""
+    sandbox = dataclasses.replace(isolated, server=None).warm()
+    yield sandbox
+    assert sandbox.server is not None
+    sandbox.server.close()
+
+
+def _spare(sandbox: Sandbox) -> int:
+    """The server's one child while no job runs: the process forked ahead for the next job,
+    PID 1 of its namespace (at start the server has another for a moment: the template's
+    builder)."""
+    assert sandbox.server is not None and sandbox.server.pid is not None
+    server_pid = sandbox.server.pid
+
+    def spares() -> list[int]:
+        return [child for child in _children(server_pid) if _pid_in_namespace(child) == "1"]
+
+    deadline(lambda: len(spares()) == 1, 10, "the server's spare")
+    (spare,) = spares()
+    return spare
+
+
+def _pid_in_namespace(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(line.split()[-1] for line in status if line.startswith("NSpid:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def test_the_spare_holds_nothing_of_any_job_until_its_own(own: Sandbox) -> None:
+    """Forked ahead, it has the server's stdio and its socket to the server, no job's pipes;
+    its job gets it: a fresh uid, PID 1, and the next job a new spare."""
+    assert run(own, "def main():\n    return 1\n").result == 1
+    spare = _spare(own)
+    above_stderr = [os.readlink(f"/proc/{spare}/fd/{fd}") for fd in os.listdir(f"/proc/{spare}/fd")
+                    if int(fd) > 2]
+    assert len(above_stderr) == 1 and above_stderr[0].startswith("socket:"), above_stderr
+    assert os.stat(f"/proc/{spare}").st_uid == 0
+    outcome = run(own, "import os\ndef main():\n    return [os.getpid(), os.getuid()]\n")
+    assert outcome.result is not None and outcome.result[0] == 1 and outcome.result[1] != 0
+    assert _spare(own) != spare
+
+
+def test_a_spare_killed_before_its_job_does_not_fail_the_job(own: Sandbox) -> None:
+    """The OOM killer's choice, say: the job is forked afresh, and a new spare follows."""
+    spare = _spare(own)
+    os.kill(spare, 9)
+    deadline(lambda: _state(spare) == "Z", 10, "the spare to be dead (not yet reaped)")
+    assert run(own, "def main():\n    return 'ran'\n").result == "ran"
+    assert _spare(own) != spare
+
+
+def test_closing_the_server_ends_its_spare(own: Sandbox) -> None:
+    spare = _spare(own)
+    assert own.server is not None
+    own.server.close()
+    assert not os.path.exists(f"/proc/{spare}")

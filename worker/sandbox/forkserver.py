@@ -7,7 +7,7 @@ imported the python3 wrapper and the launcher, and nothing else of ours.
 
 Messages (one per packet, ASCII)::
 
-    worker → server   run SEQ   + SCM_RIGHTS [request, stdout, stderr(, result)]
+    worker → server   run SEQ [t] + SCM_RIGHTS [request, stdout, stderr(, result)]
                       kill SEQ SIGNO      signal job SEQ's whole process group
     server → worker   pid SEQ   + SCM_RIGHTS [pidfd]   job SEQ's process, right after the fork
                       exit SEQ STATUS     the job's process ended with this wait status
@@ -18,7 +18,10 @@ fork, ``setns`` back to its own after it. That process reads the request from
 the request pipe, enters the other namespaces, builds the private root and runs
 the job: a python3 job in that very process (as the job's uid), a bash job
 exec'd in a child it reaps. One Python fork per python3 job; see
-docs/ARCHITECTURE.md ("Warm execution") for what being PID 1 changes. Without
+docs/ARCHITECTURE.md ("Warm execution") for what being PID 1 changes. With a root
+template (``template.py``), the server forks the next templated job's PID 1 ahead
+(a *spare*: its root prepared, no job's descriptor or request), and a ``run SEQ t``
+(the request asks for the template's root) hands the job's descriptors to it. Without
 PID-1 forks (``--no-pid1``: shared workers, or no right to a PID namespace) the
 child becomes exactly what ``launch.py`` is for a cold job: its own session, the
 request read from the request pipe (whose write end the worker keeps open:
@@ -67,6 +70,14 @@ class _Job:
         self.sent: set[int] = set()  # signals the worker had forwarded to it
 
 
+class _Spare:
+    """A PID-1 process forked ahead of its job, its root prepared from the template, waiting
+    on ``sock`` for the job's descriptors (``_spare``)."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid, self.sock = pid, sock
+
+
 class _Server:
     """The server's state: its socket, its jobs, and how it forks them."""
 
@@ -89,12 +100,14 @@ class _Server:
                 os.close(fd)
             except (launch.SandboxError, OSError) as exc:
                 sys.stderr.write(f"gristmill fork server: every job builds its own root: {exc}\n")
+        self.spare: _Spare | None = None  # the next templated job's process, ready
 
 
 def serve(sock: socket.socket, pid1: bool = True, root: template.Spec | None = None) -> None:
     """Fork a job per ``run``, signal per ``kill``, report each exit; at EOF kill the PID-1
     jobs (the worker is gone) and return. ``root``: the jobs' usual root, laid out once."""
     server = _Server(sock, pid1, root)
+    _fork_spare(server)
     with selectors.DefaultSelector() as sel:
         sel.register(sock, selectors.EVENT_READ)
         while True:
@@ -148,13 +161,16 @@ def _handle(words: list[str], fds: list[int], server: _Server,
             sel: selectors.BaseSelector) -> None:
     if words[0] == "run":
         seq = int(words[1])
-        try:
-            pid, pid1 = _fork(server)
-        except OSError as exc:  # out of processes or memory: this job fails, the server stays
-            with contextlib.suppress(OSError):
-                os.write(fds[2], f"gristmill sandbox: cannot fork the job: {exc}\n".encode())
-                server.sock.send(f"exit {seq} {launch.START_FAILED << 8}".encode())
-            pid, pid1 = -1, False
+        templated = words[2:] == ["t"]  # the job asks for the template's root: a spare may run it
+        pid, pid1 = (_hand_to_spare(server, fds), True) if templated else (-1, False)
+        if pid < 0:
+            try:
+                pid, pid1 = _fork(server)
+            except OSError as exc:  # out of processes or memory: this job fails, the server stays
+                with contextlib.suppress(OSError):
+                    os.write(fds[2], f"gristmill sandbox: cannot fork the job: {exc}\n".encode())
+                    server.sock.send(f"exit {seq} {launch.START_FAILED << 8}".encode())
+                pid, pid1 = -1, False
         if pid == 0:
             if pid1:
                 _pid1_job(fds, server)
@@ -167,11 +183,51 @@ def _handle(words: list[str], fds: list[int], server: _Server,
             sel.register(pidfd, selectors.EVENT_READ, (seq, pid))
             with contextlib.suppress(OSError):  # the worker is gone: _kill_all at EOF
                 socket.send_fds(server.sock, [f"pid {seq}".encode()], [pidfd])
+        if templated and server.spare is None:
+            _fork_spare(server)  # the next one's, while this job runs
     elif words[0] == "kill":
         job = server.jobs.get(int(words[1]))
         if job is not None:  # not reaped yet, so the group id is still this job's
             job.sent.add(int(words[2]))
             _signal_job(job.pid, int(words[2]))
+
+
+def _fork_spare(server: _Server) -> None:
+    """Fork the next templated job's PID 1 now, so that a job finds its root ready."""
+    if server.root_fd < 0:
+        return
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pid, pid1 = _fork(server)
+    except OSError:  # out of processes: the next job is forked when it comes
+        ours.close()
+        theirs.close()
+        return
+    if pid == 0:
+        if pid1:
+            _spare(theirs, server)
+        os._exit(0)  # no PID namespace for it after all
+    theirs.close()
+    if not pid1:
+        ours.close()
+        os.waitpid(pid, 0)
+        return
+    server.spare = _Spare(pid, ours)
+
+
+def _hand_to_spare(server: _Server, fds: list[int]) -> int:
+    """Give the spare this job's descriptors: its pid, or -1 when there is none (or it died)."""
+    spare, server.spare = server.spare, None
+    if spare is None:
+        return -1
+    try:
+        socket.send_fds(spare.sock, [b"job"], fds)
+    except OSError:  # it died before its job (the OOM killer): the job is forked afresh
+        os.waitpid(spare.pid, 0)
+        return -1
+    finally:
+        spare.sock.close()
+    return spare.pid
 
 
 def _signal_job(pid: int, sig: int) -> None:
@@ -213,11 +269,16 @@ def pid1_status(status: int, sent: set[int]) -> int:
 
 
 def _kill_all(server: _Server) -> None:
-    """The worker is gone: SIGKILL every PID-1 job (its namespace dies with it) and reap.
+    """The worker is gone: SIGKILL every PID-1 job (its namespace dies with it) and the
+    spare, and reap.
 
     A job forked the other way (a launcher) kills its job itself when its request
     pipe, whose write end the worker held, reaches end-of-file.
     """
+    if server.spare is not None:
+        _signal_job(server.spare.pid, signal.SIGKILL)
+        os.waitpid(server.spare.pid, 0)
+        server.spare = None
     for job in server.jobs.values():
         if job.pid1:
             _signal_job(job.pid, signal.SIGKILL)
@@ -251,10 +312,7 @@ def _pid1_job(fds: list[int], server: _Server) -> None:
             os._exit(1)
         os.setsid()  # a process group of its own, signalled as a whole by ``kill``
         _take_fds(fds, keep=server.root_fd)
-        request = launch.read_request(0)
-        if request["mode"] != "isolated":  # a shared job keeps the host's PID namespace
-            raise launch.SandboxError("this fork server runs isolated jobs only (started "
-                                      "with pid1); a shared job needs one started without")
+        request = _isolated_request()
         if server.root is not None and server.root_fd >= 0 and \
                 template.matches(server.root, request):
             template.enter(request, server.root_fd, server.root)
@@ -262,26 +320,79 @@ def _pid1_job(fds: list[int], server: _Server) -> None:
             if server.root_fd >= 0:
                 os.close(server.root_fd)
             launch.enter_sandbox(request)
-        if request.get("inprocess"):
-            start_job(request, launch.JOB_DIR, request["uid"], "/tmp")
-        launch.exit_as_pid1(launch.supervise(request, start_job))
+        _run_as_pid1(request)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.write(2, f"gristmill sandbox: cannot set up the job's sandbox: {exc}\n"
-                     .encode(errors="replace"))
+        _cannot_set_up(exc)
     os._exit(launch.START_FAILED)
+
+
+def _spare(sock: socket.socket, server: _Server) -> None:
+    """In a PID-1 process forked ahead (``_fork_spare``): prepare the template's root, wait
+    for a job's descriptors on ``sock``, then finish the sandbox and run the job as
+    ``_pid1_job`` would. Never returns. Until its job comes it holds nothing of any job: no
+    descriptor but ``sock`` (and the server's stdio), no request."""
+    try:
+        launch._prctl(launch.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if select.select([server.self_pidfd], [], [], 0)[0]:
+            os._exit(1)
+        os.setsid()
+        _close_above_stderr({sock.fileno(), server.root_fd})
+        assert server.root is not None
+        problem: BaseException | None = None
+        try:
+            template.prepare(server.root_fd, server.root)
+        except BaseException as exc:  # said on the job's own stderr, once it has one
+            problem = exc
+        _, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+        if not fds:  # the server closed its end: it is stopping, there is no job
+            os._exit(0)
+        sock.close()
+        _take_fds(fds)
+        if problem is not None:
+            raise problem
+        request = _isolated_request()
+        template.finish(request, server.root)
+        _run_as_pid1(request)
+    except BaseException as exc:
+        _cannot_set_up(exc)
+    os._exit(launch.START_FAILED)
+
+
+def _isolated_request() -> launch.Request:
+    request = launch.read_request(0)
+    if request["mode"] != "isolated":  # a shared job keeps the host's PID namespace
+        raise launch.SandboxError("this fork server runs isolated jobs only (started "
+                                  "with pid1); a shared job needs one started without")
+    return request
+
+
+def _run_as_pid1(request: launch.Request) -> None:
+    """In the sandbox, still root: the python3 job in this process, or the bash job under it."""
+    if request.get("inprocess"):
+        start_job(request, launch.JOB_DIR, request["uid"], "/tmp")
+    launch.exit_as_pid1(launch.supervise(request, start_job))
+
+
+def _cannot_set_up(exc: BaseException) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, f"gristmill sandbox: cannot set up the job's sandbox: {exc}\n"
+                 .encode(errors="replace"))
+
+
+def _close_above_stderr(keep: set[int]) -> None:
+    """Close every descriptor above 2 but those in ``keep``."""
+    low = 3
+    for fd in sorted(fd for fd in keep if fd >= low):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 def _take_fds(fds: list[int], keep: int = -1) -> None:
     """Keep only the job's descriptors: request on 0, stdout 1, stderr 2, result on 3
     (and ``keep``, above them, for the caller to close)."""
-    high = os.sysconf("SC_OPEN_MAX")
-    low = 0
     # Everything else of the server's (its socket, other jobs' pidfds) goes.
-    for fd in sorted([*fds, keep] if keep > RESULT_FD else fds):
-        os.closerange(max(low, 3), fd)
-        low = fd + 1
-    os.closerange(max(low, 3), high)
+    _close_above_stderr({*fds, keep} if keep > RESULT_FD else set(fds))
     for src, dst in zip(fds[:3], (0, 1, 2), strict=True):
         os.dup2(src, dst)
     if len(fds) > 3:

@@ -84,8 +84,18 @@ class Sandbox:
 
         # A shared job keeps the host's PID namespace: a launcher per job, as cold.
         isolated = self.mode == "isolated"
-        root = template.spec(self.root, self.binds, self.shared_dirs) if isolated else None
+        root = template.spec(self.root, self.binds, self.shared_dirs, self.limits.disk_mb) \
+            if isolated else None
         return replace(self, server=ForkServer.start(pid1=isolated, root=root))
+
+    def uses_template(self) -> bool:
+        """Whether this sandbox's jobs ask for the root its fork server laid out once
+        (``template.py``): a job with binds of its own (a locked environment) does not."""
+        from worker.sandbox import template
+
+        root = self.server.root if self.server is not None else None
+        return root is not None and template.matches(root, {
+            "root": self.root, "binds": list(self.binds), "shared_dirs": list(self.shared_dirs)})
 
     def command(self) -> list[str]:
         """The launcher: this interpreter, isolated from the environment and site-packages."""

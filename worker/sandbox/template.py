@@ -44,13 +44,15 @@ _OWN_DIRS = ((".job", 0o700, launch.JOB_DIR), (".shm", 0o1777, "/dev/shm"), (".t
 # Each job gets its own of these: no bind may be one of them or lie under one (but /tmp).
 _OWN_TREES = ("/", SCRATCH, "/dev", "/proc", launch.JOB_DIR)
 
-Spec = dict[str, object]  # {"root": str, "binds": [str], "shared_dirs": [str]}
+Spec = dict[str, object]  # {"root": str, "binds": [str], "shared_dirs": [str], "disk_mb": int}
 
 
-def spec(root: str, binds: tuple[str, ...] | list[str], shared_dirs: tuple[str, ...] | list[str]
-         ) -> Spec:
-    """What a template is built from, and what a request must ask for to use it."""
-    return {"root": root, "binds": list(binds), "shared_dirs": list(shared_dirs)}
+def spec(root: str, binds: tuple[str, ...] | list[str], shared_dirs: tuple[str, ...] | list[str],
+         disk_mb: int) -> Spec:
+    """What a template is built from, and what a request must ask for to use it (all but
+    ``disk_mb``: the size a spare job process gives its tmpfs before it knows its job's)."""
+    return {"root": root, "binds": list(binds), "shared_dirs": list(shared_dirs),
+            "disk_mb": disk_mb}
 
 
 def matches(template: Spec, request: launch.Request) -> bool:
@@ -118,18 +120,24 @@ def _build(root: str, binds: list[str], shared_dirs: list[str]) -> None:
 def enter(request: launch.Request, template_fd: int, template: Spec) -> None:
     """In a job's PID 1, as root: a private copy of the template plus the job's own mounts
     (``launch.enter_sandbox``'s result, from the template). Closes ``template_fd``."""
+    prepare(template_fd, template)
+    finish(request, template)
+
+
+def prepare(template_fd: int, template: Spec) -> None:
+    """What ``enter`` does before it needs the request: the copy, the job's tmpfs (of the
+    template's ``disk_mb``) and /proc. A spare job process does it ahead of its job."""
     launch._prctl(launch.PR_SET_DUMPABLE, 0)
     launch._check(launch._libc.setns(template_fd, launch.CLONE_NEWNS), "setns")  # its root is ours
     os.close(template_fd)
-    launch._check(launch._libc.unshare(launch.namespace_flags(request)), "unshare")
+    launch._check(launch._libc.unshare(launch.CLONE_NEWNS | launch.CLONE_NEWIPC
+                                       | launch.CLONE_NEWUTS), "unshare")
     hidden = _clone_under_scratch([*_strs(template["binds"]), *_strs(template["shared_dirs"])])
-    uid = request["uid"]
     launch._mount("tmpfs", SCRATCH, "tmpfs", launch.MS_NOSUID | launch.MS_NODEV,
-                  f"size={request['limits']['disk_mb']}m,mode=0700")
+                  f"size={template['disk_mb']}m,mode=0700")
     for name, mode, _ in _OWN_DIRS:
         os.mkdir(f"{SCRATCH}/{name}", mode)
         os.chmod(f"{SCRATCH}/{name}", mode)  # mkdir's mode is masked by the umask
-    os.chown(f"{SCRATCH}/.job", uid, uid)
     for name, _, target in _OWN_DIRS:  # /tmp last: it covers the tmpfs's top
         launch._mount(f"{SCRATCH}/{name}", target, None, launch.MS_BIND)
     for path, tree in hidden:
@@ -139,6 +147,21 @@ def enter(request: launch.Request, template_fd: int, template: Spec) -> None:
         os.close(tree)
     launch._mount("proc", "/proc", "proc", launch.MS_NOSUID | launch.MS_NODEV | launch.MS_NOEXEC)
     os.chdir("/")
+
+
+def finish(request: launch.Request, template: Spec) -> None:
+    """The rest of ``enter``, once the request is read: its network namespace, its disk
+    budget, its directory's owner and files."""
+    if not matches(template, request):  # the worker said it would: a bug, not a job's doing
+        raise launch.SandboxError("the job's root is not the one this process prepared")
+    if launch.namespace_flags(request) & launch.CLONE_NEWNET:
+        launch._check(launch._libc.unshare(launch.CLONE_NEWNET), "unshare")
+    disk_mb = request["limits"]["disk_mb"]
+    if disk_mb != template["disk_mb"]:  # the three directories' tmpfs, through one of its mounts
+        launch._mount("none", launch.JOB_DIR, None,
+                      launch.MS_REMOUNT | launch.MS_NOSUID | launch.MS_NODEV, f"size={disk_mb}m")
+    uid = request["uid"]
+    os.chown(launch.JOB_DIR, uid, uid)
     launch.write_files(launch.JOB_DIR, request["files"], uid)
 
 

@@ -118,8 +118,12 @@ class ForkServer:
         conn = self._conn
         return conn.proc.pid if conn is not None and conn.alive else None
 
-    def spawn(self, fds: list[int]) -> WarmJob:
-        """Hand the server [request, stdout, stderr(, result)]; the caller still owns ``fds``."""
+    def spawn(self, fds: list[int], *, templated: bool = False) -> WarmJob:
+        """Hand the server [request, stdout, stderr(, result)]; the caller still owns ``fds``.
+
+        ``templated``: the job's request asks for the root the server laid out (``root``),
+        so a process the server prepared ahead may take it.
+        """
         with self._lock:
             for attempt in range(2):  # a server found dead is replaced once
                 conn = self._conn if self._conn is not None and self._conn.alive else \
@@ -128,7 +132,8 @@ class ForkServer:
                 job = WarmJob(self, self._seq)
                 conn.jobs[job.seq] = job
                 try:
-                    socket.send_fds(conn.sock, [f"run {job.seq}".encode()], fds)
+                    run = f"run {job.seq}{' t' if templated and self.root else ''}"
+                    socket.send_fds(conn.sock, [run.encode()], fds)
                     return job
                 except OSError as exc:
                     del conn.jobs[job.seq]
