@@ -115,6 +115,8 @@ def _build(root: str, binds: list[str], shared_dirs: list[str]) -> None:
     os.rmdir("/.host")
     launch._mount("none", "/", None, launch.MS_REMOUNT | launch.MS_BIND | launch.MS_RDONLY
                   | launch.MS_NOSUID | launch.MS_NODEV)
+    for _, tree in _clone_under_scratch([*binds, *shared_dirs]):  # open_tree works here (5.2+)
+        os.close(tree)
 
 
 def enter(request: launch.Request, template_fd: int, template: Spec) -> None:
