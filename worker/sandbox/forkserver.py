@@ -223,6 +223,7 @@ def _hand_to_spare(server: _Server, fds: list[int]) -> int:
     try:
         socket.send_fds(spare.sock, [b"job"], fds)
     except OSError:  # it died before its job (the OOM killer): the job is forked afresh
+        _signal_job(spare.pid, signal.SIGKILL)  # if it lives on after all, not forever
         os.waitpid(spare.pid, 0)
         return -1
     finally:

@@ -94,8 +94,8 @@ class Sandbox:
         from worker.sandbox import template
 
         root = self.server.root if self.server is not None else None
-        return root is not None and template.matches(root, {
-            "root": self.root, "binds": list(self.binds), "shared_dirs": list(self.shared_dirs)})
+        return root is not None and template.matches(
+            root, template.spec(self.root, self.binds, self.shared_dirs, self.limits.disk_mb))
 
     def command(self) -> list[str]:
         """The launcher: this interpreter, isolated from the environment and site-packages."""

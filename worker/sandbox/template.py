@@ -18,8 +18,11 @@ Binds and shared directories under ``/tmp`` (a checkout in /tmp, say) would be
 hidden by the job's tmpfs: they are cloned from the template copy before it is
 covered (``open_tree``) and put back on top (``move_mount``).
 
-What a job sees is what ``build_root`` gives it, with one difference: its
-root is read-only (nobody but root could write there anyway).
+What a job sees is what ``build_root`` gives it, but stricter in two ways: its
+root is read-only (nobody but root could write there anyway), and its mount
+namespace holds nothing of the host's. ``enter`` is ``prepare`` (what needs no
+request: the fork server's spare job process does it ahead of its job) and
+``finish`` (the job's network namespace, disk budget, directory owner, files).
 """
 
 from __future__ import annotations
