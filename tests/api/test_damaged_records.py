@@ -158,6 +158,40 @@ def test_followed_logs_of_a_record_damaged_midway_end_with_an_error_event(api: A
     assert f"job record {job_id} cannot be read" in json.loads(data.removeprefix("data: "))["error"]
 
 
+def test_a_job_token_of_a_damaged_job_is_refused_naming_it(api: Api) -> None:
+    """A WM_TOKEN is checked against its job's record: unreadable, the request is refused
+    with the same named error, not let through."""
+    job_id, token = api.running_job("u/alice", who="alice")
+    damage(api, job_id)
+    assert_names_the_damage(api.get("/api/whoami", token), job_id)
+
+
+def test_run_wait_result_of_a_record_damaged_while_waited_for_names_it(api: Api) -> None:
+    """run_wait_result waits on the job's done list; damaged meanwhile, the answer names it."""
+    redis = api.services.redis
+    found: list[str] = []
+    waiting = threading.Event()
+
+    def damage_once_waited_for() -> None:
+        # The request blocks in BLMOVE on the job's done list: the job exists; damage it then.
+        while not waiting.is_set():
+            if any(c.get("cmd") == "blmove" for c in redis.client_list()):
+                (job_id,) = [k.decode().rsplit(":", 1)[1]
+                             for k in redis.scan_iter(match=api.services.keys.jobloc("*"))]
+                damage(api, job_id)
+                found.append(job_id)
+                waiting.set()
+            waiting.wait(0.01)  # the poll's pace; the condition is the blocked BLMOVE
+
+    thread = threading.Thread(target=damage_once_waited_for, daemon=True)
+    thread.start()
+    answer = api.post("/api/jobs/run_wait_result/preview", json=PREVIEW, params={"wait_s": 30})
+    waiting.set()
+    thread.join(5)
+    assert found, "the request never waited"
+    assert_names_the_damage(answer, found[0])
+
+
 @pytest.mark.parametrize("command", [["job", "get"], ["job", "get", "--json"], ["job", "logs"]])
 def test_cli_on_a_damaged_record_says_so_and_exits_non_zero(
     api: Api, redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch,
