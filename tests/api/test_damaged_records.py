@@ -221,3 +221,21 @@ def test_cli_jobs_list_leaves_a_damaged_row_out_with_a_note(
     out, err = capsys.readouterr()
     assert kept in out and bad not in out
     assert f"left out: job record {bad} cannot be read" in err
+
+
+def test_cli_schedule_show_leaves_a_damaged_run_out_with_a_note(
+    api: Api, redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`gristmill schedule show`: the schedule and its readable runs, the damaged run named."""
+    api.script("u/alice/echo", who="alice")
+    created = api.post("/api/schedules", "alice", json={
+        "path": "u/alice/nightly", "script_path": "u/alice/echo", "cron": "0 3 * * *"})
+    assert created.status_code == 201, created.text
+    (fire,) = api.get("/api/schedules/u/alice/nightly", "alice").json()["runs"]
+    damage(api, fire)
+    monkeypatch.setenv("GRISTMILL_REDIS_URL", redis_server.url)
+    assert cli.main(["schedule", "show", "u/alice/nightly"]) == 0
+    out, err = capsys.readouterr()
+    assert "u/alice/nightly" in out and fire not in out
+    assert f"left out: job record {fire} cannot be read" in err
