@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import (
     AuthError,
+    BadRecord,
     ConfigError,
     DuplicateJob,
     GristmillError,
@@ -28,6 +29,8 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 STATUS = (
     (AuthError, 401), (PermissionDenied, 403), (NotFound, 404), (DuplicateJob, 409),
     (JobTimeout, 408), (SpecError, 400), (RedisUnavailable, 503), (ConfigError, 500),
+    # Stored data this version cannot read: the server's fault, and asking again will not help.
+    (BadRecord, 500),
 )
 
 
@@ -58,7 +61,9 @@ def install(app: FastAPI, page: ErrorPage | None = None) -> None:
             if answer is not None:
                 return answer
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
-        return JSONResponse(error_body(str(exc)), status_code=status_of(exc), headers=headers)
+        extra = {"damaged_job": exc.job_id} if isinstance(exc, BadRecord) else {}
+        return JSONResponse(error_body(str(exc), **extra), status_code=status_of(exc),
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -35,6 +35,19 @@ class DuplicateJob(GristmillError):
         self.job_id = job_id
 
 
+class BadRecord(GristmillError, ValueError):
+    """A stored job record this version cannot read (written by another version, or damaged).
+
+    Also a ValueError, as it was before it joined this hierarchy. ``job_id`` names the record
+    (``?`` when even its id cannot be read); ``problem`` says which field is wrong."""
+
+    def __init__(self, job_id: str, problem: str) -> None:
+        super().__init__(f"job record {job_id} cannot be read (written by another version, "
+                         f"or damaged): {problem}")
+        self.job_id = job_id
+        self.problem = problem
+
+
 class Fenced(GristmillError):
     """A worker's write was refused: the job's current attempt belongs to someone else."""
 

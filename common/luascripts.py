@@ -2,13 +2,20 @@
 
 A script is run with EVALSHA; when the server answers NOSCRIPT (restarted,
 flushed, failed over) the script is loaded again and the call retried once.
+
+A part two scripts share lives in a snippet of its own (``common/lua/_<name>.lua``,
+local functions only, no script by itself); a script's line
+``-- include: _<name>.lua`` is replaced by the snippet's text when the file is
+read, so Redis sees one plain script (and its SHA is of that text): no FUNCTION
+library, nothing else to load on a cluster's primaries.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -52,9 +59,27 @@ class LuaScript:
         pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
+INCLUDE = re.compile(r"^-- include: (_[a-z_]+\.lua)$", re.MULTILINE)
+
+
+def _read(file_name: str) -> str:
+    return resources.files("common").joinpath("lua", file_name).read_text()
+
+
+def assemble(source: str, read: Callable[[str], str] = _read) -> str:
+    """``source`` with each ``-- include: _<name>.lua`` line replaced by that snippet's text
+    (snippets include nothing themselves)."""
+    def snippet(match: re.Match[str]) -> str:
+        text = read(match.group(1))
+        if INCLUDE.search(text):
+            raise ValueError(f"{match.group(1)}: a snippet includes no other snippet")
+        return text.rstrip("\n")
+
+    return INCLUDE.sub(snippet, source)
+
+
 def _load(name: str) -> LuaScript:
-    source = resources.files("common").joinpath("lua", f"{name}.lua").read_text()
-    return LuaScript(name, source)
+    return LuaScript(name, assemble(_read(f"{name}.lua")))
 
 
 ENQUEUE = _load("enqueue")

@@ -10,6 +10,7 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from common import codec
+from common.errors import BadRecord as BadRecord  # re-exported: this was its home
 
 
 class Kind(enum.StrEnum):
@@ -42,10 +43,6 @@ _INT_FIELDS = frozenset(
      "attempt", "duration_ms", "restarts", "retries", "log_bytes", "log_dropped_lines",
      "log_dropped_bytes", "result_bytes"}
 )
-
-
-class BadRecord(ValueError):
-    """A stored job record this version cannot read (written by another version, or damaged)."""
 
 
 class Job(BaseModel):
@@ -132,13 +129,12 @@ class Job(BaseModel):
                     data[rule[0]] = rule[1](raw_value)
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise BadRecord(f"job record {data.get('id', '?')}: "
-                            f"{_validation_summary(exc)}") from None
+            raise BadRecord(str(data.get("id", "?")), _validation_summary(exc)) from None
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             name = key.decode(errors="replace") if isinstance(key, bytes) else key
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise BadRecord(f"job record {data.get('id', '?')}: field {name!r} cannot be "
-                            f"decoded ({detail})") from None
+            raise BadRecord(str(data.get("id", "?")),
+                            f"field {name!r} cannot be decoded ({detail})") from None
 
     def to_redis(self) -> dict[str, bytes | str | int]:
         """Encode for HSET; fields that are None are left out."""

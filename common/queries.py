@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 
 from common import indexes
 from common.connection import redis_errors
+from common.errors import BadRecord
 from common.indexes import Window
 from common.models import Job, Kind, Status
 from common.store import Store
@@ -123,12 +124,16 @@ EVERYONE = Viewer()
 
 @dataclass
 class Page:
-    """One page, newest first; ``next_cursor`` is None when nothing older matches."""
+    """One page, newest first; ``next_cursor`` is None when nothing older matches.
+
+    ``damaged`` holds the rows this version cannot read (:class:`BadRecord`, naming each job):
+    they are left out of ``jobs`` rather than failing the whole page."""
 
     jobs: list[Job]
     next_cursor: str | None
     scanned: int = 0
     driver: list[str] = field(default_factory=list)
+    damaged: list[BadRecord] = field(default_factory=list)
 
 
 def _groups(store: Store, flt: JobFilter) -> list[str]:
@@ -191,11 +196,12 @@ def list_page(
     batch = max(limit + 1, MIN_BATCH) if post_filter else limit + 1
     check_fields = ("id", "created_by", "permissioned_as", *(attr for attr, _ in checks))
     jobs: list[Job] = []
+    damaged: list[BadRecord] = []
     scanned = 0
     while True:
         members, where = _read_batch(store, groups, driver, window, batch)
         if not members:
-            return Page(jobs, None, scanned, driver)
+            return Page(jobs, None, scanned, driver, damaged)
         # Sparse filters read only the fields they check, then the rows that pass.
         records = _records(store, members, where, check_fields if post_filter else SUMMARY_FIELDS)
         chosen: list[str] = []
@@ -209,19 +215,31 @@ def list_page(
             if len(jobs) + len(chosen) == limit:
                 break
         rows = _records(store, chosen, where, SUMMARY_FIELDS) if post_filter else records
-        jobs += [Job.from_redis({k.encode(): v.encode() for k, v in rows[m].items()})
-                 for m in chosen if m in rows]
+        for member in chosen:
+            if member in rows:
+                try:
+                    jobs.append(_summary(member, rows[member]))
+                except BadRecord as exc:
+                    damaged.append(exc)
         if len(jobs) >= limit:
             more = i < len(members) or len(members) == batch
-            return Page(jobs, chosen[-1] if more else None, scanned, driver)
+            return Page(jobs, chosen[-1] if more else None, scanned, driver, damaged)
         if i == len(members) and len(members) < batch:
-            return Page(jobs, None, scanned, driver)
+            return Page(jobs, None, scanned, driver, damaged)
         window = window.after(members[i - 1])
         if post_filter:  # a sparse filter: read further ahead each round
             batch = min(batch * 2, MAX_BATCH)
         if scanned >= scan_budget:
             # Partial page: the caller goes on from where the scan stopped.
-            return Page(jobs, members[i - 1], scanned, driver)
+            return Page(jobs, members[i - 1], scanned, driver, damaged)
+
+
+def _summary(member: str, row: dict[str, str]) -> Job:
+    """A listing row as a Job; BadRecord names the job of the index entry if it cannot be read."""
+    try:
+        return Job.from_redis({k.encode(): v.encode() for k, v in row.items()})
+    except BadRecord as exc:
+        raise BadRecord(indexes.split_member(member)[1], exc.problem) from None
 
 
 def _read_batch(store: Store, groups: Sequence[str], driver: Sequence[str], window: Window,
@@ -258,7 +276,8 @@ def _records(store: Store, members: Sequence[str], where: dict[str, str],
 
 def iter_jobs(store: Store, flt: JobFilter = JobFilter(), *, viewer: Viewer = EVERYONE,
               page_size: int = 500) -> Iterator[Job]:
-    """Every matching job, newest first, page by page."""
+    """Every matching job, newest first, page by page; records that cannot be read are left
+    out (a page's ``damaged``)."""
     cursor: str | None = None
     while True:
         page = list_page(store, flt, viewer=viewer, cursor=cursor, limit=page_size)

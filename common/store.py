@@ -21,10 +21,10 @@ import redis
 from common import codec, indexes, luascripts, metrics
 from common.clock import Clock, now_ms
 from common.connection import is_cluster, max_block_s, queue_delete, redis_errors
-from common.errors import DuplicateJob, GristmillError, JobTimeout, NotFound
+from common.errors import BadRecord, DuplicateJob, GristmillError, JobTimeout, NotFound
 from common.instance import InstanceSettings
 from common.keys import DONE_TTL_S, EVENTS_MAXLEN, INBOX_WAKE, LOGS_MAXLEN, GroupKeys, Keys
-from common.models import BadRecord, Job, Status, UnreadableJob
+from common.models import Job, Status, UnreadableJob
 
 SCAN_PAGE = 1000
 # Jobs per enqueue_batch.lua call: ~5 ms of Redis at most, so the fleet's other commands
@@ -869,7 +869,10 @@ class Store:
         fields = self.client.hgetall(self.keys.group(group).job(job_id))
         if not fields:
             raise NotFound(f"job {job_id} has expired (older than the retention period)")
-        return Job.from_redis(fields)
+        try:
+            return Job.from_redis(fields)
+        except BadRecord as exc:  # named by the id asked for: the record's own may be the damage
+            raise BadRecord(job_id, exc.problem) from None
 
     @redis_errors
     def wait(self, job_id: str, timeout_s: float) -> Job:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from common.errors import GristmillError
+from common.errors import BadRecord, GristmillError
 from common.languages import LANGUAGES
 from common.models import Kind, Status
 from common.queries import JobFilter
@@ -319,8 +319,10 @@ def cmd_jobs_list(ns: argparse.Namespace) -> int:
     else:
         for job in page.jobs:
             print(fmt.job_row(job))
-        if not page.jobs:
+        if not page.jobs and not page.damaged:
             print("gristmill: no job matches", file=sys.stderr)
+    for damaged in page.damaged:  # left out of the listing, not a reason to fail it
+        print(f"gristmill: left out: {damaged}", file=sys.stderr)
     if page.next_cursor:
         print(f"more: --cursor '{page.next_cursor}'", file=sys.stderr)
     return 0
@@ -387,6 +389,8 @@ def cmd_schedule_show(ns: argparse.Namespace) -> int:
     for job_id in client.schedules.runs(ns.path, ns.runs):
         try:
             runs.append(client.get_job(job_id))
+        except BadRecord as exc:
+            print(f"gristmill: left out: {exc}", file=sys.stderr)
         except GristmillError:
             continue  # expired with the retention period
     print(fmt.schedule_details(schedule, runs))

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from api.auth import Auth, Svc
+from api.errors import error_body
 from api.services import Services
 from auth.identity import AuthContext
-from common.errors import GristmillError, JobTimeout, NotFound
+from common.connection import redis_errors
+from common.errors import BadRecord, GristmillError, JobTimeout, NotFound
 from common.models import Job, Kind, Status
 from common.queries import EVERYONE, JobFilter, Viewer, counts, list_page
 from common.store import LogEntry
@@ -63,18 +66,39 @@ class RunQuery:
         return fields
 
 
-def may_see(context: AuthContext, job: Job) -> bool:
+def may_see(context: AuthContext, created_by: str | None, permissioned_as: str | None) -> bool:
     """Users see their own jobs, their groups' jobs, jobs run as them; admins see all."""
     principal = context.principal
-    return (principal.is_admin or job.created_by == principal.name
-            or job.permissioned_as in principal.identities)
+    return (principal.is_admin or (created_by is not None and created_by == principal.name)
+            or permissioned_as in principal.identities)
 
 
 def visible_job(svc: Services, context: AuthContext, job_id: str) -> Job:
-    job = svc.store.get_job(job_id)
-    if not may_see(context, job):
+    """The job, if the caller may see it; a damaged record is BadRecord (a 500 naming the job
+    and the field) for those who may see it, judged from its raw owner fields."""
+    try:
+        job = svc.store.get_job(job_id)
+    except BadRecord:
+        if not may_see(context, *_raw_owners(svc, job_id)):
+            raise NotFound(f"no job {job_id}") from None
+        raise
+    if not may_see(context, job.created_by, job.permissioned_as):
         raise NotFound(f"no job {job_id}")  # do not tell others it exists
     return with_result(svc.objects, job)
+
+
+@redis_errors
+def _raw_owners(svc: Services, job_id: str) -> tuple[str | None, str | None]:
+    """``created_by`` and ``permissioned_as`` of a record as stored (None where unreadable)."""
+    raw = svc.redis.hmget(svc.keys.group(svc.store.locate(job_id)).job(job_id),
+                          ["created_by", "permissioned_as"])
+    out: list[str | None] = []
+    for value in raw:
+        try:
+            out.append(value.decode() if value is not None else None)
+        except UnicodeDecodeError:
+            out.append(None)
+    return out[0], out[1]
 
 
 def submit(svc: Services, context: AuthContext, fields: dict[str, Any]) -> Job:
@@ -224,6 +248,9 @@ def list_jobs(
     page = list_page(svc.store, q.filter, viewer=viewer_of(context), cursor=cursor, limit=limit)
     if page.next_cursor is not None:
         response.headers["X-Next-Cursor"] = page.next_cursor
+    if page.damaged:
+        # Left out of the page; GET /api/jobs/{id} says what is wrong with each.
+        response.headers["X-Damaged-Jobs"] = ",".join(quote(d.job_id, safe="") for d in page.damaged)
     return [job.public() for job in page.jobs]
 
 
@@ -270,9 +297,13 @@ def get_logs(job_id: str, svc: Svc, context: Auth, follow: bool = False
         return [_entry(entry) for entry in read_logs(svc.store, svc.objects, job_id)]
 
     def events() -> Iterator[str]:
-        for entry in read_logs(svc.store, svc.objects, job_id, follow=True):
-            yield f"data: {json.dumps(_entry(entry))}\n\n"
-        status = svc.store.get_job(job_id).status.value
+        try:
+            for entry in read_logs(svc.store, svc.objects, job_id, follow=True):
+                yield f"data: {json.dumps(_entry(entry))}\n\n"
+            status = svc.store.get_job(job_id).status.value
+        except BadRecord as exc:  # damaged while followed: the stream is past its 200
+            yield f"event: error\ndata: {json.dumps(error_body(str(exc)))}\n\n"
+            return
         yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")

@@ -37,7 +37,7 @@ from api.ui.session import (
 )
 from auth.identity import AuthContext
 from auth.permissions import can
-from common.errors import GristmillError, NotFound, SpecError
+from common.errors import BadRecord, GristmillError, NotFound, SpecError
 from common.models import Job, Kind, Status
 from common.queries import JobFilter, counts, list_page
 from flows.approvals import FLOW_KINDS
@@ -167,6 +167,7 @@ def runs(request: Request, svc: Svc, context: Session, kind: str = "all",
     kept = {k: v for k, v in params.items() if v}
     data: dict[str, Any] = {
         "tabs": TABS, "kind": kind, "jobs": page.jobs, "chart": views.chart(page.jobs, now),
+        "damaged": page.damaged,
         "filters": kept, "statuses": [s.value for s in Status], "error": error,
         "next_url": "/runs?" + urlencode({**kept, "kind": kind, "limit": limit,
                                           "cursor": page.next_cursor}) if page.next_cursor else "",
@@ -241,11 +242,15 @@ def job_log_stream(job_id: str, request: Request, svc: Svc, context: Session,
         raise SpecError("after: a log stream id such as 1700000000000-0")
 
     def events() -> Iterator[str]:
-        for entry in read_logs(svc.store, svc.objects, job_id, follow=True, after=after):
-            line = {"id": entry.id, "stream": entry.stream, "line": entry.line, "ts": entry.ts_ms}
-            yield f"id: {stream_id(entry.id)}\ndata: {json.dumps(line)}\n\n"
-        status = svc.store.get_job(job_id).status.value
-        yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
+        try:
+            for entry in read_logs(svc.store, svc.objects, job_id, follow=True, after=after):
+                line = {"id": entry.id, "stream": entry.stream, "line": entry.line,
+                        "ts": entry.ts_ms}
+                yield f"id: {stream_id(entry.id)}\ndata: {json.dumps(line)}\n\n"
+            end = {"status": svc.store.get_job(job_id).status.value}
+        except BadRecord as exc:  # damaged while followed: the page reloads onto the error
+            end = {"error": str(exc)}
+        yield f"event: end\ndata: {json.dumps(end)}\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store"})

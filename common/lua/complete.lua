@@ -45,6 +45,8 @@ if #KEYS ~= 16 or not nlines or #ARGV < 14 + 3 * nlines or (#ARGV - 14 - 3 * nli
   -- Checked before any write: a script that fails midway keeps what it wrote.
   return redis.error_reply('ERR complete.lua: wrong number of keys or arguments')
 end
+-- include: _log_budget.lua
+
 -- Moves the job's listing-index member (from the record's `ix` field) between status sets.
 local function move_status(job_key, from_key, to_key)
   local ix = redis.call('HGET', job_key, 'ix')
@@ -86,35 +88,10 @@ if ARGV[11] ~= '' and redis.call('SCARD', KEYS[16]) ~= tonumber(ARGV[11]) then
   return -2
 end
 if nlines > 0 then
-  -- The last batch, kept and cut exactly as append_logs.lua does.
-  local limit = tonumber(ARGV[14])
-  local used = tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or '0')
-  local cut = redis.call('HEXISTS', KEYS[1], 'log_dropped_lines') == 1
-  local attempt = redis.call('HGET', KEYS[1], 'attempt') or '0'  -- this claim's: fenced above
-  local dropped, dropped_bytes = 0, 0
-  for i = 15, 14 + 3 * nlines, 3 do
-    local size = #ARGV[i + 2]
-    if not cut and used + size <= limit then
-      redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[13], '*',
-                 'a', attempt, 't', ARGV[i], 's', ARGV[i + 1], 'l', ARGV[i + 2])
-      used = used + size
-    else
-      if not cut then
-        redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[13], '*',
-                   'a', attempt, 't', ARGV[i],
-                   's', 'stderr', 'l', '[gristmill: this job reached its log limit of ' ..
-                   limit .. ' bytes; later lines are dropped (counted in the record)]')
-        cut = true
-      end
-      dropped = dropped + 1
-      dropped_bytes = dropped_bytes + size
-    end
-  end
-  redis.call('HSET', KEYS[1], 'log_bytes', used)
-  if dropped > 0 then
-    redis.call('HINCRBY', KEYS[1], 'log_dropped_lines', dropped)
-    redis.call('HINCRBY', KEYS[1], 'log_dropped_bytes', dropped_bytes)
-  end
+  -- The last batch, kept and cut exactly as append_logs.lua does; this claim's attempt
+  -- (fenced above).
+  append_within_budget(KEYS[1], KEYS[4], ARGV[13], redis.call('HGET', KEYS[1], 'attempt') or '0',
+                       tonumber(ARGV[14]), ARGV, 15, 14 + 3 * nlines)
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[8], 'completed_at', ARGV[4])
 if #ARGV >= 15 + 3 * nlines then
