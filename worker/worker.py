@@ -70,6 +70,7 @@ class Worker:
         dedicated: DedicatedPool | None = None,
     ) -> None:
         self.store = store
+        store.use_direct_calls()  # the per-job calls on connections of their own
         self.sandbox = sandbox
         self.claim_block_s = claim_block_s
         self.fleet = fleet
@@ -130,6 +131,7 @@ class Worker:
                 self.fleet.worker_gone(self.worker_id)
             except RedisUnavailable:
                 self.log.warning("could not deregister; the scheduler forgets it after the lease")
+            self.store.close_direct_calls()
             self.log.info("worker stopped", jobs_done=self.jobs_done)
 
     def stop(self) -> None:
