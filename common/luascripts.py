@@ -83,8 +83,10 @@ class DirectCalls:
              calls: Sequence[tuple[Sequence[ScriptArg], Sequence[ScriptArg]]]) -> list[Any]:
         """Each call of ``script``, pipelined in one write; the replies in order (an error
         reply raised once every reply is read)."""
-        packed = [hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
-                  for keys, args in calls]
+        # (hiredis's stub types the command as a 1-tuple: Any, not an ignore)
+        commands: list[Any] = [("EVALSHA", script.sha, len(keys), *keys, *args)
+                               for keys, args in calls]
+        packed = [hiredis.pack_command(command) for command in commands]
         try:
             return self._round_trip(packed)
         except redis.exceptions.NoScriptError:
