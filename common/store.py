@@ -187,6 +187,24 @@ class Store:
         # Groups this process queued jobs into: a scheduler starts their promoters at its
         # next tick without reading gm:groups (an in-place set update is atomic under the GIL).
         self.groups_written: set[str] = set()
+        self._direct: luascripts.DirectCalls | None = None
+
+    def use_direct_calls(self) -> None:
+        """Send the per-job calls of a worker (claim_start, append_logs, complete) on
+        connections of their own, not through redis-py's pool (``DirectCalls``: about half
+        the CPU a call). A single server only: on a cluster, nothing changes."""
+        if not self.cluster and self._direct is None:
+            self._direct = luascripts.DirectCalls(self.client)
+
+    def close_direct_calls(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+
+    def _script(self, script: luascripts.LuaScript, keys: list[str],
+                args: list[Any]) -> Any:
+        if self._direct is not None:
+            return self._direct(script, keys, args)
+        return script(self.client, keys, args)
 
     def block_s(self, wanted_s: float) -> float:
         """``wanted_s``, shortened to what the connection's socket timeout allows.
@@ -479,8 +497,8 @@ class Store:
         A record this version cannot read comes back as an :class:`UnreadableJob`, started like
         the others: the worker records it failed, saying why."""
         g = self.keys.group(group)
-        answer = luascripts.CLAIM_START(
-            self.client,
+        answer = self._script(
+            luascripts.CLAIM_START,
             [g.ready, g.running(worker_id), g.events,
              *_status_keys(g, Status.QUEUED, Status.RUNNING)],
             [g.job(""), worker_id, self.clock(), claim_prefix, EVENTS_MAXLEN, count, held or ""],
@@ -522,8 +540,8 @@ class Store:
         """
         g = self.keys.group(job.group)
         flat = [item for entry in lines for item in entry]
-        return int(luascripts.APPEND_LOGS(
-            self.client,
+        return int(self._script(
+            luascripts.APPEND_LOGS,
             [g.job(job.id), g.logs(job.id), g.redact(job.id)],
             [job.claim or "", LOGS_MAXLEN, job.attempt, known_redactions, max_bytes, *flat],
         ))
@@ -563,7 +581,9 @@ class Store:
         """:meth:`complete` for each, in one pipeline of ``complete.lua`` calls (each fenced
         and checked on its own); the answers in order."""
         calls = [self._completion_call(c) for c in completions]
-        if len(calls) == 1:
+        if self._direct is not None:
+            answers = self._direct.many(luascripts.COMPLETE, calls)
+        elif len(calls) == 1:
             answers = [luascripts.COMPLETE(self.client, *calls[0])]
         else:
             pipe = self.client.pipeline(transaction=False)

@@ -70,6 +70,7 @@ class Worker:
         dedicated: DedicatedPool | None = None,
     ) -> None:
         self.store = store
+        store.use_direct_calls()  # the per-job calls on connections of their own
         self.sandbox = sandbox
         self.claim_block_s = claim_block_s
         self.fleet = fleet
@@ -130,6 +131,7 @@ class Worker:
                 self.fleet.worker_gone(self.worker_id)
             except RedisUnavailable:
                 self.log.warning("could not deregister; the scheduler forgets it after the lease")
+            self.store.close_direct_calls()
             self.log.info("worker stopped", jobs_done=self.jobs_done)
 
     def stop(self) -> None:
@@ -199,6 +201,11 @@ class Worker:
         if held is not None:
             self._held.discard(held)
         self._ready_empty = len(jobs) < free
+        self._started(jobs)
+        return jobs
+
+    def _started(self, jobs: list[Job]) -> None:
+        """Jobs this worker just started: held (for reconciliation), counted."""
         for job in jobs:
             self._held.add(job.id)
             metrics.child(metrics.JOBS_STARTED, job.group, job.kind.value).inc()
@@ -206,10 +213,21 @@ class Worker:
                 metrics.child(metrics.START_LATENESS, job.group).observe(
                     max(0, job.started_at - job.scheduled_for) / 1000
                 )
-        return jobs
 
     def _run_and_release(self, job: Job) -> None:
+        """Run ``job``, then, while ready has ids, the slot's next jobs (:meth:`_claim_next`);
+        then give the slot back to the claim loop."""
         metrics.WORKER_BUSY.inc()
+        try:
+            follow: Job | None = job
+            while follow is not None:
+                self._run_one(follow)
+                follow = self._claim_next()
+        finally:
+            metrics.WORKER_BUSY.dec()
+            self._slots.release()
+
+    def _run_one(self, job: Job) -> None:
         try:
             self._runner.run(job, self.instance)
             self.jobs_done += 1
@@ -219,8 +237,25 @@ class Worker:
             self._runner.fail(job, exc, self.instance)
         finally:
             self._held.discard(job.id)
-            metrics.WORKER_BUSY.dec()
-            self._slots.release()
+
+    def _claim_next(self) -> Job | None:
+        """The slot's next job, claimed by the thread that ran its last one: under load a slot
+        goes from one job to the next with no hand-over to the claim loop and back (a
+        semaphore, a thread pool's queue, two thread wake-ups a job). None when the worker
+        stops, when ready was found empty (the claim loop blocks in BLMOVE for the slot) or
+        when Redis fails (the claim loop meets the outage and waits it out; an id the lost
+        reply had moved into our running list is given back by reconciliation)."""
+        if self._stopping.is_set() or self._ready_empty:
+            return None
+        try:
+            jobs = self.store.claim_start(self.group, self.worker_id, 1, secrets.token_hex(16))
+        except RedisUnavailable:
+            return None
+        if not jobs:
+            self._ready_empty = True
+            return None
+        self._started(jobs)
+        return jobs[0]
 
     def _release_leftovers(self) -> None:
         """Ids left in our running list at exit go back to ready (or are recovered)."""
