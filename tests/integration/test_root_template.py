@@ -27,6 +27,7 @@ from worker.executors.outcome import Outcome
 from worker.jobprocess import LogLine, ProcessRun
 from worker.sandbox import launch, template
 from worker.sandbox.policy import Sandbox
+from worker.sandbox.warm import ForkServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -257,3 +258,19 @@ def test_closing_the_server_ends_its_spare(own: Sandbox) -> None:
     assert own.server is not None
     own.server.close()
     assert not os.path.exists(f"/proc/{spare}")
+
+
+def test_a_template_no_job_could_use_is_dropped_before_any_job(
+        isolated: Sandbox, capfd: pytest.CaptureFixture[str]) -> None:
+    """The server tries a job's root from its template once at start: where that fails
+    (here a tmpfs size the kernel refuses), jobs build their own root and still run."""
+    broken = template.spec(isolated.root, isolated.binds, isolated.shared_dirs, -1)
+    server = ForkServer.start(pid1=True, root=broken)
+    try:
+        sandbox = dataclasses.replace(isolated, server=server)
+        assert sandbox.uses_template()  # the worker would say "t": no spare is there to take it
+        assert mounts(sandbox)["/"] == "rw"  # build_root's tmpfs root
+        assert run(sandbox, "def main():\n    return 'ran'\n").result == "ran"
+    finally:
+        server.close()
+    assert "a job's root could not be prepared from the template" in capfd.readouterr().err
