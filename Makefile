@@ -24,12 +24,15 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 up: $(VENV)/.up-installed
 	$(BIN)/gristmill up $(ARGS)
 
-test: $(VENV)/.dev-installed
+# Style, types and the import layering of DESIGN.md §3 (part of `make test`).
+lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	@# lint-imports ends with "Contracts: N kept, M broken."; say it plainly when none is broken.
 	@set -o pipefail; $(BIN)/lint-imports --no-cache --no-logo | \
 	  sed -e 's/^Contracts: \([0-9]*\) kept, 0 broken\.$$/Import layering: all \1 contracts kept./'
+
+test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.up-installed

@@ -98,37 +98,9 @@ class _Server:
                 fd = template.make(root)
                 self.root_fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
                 os.close(fd)
-                _try_template(self)
             except (launch.SandboxError, OSError) as exc:
-                if self.root_fd >= 0:
-                    os.close(self.root_fd)
-                    self.root_fd = -1
                 sys.stderr.write(f"gristmill fork server: every job builds its own root: {exc}\n")
         self.spare: _Spare | None = None  # the next templated job's process, ready
-
-
-def _try_template(server: _Server) -> None:
-    """Prepare a job's root from the template once, in a throwaway PID 1, before any job
-    relies on it: where the host forbids a step (a seccomp profile without ``setns``, say)
-    every job builds its own root instead of failing. Raises ``launch.SandboxError``."""
-    read_fd, write_fd = os.pipe()
-    pid, _ = _fork(server)
-    if pid == 0:
-        os.close(read_fd)
-        try:
-            assert server.root is not None
-            template.prepare(server.root_fd, server.root)
-        except BaseException as exc:
-            os.write(write_fd, str(exc).encode(errors="replace") or b"failed")
-            os._exit(1)
-        os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as reason:
-        problem = reason.read()
-    status = os.waitpid(pid, 0)[1]
-    if status != 0:
-        raise launch.SandboxError("a job's root could not be prepared from the template: "
-                                  f"{problem.decode(errors='replace') or f'status {status}'}")
 
 
 def serve(sock: socket.socket, pid1: bool = True, root: template.Spec | None = None) -> None:

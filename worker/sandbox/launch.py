@@ -54,6 +54,8 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+# Every job's, besides its PID namespace (and a network namespace with no network).
+JOB_NAMESPACES = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
@@ -299,8 +301,7 @@ def _init(request: Request, status_w: int, start: StartJob) -> None:
 
 def namespace_flags(request: Request) -> int:
     """The namespaces a job gets besides its PID namespace."""
-    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
-    return flags | CLONE_NEWNET if request["network"] == "none" else flags
+    return JOB_NAMESPACES | CLONE_NEWNET if request["network"] == "none" else JOB_NAMESPACES
 
 
 def enter_sandbox(request: Request) -> None:

@@ -64,11 +64,45 @@ def matches(template: Spec, request: launch.Request) -> bool:
 
 
 def make(template: Spec) -> int:
-    """Build the template in a throwaway process; a descriptor on its mount namespace.
+    """Build the template in a throwaway process and prepare one job's root from it in
+    another; a descriptor on its mount namespace.
 
-    Raises ``launch.SandboxError`` (with the reason) when it cannot be built here; the
-    caller then builds every job's root from scratch.
+    Raises ``launch.SandboxError`` (with the reason) when it cannot be built or used here
+    (a seccomp profile without ``setns``, a tmpfs size the kernel refuses); the caller then
+    builds every job's root from scratch rather than failing every job.
     """
+    fd = _build_in_child(template)
+    try:
+        _try(fd, template)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _try(template_fd: int, template: Spec) -> None:
+    """``prepare`` once, in a throwaway child, before any job relies on it."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            prepare(template_fd, template)
+        except BaseException as exc:
+            os.write(write_fd, str(exc).encode(errors="replace") or b"failed")
+            os._exit(1)
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as reason:
+        problem = reason.read()
+    status = os.waitpid(pid, 0)[1]
+    if status != 0:
+        raise launch.SandboxError("a job's root could not be prepared from the template: "
+                                  f"{problem.decode(errors='replace') or f'status {status}'}")
+
+
+def _build_in_child(template: Spec) -> int:
+    """Build the template in a throwaway process; a descriptor on its mount namespace."""
     if _PIVOT_ROOT is None:
         raise launch.SandboxError(f"no pivot_root system call number for {os.uname().machine}")
     paths = [*_strs(template["binds"]), *_strs(template["shared_dirs"])]
@@ -135,8 +169,7 @@ def prepare(template_fd: int, template: Spec) -> None:
     launch._prctl(launch.PR_SET_DUMPABLE, 0)
     launch._check(launch._libc.setns(template_fd, launch.CLONE_NEWNS), "setns")  # its root is ours
     os.close(template_fd)
-    launch._check(launch._libc.unshare(launch.CLONE_NEWNS | launch.CLONE_NEWIPC
-                                       | launch.CLONE_NEWUTS), "unshare")
+    launch._check(launch._libc.unshare(launch.JOB_NAMESPACES), "unshare")
     hidden = _clone_under_scratch([*_strs(template["binds"]), *_strs(template["shared_dirs"])])
     launch._mount("tmpfs", SCRATCH, "tmpfs", launch.MS_NOSUID | launch.MS_NODEV,
                   f"size={template['disk_mb']}m,mode=0700")
