@@ -161,6 +161,13 @@ class Blocker:
                 conn.close()
 
 
+def _text_or_none(value: bytes | None) -> str | None:
+    try:
+        return value.decode() if value is not None else None
+    except UnicodeDecodeError:
+        return None
+
+
 def _flatten(fields: dict[str, Any]) -> list[Any]:
     return [item for pair in fields.items() for item in pair]
 
@@ -893,6 +900,15 @@ class Store:
             return Job.from_redis(fields)
         except BadRecord as exc:  # named by the id asked for: the record's own may be the damage
             raise BadRecord(job_id, exc.problem) from None
+
+    @redis_errors
+    def owners(self, job_id: str) -> tuple[str | None, str | None]:
+        """``created_by`` and ``permissioned_as`` as stored, None where absent or unreadable:
+        who may see a record :meth:`get_job` cannot read (a damaged one)."""
+        raw = self.client.hmget(self.keys.group(self.locate(job_id)).job(job_id),
+                                ["created_by", "permissioned_as"])
+        created_by, permissioned_as = (_text_or_none(value) for value in raw)
+        return created_by, permissioned_as
 
     @redis_errors
     def wait(self, job_id: str, timeout_s: float) -> Job:

@@ -15,7 +15,6 @@ from api.auth import Auth, Svc
 from api.errors import error_body
 from api.services import Services
 from auth.identity import AuthContext
-from common.connection import redis_errors
 from common.errors import BadRecord, GristmillError, JobTimeout, NotFound
 from common.models import Job, Kind, Status
 from common.queries import EVERYONE, JobFilter, Viewer, counts, list_page
@@ -79,26 +78,12 @@ def visible_job(svc: Services, context: AuthContext, job_id: str) -> Job:
     try:
         job = svc.store.get_job(job_id)
     except BadRecord:
-        if not may_see(context, *_raw_owners(svc, job_id)):
+        if not may_see(context, *svc.store.owners(job_id)):
             raise NotFound(f"no job {job_id}") from None
         raise
     if not may_see(context, job.created_by, job.permissioned_as):
         raise NotFound(f"no job {job_id}")  # do not tell others it exists
     return with_result(svc.objects, job)
-
-
-@redis_errors
-def _raw_owners(svc: Services, job_id: str) -> tuple[str | None, str | None]:
-    """``created_by`` and ``permissioned_as`` of a record as stored (None where unreadable)."""
-    raw = svc.redis.hmget(svc.keys.group(svc.store.locate(job_id)).job(job_id),
-                          ["created_by", "permissioned_as"])
-    out: list[str | None] = []
-    for value in raw:
-        try:
-            out.append(value.decode() if value is not None else None)
-        except UnicodeDecodeError:
-            out.append(None)
-    return out[0], out[1]
 
 
 def submit(svc: Services, context: AuthContext, fields: dict[str, Any]) -> Job:
