@@ -79,6 +79,10 @@ def assemble(source: str, read: Callable[[str], str] = _read) -> str:
     return INCLUDE.sub(snippet, source)
 
 
+# One script call: (script, keys, args).
+Call = tuple[LuaScript, Sequence[ScriptArg], Sequence[ScriptArg]]
+
+
 class DirectCalls:
     """EVALSHA on connections of its own: the packed command written, the reply read.
 
@@ -103,23 +107,37 @@ class DirectCalls:
     def __call__(self, script: LuaScript, keys: Sequence[ScriptArg],
                  args: Sequence[ScriptArg]) -> Any:
         """``script(client, keys, args)``, on a connection of this object's."""
-        return self.many(script, [(keys, args)])[0]
+        return self.calls([(script, keys, args)])[0]
 
     def many(self, script: LuaScript,
              calls: Sequence[tuple[Sequence[ScriptArg], Sequence[ScriptArg]]]) -> list[Any]:
-        """Each call of ``script``, pipelined in one write; the replies in order (an error
-        reply raised once every reply is read)."""
+        """Each call of ``script``, pipelined in one write: see :meth:`calls`."""
+        return self.calls([(script, keys, args) for keys, args in calls])
+
+    def calls(self, calls: Sequence[Call]) -> list[Any]:
+        """Each (script, keys, args), pipelined in one write; the replies in order, an error
+        reply raised once every reply is read. A call answered NOSCRIPT (a restarted or
+        flushed server) did not run: its script is loaded and that call alone sent again,
+        so no call runs twice."""
         # (hiredis's stub types the command as a 1-tuple: Any, not an ignore)
         commands: list[Any] = [("EVALSHA", script.sha, len(keys), *keys, *args)
-                               for keys, args in calls]
-        packed = [hiredis.pack_command(command) for command in commands]
-        try:
-            return self._round_trip(packed)
-        except redis.exceptions.NoScriptError:
-            self._client.script_load(script.source)
-            return self._round_trip(packed)
+                               for script, keys, args in calls]
+        replies = self._round_trip([hiredis.pack_command(command) for command in commands])
+        missing = [i for i, reply in enumerate(replies)
+                   if isinstance(reply, redis.exceptions.NoScriptError)]
+        if missing:
+            for script in {calls[i][0] for i in missing}:
+                self._client.script_load(script.source)
+            again = self._round_trip([hiredis.pack_command(commands[i]) for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError):
+                raise reply
+        return replies
 
     def _round_trip(self, packed: list[bytes]) -> list[Any]:
+        """The replies to ``packed``, an error reply in its place as the exception."""
         try:
             conn = self._idle.pop()
         except IndexError:
@@ -127,19 +145,15 @@ class DirectCalls:
         try:
             conn.send_packed_command(packed, check_health=False)
             replies: list[Any] = []
-            error: redis.exceptions.ResponseError | None = None
             for _ in packed:
                 try:
                     replies.append(conn.read_response())
                 except redis.exceptions.ResponseError as exc:  # the stream is still in step
-                    error = error or exc
-                    replies.append(None)
+                    replies.append(exc)
         except BaseException:
             conn.disconnect()  # a reply may be on its way: this connection is not reused
             raise
         self._idle.append(conn)
-        if error is not None:
-            raise error
         return replies
 
     def close(self) -> None:

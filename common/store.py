@@ -47,6 +47,25 @@ class PromoteResult:
 
 
 @dataclass(frozen=True)
+class NextClaim:
+    """A worker slot's next claim (``claim_start`` of one job), sent in the same write as the
+    completion it follows: one request a job under load, not two."""
+
+    group: str
+    worker_id: str
+    claim_prefix: str  # fresh for each claim
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A completion's answer (as :meth:`Store.complete`'s) and, when it carried a
+    :class:`NextClaim`, the jobs that claim started (empty: ready had none)."""
+
+    outcome: int
+    claimed: list[Job] | None = None
+
+
+@dataclass(frozen=True)
 class Completion:
     """One attempt's outcome for :meth:`Store.complete_many` (the arguments of ``complete``)."""
 
@@ -58,6 +77,7 @@ class Completion:
     logs: list[tuple[int, str, str]] | None = None
     known_redactions: int | None = None
     max_log_bytes: int = InstanceSettings().max_log_bytes
+    then_claim: NextClaim | None = None
 
 
 @dataclass(frozen=True)
@@ -503,13 +523,22 @@ class Store:
         dropped). Each gets the claim ``<claim_prefix><n as 4 hex digits>``: the prefix must be fresh.
         A record this version cannot read comes back as an :class:`UnreadableJob`, started like
         the others: the worker records it failed, saying why."""
-        g = self.keys.group(group)
-        answer = self._script(
-            luascripts.CLAIM_START,
-            [g.ready, g.running(worker_id), g.events,
-             *_status_keys(g, Status.QUEUED, Status.RUNNING)],
-            [g.job(""), worker_id, self.clock(), claim_prefix, EVENTS_MAXLEN, count, held or ""],
-        )
+        keys, args = self._claim_start_call(NextClaim(group, worker_id, claim_prefix), count, held)
+        return self._claimed(group, worker_id,
+                             self._script(luascripts.CLAIM_START, keys, args))
+
+    def _claim_start_call(self, claim: NextClaim, count: int,
+                          held: str | None = None) -> tuple[list[str], list[Any]]:
+        """claim_start.lua's keys and arguments."""
+        g = self.keys.group(claim.group)
+        return ([g.ready, g.running(claim.worker_id), g.events,
+                 *_status_keys(g, Status.QUEUED, Status.RUNNING)],
+                [g.job(""), claim.worker_id, self.clock(), claim.claim_prefix, EVENTS_MAXLEN,
+                 count, held or ""])
+
+    @staticmethod
+    def _claimed(group: str, worker_id: str, answer: list[Any]) -> list[Job]:
+        """The jobs in claim_start.lua's answer (id, claim, record for each)."""
         jobs: list[Job] = []
         for i in range(0, len(answer), 3):
             try:
@@ -587,22 +616,43 @@ class Store:
     def complete_many(self, completions: list[Completion]) -> list[int]:
         """:meth:`complete` for each, in one pipeline of ``complete.lua`` calls (each fenced
         and checked on its own); the answers in order."""
+        return [answer.outcome for answer in self.complete_then_claim(completions)]
+
+    @redis_errors
+    def complete_then_claim(self, completions: list[Completion]) -> list[Completed]:
+        """:meth:`complete_many`, each completion followed by its ``then_claim`` if it has one:
+        all in one write on a single server (a cluster client makes the claims after the
+        completions, one call each). A claim runs whatever its completion answers."""
         calls = [self._completion_call(c) for c in completions]
+        claims = [(i, self._claim_start_call(c.then_claim, 1))
+                  for i, c in enumerate(completions) if c.then_claim is not None]
         if self._direct is not None:
-            answers = self._direct.many(luascripts.COMPLETE, calls)
-        elif len(calls) == 1:
-            answers = [luascripts.COMPLETE(self.client, *calls[0])]
+            replies = self._direct.calls(
+                [(luascripts.COMPLETE, keys, args) for keys, args in calls]
+                + [(luascripts.CLAIM_START, keys, args) for _, (keys, args) in claims])
+            answers, claim_answers = replies[:len(calls)], replies[len(calls):]
         else:
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args in calls:
-                luascripts.COMPLETE.queue(pipe, keys, args)
-            answers = luascripts.run_pipeline(self.client, pipe, [luascripts.COMPLETE])
-        outcomes = [int(answer) for answer in answers]
-        for c, outcome in zip(completions, outcomes, strict=True):
+            if len(calls) == 1:
+                answers = [luascripts.COMPLETE(self.client, *calls[0])]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args in calls:
+                    luascripts.COMPLETE.queue(pipe, keys, args)
+                answers = luascripts.run_pipeline(self.client, pipe, [luascripts.COMPLETE])
+            claim_answers = [luascripts.CLAIM_START(self.client, *call) for _, call in claims]
+        claimed: dict[int, list[Job]] = {}
+        for (i, _), answer in zip(claims, claim_answers, strict=True):
+            then = completions[i].then_claim
+            assert then is not None
+            claimed[i] = self._claimed(then.group, then.worker_id, answer)
+        out: list[Completed] = []
+        for i, (c, answer) in enumerate(zip(completions, answers, strict=True)):
+            outcome = int(answer)
             if outcome == 1:
                 metrics.child(metrics.JOBS_COMPLETED, c.job.group, c.job.kind.value,
                               c.status.value).inc()
-        return outcomes
+            out.append(Completed(outcome, claimed.get(i)))
+        return out
 
     def _completion_call(self, c: Completion) -> tuple[list[str], list[Any]]:
         """complete.lua's keys and arguments for one completion."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import random
 import threading
 import time
@@ -20,7 +19,7 @@ from common.loops import Outage
 from common.models import Job, Kind, ScriptVersion, Status, UnreadableJob
 from common.retry import next_delay_s, parse_policy
 from common.settings import Settings
-from common.store import FENCED, NEW_SECRETS, Completion, Store
+from common.store import FENCED, NEW_SECRETS, Completed, Completion, NextClaim, Store
 from flows.handoff import StepOutcome, forward
 from jobs.scripts import ScriptStore
 from storage.objects import ObjectStore, StorageError
@@ -44,6 +43,9 @@ PENDING_LOG_CAP = 20_000
 RETRY_BACKOFF_MAX_S = 5.0
 TOKEN_MARGIN_S = 60
 T = TypeVar("T")
+# The worker's claim for a slot's next job, asked for when the job's completion is sent
+# (None: the worker stops, or ready was found empty).
+ClaimNext = Callable[[], NextClaim | None]
 
 
 def failure(name: str, message: str) -> Outcome:
@@ -239,7 +241,8 @@ class JobRunner:
         self._releasing = False
         self._lock = threading.Lock()
         self._script_code = lru_cache(maxsize=512)(scripts.by_hash)
-        self._completions: GroupCommit[Completion, int] = GroupCommit(store.complete_many)
+        self._completions: GroupCommit[Completion, Completed] = GroupCommit(
+            store.complete_then_claim)
         self._log = log.get()  # bound per job (binding a new logger costs ~10 times as much)
 
     def cancel(self, job_id: str) -> None:
@@ -259,21 +262,25 @@ class JobRunner:
         for run in runs:
             run.cancel()
 
-    def run(self, job: Job, instance: InstanceSettings) -> None:
-        """Run ``job`` to its outcome and write it."""
+    def run(self, job: Job, instance: InstanceSettings,
+            then_claim: ClaimNext | None = None) -> list[Job] | None:
+        """Run ``job`` to its outcome and write it; with ``then_claim``, the slot's next job is
+        claimed in the same write as the completion, if it answers a claim when the job is
+        done. The jobs that claim started (empty: ready had none), or None when it was not
+        made (no claim wanted, no completion written, or Redis failed on the way: the caller
+        claims on its own)."""
         jlog = self._log.bind(job_id=job.id, worker_id=job.worker, group=job.group)
         if isinstance(job, UnreadableJob):
             jlog.error("job record unreadable; recorded as failed", problem=job.problem)
-            self._finish(job, Status.FAILURE, {"duration_ms": 0, "error": {
-                "name": "BadRecord", "message": job.problem, "traceback": ""}}, instance, jlog)
-            return
+            return self._finish(job, Status.FAILURE, {"duration_ms": 0, "error": {
+                "name": "BadRecord", "message": job.problem, "traceback": ""}}, instance, jlog,
+                then_claim=then_claim)
         if self._overlaps(job):
-            self._finish(job, Status.CANCELED, {
+            return self._finish(job, Status.CANCELED, {
                 "canceled_by": "schedule", "duration_ms": 0,
                 "canceled_reason": f"skipped: the previous run {job.skip_if_running} "
                 "is still running (no-overlap schedule)",
-            }, instance, jlog)
-            return
+            }, instance, jlog, then_claim=then_claim)
         started = time.monotonic()
         timeout_s = job.timeout_s or instance.default_timeout_s or self.settings.default_timeout_s
         budget = LogBudget(self.objects, job.id, job.attempt, max_bytes=instance.max_log_bytes,
@@ -288,7 +295,7 @@ class JobRunner:
         metrics.child(metrics.JOB_DURATION, job.group, job.kind.value).observe(duration_ms / 1000)
         if sink.fenced:
             jlog.warning("attempt fenced off while running; outcome discarded")
-            return
+            return None
         with self._lock:
             self._cancel_pending.discard(job.id)
             releasing = self._releasing
@@ -297,8 +304,8 @@ class JobRunner:
             self._write(lambda: sink.flush(until_written=True))
             if self._write(lambda: self.store.release(job)):
                 jlog.info("job released: worker stopping")
-            return
-        self._complete(job, outcome, duration_ms, instance, jlog, sink)
+            return None
+        return self._complete(job, outcome, duration_ms, instance, jlog, sink, then_claim)
 
     def _overlaps(self, job: Job) -> bool:
         """A no-overlap schedule's fire whose previous run has not finished yet."""
@@ -424,8 +431,8 @@ class JobRunner:
 
     def _complete(
         self, job: Job, outcome: Outcome, duration_ms: int, instance: InstanceSettings,
-        jlog: Any, sink: LogSink,
-    ) -> None:
+        jlog: Any, sink: LogSink, then_claim: ClaimNext | None,
+    ) -> list[Job] | None:
         """Decide the status (success, retry, failure, canceled) and write it, with the last
         log lines; the result and error redacted of the secrets the job read."""
         fields: dict[str, Any] = {"duration_ms": duration_ms}
@@ -447,16 +454,13 @@ class JobRunner:
         outcome = redact_outcome(outcome, sink.secrets)
         if outcome.ok and stored is not None:
             fields.update(result_ref=stored, result_bytes=len(packed))
-            self._finish(job, Status.SUCCESS, fields, instance, jlog, sink)
-            return
+            return self._finish(job, Status.SUCCESS, fields, instance, jlog, sink, then_claim)
         if outcome.ok:
             fields["result"] = outcome.result
-            self._finish(job, Status.SUCCESS, fields, instance, jlog, sink)
-            return
+            return self._finish(job, Status.SUCCESS, fields, instance, jlog, sink, then_claim)
         error = bounded_error(outcome.error or {"name": "Error", "message": "", "traceback": ""})
         if error["name"] == "Canceled" and self._cancel_was_requested(job):
-            self._finish(job, Status.CANCELED, fields, instance, jlog, sink)
-            return
+            return self._finish(job, Status.CANCELED, fields, instance, jlog, sink, then_claim)
         fields["error"] = error
         delay = self._retry_delay(job, error["name"])
         if delay is not None:
@@ -465,7 +469,7 @@ class JobRunner:
             self._write(lambda: sink.flush(until_written=True))
             if sink.fenced:
                 jlog.warning("attempt fenced off while running; outcome discarded")
-                return
+                return None
             # retry.lua checks no redaction count (complete.lua does): learn every secret the
             # job read, a silent job's included, before its error is kept.
             if self.box is not None:
@@ -476,8 +480,8 @@ class JobRunner:
                           in_s=round(delay, 3))
             else:
                 jlog.warning("late retry refused: the job moved on to another attempt")
-            return
-        self._finish(job, Status.FAILURE, fields, instance, jlog, sink)
+            return None
+        return self._finish(job, Status.FAILURE, fields, instance, jlog, sink, then_claim)
 
     def _store_result(self, job: Job, packed: bytes,
                       instance: InstanceSettings) -> tuple[str | None, str]:
@@ -513,34 +517,50 @@ class JobRunner:
 
     def _finish(
         self, job: Job, status: Status, fields: dict[str, Any], instance: InstanceSettings,
-        jlog: Any, sink: LogSink | None = None,
-    ) -> None:
-        """Write the outcome, with the attempt's last log lines, in one call (complete.lua).
+        jlog: Any, sink: LogSink | None = None, then_claim: ClaimNext | None = None,
+    ) -> list[Job] | None:
+        """Write the outcome, with the attempt's last log lines, in one call (complete.lua);
+        the claim ``then_claim`` answers rides on the first try only, so it is never made
+        twice: the jobs it started, or None when that try failed (its claim may have run: an id it moved into
+        our running list, unseen, is given back by the worker's reconciliation).
 
         The call checks that the job read no secret the sink does not know of (else it
         writes nothing): then the secrets are fetched, lines and outcome redacted again,
         and the call repeated."""
+        claimed: list[Job] | None = None
+        first = True
+
+        def call() -> int:
+            nonlocal claimed, first
+            sent = then_claim() if first and then_claim is not None else None
+            first = False
+            answer = self._complete_call(job, status, fields, instance, sink, sent)
+            if sent is not None:
+                claimed = answer.claimed
+            return answer.outcome
+
         while True:
-            answer = self._write(functools.partial(self._complete_call, job, status, fields,
-                                                   instance, sink))
-            if answer != NEW_SECRETS or sink is None:
+            outcome = self._write(call)
+            if outcome != NEW_SECRETS or sink is None:
                 break
             self._write(sink.learn_secrets)
             fields = {k: redact_value(v, sink.secrets) if k in ("result", "error") else v
                       for k, v in fields.items()}
-        if sink is not None and answer in (1, 2):
+        if sink is not None and outcome in (1, 2):
             sink.pending = []
-        if answer == 0:
+        if outcome == 0:
             jlog.warning("late completion refused: the job moved on to another attempt")
-            return
+            return claimed
         jlog.info("job completed", status=status.value, duration_ms=fields.get("duration_ms"))
         if job.flow_group and job.parent_job:  # a flow's step (StepOutcome.of)
             # The flow hears of it now; the scheduler forwards what an outage left behind.
             with contextlib.suppress(RedisUnavailable):
                 forward(self.store.client, self.store.keys, job.group)
+        return claimed
 
     def _complete_call(self, job: Job, status: Status, fields: dict[str, Any],
-                       instance: InstanceSettings, sink: LogSink | None) -> int:
+                       instance: InstanceSettings, sink: LogSink | None,
+                       then_claim: NextClaim | None) -> Completed:
         """One completion, sent with those of other slots completing at the same moment."""
         step = StepOutcome.of(job, status, fields.get("result"), fields.get("error"))
         return self._completions.submit(Completion(
@@ -548,7 +568,7 @@ class JobRunner:
             notify=None if step is None else step.to_json(),
             logs=None if sink is None or sink.fenced else sink.redacted(sink.pending),
             known_redactions=None if sink is None else sink.redaction_entries,
-            max_log_bytes=instance.max_log_bytes))
+            max_log_bytes=instance.max_log_bytes, then_claim=then_claim))
 
     def _write(self, write: Callable[[], T]) -> T:
         """Run a Redis call until Redis answers: nothing a job did is lost to an outage.

@@ -24,7 +24,7 @@ from common.instance import InstanceSettings
 from common.loops import Outage, vital
 from common.models import Job, UnreadableJob
 from common.settings import Settings
-from common.store import Store
+from common.store import NextClaim, Store
 from jobs.scripts import ScriptStore
 from storage.objects import from_settings
 from vault.crypto import SecretBox
@@ -215,42 +215,64 @@ class Worker:
                 )
 
     def _run_and_release(self, job: Job) -> None:
-        """Run ``job``, then, while ready has ids, the slot's next jobs (:meth:`_claim_next`);
-        then give the slot back to the claim loop."""
+        """Run ``job``, then, while ready has ids, the slot's next jobs; then give the slot
+        back to the claim loop.
+
+        Under load a slot goes from one job to the next with no hand-over to the claim loop
+        and back (a semaphore, a thread pool's queue, two thread wake-ups a job): its next
+        job is claimed in the same write as the completion (:class:`NextClaim`), or, where
+        no completion was written, by a call of its own (:meth:`_claim_next`). The slot goes
+        back when the worker stops, when ready was found empty (the claim loop blocks in
+        BLMOVE for it) or when Redis fails (the claim loop meets the outage and waits it
+        out; an id a lost reply had moved into our running list is given back by
+        reconciliation)."""
         metrics.WORKER_BUSY.inc()
         try:
             follow: Job | None = job
             while follow is not None:
-                self._run_one(follow)
-                follow = self._claim_next()
+                claimed = self._run_one(follow)
+                follow = self._claim_next() if claimed is None else self._follow(claimed)
         finally:
             metrics.WORKER_BUSY.dec()
             self._slots.release()
 
-    def _run_one(self, job: Job) -> None:
+    def _run_one(self, job: Job) -> list[Job] | None:
+        """Run ``job``; the jobs the slot's next claim started with its completion (None: no
+        claim made)."""
         try:
-            self._runner.run(job, self.instance)
+            claimed = self._runner.run(job, self.instance, self._next_claim)
             self.jobs_done += 1
+            return claimed
         except Exception as exc:
             # A bug of ours must not leave the job running forever: record it as failed.
             self.log.exception("job runner crashed", job_id=job.id)
             self._runner.fail(job, exc, self.instance)
+            return None
         finally:
             self._held.discard(job.id)
 
+    def _may_claim_next(self) -> bool:
+        """A slot claims its next job itself unless the worker stops or ready was empty."""
+        return not (self._stopping.is_set() or self._ready_empty)
+
+    def _next_claim(self) -> NextClaim | None:
+        """The claim a slot's completion carries."""
+        if not self._may_claim_next():
+            return None
+        return NextClaim(self.group, self.worker_id, secrets.token_hex(16))
+
     def _claim_next(self) -> Job | None:
-        """The slot's next job, claimed by the thread that ran its last one: under load a slot
-        goes from one job to the next with no hand-over to the claim loop and back (a
-        semaphore, a thread pool's queue, two thread wake-ups a job). None when the worker
-        stops, when ready was found empty (the claim loop blocks in BLMOVE for the slot) or
-        when Redis fails (the claim loop meets the outage and waits it out; an id the lost
-        reply had moved into our running list is given back by reconciliation)."""
-        if self._stopping.is_set() or self._ready_empty:
+        """The slot's next job, by a call of its own (the completion carried no claim)."""
+        if not self._may_claim_next():
             return None
         try:
-            jobs = self.store.claim_start(self.group, self.worker_id, 1, secrets.token_hex(16))
+            return self._follow(self.store.claim_start(self.group, self.worker_id, 1,
+                                                       secrets.token_hex(16)))
         except RedisUnavailable:
             return None
+
+    def _follow(self, jobs: list[Job]) -> Job | None:
+        """The job a slot's claim started, if ready had one."""
         if not jobs:
             self._ready_empty = True
             return None

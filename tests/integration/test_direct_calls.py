@@ -44,6 +44,23 @@ def test_noscript_loads_the_script_and_repeats_the_call_once(redis_client: redis
     direct.close()
 
 
+OTHER = luascripts.LuaScript("test_other", """
+redis.call('RPUSH', KEYS[1], 'other:' .. ARGV[1])
+return 1
+""")
+
+
+def test_of_several_scripts_only_a_noscript_call_is_repeated(redis_client: redis.Redis) -> None:
+    """One write with two scripts, only one of them cached: the cached one ran once, the
+    other is loaded and sent again alone (neither runs twice)."""
+    direct = luascripts.DirectCalls(redis_client)
+    redis_client.script_flush()
+    redis_client.script_load(ECHO.source)
+    assert direct.calls([(OTHER, ["k"], ["a"]), (ECHO, ["k"], ["b"])]) == [1, b"b"]
+    assert redis_client.lrange("k", 0, -1) == [b"b", b"other:a"]
+    direct.close()
+
+
 def test_an_error_reply_is_raised_and_the_next_call_reads_its_own_reply(
         redis_client: redis.Redis) -> None:
     direct = luascripts.DirectCalls(redis_client)

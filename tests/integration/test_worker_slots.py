@@ -61,11 +61,21 @@ def test_a_slot_runs_the_ready_jobs_back_to_back(worker: Worker, store: Store) -
         claim_loop_jobs.extend(job.id for job in claimed)
         return claimed
 
+    own_claims: list[int] = []
+    claim_start = store.claim_start
+
+    def counted_claim_start(*args: object, **kwargs: object) -> list[Job]:
+        own_claims.append(1)
+        return claim_start(*args, **kwargs)  # type: ignore[arg-type]
+
     worker._claim = counted  # type: ignore[method-assign]
+    store.claim_start = counted_claim_start  # type: ignore[method-assign]
     thread = start(worker)
     wait_until(lambda: statuses(store, jobs) == [Status.SUCCESS] * 4, "the four jobs")
-    # One slot: the claim loop started the first job, the slot's thread the three others.
+    # One slot: the claim loop started the first job, the slot's thread the three others,
+    # each claimed with the completion before it (no claim_start call of its own).
     assert claim_loop_jobs == [jobs[0].id]
+    assert own_claims == [1]
     worker.stop()
     thread.join(WAIT_S)
     assert not thread.is_alive()
