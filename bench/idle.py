@@ -7,11 +7,16 @@ blocking calls and heartbeats". Commands are classed by name:
   costs Redis nothing while it waits and is counted when it returns);
 * ``heartbeat`` - the commands of the worker and scheduler heartbeat
   pipelines (ZADD, HSET, SADD, HGETALL, SMEMBERS, ZRANGE);
-* ``other`` - anything else: a periodic non-blocking call, i.e. polling.
+* ``sweep`` - EVALSHA, as long as it stays within what the promoters' safety
+  sweep makes: each promoter at rest runs ``promote.lua`` once per
+  ``scheduler.promoter.sweep_period_s`` (27 s under the default socket
+  timeout) when nothing wakes it earlier, a bounded periodic call by design;
+* ``other`` - anything else, and EVALSHA beyond the sweep's bound: a periodic
+  non-blocking call, i.e. polling.
 
-Commands run inside Lua scripts are counted by Redis under their own names as
-well as under EVALSHA, so a ZRANGE issued by the promote script shows up in
-the heartbeat class; the EVALSHA that ran it is reported as ``other``.
+The claim holds when nothing is ``other``. Commands run inside Lua scripts are
+counted by Redis under their own names as well as under EVALSHA, so a ZRANGE
+issued by the promote script shows up in the heartbeat class.
 
 ``python -m bench.idle --seconds 20`` measures one scheduler process alone, on an
 embedded Redis of its own, with two worker groups in use (issue 9: at most 2
@@ -21,16 +26,21 @@ commands/s per process at rest).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+
+from common.keys import Keys
+from scheduler.promoter import sweep_period_s
 
 # client|id: a worker's Blocker asks its connection's id before each blocking call (so a
 # stop can CLIENT UNBLOCK it): one per block, part of the blocking call's cost.
@@ -48,12 +58,78 @@ def command_calls(client: redis.Redis) -> dict[str, int]:
 
 
 def classify(command: str) -> str:
-    """``blocking``, ``heartbeat`` or ``other`` (see the module docstring)."""
+    """``blocking``, ``heartbeat`` or ``other`` by name alone (see the module docstring);
+    :func:`judge` then counts EVALSHA against the promoters' sweep."""
     if command in BLOCKING:
         return "blocking"
     if command in HEARTBEAT:
         return "heartbeat"
     return "other"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The promoters' safety sweep (``scheduler/promoter.py``): one EVALSHA of ``promote.lua``
+    per promoter at least ``period_s`` apart, when nothing wakes it earlier. Each scheduler
+    runs one promoter per group in use."""
+
+    promoters: int
+    period_s: float
+
+    def most(self, seconds: float) -> int:
+        """The most EVALSHAs the sweep makes in a window of ``seconds``: calls at least
+        ``period_s`` apart fit ``floor(seconds / period_s) + 1`` times in it, i.e. the window
+        in periods rounded up (one more only when it is an exact multiple)."""
+        return self.promoters * (math.floor(seconds / self.period_s) + 1)
+
+    def describe(self) -> str:
+        plural = "" if self.promoters == 1 else "s"
+        return (f"promoter sweep <= 1 per {self.period_s:g} s per promoter "
+                f"({self.promoters} promoter{plural})")
+
+
+def promoter_sweep(client: redis.Redis, keys: Keys, socket_timeout_s: float | None) -> Sweep:
+    """The sweep of the schedulers registered now, whose connections have
+    ``socket_timeout_s``: one promoter per scheduler and group in use."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zcard(keys.schedulers)
+    pipe.scard(keys.groups)
+    schedulers, groups = pipe.execute()
+    return Sweep(int(schedulers) * int(groups), sweep_period_s(socket_timeout_s))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The claim "only blocking calls and heartbeats" on one window's calls."""
+
+    kinds: dict[str, str]  # command -> blocking, heartbeat, sweep or other
+    sweep: Sweep
+    seconds: float
+
+    @property
+    def others(self) -> list[str]:
+        return sorted(c for c, kind in self.kinds.items() if kind == "other")
+
+    @property
+    def holds(self) -> bool:
+        return not self.others
+
+    def describe(self) -> str:
+        """The verdict as printed, naming the allowance it made."""
+        verdict = "holds" if self.holds else "does NOT hold"
+        return (f"claim 'only blocking calls and heartbeats' {verdict} (allowed: "
+                f"{self.sweep.describe()}, so at most {self.sweep.most(self.seconds)} EVALSHA "
+                f"in {self.seconds:.1f} s)")
+
+
+def judge(calls: Mapping[str, int], seconds: float, sweep: Sweep) -> Verdict:
+    """The verdict on the calls per command (as INFO commandstats counts them) made in a
+    window of ``seconds``: EVALSHA up to ``sweep.most(seconds)`` is the sweep, beyond it
+    all of it is ``other``; every other command is classed by name."""
+    kinds = {command: classify(command) for command, n in calls.items() if n > 0}
+    if "evalsha" in kinds and calls["evalsha"] <= sweep.most(seconds):
+        kinds["evalsha"] = "sweep"
+    return Verdict(kinds, sweep, seconds)
 
 
 @dataclass(frozen=True)
@@ -66,10 +142,11 @@ class CommandRate:
 
 @dataclass(frozen=True)
 class IdleCost:
-    """Commands issued while the fleet was idle for ``seconds``."""
+    """Commands issued while the fleet was idle for ``seconds``, and the claim's verdict."""
 
     seconds: float
     rates: list[CommandRate]
+    verdict: Verdict
 
     @property
     def total_per_s(self) -> float:
@@ -81,37 +158,43 @@ class IdleCost:
 
     @property
     def claim_holds(self) -> bool:
-        """True when every command seen is a blocking call or a heartbeat command."""
-        return not self.others
+        """True when every command seen is a blocking call, a heartbeat command or the sweep."""
+        return self.verdict.holds
+
+    def claim_line(self) -> str:
+        others = ", ".join(f"{r.command} {r.per_s:.2f}/s" for r in self.others)
+        return self.verdict.describe() + (f" (other: {others})" if others else "")
 
     def to_dict(self) -> dict[str, object]:
         return {
             "seconds": round(self.seconds, 3),
             "total_per_s": round(self.total_per_s, 3),
             "claim_holds": self.claim_holds,
+            "allowed": self.verdict.sweep.describe(),
             "commands": [{"command": r.command, "kind": r.kind, "calls": r.calls,
                           "per_s": round(r.per_s, 3)} for r in self.rates],
         }
 
 
-def measure_idle(client: redis.Redis, seconds: float) -> IdleCost:
+def measure_idle(client: redis.Redis, seconds: float, sweep: Sweep) -> IdleCost:
     """Snapshot commandstats, keep still for ``seconds``, snapshot again; rates per kind.
 
     The benchmark issues nothing in between, so every call counted came from
-    the fleet (except the first INFO, subtracted).
+    the fleet (except the first INFO, subtracted). The window is timed from before
+    the first snapshot to after the second: never shorter than what Redis counted.
     """
-    before = command_calls(client)
     started = time.monotonic()
+    before = command_calls(client)
     time.sleep(seconds)  # the measurement window itself: the fleet is meant to be idle
     after = command_calls(client)
     elapsed = time.monotonic() - started
-    rates = []
-    for command, calls in after.items():
-        delta = calls - before.get(command, 0) - OWN_COMMANDS.get(command, 0)
-        if delta > 0:
-            rates.append(CommandRate(command, classify(command), delta, delta / elapsed))
+    calls = {command: n - before.get(command, 0) - OWN_COMMANDS.get(command, 0)
+             for command, n in after.items()}
+    verdict = judge(calls, elapsed, sweep)
+    rates = [CommandRate(command, verdict.kinds[command], delta, delta / elapsed)
+             for command, delta in calls.items() if delta > 0]
     rates.sort(key=lambda r: (r.kind, -r.calls, r.command))
-    return IdleCost(elapsed, rates)
+    return IdleCost(elapsed, rates, verdict)
 
 
 # The commands only the scheduler's flow duties send at rest (scheduler/flows.py), told apart
@@ -144,7 +227,9 @@ def measure_scheduler(seconds: float, groups: int = 2) -> IdleCost:
         while not client.redis.zcard(client.keys.schedulers) and time.monotonic() < deadline:
             settled.wait(0.05)
         settled.wait(3.0)
-        return measure_idle(client.redis, seconds)
+        # The scheduler reads its settings from the same environment as the client's.
+        sweep = promoter_sweep(client.redis, client.keys, client.settings.redis_socket_timeout_s)
+        return measure_idle(client.redis, seconds, sweep)
     finally:
         if process is not None:
             process.terminate()
@@ -169,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r.command:16} {r.kind:9} {r.calls:6} calls {r.per_s:6.2f}/s")
     print(f"of which the flow duties (scheduler/flows.py) about {flows:.2f}/s, the rest "
           f"{cost.total_per_s - flows:.2f}/s")
+    print(cost.claim_line())
     return 0
 
 

@@ -210,12 +210,9 @@ def _phase_lines(title: str, p: PhaseResult, *, show_rate: bool = False) -> list
 
 
 def _idle_lines(idle: IdleCost) -> list[str]:
-    verdict = "holds" if idle.claim_holds else "does NOT hold"
     lines = ["", f"phase 3: idle fleet for {idle.seconds:.1f} s: "
              f"{idle.total_per_s:.2f} commands/s in all"]
     for r in idle.rates:
         lines.append(f"  {r.command:<14} {r.kind:<10} {r.calls:6d} calls  {r.per_s:7.2f}/s")
-    others = ", ".join(f"{r.command} {r.per_s:.2f}/s" for r in idle.others)
-    lines.append(f"  claim 'only blocking calls and heartbeats' {verdict}"
-                 + (f" (other: {others})" if others else ""))
+    lines.append(f"  {idle.claim_line()}")
     return lines

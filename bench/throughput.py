@@ -31,11 +31,12 @@ from types import FrameType
 from typing import Any
 
 from bench.fleet import BenchFleet, Deadline, FleetError, clean_environment
-from bench.idle import measure_idle
+from bench.idle import measure_idle, promoter_sweep
 from bench.phases import Phases
 from bench.report import Report
 from bench.startup import measure_startup
 from common import log
+from common.settings import Settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,7 +142,10 @@ def run(ns: argparse.Namespace) -> Report:
         if ns.idle_s > 0:
             deadline.check("starting the idle phase")
             progress(deadline, f"phase 3: idle for {ns.idle_s:g} s")
-            report.idle = measure_idle(fleet.client, ns.idle_s)
+            # The fleet's processes run without GRISTMILL_* settings: the default socket timeout.
+            timeout_s = Settings.model_fields["redis_socket_timeout_s"].default
+            sweep = promoter_sweep(fleet.client, fleet.keys, timeout_s)
+            report.idle = measure_idle(fleet.client, ns.idle_s, sweep)
         if ns.enqueue_only_jobs > 0:
             progress(deadline, f"{ns.enqueue_only_jobs} jobs enqueued with nobody consuming")
             report.enqueue_only = phases.enqueue_only(ns.enqueue_only_jobs)

@@ -115,10 +115,16 @@ def max_block_s(client: redis.Redis) -> float | None:
     kwargs = client.nodes_manager.connection_kwargs if is_cluster(client) \
         else client.connection_pool.connection_kwargs
     # A client made without one has redis-py's default (5 s since redis-py 8, None before).
-    timeout = kwargs.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
-    if timeout is None:
+    return block_limit_s(kwargs.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT))
+
+
+def block_limit_s(socket_timeout_s: float | None) -> float | None:
+    """The longest blocking wait safe under a socket timeout of ``socket_timeout_s`` (see
+    :func:`max_block_s`): 10 % of it, at least 0.25 s, kept in hand. None: no timeout."""
+    if socket_timeout_s is None:
         return None
-    return max(0.01, float(timeout) - max(0.25, float(timeout) * 0.1))
+    timeout = float(socket_timeout_s)
+    return max(0.01, timeout - max(0.25, timeout * 0.1))
 
 
 def connect(url: str, *, password: str | None = None,

@@ -12,7 +12,7 @@ of a job he may not see.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 
 from common import indexes
@@ -134,6 +134,10 @@ class Page:
     scanned: int = 0
     driver: list[str] = field(default_factory=list)
     damaged: list[BadRecord] = field(default_factory=list)
+
+
+# What a caller of :func:`iter_jobs` is told of each row left out (the row's BadRecord).
+OnDamaged = Callable[[BadRecord], None]
 
 
 def _groups(store: Store, flt: JobFilter) -> list[str]:
@@ -275,12 +279,18 @@ def _records(store: Store, members: Sequence[str], where: dict[str, str],
 
 
 def iter_jobs(store: Store, flt: JobFilter = JobFilter(), *, viewer: Viewer = EVERYONE,
-              page_size: int = 500) -> Iterator[Job]:
-    """Every matching job, newest first, page by page; records that cannot be read are left
-    out (a page's ``damaged``)."""
+              page_size: int = 500, on_damaged: OnDamaged | None = None) -> Iterator[Job]:
+    """Every matching job, newest first, page by page.
+
+    Records that cannot be read are left out (a page's ``damaged``) without ending the
+    iteration; ``on_damaged`` is called with each (its ``job_id`` names the job) as its page
+    is read, before that page's jobs are yielded."""
     cursor: str | None = None
     while True:
         page = list_page(store, flt, viewer=viewer, cursor=cursor, limit=page_size)
+        if on_damaged is not None:
+            for damaged in page.damaged:
+                on_damaged(damaged)
         yield from page.jobs
         if page.next_cursor is None:
             return
@@ -320,11 +330,13 @@ def counts(store: Store, flt: JobFilter = JobFilter(), viewer: Viewer = EVERYONE
 
 
 def list_jobs(store: Store, *, status: Status | None = None, kind: Kind | None = None,
-              group: str | None = None, limit: int = 50) -> list[Job]:
-    """The newest ``limit`` jobs matching the filters (for every job's viewer)."""
+              group: str | None = None, limit: int = 50,
+              on_damaged: OnDamaged | None = None) -> list[Job]:
+    """The newest ``limit`` jobs matching the filters (for every job's viewer); records that
+    cannot be read are left out, and passed to ``on_damaged`` (see :func:`iter_jobs`)."""
     flt = JobFilter(status=status, kind=kind, group=group)
     out: list[Job] = []
-    for job in iter_jobs(store, flt, page_size=min(limit, 1000)):
+    for job in iter_jobs(store, flt, page_size=min(limit, 1000), on_damaged=on_damaged):
         out.append(job)
         if len(out) == limit:
             break

@@ -36,6 +36,11 @@ def _client() -> Any:
     return Gristmill()
 
 
+def left_out(damaged: BadRecord) -> None:
+    """Name on stderr a job record a command leaves out because it cannot be read."""
+    print(f"gristmill: left out: {damaged}", file=sys.stderr)
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-a", "--arg", action="append", default=[], metavar="K=V",
                         help="an argument; V is parsed as JSON when it can be")
@@ -278,7 +283,12 @@ def cmd_jobs_cancel(ns: argparse.Namespace) -> int:
         return 0
     flt = JobFilter(status=Status(ns.status), group=ns.group)
     # Collected first: cancelling while paging would move jobs out of the status index.
-    jobs = list(itertools.islice(client.iter_jobs(flt), ns.limit))
+    # A record that cannot be read cannot be canceled either (Store.cancel reads it first):
+    # it is named on stderr and left alone. Pages hold at most --limit jobs, so the records
+    # named are those among the jobs taken, not from further down the index.
+    page_size = min(ns.limit, 500) if ns.limit else 500
+    jobs = list(itertools.islice(client.iter_jobs(flt, page_size=page_size, on_damaged=left_out),
+                                 ns.limit))
     done = 0
     for job in jobs:
         try:
@@ -322,7 +332,7 @@ def cmd_jobs_list(ns: argparse.Namespace) -> int:
         if not page.jobs and not page.damaged:
             print("gristmill: no job matches", file=sys.stderr)
     for damaged in page.damaged:  # left out of the listing, not a reason to fail it
-        print(f"gristmill: left out: {damaged}", file=sys.stderr)
+        left_out(damaged)
     if page.next_cursor:
         print(f"more: --cursor '{page.next_cursor}'", file=sys.stderr)
     return 0
@@ -390,7 +400,7 @@ def cmd_schedule_show(ns: argparse.Namespace) -> int:
         try:
             runs.append(client.get_job(job_id))
         except BadRecord as exc:
-            print(f"gristmill: left out: {exc}", file=sys.stderr)
+            left_out(exc)
         except GristmillError:
             continue  # expired with the retention period
     print(fmt.schedule_details(schedule, runs))

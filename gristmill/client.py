@@ -22,7 +22,16 @@ from common.fleet import Fleet
 from common.instance import InstanceSettings
 from common.keys import Keys
 from common.models import Job, Kind, ScriptVersion, Status
-from common.queries import EVERYONE, JobFilter, Page, Viewer, iter_jobs, list_jobs, list_page
+from common.queries import (
+    EVERYONE,
+    JobFilter,
+    OnDamaged,
+    Page,
+    Viewer,
+    iter_jobs,
+    list_jobs,
+    list_page,
+)
 from common.settings import Settings
 from common.store import LogEntry, Store
 from flows.jobs import FlowJobs
@@ -189,18 +198,23 @@ class Gristmill:
 
     def list_jobs(
         self, *, status: Status | None = None, kind: Kind | None = None,
-        group: str | None = None, limit: int = 50,
+        group: str | None = None, limit: int = 50, on_damaged: OnDamaged | None = None,
     ) -> list[Job]:
-        return list_jobs(self.store, status=status, kind=kind, group=group, limit=limit)
+        """The newest ``limit`` matching jobs; records this version cannot read are left out,
+        and passed to ``on_damaged`` (a :class:`BadRecord` naming the job) when given."""
+        return list_jobs(self.store, status=status, kind=kind, group=group, limit=limit,
+                         on_damaged=on_damaged)
 
     def list_page(self, flt: JobFilter, *, viewer: Viewer = EVERYONE, cursor: str | None = None,
                   limit: int = 50) -> Page:
         """One page of matching jobs from the listing indexes, with the cursor of the next."""
         return list_page(self.store, flt, viewer=viewer, cursor=cursor, limit=limit)
 
-    def iter_jobs(self, flt: JobFilter) -> Iterator[Job]:
-        """Every matching job, newest first."""
-        return iter_jobs(self.store, flt)
+    def iter_jobs(self, flt: JobFilter, *, page_size: int = 500,
+                  on_damaged: OnDamaged | None = None) -> Iterator[Job]:
+        """Every matching job, newest first; records this version cannot read are left out,
+        and passed to ``on_damaged`` (a :class:`BadRecord` naming the job) when given."""
+        return iter_jobs(self.store, flt, page_size=page_size, on_damaged=on_damaged)
 
     # -- flows -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from common import log, metrics
 from common.clock import Clock
+from common.connection import block_limit_s
 from common.errors import RedisUnavailable
 from common.loops import Outage, vital
 from common.store import Store
@@ -23,6 +24,16 @@ FINE_WAIT_MS = 150
 # The longest blocking wait: a safety net for a lost nudge, and the idle cost (one
 # promote per group per IDLE_BLOCK_S). Shutdown does not wait for it: it nudges.
 IDLE_BLOCK_S = 60.0
+
+
+def sweep_period_s(socket_timeout_s: float | None) -> float:
+    """How long a promoter at rest waits between two promotes (its safety sweep, one
+    ``promote.lua`` call) when no nudge wakes it earlier: ``IDLE_BLOCK_S``, cut as
+    ``Store.block_s`` cuts every blocking wait to what the connection's socket timeout allows
+    (27 s under the default 30 s). Redis never ends the wait early, so two sweeps of one
+    promoter are at least this far apart."""
+    limit = block_limit_s(socket_timeout_s)
+    return IDLE_BLOCK_S if limit is None else min(IDLE_BLOCK_S, limit)
 
 
 def plan_wait(next_due_ms: int | None, now: int) -> tuple[float, float]:

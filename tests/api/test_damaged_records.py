@@ -159,11 +159,15 @@ def test_followed_logs_of_a_record_damaged_midway_end_with_an_error_event(api: A
 
 
 def test_a_job_token_of_a_damaged_job_is_refused_naming_it(api: Api) -> None:
-    """A WM_TOKEN is checked against its job's record: unreadable, the request is refused
-    with the same named error, not let through."""
+    """A WM_TOKEN is checked against its job's record: unreadable, the token cannot be
+    checked, so the request is refused (401 naming the job and the field), not let through."""
     job_id, token = api.running_job("u/alice", who="alice")
     damage(api, job_id)
-    assert_names_the_damage(api.get("/api/whoami", token), job_id)
+    answer = api.get("/api/whoami", token)
+    assert answer.status_code == 401, answer.text
+    error = answer.json()["error"]
+    assert error.startswith(f"this job token's job record {job_id} cannot be read: ")
+    assert "kind" in error
 
 
 def test_run_wait_result_of_a_record_damaged_while_waited_for_names_it(api: Api) -> None:
@@ -239,3 +243,23 @@ def test_cli_schedule_show_leaves_a_damaged_run_out_with_a_note(
     out, err = capsys.readouterr()
     assert "u/alice/nightly" in out and fire not in out
     assert f"left out: job record {fire} cannot be read" in err
+
+
+def test_cli_jobs_cancel_names_a_damaged_job_it_cannot_cancel(
+    api: Api, redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`gristmill jobs cancel --status running`: the readable jobs are canceled; a record that
+    cannot be read (so cannot be canceled by id either) is named on stderr, not passed over."""
+    kept, bad = queued(api), queued(api)
+    started = api.services.store.claim_start("default", "w1", 2, "cli-test-")
+    assert sorted(job.id for job in started) == sorted([kept, bad])
+    damage(api, bad)
+    monkeypatch.setenv("GRISTMILL_REDIS_URL", redis_server.url)
+    assert cli.main(["jobs", "cancel", "--status", "running"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "1 job(s) canceled\n"
+    assert err.startswith(f"gristmill: left out: job record {bad} cannot be read")
+    assert "kind" in err and err.count("\n") == 1
+    assert api.services.redis.hget(
+        api.services.keys.group("default").job(kept), "canceled_by") is not None

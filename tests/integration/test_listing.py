@@ -6,8 +6,9 @@ import pytest
 import redis
 
 from common import indexes
+from common.errors import BadRecord
 from common.models import Kind, Status
-from common.queries import JobFilter, Viewer, counts, iter_jobs, list_page
+from common.queries import EVERYONE, JobFilter, Viewer, counts, iter_jobs, list_jobs, list_page
 from common.store import Store
 from tests.integration.helpers import make_job
 
@@ -21,8 +22,7 @@ def clocked(store: Store, now: int) -> Store:
 
 
 def ids(store: Store, flt: JobFilter | None = None, viewer: Viewer | None = None) -> list[str]:
-    found = iter_jobs(store, flt or JobFilter(), page_size=3,
-                      **({"viewer": viewer} if viewer else {}))
+    found = iter_jobs(store, flt or JobFilter(), page_size=3, viewer=viewer or EVERYONE)
     return [job.id for job in found]
 
 
@@ -163,6 +163,33 @@ def test_a_users_status_filter_reads_his_own_partitions_exactly(store: Store) ->
     bob = Viewer(user="u/bob", identities=frozenset({"u/bob"}))
     assert [j.id for j in list_page(store, JobFilter(status=Status.FAILURE), viewer=bob).jobs] == [
         j.id for j in reversed(made) if made.index(j) % 15 == 0]
+
+
+def test_iter_jobs_passes_damaged_rows_to_the_caller_and_goes_on(
+    store: Store, redis_client: redis.Redis
+) -> None:
+    """Rows this version cannot read, on the first and on a later page, reach ``on_damaged``
+    naming their jobs; the readable jobs still come, every one, newest first."""
+    s = clocked(store, NOW)
+    made = [make_job(created_at=NOW + i, scheduled_for=NOW + 10**6) for i in range(7)]
+    for job in made:
+        s.enqueue(job, fresh_id=True)
+    newest_first = [j.id for j in reversed(made)]
+    bad = {newest_first[1], newest_first[5]}
+    for job_id in bad:
+        redis_client.hset(store.keys.group("default").job(job_id), "kind", "bogus")
+    readable = [i for i in newest_first if i not in bad]
+
+    damaged: list[BadRecord] = []
+    found = iter_jobs(store, page_size=3, on_damaged=damaged.append)
+    assert [j.id for j in found] == readable
+    assert sorted(d.job_id for d in damaged) == sorted(bad)
+    assert all("kind" in d.problem for d in damaged)
+
+    assert ids(store) == readable  # without on_damaged: left out, the iteration unbroken
+    passed: list[BadRecord] = []
+    assert [j.id for j in list_jobs(store, limit=10, on_damaged=passed.append)] == readable
+    assert sorted(d.job_id for d in passed) == sorted(bad)
 
 
 def test_a_sparse_filter_returns_short_pages_with_a_cursor(store: Store) -> None:
