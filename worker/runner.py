@@ -521,8 +521,9 @@ class JobRunner:
     ) -> list[Job] | None:
         """Write the outcome, with the attempt's last log lines, in one call (complete.lua);
         the claim ``then_claim`` answers rides on the first try only, so it is never made
-        twice: the jobs it started, or None when that try failed (its claim may have run: an id it moved into
-        our running list, unseen, is given back by the worker's reconciliation).
+        twice: the jobs it started, or None when that try failed (its claim may have run:
+        an id it moved into our running list, unseen, is given back by the worker's
+        reconciliation).
 
         The call checks that the job read no secret the sink does not know of (else it
         writes nothing): then the secrets are fetched, lines and outcome redacted again,
