@@ -195,6 +195,28 @@ class Phases:
         totals["producer (bench)"] = usage.ru_utime + usage.ru_stime
         return totals
 
+    def paced(self, count: int, rate: float) -> PhaseResult:
+        """``count`` due jobs arriving at ``rate`` jobs/s, each on its own schedule (not after the
+        previous one completed): enqueue -> start / completed under a steady load."""
+        ids: list[str] = []
+        started = time.perf_counter()
+        for i in range(count):
+            if i % 100 == 0:
+                self.deadline.check(f"enqueueing paced jobs ({i}/{count})")
+            wait = started + i / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)  # the arrival schedule itself, not a wait for the fleet
+            ids.append(self._submit())
+        seconds = time.perf_counter() - started
+        times = self._finish(ids, "paced jobs")
+        return PhaseResult(
+            name="paced", jobs=count, statuses=_statuses(times), enqueue_s=seconds,
+            enqueue_rate=count / seconds,
+            start_latency=summarize(_values(t.start_latency_ms for t in times)),
+            complete_latency=summarize(_values(t.complete_latency_ms for t in times)),
+            duration_median_ms=_median_duration(times),
+        )
+
     def free_worker(self, count: int) -> PhaseResult:
         """One job at a time, each waited for before the next: a worker is always free."""
         ids: list[str] = []

@@ -44,6 +44,7 @@ class Report:
     startup: StartupFigures | None = None
     due: PhaseResult | None = None
     free_worker: PhaseResult | None = None
+    paced: PhaseResult | None = None
     scheduled: PhaseResult | None = None
     scheduled_free: PhaseResult | None = None
     enqueue_only: PhaseResult | None = None
@@ -85,8 +86,8 @@ class Report:
 
     def to_dict(self) -> dict[str, object]:
         phases = {p.name: p.to_dict() for p in
-                  (self.due, self.free_worker, self.scheduled, self.scheduled_free, self.enqueue_only,
-                   self.enqueue_batched)
+                  (self.due, self.free_worker, self.paced, self.scheduled, self.scheduled_free,
+                   self.enqueue_only, self.enqueue_batched)
                   if p}
         return {
             "config": self.config, "machine": self.machine,
@@ -128,6 +129,9 @@ class Report:
         if self.free_worker is not None:
             lines += _phase_lines("due jobs one at a time (a worker always free)",
                                   self.free_worker)
+        if self.paced is not None:
+            lines += _phase_lines(f"due jobs arriving at {c['paced_rate']:g} jobs/s",
+                                  self.paced)
         if self.scheduled is not None:
             lines += _phase_lines(f"phase 2: scheduled {c['scheduled_ahead_s']:g} s ahead",
                                   self.scheduled)

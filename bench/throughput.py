@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="each job sleeps this long in main (default 0: a no-op job)")
     p.add_argument("--free-jobs", type=int, default=100,
                    help="due jobs run one at a time with a free worker (default 100)")
+    p.add_argument("--paced-jobs", type=int, default=0,
+                   help="due jobs arriving at --paced-rate (default 0: skipped)")
+    p.add_argument("--paced-rate", type=float, default=100.0,
+                   help="their arrival rate, jobs/s (default 100)")
     p.add_argument("--scheduled-jobs", type=int, default=200,
                    help="phase 2 jobs scheduled ahead (default 200)")
     p.add_argument("--scheduled-ahead-s", type=float, default=2.0,
@@ -129,6 +133,9 @@ def run(ns: argparse.Namespace) -> Report:
         if ns.free_jobs > 0:
             progress(deadline, f"{ns.free_jobs} due jobs one at a time")
             report.free_worker = phases.free_worker(ns.free_jobs)
+        if ns.paced_jobs > 0:
+            progress(deadline, f"{ns.paced_jobs} due jobs arriving at {ns.paced_rate:g}/s")
+            report.paced = phases.paced(ns.paced_jobs, ns.paced_rate)
         progress(deadline, f"phase 2: {ns.scheduled_jobs} jobs {ns.scheduled_ahead_s:g} s ahead")
         report.scheduled = phases.scheduled(
             ns.scheduled_jobs, ns.scheduled_ahead_s, ns.scheduled_spread_ms, "scheduled")

@@ -12,9 +12,9 @@ pytestmark = pytest.mark.timeout(10)
 WARM_CPU = {"job processes": 6.0, "worker processes": 1.5, "redis": 0.5, "scheduler": 0.0,
             "producer (bench)": 1.0}
 FAST_CPU = {"job processes": 3.0, "worker processes": 1.0, "redis": 0.5}  # 4.5 ms
-ALL = Figures(cpus=2, warm_jobs_s=216.0, warm_cpu=WARM_CPU, warm_free=(7.0, 9.0),
+ALL = Figures(cpus=2, paced_rate=100.0, warm_jobs_s=216.0, warm_cpu=WARM_CPU, warm_latency=(7.0, 9.0),
               warm_duration_ms=5.0, dedicated_cpu={"worker processes": 0.5, "redis": 0.3},
-              dedicated_free=(2.0, 3.0), dedicated_start=(1.0, 1.0),
+              dedicated_latency=(2.0, 3.0), dedicated_start=(1.0, 1.0),
               dedicated_peers_jobs_s=1600.0, peers_jobs_s={"huey": 2255.0, "rq": 42.0},
               enqueue_many_jobs_s=72_000.0, round_trips_per_job=0.53, idle_per_process=1.6)
 
@@ -36,14 +36,14 @@ def verdicts(figures: Figures) -> dict[str, str]:
      "no-op jobs/s, dedicated, 2 worker processes", "PASS", ""),
     (Figures(dedicated_peers_jobs_s=3000.0), "no-op jobs/s, dedicated, 2 worker processes",
      "not run", ""),                                                    # no peer ran
-    (ALL, "enqueue -> completed p50 / p99, a worker free, warm", "MISS", "the job lasts 5 ms"),
-    (Figures(warm_free=(5.0, 15.0)), "enqueue -> completed p50 / p99, a worker free, warm",
+    (ALL, "enqueue -> completed p50 / p99, at 100 jobs/s, warm", "MISS", "the job lasts 5 ms"),
+    (Figures(warm_latency=(5.0, 15.0)), "enqueue -> completed p50 / p99, a worker free, warm",
      "PASS", ""),
-    (Figures(warm_free=(4.0, 16.0)), "enqueue -> completed p50 / p99, a worker free, warm",
+    (Figures(warm_latency=(4.0, 16.0)), "enqueue -> completed p50 / p99, a worker free, warm",
      "MISS", ""),                                                       # p99 alone misses
-    (ALL, "enqueue -> completed p50 / p99, a worker free, dedicated", "MISS",
+    (ALL, "enqueue -> completed p50 / p99, at 100 jobs/s, dedicated", "MISS",
      "start p50 1 ms (the claim's BLMOVE wakes, claim_start), then 1 ms to run"),
-    (Figures(dedicated_free=(1.0, 4.0)),
+    (Figures(dedicated_latency=(1.0, 4.0)),
      "enqueue -> completed p50 / p99, a worker free, dedicated", "PASS", ""),
     (ALL, "enqueue_many jobs/s from one Python process", "PASS", ""),
     (Figures(enqueue_many_jobs_s=49_999.0), "enqueue_many jobs/s from one Python process",
@@ -81,9 +81,23 @@ def test_figures_are_read_from_the_runs_reports() -> None:
     read_peers({"results": {"gristmill-dedicated": {"noop": {"jobs_per_s": 1600.0}},
                             "huey": {"noop": {"jobs_per_s": 2255.0}},
                             "saq": {"error": "it failed"}}}, figures)
-    assert (figures.warm_jobs_s, figures.warm_free, figures.warm_duration_ms) == \
+    assert (figures.warm_jobs_s, figures.warm_latency, figures.warm_duration_ms) == \
         (216.0, (7.0, 9.0), 5.0)
+    assert figures.paced_rate is None  # no paced phase: the latency of a worker free
     assert figures.enqueue_many_jobs_s == 72_000.0
     assert figures.idle_per_process == pytest.approx(1.6)  # 2 workers and a scheduler
     assert figures.dedicated_cpu == {"redis": 0.3} and figures.dedicated_start == (1.0, 2.0)
     assert figures.dedicated_peers_jobs_s == 1600.0 and figures.peers_jobs_s == {"huey": 2255.0}
+
+
+def test_a_paced_phase_is_the_latency_when_there_is_one() -> None:
+    figures = Figures()
+    free = {"complete_latency": {"p50": 7.0, "p99": 9.0}, "duration_median_ms": 5.0}
+    paced = {"complete_latency": {"p50": 11.0, "p99": 30.0}, "duration_median_ms": 6.0}
+    read_throughput({"config": {"paced_rate": 100.0},
+                     "phases": {"free_worker": free, "paced": paced}}, figures, "warm")
+    assert (figures.paced_rate, figures.warm_latency, figures.warm_duration_ms) == \
+        (100.0, (11.0, 30.0), 6.0)
+    (row,) = [r for r in rows(figures) if r.figure.endswith("warm") and "p50" in r.figure]
+    assert row.figure == "enqueue -> completed p50 / p99, at 100 jobs/s, warm"
+    assert (row.measured, row.verdict) == ("11 / 30 ms", "MISS")
