@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 import redis
 
@@ -56,6 +56,17 @@ class Deadline:
         """Raise TimeoutError naming ``what`` when the deadline has passed."""
         if self.remaining() <= 0:
             raise TimeoutError(f"benchmark timeout ({self.seconds:g} s) while {what}")
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C (KeyboardInterrupt), through every clean-up on the way:
+    a bench stopped that way (``bench.scorecard`` past its time, an operator's kill) stops
+    the processes and the Redis it started. Later SIGTERMs wait for that clean-up."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def clean_environment() -> dict[str, str]:

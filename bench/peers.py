@@ -47,6 +47,7 @@ from typing import Any
 
 import redis
 
+from bench.fleet import stop_on_sigterm
 from bench.peer_tasks import lateness_ms
 from bench.stats import summarize
 from gristmill.embedded import EmbeddedRedis, free_port
@@ -409,6 +410,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
+    stop_on_sigterm()  # a SIGTERM stops every system and the Redis, as Ctrl-C does
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
                "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     results: dict[str, dict[str, Any]] = {}

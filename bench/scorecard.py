@@ -211,23 +211,40 @@ def read_peers(report: dict[str, Any], figures: Figures) -> None:
 # -- the runs ------------------------------------------------------------------------------
 
 
-def _run(module: str, args: list[str], out: Path, deadline: float) -> dict[str, Any] | None:
-    """``python -m module args --json-out out``; its JSON, or None when it failed."""
+STOP_GRACE_S = 60.0  # a run past its time gets SIGTERM, then this long to stop what it started
+
+
+def _run(module: str, args: list[str], out: Path, deadline: float,
+         bounded: bool = True) -> dict[str, Any] | None:
+    """``python -m module args --json-out out``; its JSON, or None when it failed.
+
+    ``bounded``: the run takes ``--timeout-s`` (what is left of ours) and stops itself. Past
+    our deadline it gets SIGTERM, on which every bench stops the processes and the Redis it
+    started (``bench.fleet.stop_on_sigterm``; Ctrl-C reaches it too: it runs in our process
+    group); SIGKILL only if it has not ended ``STOP_GRACE_S`` later."""
     remaining = deadline - time.monotonic()
-    if remaining <= 0:
+    if remaining <= 1:
         print(f"scorecard: no time left for {module}", file=sys.stderr)
         return None
+    if bounded:
+        args = [*args, "--timeout-s", f"{remaining:.0f}"]
     print(f"scorecard: python -m {module} {' '.join(args)}", file=sys.stderr, flush=True)
     log = out.with_suffix(".log")  # its progress and its worker's logs: shown if it fails
-    try:
-        with log.open("w") as err:
-            done = subprocess.run([sys.executable, "-m", module, *args, "--json-out", str(out)],
-                                  stdout=subprocess.DEVNULL, stderr=err, timeout=remaining,
-                                  check=False)
-        failure = None if done.returncode == 0 and out.exists() \
-            else f"failed (exit {done.returncode})"
-    except subprocess.TimeoutExpired:
-        failure = "ran out of time"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args, "--json-out", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            code: int | None = proc.wait(timeout=remaining + (STOP_GRACE_S if bounded else 0))
+        except subprocess.TimeoutExpired:
+            code = None
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    failure = "ran out of time" if code is None \
+        else None if code == 0 and out.exists() else f"failed (exit {code})"
     if failure is not None:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         print(f"scorecard: {module} {failure}; the end of its output:\n{tail}", file=sys.stderr)
@@ -236,7 +253,8 @@ def _run(module: str, args: list[str], out: Path, deadline: float) -> dict[str, 
     return result
 
 
-PACED = ["--paced-jobs", "300", "--paced-rate", "100"]  # the issue's load for the latency rows
+PACED_RATE = 100.0  # jobs/s: the issue's load for the latency rows
+PACED = ["--paced-jobs", "300", "--paced-rate", f"{PACED_RATE:g}"]
 WARM = ["--mode", "warm", "--jobs", "1000", "--free-jobs", "0", *PACED, "--scheduled-jobs", "10",
         "--scheduled-free-jobs", "2", "--idle-s", "30", "--enqueue-only-jobs", "0",
         "--enqueue-many-jobs", "50000", "--startup-reps", "0"]
@@ -244,13 +262,14 @@ DEDICATED = ["--mode", "dedicated", "--producer", "batch", "--jobs", "5000", "--
              "0", *PACED, "--scheduled-jobs", "10", "--scheduled-free-jobs", "2", "--idle-s", "0",
              "--enqueue-only-jobs", "0", "--enqueue-many-jobs", "0", "--startup-reps", "0"]
 WORKER_PATH = ["--jobs", "3000"]
+# bench.peers's --timeout-s bounds each system's workload: the run is not given ours.
 PEERS_ARGS = ["--jobs", "2000", "--warm-noop", "400", "--workloads", "noop", "--timeout-s",
               "120", "--systems", "gristmill-dedicated", *PEERS]
 
 
 def measure(skip_peers: bool, timeout_s: float, tmp: Path) -> Figures:
     deadline = time.monotonic() + timeout_s
-    figures = Figures(cpus=os.cpu_count() or 2)
+    figures = Figures(cpus=os.cpu_count() or 2, paced_rate=PACED_RATE)
     for mode, args in (("warm", WARM), ("dedicated", DEDICATED)):
         report = _run("bench.throughput", args, tmp / f"{mode}.json", deadline)
         if report is not None:
@@ -264,7 +283,7 @@ def measure(skip_peers: bool, timeout_s: float, tmp: Path) -> Figures:
             print("scorecard: the peers are not installed here (make bench runs in "
                   ".venv-bench); the dedicated row is not run", file=sys.stderr)
     else:
-        peers = _run("bench.peers", PEERS_ARGS, tmp / "peers.json", deadline)
+        peers = _run("bench.peers", PEERS_ARGS, tmp / "peers.json", deadline, bounded=False)
         if peers is not None:
             read_peers(peers, figures)
     return figures

@@ -25,12 +25,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import sys
-from types import FrameType
 from typing import Any
 
-from bench.fleet import BenchFleet, Deadline, FleetError, clean_environment
+from bench.fleet import BenchFleet, Deadline, FleetError, clean_environment, stop_on_sigterm
 from bench.idle import measure_idle, promoter_sweep
 from bench.phases import Phases
 from bench.report import Report
@@ -165,12 +163,6 @@ def run(ns: argparse.Namespace) -> Report:
     return report
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM: unwind through the fleet's clean-up like Ctrl-C; later signals wait for it."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
     # Settings() reads GRISTMILL_* from the environment: keep a developer's own
@@ -181,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     # The in-process producer and admitter log at info on stdout by default: keep the
     # report clean (warnings still go to stderr).
     log.configure(level="warning")
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     try:
         report = run(ns)
     except KeyboardInterrupt:

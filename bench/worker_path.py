@@ -28,6 +28,7 @@ from pathlib import Path
 
 from redis.connection import AbstractConnection
 
+from bench.fleet import stop_on_sigterm
 from common import log
 from common.connection import connect
 from common.errors import ConfigError
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout-s", type=float, default=120.0)
     p.add_argument("--json-out", metavar="PATH", help="also write the figures as JSON")
     ns = p.parse_args(argv)
+    stop_on_sigterm()  # a SIGTERM stops the worker and the Redis, as Ctrl-C does
     log.configure("json", "info")  # as a worker logs (to stderr)
     with tempfile.TemporaryDirectory(prefix="gm-worker-path-") as tmp:
         server = EmbeddedRedis(Path(tmp) / "redis", port=free_port(),
