@@ -207,15 +207,7 @@ class Phases:
             if wait > 0:
                 time.sleep(wait)  # the arrival schedule itself, not a wait for the fleet
             ids.append(self._submit())
-        seconds = time.perf_counter() - started
-        times = self._finish(ids, "paced jobs")
-        return PhaseResult(
-            name="paced", jobs=count, statuses=_statuses(times), enqueue_s=seconds,
-            enqueue_rate=count / seconds,
-            start_latency=summarize(_values(t.start_latency_ms for t in times)),
-            complete_latency=summarize(_values(t.complete_latency_ms for t in times)),
-            duration_median_ms=_median_duration(times),
-        )
+        return self._latencies("paced", ids, time.perf_counter() - started)
 
     def free_worker(self, count: int) -> PhaseResult:
         """One job at a time, each waited for before the next: a worker is always free."""
@@ -226,10 +218,14 @@ class Phases:
             seconds += one.seconds
             ids.extend(one.ids)
             wait_done(self.fleet.client, self.group, one.ids, self.deadline, "sequential jobs")
-        times = self._finish(ids, "sequential jobs")
+        return self._latencies("free_worker", ids, seconds)
+
+    def _latencies(self, name: str, ids: list[str], enqueue_s: float) -> PhaseResult:
+        """A phase's jobs, once done: enqueue -> start and -> completed, their durations."""
+        times = self._finish(ids, f"{name} jobs")
         return PhaseResult(
-            name="free_worker", jobs=count, statuses=_statuses(times), enqueue_s=seconds,
-            enqueue_rate=count / seconds if seconds else 0.0,
+            name=name, jobs=len(ids), statuses=_statuses(times), enqueue_s=enqueue_s,
+            enqueue_rate=len(ids) / enqueue_s if enqueue_s else 0.0,
             start_latency=summarize(_values(t.start_latency_ms for t in times)),
             complete_latency=summarize(_values(t.complete_latency_ms for t in times)),
             duration_median_ms=_median_duration(times),

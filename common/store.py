@@ -624,12 +624,13 @@ class Store:
         all in one write on a single server (a cluster client makes the claims after the
         completions, one call each). A claim runs whatever its completion answers."""
         calls = [self._completion_call(c) for c in completions]
-        claims = [(i, self._claim_start_call(c.then_claim, 1))
-                  for i, c in enumerate(completions) if c.then_claim is not None]
+        claims = [(i, c.then_claim) for i, c in enumerate(completions)
+                  if c.then_claim is not None]
+        claim_calls = [self._claim_start_call(claim, 1) for _, claim in claims]
         if self._direct is not None:
             replies = self._direct.calls(
                 [(luascripts.COMPLETE, keys, args) for keys, args in calls]
-                + [(luascripts.CLAIM_START, keys, args) for _, (keys, args) in claims])
+                + [(luascripts.CLAIM_START, keys, args) for keys, args in claim_calls])
             answers, claim_answers = replies[:len(calls)], replies[len(calls):]
         else:
             if len(calls) == 1:
@@ -639,12 +640,9 @@ class Store:
                 for keys, args in calls:
                     luascripts.COMPLETE.queue(pipe, keys, args)
                 answers = luascripts.run_pipeline(self.client, pipe, [luascripts.COMPLETE])
-            claim_answers = [luascripts.CLAIM_START(self.client, *call) for _, call in claims]
-        claimed: dict[int, list[Job]] = {}
-        for (i, _), answer in zip(claims, claim_answers, strict=True):
-            then = completions[i].then_claim
-            assert then is not None
-            claimed[i] = self._claimed(then.group, then.worker_id, answer)
+            claim_answers = [luascripts.CLAIM_START(self.client, *call) for call in claim_calls]
+        claimed = {i: self._claimed(claim.group, claim.worker_id, answer)
+                   for (i, claim), answer in zip(claims, claim_answers, strict=True)}
         out: list[Completed] = []
         for i, (c, answer) in enumerate(zip(completions, answers, strict=True)):
             outcome = int(answer)

@@ -529,12 +529,11 @@ class JobRunner:
         writes nothing): then the secrets are fetched, lines and outcome redacted again,
         and the call repeated."""
         claimed: list[Job] | None = None
-        first = True
+        unsent = then_claim  # asked for on the first try only
 
         def call() -> int:
-            nonlocal claimed, first
-            sent = then_claim() if first and then_claim is not None else None
-            first = False
+            nonlocal claimed, unsent
+            sent, unsent = (unsent() if unsent is not None else None), None
             answer = self._complete_call(job, status, fields, instance, sink, sent)
             if sent is not None:
                 claimed = answer.claimed
