@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import hiredis
 import msgpack
 import redis
 
@@ -31,6 +32,7 @@ SCAN_PAGE = 1000
 # (claims, heartbeats) never wait long behind an admission.
 RUN = 100
 K = TypeVar("K")
+T = TypeVar("T")
 CANCEL_BATCH = 250  # ids per cancel_many.lua call: Redis is busy ~0.1 ms per id
 ADMISSION_POLL_S = 0.05
 UNBLOCK_RETRY_S = 0.02  # Blocker.interrupt: how often it tries CLIENT UNBLOCK again
@@ -121,6 +123,38 @@ class Blocker:
 
     def call(self, command: str, *args: Any) -> Any:
         """Run one blocking command; None at once after :meth:`interrupt`."""
+        return self._blocking(lambda conn: conn.execute_command(command, *args))
+
+    def calls(self, commands: list[tuple[Any, ...]]) -> list[Any] | None:
+        """A blocking command and the commands behind it, in one write: Redis runs those the
+        moment the first returns, with no round trip between. The replies in order, an error
+        reply in its place as the exception (MOVED raised); None at once after
+        :meth:`interrupt`."""
+        def send(conn: redis.Redis) -> list[Any]:
+            connection = conn.connection
+            assert connection is not None  # a single-connection client's
+            try:
+                connection.send_packed_command(
+                    [hiredis.pack_command(command) for command in commands], check_health=False)
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(connection.read_response())
+                    except redis.exceptions.ResponseError as exc:  # the stream is still in step
+                        replies.append(exc)
+            except BaseException:
+                self._drop()  # a reply may be on its way: this connection is not reused
+                raise
+            for reply in replies:
+                if isinstance(reply, redis.exceptions.ResponseError) and "MOVED" in str(reply):
+                    raise reply
+            return replies
+
+        replies: list[Any] | None = self._blocking(send)
+        return replies
+
+    def _blocking(self, send: Callable[[redis.Redis], T]) -> T | None:
+        """``send`` on this blocker's connection, interruptible; None if interrupted."""
         conn = self._connection()
         try:
             client_id = int(conn.client_id())
@@ -128,7 +162,7 @@ class Blocker:
                 if self.interrupted:
                     return None
                 self._blocked_id = client_id
-            return conn.execute_command(command, *args)
+            return send(conn)
         except redis.exceptions.RedisError as exc:
             self._drop()  # a fresh connection (and slot map, after MOVED) next time
             if isinstance(exc, redis.exceptions.ResponseError) and "MOVED" in str(exc) and \
@@ -516,6 +550,34 @@ class Store:
         return None if job_id is None else job_id.decode()
 
     @redis_errors
+    def claim_start_blocking(self, group: str, worker_id: str, count: int, claim_prefix: str,
+                             timeout_s: float, blocker: Blocker) -> list[Job]:
+        """An idle worker's claim: block until ready has an id (BLMOVE into the worker's
+        running list, through ``blocker``), then start it and up to ``count`` more ready ids,
+        as :meth:`claim_start` does. The claim_start call rides behind the BLMOVE in the same
+        write, so Redis starts the job the moment it is moved: one round trip where a BLMOVE
+        and then a claim_start took two. [] when the block timed out or was interrupted."""
+        g = self.keys.group(group)
+        claim = NextClaim(group, worker_id, claim_prefix)
+        keys, args = self._claim_start_call(claim, count, behind_block=True)
+        replies = blocker.calls([
+            ("BLMOVE", g.ready, g.running(worker_id), "LEFT", "RIGHT", self.block_s(timeout_s)),
+            ("EVALSHA", luascripts.CLAIM_START.sha, len(keys), *keys, *args)])
+        if replies is None:
+            return []
+        moved, answer = replies
+        if isinstance(moved, Exception):
+            raise moved
+        if isinstance(answer, redis.exceptions.NoScriptError):
+            # It did not run (a restarted or flushed server): claim_start loads it, and
+            # starts the moved id.
+            return [] if moved is None else \
+                self.claim_start(group, worker_id, count, claim_prefix, held=moved.decode())
+        if isinstance(answer, Exception):
+            raise answer
+        return self._claimed(group, worker_id, answer)
+
+    @redis_errors
     def claim_start(self, group: str, worker_id: str, count: int, claim_prefix: str,
                     held: str | None = None) -> list[Job]:
         """Take up to ``count`` ready ids and start them, with ``held`` (an id already in the
@@ -527,14 +589,14 @@ class Store:
         return self._claimed(group, worker_id,
                              self._script(luascripts.CLAIM_START, keys, args))
 
-    def _claim_start_call(self, claim: NextClaim, count: int,
-                          held: str | None = None) -> tuple[list[str], list[Any]]:
-        """claim_start.lua's keys and arguments."""
+    def _claim_start_call(self, claim: NextClaim, count: int, held: str | None = None, *,
+                          behind_block: bool = False) -> tuple[list[str], list[Any]]:
+        """claim_start.lua's keys and arguments; ``behind_block``: sent behind a BLMOVE."""
         g = self.keys.group(claim.group)
         return ([g.ready, g.running(claim.worker_id), g.events,
                  *_status_keys(g, Status.QUEUED, Status.RUNNING)],
-                [g.job(""), claim.worker_id, self.clock(), claim.claim_prefix, EVENTS_MAXLEN,
-                 count, held or ""])
+                [g.job(""), claim.worker_id, "" if behind_block else self.clock(),
+                 claim.claim_prefix, EVENTS_MAXLEN, count, held or "", int(behind_block)])
 
     @staticmethod
     def _claimed(group: str, worker_id: str, answer: list[Any]) -> list[Job]:

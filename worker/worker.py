@@ -2,10 +2,10 @@
 
 The loop reads as its steps: wait for free slots, take up to that many ready
 ids into this worker's running list and mark them running in one call
-(``claim_start.lua``; only when ready was found empty does it block in BLMOVE
-first), run each in a thread that streams its logs, write the outcome (complete
-script, fenced by the attempt's claim token). A heartbeat thread keeps the
-lease and refreshes instance settings.
+(``claim_start.lua``; only when ready was found empty does it block in BLMOVE,
+with the claim_start behind it in the same write), run each in a thread that
+streams its logs, write the outcome (complete script, fenced by the attempt's
+claim token). A heartbeat thread keeps the lease and refreshes instance settings.
 """
 
 from __future__ import annotations
@@ -178,28 +178,17 @@ class Worker:
 
     def _claim(self, free: int) -> list[Job]:
         """Up to ``free`` jobs started for this worker: one call while ready has ids; when it
-        is empty, a blocking BLMOVE first (the only call an idle worker makes)."""
-        held = None
+        is empty, a blocking BLMOVE with the claim_start behind it in the same write (the
+        only call an idle worker makes; a stop interrupts it). A stop that comes as the
+        BLMOVE returns finds the jobs started: they run, as jobs already running do.
+
+        An id a lost reply moved into our running list is given back by reconciliation."""
         if self._ready_empty:
-            held = self.store.claim(self.group, self.worker_id, self.claim_block_s,
-                                    self._claim_blocker)
-            if held is None:
-                return []
-            self._held.add(held)
-            if self._stopping.is_set():
-                # Stopped while blocked in BLMOVE: hand the id back untouched (head of ready).
-                self._recover_own(held)
-                self._held.discard(held)
-                return []
-        try:
-            jobs = self.store.claim_start(self.group, self.worker_id, free - (held is not None),
-                                          secrets.token_hex(16), held=held)
-        except RedisUnavailable:
-            if held is not None:
-                self._held.discard(held)  # the heartbeat's reconciliation gives it back
-            raise
-        if held is not None:
-            self._held.discard(held)
+            jobs = self.store.claim_start_blocking(self.group, self.worker_id, free - 1,
+                                                   secrets.token_hex(16), self.claim_block_s,
+                                                   self._claim_blocker)
+        else:
+            jobs = self.store.claim_start(self.group, self.worker_id, free, secrets.token_hex(16))
         self._ready_empty = len(jobs) < free
         self._started(jobs)
         return jobs

@@ -1,6 +1,7 @@
 #!lua
 -- claim_start: take up to K due ids off ready into a worker's running list and start each,
--- in one call (the worker blocks in BLMOVE only when ready is empty).
+-- in one call (the worker blocks in BLMOVE only when ready is empty, and then sends this
+-- call in the same write, behind the BLMOVE: see ARGV[8]).
 --
 -- KEYS[1] gm:{wg:G}:ready               LIST   due job ids, oldest first
 -- KEYS[2] gm:{wg:G}:running:<worker>    LIST   ids the worker holds
@@ -9,13 +10,19 @@
 -- KEYS[5] gm:{wg:G}:ix:status:running   ZSET   listing index the jobs join
 -- ARGV[1] prefix of the group's job records, "gm:{wg:G}:job:" (see below)
 -- ARGV[2] worker id
--- ARGV[3] now (epoch ms)
+-- ARGV[3] now (epoch ms); empty with ARGV[8]
 -- ARGV[4] claim prefix: fresh and random (hex); job n of this call gets claim <prefix><n as 4 hex digits>
 -- ARGV[5] events stream cap
 -- ARGV[6] K: how many jobs to start from ready at most (ids of canceled jobs taken do not
 --         count; at most 4K + 16 ids are taken off ready in one call)
 -- ARGV[7] optional: an id the worker already moved into its running list (a BLMOVE), started
 --         first
+-- ARGV[8] optional: '1' when this call rides behind the worker's BLMOVE (ready -> the tail of
+--         its running list) in one write: Redis runs it the moment the BLMOVE returns, so
+--         the sender knew neither the id nor the time. The held id is then the running list's
+--         last, unless that is a job this worker runs (the BLMOVE moved nothing: its time ran
+--         out or the worker interrupted it), when nothing at all is started; now is the
+--         server's TIME.
 --
 -- The records' keys cannot be passed in KEYS: the ids are only known once taken off ready.
 -- They are built from ARGV[1], which carries the same hash tag {wg:G} as every key above,
@@ -36,6 +43,20 @@ end
 
 local out = {}
 local n = 0
+local now = ARGV[3]
+local held = ARGV[7]
+if ARGV[8] == '1' then
+  held = redis.call('LINDEX', KEYS[2], -1)
+  if not held then
+    return out
+  end
+  local cur = redis.call('HMGET', ARGV[1] .. held, 'status', 'worker')
+  if cur[1] == 'running' and cur[2] == ARGV[2] then
+    return out
+  end
+  local time = redis.call('TIME')
+  now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+end
 
 local function start(id)
   local job_key = ARGV[1] .. id
@@ -45,7 +66,7 @@ local function start(id)
   end
   n = n + 1
   local claim = ARGV[4] .. string.format('%04x', n)
-  redis.call('HSET', job_key, 'status', 'running', 'started_at', ARGV[3], 'worker', ARGV[2],
+  redis.call('HSET', job_key, 'status', 'running', 'started_at', now, 'worker', ARGV[2],
              'claim', claim)
   redis.call('HINCRBY', job_key, 'attempt', 1)
   move_status(job_key, KEYS[4], KEYS[5])
@@ -56,8 +77,8 @@ local function start(id)
   out[#out + 1] = redis.call('HGETALL', job_key)
 end
 
-if ARGV[7] and ARGV[7] ~= '' then
-  start(ARGV[7])
+if held and held ~= '' then
+  start(held)
 end
 local want = n + tonumber(ARGV[6])  -- beyond the held id
 for _ = 1, 4 * want + 16 do

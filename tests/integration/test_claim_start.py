@@ -11,7 +11,7 @@ import redis
 
 from common import codec
 from common.fleet import Fleet
-from common.models import Status
+from common.models import Job, Status
 from common.settings import Settings
 from common.store import Store
 from jobs.scripts import ScriptStore
@@ -99,3 +99,89 @@ def test_an_unreadable_record_is_started_and_failed_saying_why(
     assert strange.id in error["message"]
     assert store.get_job(plain.id).status == Status.SUCCESS
     assert store.running_ids("default", worker.worker_id) == []
+
+
+def blocking_claim(store: Store, count: int, timeout_s: float, prefix: str = "b") -> list[Job]:
+    return store.claim_start_blocking("default", "w1", count, prefix, timeout_s,
+                                      store.blocker("default"))
+
+
+def test_a_blocking_claim_starts_the_job_it_waited_for(store: Store,
+                                                       redis_client: redis.Redis) -> None:
+    """An idle worker's one call: blocked until a job is due, it gets the job started (and
+    the next due ones, up to count more), stamped with the server's time, in one round trip."""
+    first = make_job()
+    got: list[list[Job]] = []
+    waiter = threading.Thread(target=lambda: got.append(blocking_claim(store, 1, 10)))
+    waiter.start()
+    wait_for(lambda: _blocked(redis_client) == 1)
+    before = int(redis_client.time()[0]) * 1000
+    store.enqueue(first, fresh_id=True)
+    waiter.join(10)
+    assert not waiter.is_alive()
+    [started] = got[0]
+    assert (started.id, started.status, started.worker, started.claim) == \
+        (first.id, Status.RUNNING, "w1", "b0001")
+    assert started.started_at is not None and before <= started.started_at
+    assert store.running_ids("default", "w1") == [first.id]
+    # Ready has several: the BLMOVE's and `count` more, oldest first.
+    more = [make_job() for _ in range(3)]
+    for job in more:
+        store.enqueue(job, fresh_id=True)
+    assert [job.id for job in blocking_claim(store, 1, 1, "c")] == [more[0].id, more[1].id]
+
+
+def test_a_blocking_claim_that_times_out_starts_nothing(store: Store) -> None:
+    """Ready stayed empty: nothing is started, and the job the worker already runs (the last
+    of its running list) is left as it is."""
+    running = make_job()
+    store.enqueue(running, fresh_id=True)
+    [job] = store.claim_start("default", "w1", 1, "a")
+    assert blocking_claim(store, 3, 0.05) == []
+    assert store.running_ids("default", "w1") == [running.id]
+    assert store.get_job(running.id).claim == job.claim == "a0001"
+
+
+def test_an_interrupted_blocking_claim_takes_nothing(store: Store,
+                                                    redis_client: redis.Redis) -> None:
+    """A stopping worker interrupts its blocked claim: it returns at once, nothing taken,
+    and a job enqueued afterwards stays queued for another worker."""
+    blocker = store.blocker("default")
+    got: list[list[Job]] = []
+    waiter = threading.Thread(target=lambda: got.append(store.claim_start_blocking(
+        "default", "w1", 1, "b", 30, blocker)))
+    waiter.start()
+    wait_for(lambda: _blocked(redis_client) == 1)
+    blocker.interrupt()
+    waiter.join(5)
+    assert not waiter.is_alive() and got == [[]]
+    job = make_job()
+    store.enqueue(job, fresh_id=True)
+    assert store.claim_start_blocking("default", "w1", 1, "b", 30, blocker) == []
+    assert store.get_job(job.id).status == Status.QUEUED
+    assert store.running_ids("default", "w1") == []
+
+
+def test_a_blocking_claim_after_a_script_flush_still_starts_its_job(
+    store: Store, redis_client: redis.Redis,
+) -> None:
+    """The server lost its scripts (restarted, flushed): the claim_start behind the BLMOVE
+    did not run, so the moved id is started by a call of its own, once."""
+    job = make_job()
+    store.enqueue(job, fresh_id=True)
+    for node in _primaries(redis_client):
+        node.script_flush()
+    [started] = blocking_claim(store, 1, 1)
+    assert (started.id, started.status, started.attempt) == (job.id, Status.RUNNING, 1)
+    assert store.running_ids("default", "w1") == [job.id]
+
+
+def _blocked(client: redis.Redis) -> int:
+    """Clients blocked on the servers (every primary of a cluster)."""
+    return sum(int(node.info("clients")["blocked_clients"]) for node in _primaries(client))
+
+
+def _primaries(client: redis.Redis) -> list[redis.Redis]:
+    if isinstance(client, redis.RedisCluster):
+        return [client.get_redis_connection(node) for node in client.get_primaries()]
+    return [client]

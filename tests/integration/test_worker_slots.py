@@ -61,21 +61,26 @@ def test_a_slot_runs_the_ready_jobs_back_to_back(worker: Worker, store: Store) -
         claim_loop_jobs.extend(job.id for job in claimed)
         return claimed
 
-    own_claims: list[int] = []
-    claim_start = store.claim_start
+    claim_calls: list[str] = []
 
-    def counted_claim_start(*args: object, **kwargs: object) -> list[Job]:
-        own_claims.append(1)
-        return claim_start(*args, **kwargs)  # type: ignore[arg-type]
+    def counted_call(name: str) -> Callable[..., list[Job]]:
+        call = getattr(store, name)
+
+        def counted_claim(*args: object, **kwargs: object) -> list[Job]:
+            claim_calls.append(name)
+            return call(*args, **kwargs)  # type: ignore[no-any-return]
+        return counted_claim
 
     worker._claim = counted  # type: ignore[method-assign]
-    store.claim_start = counted_claim_start  # type: ignore[method-assign]
+    for name in ("claim_start", "claim_start_blocking"):
+        setattr(store, name, counted_call(name))
     thread = start(worker)
     wait_until(lambda: statuses(store, jobs) == [Status.SUCCESS] * 4, "the four jobs")
-    # One slot: the claim loop started the first job, the slot's thread the three others,
-    # each claimed with the completion before it (no claim_start call of its own).
+    # One slot: the claim loop started the first job (its blocking claim), the slot's thread
+    # the three others, each claimed with the completion before it (no call of its own);
+    # the last found ready empty, so the claim loop may be blocking again.
     assert claim_loop_jobs == [jobs[0].id]
-    assert own_claims == [1]
+    assert set(claim_calls) == {"claim_start_blocking"}
     worker.stop()
     thread.join(WAIT_S)
     assert not thread.is_alive()
