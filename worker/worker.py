@@ -5,7 +5,9 @@ ids into this worker's running list and mark them running in one call
 (``claim_start.lua``; only when ready was found empty does it block in BLMOVE,
 with the claim_start behind it in the same write), run each in a thread that
 streams its logs, write the outcome (complete script, fenced by the attempt's
-claim token). A heartbeat thread keeps the lease and refreshes instance settings.
+claim token). The claim loop runs on one pool thread at a time: the thread
+that claimed runs the first job itself and hands the loop on (leader and
+followers). A heartbeat thread keeps the lease and refreshes instance settings.
 """
 
 from __future__ import annotations
@@ -88,11 +90,14 @@ class Worker:
         self._held: set[str] = set()  # ids claimed and not finished (set ops are atomic in CPython)
         self._suspects: set[str] = set()
         self._slots = threading.Semaphore(concurrency)
+        self._lead_ended = threading.Event()  # the claim loop saw the stop (or crashed)
+        self._lead_error: BaseException | None = None
         # Jobs started per claim call at most; True after a call found ready empty, so the
         # next one blocks (BLMOVE) rather than polling.
         self.claim_batch = max(1, min(concurrency, claim_batch))
         self._ready_empty = True
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="job")
+        # A thread per slot, and one for the claim loop (which hops from thread to thread).
+        self._pool = ThreadPoolExecutor(concurrency + 1, thread_name_prefix="job")
         self._claim_blocker = store.blocker(group)
         self._control_blocker = store.blocker(group)
         self._registered = False  # the last full beat wrote our hash and group
@@ -106,6 +111,7 @@ class Worker:
                                  objects=objects, dedicated=dedicated)
         self.dedicated = dedicated
         self.log = log.get(worker_id=self.worker_id, group=group)
+        self._claim_outage = Outage("claim", "worker", self.log)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -118,8 +124,11 @@ class Worker:
                       dedicated=sorted(self.dedicated.paths | self.dedicated.tags)
                       if self.dedicated else [])
         try:
-            self._claim_loop()
+            self._pool.submit(self._lead)
+            self._lead_ended.wait()
         finally:
+            self.stop()  # also when the wait was cut short (an exception in this thread)
+            self._lead_ended.wait()  # no new leader after this: the pool can shut down
             self._pool.shutdown(wait=True)
             if self.dedicated is not None:
                 self.dedicated.close()
@@ -133,6 +142,8 @@ class Worker:
                 self.log.warning("could not deregister; the scheduler forgets it after the lease")
             self.store.close_direct_calls()
             self.log.info("worker stopped", jobs_done=self.jobs_done)
+        if self._lead_error is not None:
+            raise self._lead_error
 
     def stop(self) -> None:
         """Stop claiming; jobs already running finish."""
@@ -152,8 +163,28 @@ class Worker:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def _claim_loop(self) -> None:
-        outage = Outage("claim", "worker", self.log)
+    def _lead(self) -> None:
+        """The claim loop, on one pool thread at a time: claim until jobs are started, hand
+        the loop on to another pool thread, and run the first job here. A job claimed by an
+        idle worker starts on the thread that claimed it, with no other thread to wake on its
+        way (the next claimer wakes while it runs)."""
+        try:
+            jobs = self._claim_jobs()
+        except BaseException as exc:  # a bug of ours: the worker stops, run() raises it
+            self._lead_error = exc
+            self.stop()
+            jobs = []
+        if not jobs:
+            self._lead_ended.set()
+            return
+        for job in jobs[1:]:
+            self._pool.submit(self._run_and_release, job)
+        self._pool.submit(self._lead)
+        self._run_and_release(jobs[0])
+
+    def _claim_jobs(self) -> list[Job]:
+        """Jobs started for free slots, each slot taken for its job: waits for a slot, claims
+        until ready has jobs, waits out outages; [] once the worker stops."""
         while not self._stopping.is_set():
             if not self._slots.acquire(timeout=SLOT_WAIT_S):
                 continue
@@ -165,16 +196,17 @@ class Worker:
                 free += 1
             try:
                 jobs = self._claim(free)
-                outage.ok()
+                self._claim_outage.ok()
             except RedisUnavailable as exc:
                 for _ in range(free):
                     self._slots.release()
-                self._stopping.wait(outage.failed(exc))
+                self._stopping.wait(self._claim_outage.failed(exc))
                 continue
             for _ in range(free - len(jobs)):
                 self._slots.release()
-            for job in jobs:
-                self._pool.submit(self._run_and_release, job)
+            if jobs:
+                return jobs
+        return []
 
     def _claim(self, free: int) -> list[Job]:
         """Up to ``free`` jobs started for this worker: one call while ready has ids; when it

@@ -98,3 +98,65 @@ def test_a_stopping_worker_takes_no_next_job(worker: Worker, store: Store) -> No
     assert not thread.is_alive()
     assert store.get_job(first.id).status == Status.SUCCESS  # a running job finishes
     assert statuses(store, rest) == [Status.QUEUED] * 2  # and no other is taken
+
+
+def test_an_idle_workers_job_runs_on_the_thread_that_claimed_it(
+    store: Store, scripts: ScriptStore, fleet: Fleet, settings: Settings,
+    sharing_sandbox: Sandbox,
+) -> None:
+    """Leader and followers: the claim loop's thread runs the job it claimed (no hand-over to
+    another thread on the job's way) and passes the loop on, so both slots still fill: two
+    jobs that wait for each other both run at once."""
+    worker = Worker(store=store, scripts=scripts, fleet=fleet, settings=settings,
+                    concurrency=2, claim_batch=1, claim_block_s=0.5, sandbox=sharing_sandbox)
+    claimed_on: dict[str, int] = {}
+    ran_on: dict[str, int] = {}
+    claim, run = worker._claim, worker._runner.run
+
+    def recorded_claim(free: int) -> list[Job]:
+        jobs = claim(free)
+        claimed_on.update((job.id, threading.get_ident()) for job in jobs)
+        return jobs
+
+    def recorded_run(job: Job, *args: object) -> list[Job] | None:
+        ran_on[job.id] = threading.get_ident()
+        return run(job, *args)  # type: ignore[arg-type]
+
+    worker._claim = recorded_claim  # type: ignore[method-assign]
+    worker._runner.run = recorded_run  # type: ignore[method-assign]
+    # Each job waits (bounded) for the other's file in the shared directory: they finish
+    # only if both run at the same time.
+    share = sharing_sandbox.shared_dirs[0]
+    meet = ("import pathlib, time\n\ndef main(me, other):\n"
+            f"    pathlib.Path({str(share)!r}, me).touch()\n"
+            "    deadline = time.monotonic() + 20\n"
+            f"    while not pathlib.Path({str(share)!r}, other).exists():\n"
+            "        assert time.monotonic() < deadline, 'the other job never ran'\n"
+            "        time.sleep(0.01)\n    return me\n")
+    jobs = [make_job(code=meet, args={"me": "a", "other": "b"}),
+            make_job(code=meet, args={"me": "b", "other": "a"})]
+    thread = start(worker)
+    try:
+        for job in jobs:
+            wait_until(lambda: worker._ready_empty, "the worker to wait on an empty ready list")
+            store.enqueue(job, fresh_id=True)
+            wait_until(lambda job=job: job.id in ran_on, "the job to start")
+        wait_until(lambda: statuses(store, jobs) == [Status.SUCCESS] * 2, "both jobs")
+    finally:
+        worker.stop()
+        thread.join(WAIT_S)
+    assert not thread.is_alive() and worker.failed is None
+    for job in jobs:
+        assert ran_on[job.id] == claimed_on[job.id]
+    assert ran_on[jobs[0].id] != ran_on[jobs[1].id]
+
+
+def test_a_crash_of_the_claim_loop_stops_the_worker_and_is_raised(worker: Worker) -> None:
+    """A bug in the claim loop (on a pool thread) is not swallowed: the worker stops and
+    run() raises it."""
+    def broken(free: int) -> list[Job]:
+        raise RuntimeError("a bug in the claim")
+
+    worker._claim = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="a bug in the claim"):
+        worker.run()
