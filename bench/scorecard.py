@@ -125,7 +125,7 @@ def rows(f: Figures) -> list[Row]:
         ("warm", f.warm_latency, "~35 / 50 ms", (5, 15),
          f"the job lasts {f.warm_duration_ms or 0:.0f} ms of it: {spawn}"),
         ("dedicated", f.dedicated_latency, "-", (1.5, 4),
-         f"start p50 {start:.0f} ms (the claim's BLMOVE wakes, claim_start), then "
+         f"start p50 {start:.0f} ms (the enqueue's write, the BLMOVE with its claim_start), then "
          f"{(f.dedicated_latency or (0.0, 0.0))[0] - start:.0f} ms to run and complete (the "
          "dedicated process's exchange, the completion's write); records keep whole ms"),
     ):

@@ -333,6 +333,8 @@ class Store:
         key = self.keys.group(job.group).job(job.id)
         if self.client.exists(key):
             self.client.hset(key, mapping=fields)
+
+    @redis_errors
     def enqueue_many(self, jobs: list[tuple[Job, bool]]) -> list[bool]:
         """Queue a batch of new jobs, ``(job, fresh_id)`` each, in one or two round trips.
 

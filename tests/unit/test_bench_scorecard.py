@@ -42,7 +42,7 @@ def verdicts(figures: Figures) -> dict[str, str]:
     (Figures(warm_latency=(4.0, 16.0)), "enqueue -> completed p50 / p99, a worker free, warm",
      "MISS", ""),                                                       # p99 alone misses
     (ALL, "enqueue -> completed p50 / p99, at 100 jobs/s, dedicated", "MISS",
-     "start p50 1 ms (the claim's BLMOVE wakes, claim_start), then 1 ms to run"),
+     "start p50 1 ms (the enqueue's write, the BLMOVE with its claim_start), then 1 ms to run"),
     (Figures(dedicated_latency=(1.0, 4.0)),
      "enqueue -> completed p50 / p99, a worker free, dedicated", "PASS", ""),
     (ALL, "enqueue_many jobs/s from one Python process", "PASS", ""),
