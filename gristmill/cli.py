@@ -284,11 +284,18 @@ def cmd_jobs_cancel(ns: argparse.Namespace) -> int:
     flt = JobFilter(status=Status(ns.status), group=ns.group)
     # Collected first: cancelling while paging would move jobs out of the status index.
     # A record that cannot be read cannot be canceled either (Store.cancel reads it first):
-    # it is named on stderr and left alone. Pages hold at most --limit jobs, so the records
-    # named are those among the jobs taken, not from further down the index.
+    # it is named on stderr, left alone, and the command exits 1 (not everything asked for
+    # was done). Pages hold at most --limit jobs, so the records named are those among the
+    # jobs taken, not from further down the index.
+    damaged: list[BadRecord] = []
+
+    def uncancelable(record: BadRecord) -> None:
+        damaged.append(record)
+        left_out(record)
+
     page_size = min(ns.limit, 500) if ns.limit else 500
-    jobs = list(itertools.islice(client.iter_jobs(flt, page_size=page_size, on_damaged=left_out),
-                                 ns.limit))
+    jobs = list(itertools.islice(
+        client.iter_jobs(flt, page_size=page_size, on_damaged=uncancelable), ns.limit))
     done = 0
     for job in jobs:
         try:
@@ -297,6 +304,10 @@ def cmd_jobs_cancel(ns: argparse.Namespace) -> int:
         except GristmillError as exc:  # completed meanwhile: say so and go on
             print(f"{job.id}: {exc}", file=sys.stderr)
     print(f"{done} job(s) canceled")
+    if damaged:
+        print(f"gristmill: {len(damaged)} job(s) not canceled: their records cannot be read",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -250,16 +250,19 @@ def test_cli_jobs_cancel_names_a_damaged_job_it_cannot_cancel(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`gristmill jobs cancel --status running`: the readable jobs are canceled; a record that
-    cannot be read (so cannot be canceled by id either) is named on stderr, not passed over."""
+    cannot be read (so cannot be canceled by id either) is named on stderr, not passed over,
+    and the command exits 1: not everything it was asked to cancel was."""
     kept, bad = queued(api), queued(api)
     started = api.services.store.claim_start("default", "w1", 2, "cli-test-")
     assert sorted(job.id for job in started) == sorted([kept, bad])
     damage(api, bad)
     monkeypatch.setenv("GRISTMILL_REDIS_URL", redis_server.url)
-    assert cli.main(["jobs", "cancel", "--status", "running"]) == 0
+    assert cli.main(["jobs", "cancel", "--status", "running"]) == 1
     out, err = capsys.readouterr()
     assert out == "1 job(s) canceled\n"
-    assert err.startswith(f"gristmill: left out: job record {bad} cannot be read")
-    assert "kind" in err and err.count("\n") == 1
+    named, summary = err.splitlines()
+    assert named.startswith(f"gristmill: left out: job record {bad} cannot be read")
+    assert "kind" in named
+    assert summary == "gristmill: 1 job(s) not canceled: their records cannot be read"
     assert api.services.redis.hget(
         api.services.keys.group("default").job(kept), "canceled_by") is not None
