@@ -22,7 +22,14 @@ import redis
 from common import codec, indexes, luascripts, metrics
 from common.clock import Clock, now_ms
 from common.connection import is_cluster, max_block_s, queue_delete, redis_errors
-from common.errors import BadRecord, DuplicateJob, GristmillError, JobTimeout, NotFound
+from common.errors import (
+    BadRecord,
+    DuplicateJob,
+    GristmillError,
+    JobTimeout,
+    NotFound,
+    RedisUnavailable,
+)
 from common.instance import InstanceSettings
 from common.keys import DONE_TTL_S, EVENTS_MAXLEN, INBOX_WAKE, LOGS_MAXLEN, GroupKeys, Keys
 from common.models import Job, Status, UnreadableJob
@@ -146,7 +153,7 @@ class Blocker:
                 self._drop()  # a reply may be on its way: this connection is not reused
                 raise
             for reply in replies:
-                if isinstance(reply, redis.exceptions.ResponseError) and "MOVED" in str(reply):
+                if _moved(reply):
                     raise reply
             return replies
 
@@ -165,9 +172,11 @@ class Blocker:
             return send(conn)
         except redis.exceptions.RedisError as exc:
             self._drop()  # a fresh connection (and slot map, after MOVED) next time
-            if isinstance(exc, redis.exceptions.ResponseError) and "MOVED" in str(exc) and \
-                    is_cluster(self._base):
+            if _moved(exc) and is_cluster(self._base):
                 self._base.nodes_manager.initialize()
+                # The slot has a new node (a failover, a resharding): the next call goes there.
+                raise RedisUnavailable(f"the blocking call's slot moved ({exc}); the slot "
+                                       "map is read again") from exc
             raise
         finally:
             with self._lock:
@@ -213,6 +222,12 @@ class Blocker:
         if conn is not None:
             with contextlib.suppress(redis.exceptions.RedisError):
                 conn.close()
+
+
+def _moved(reply: object) -> bool:
+    """A MOVED answer (redis-py parses it into a MovedError whose text lacks the word)."""
+    return isinstance(reply, redis.exceptions.MovedError) or (
+        isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith("MOVED"))
 
 
 def _text_or_none(value: bytes | None) -> str | None:

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from common.connection import connect, is_cluster
+from common.errors import RedisUnavailable
 from common.fleet import Fleet
 from common.keys import Keys
 from common.settings import Settings
@@ -125,3 +126,26 @@ def test_an_interrupt_before_redis_parks_the_call_still_ends_it(unbounded: Store
     assert not thread.is_alive() and answers == [None]
     assert time.monotonic() - started < 5  # not the call's 30 s
     blocker.close()
+
+
+def test_a_moved_answer_to_a_blocking_call_is_an_outage_waited_out(
+    redis_client: redis.Redis,
+) -> None:
+    """On a cluster, a blocking call answered MOVED (its slot has a new node) raises
+    RedisUnavailable, which the worker's loops wait out, not an error that stops them; the
+    slot map is read again. A Blocker routed by one key and called on a key of another
+    node's slot gets that answer."""
+    if not is_cluster(redis_client):
+        pytest.skip("about a cluster")
+    route = "gm:{a}:x"
+    other = next(key for key in (f"gm:{{{i}}}:x" for i in range(100))
+                 if redis_client.get_node_from_key(key) != redis_client.get_node_from_key(route))
+    blocker = Blocker(redis_client, route)
+    try:
+        with pytest.raises(RedisUnavailable, match="slot moved"):
+            blocker.call("BLPOP", other, 0.01)
+        with pytest.raises(RedisUnavailable, match="slot moved"):
+            blocker.calls([("BLPOP", other, 0.01), ("PING",)])
+        assert blocker.call("BLPOP", route, 0.01) is None  # the blocker still works
+    finally:
+        blocker.close()
