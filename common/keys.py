@@ -119,6 +119,10 @@ class GroupKeys:
     def running(self, worker_id: str) -> str:
         return f"{self.prefix}:running:{worker_id}"
 
+    def landing(self, worker_id: str) -> str:
+        """Ids an idle worker's BLMOVE took off ready, until its claim_start starts them."""
+        return f"{self.prefix}:landing:{worker_id}"
+
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 

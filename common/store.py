@@ -133,10 +133,10 @@ class Blocker:
         return self._blocking(lambda conn: conn.execute_command(command, *args))
 
     def calls(self, commands: list[tuple[Any, ...]]) -> list[Any] | None:
-        """A blocking command and the commands behind it, in one write: Redis runs those the
-        moment the first returns, with no round trip between. The replies in order, an error
-        reply in its place as the exception (MOVED raised); None at once after
-        :meth:`interrupt`."""
+        """A blocking command and the commands behind it, in one write: Redis runs those once
+        the first returned (other clients' commands may come between), with no round trip
+        of ours between. The replies in order, an error reply in its place as the exception
+        (MOVED raised); None at once after :meth:`interrupt`."""
         def send(conn: redis.Redis) -> list[Any]:
             connection = conn.connection
             assert connection is not None  # a single-connection client's
@@ -570,15 +570,16 @@ class Store:
     def claim_start_blocking(self, group: str, worker_id: str, count: int, claim_prefix: str,
                              timeout_s: float, blocker: Blocker) -> list[Job]:
         """An idle worker's claim: block until ready has an id (BLMOVE into the worker's
-        running list, through ``blocker``), then start it and up to ``count`` more ready ids,
-        as :meth:`claim_start` does. The claim_start call rides behind the BLMOVE in the same
-        write, so Redis starts the job the moment it is moved: one round trip where a BLMOVE
-        and then a claim_start took two. [] when the block timed out or was interrupted."""
+        landing list, through ``blocker``), then start it and more ready ids, up to ``count``
+        jobs in all, as :meth:`claim_start` does. The claim_start call rides behind the
+        BLMOVE in the same write, so Redis starts the job once it is moved: one round trip
+        where a BLMOVE and then a claim_start took two. [] when the block timed out or was
+        interrupted."""
         g = self.keys.group(group)
         claim = NextClaim(group, worker_id, claim_prefix)
         keys, args = self._claim_start_call(claim, count, behind_block=True)
         replies = blocker.calls([
-            ("BLMOVE", g.ready, g.running(worker_id), "LEFT", "RIGHT", self.block_s(timeout_s)),
+            ("BLMOVE", g.ready, g.landing(worker_id), "LEFT", "RIGHT", self.block_s(timeout_s)),
             ("EVALSHA", luascripts.CLAIM_START.sha, len(keys), *keys, *args)])
         if replies is None:
             return []
@@ -586,22 +587,34 @@ class Store:
         if isinstance(moved, Exception):
             raise moved
         if isinstance(answer, redis.exceptions.NoScriptError):
-            # It did not run (a restarted or flushed server): claim_start loads it, and
-            # starts the moved id.
+            # It did not run (a restarted or flushed server): a claim_start of its own loads
+            # it and starts what landed.
             return [] if moved is None else \
-                self.claim_start(group, worker_id, count, claim_prefix, held=moved.decode())
+                self.claim_start(group, worker_id, count, claim_prefix)
         if isinstance(answer, Exception):
             raise answer
         return self._claimed(group, worker_id, answer)
 
     @redis_errors
+    def unland(self, group: str, worker_id: str) -> int:
+        """Put the ids a worker's BLMOVE landed and no claim started back at the head of ready,
+        in their order (the worker stops, or is presumed dead); how many."""
+        g = self.keys.group(group)
+        moved = 0
+        while self.client.lmove(g.landing(worker_id), g.ready, "RIGHT", "LEFT") is not None:
+            moved += 1
+        return moved
+
+    @redis_errors
     def claim_start(self, group: str, worker_id: str, count: int, claim_prefix: str,
                     held: str | None = None) -> list[Job]:
-        """Take up to ``count`` ready ids and start them, with ``held`` (an id already in the
-        worker's running list) first, in one call; the jobs now running (canceled ones are
-        dropped). Each gets the claim ``<claim_prefix><n as 4 hex digits>``: the prefix must be fresh.
-        A record this version cannot read comes back as an :class:`UnreadableJob`, started like
-        the others: the worker records it failed, saying why."""
+        """Start up to ``count`` jobs in one call: ids the worker's blocking claim landed and
+        no call started yet (:meth:`claim_start_blocking`), then ready ids; ``held`` (an id
+        already in the worker's running list) first, besides them. The jobs now running
+        (canceled ones are dropped). Each gets the claim ``<claim_prefix><n as 4 hex
+        digits>``: the prefix must be fresh. A record this version cannot read comes back as
+        an :class:`UnreadableJob`, started like the others: the worker records it failed,
+        saying why."""
         keys, args = self._claim_start_call(NextClaim(group, worker_id, claim_prefix), count, held)
         return self._claimed(group, worker_id,
                              self._script(luascripts.CLAIM_START, keys, args))
@@ -611,7 +624,7 @@ class Store:
         """claim_start.lua's keys and arguments; ``behind_block``: sent behind a BLMOVE."""
         g = self.keys.group(claim.group)
         return ([g.ready, g.running(claim.worker_id), g.events,
-                 *_status_keys(g, Status.QUEUED, Status.RUNNING)],
+                 *_status_keys(g, Status.QUEUED, Status.RUNNING), g.landing(claim.worker_id)],
                 [g.job(""), claim.worker_id, "" if behind_block else self.clock(),
                  claim.claim_prefix, EVENTS_MAXLEN, count, held or "", int(behind_block)])
 

@@ -227,6 +227,10 @@ class Scheduler:
         """Re-queue (or fail) every job a dead worker held, then forget the worker."""
         group = self.fleet.worker_group(worker_id)
         if group is not None:
+            landed = self.store.unland(group, worker_id)  # taken off ready, never started
+            if landed:
+                self.log.warning("ids a dead worker's claim had taken put back", count=landed,
+                                 worker_id=worker_id, group=group)
             for job_id in self.store.running_ids(group, worker_id):
                 outcome = self.store.recover(
                     group, job_id, worker_id, max_restarts=self.max_restarts,

@@ -12,6 +12,7 @@ followers). A heartbeat thread keeps the lease and refreshes instance settings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -123,12 +124,15 @@ class Worker:
         self.log.info("worker started", concurrency=self.concurrency, **self.sandbox.describe(),
                       dedicated=sorted(self.dedicated.paths | self.dedicated.tags)
                       if self.dedicated else [])
+        led = False
         try:
             self._pool.submit(self._lead)
+            led = True
             self._lead_ended.wait()
         finally:
             self.stop()  # also when the wait was cut short (an exception in this thread)
-            self._lead_ended.wait()  # no new leader after this: the pool can shut down
+            if led:
+                self._lead_ended.wait()  # no new leader after this: the pool can shut down
             self._pool.shutdown(wait=True)
             if self.dedicated is not None:
                 self.dedicated.close()
@@ -167,20 +171,36 @@ class Worker:
         """The claim loop, on one pool thread at a time: claim until jobs are started, hand
         the loop on to another pool thread, and run the first job here. A job claimed by an
         idle worker starts on the thread that claimed it, with no other thread to wake on its
-        way (the next claimer wakes while it runs)."""
+        way (the next claimer wakes while it runs). A stop that comes as the claim returns
+        (or a vital thread's death, whose jobs are being released) gives the jobs back."""
         try:
             jobs = self._claim_jobs()
+            if jobs and self._stopping.is_set():
+                self._give_back(jobs)
+                jobs = []
+            for job in jobs[1:]:
+                self._pool.submit(self._run_and_release, job)
+            if jobs:
+                self._pool.submit(self._lead)
         except BaseException as exc:  # a bug of ours: the worker stops, run() raises it
-            self._lead_error = exc
+            self._lead_error = exc  # (jobs started and not handed on are given back at exit)
             self.stop()
-            jobs = []
+            self._lead_ended.set()
+            return
         if not jobs:
             self._lead_ended.set()
             return
-        for job in jobs[1:]:
-            self._pool.submit(self._run_and_release, job)
-        self._pool.submit(self._lead)
         self._run_and_release(jobs[0])
+
+    def _give_back(self, jobs: list[Job]) -> None:
+        """Jobs started for a worker that stops before running them: back to the head of
+        ready, nothing counted (an attempt entry says "released"); their slots freed."""
+        for job in jobs:
+            # On an outage it stays in our running list: given back at exit, or recovered.
+            with contextlib.suppress(RedisUnavailable):
+                self.store.release(job)
+            self._held.discard(job.id)
+            self._slots.release()
 
     def _claim_jobs(self) -> list[Job]:
         """Jobs started for free slots, each slot taken for its job: waits for a slot, claims
@@ -210,13 +230,13 @@ class Worker:
 
     def _claim(self, free: int) -> list[Job]:
         """Up to ``free`` jobs started for this worker: one call while ready has ids; when it
-        is empty, a blocking BLMOVE with the claim_start behind it in the same write (the
-        only call an idle worker makes; a stop interrupts it). A stop that comes as the
-        BLMOVE returns finds the jobs started: they run, as jobs already running do.
+        is empty, a blocking BLMOVE (into our landing list) with the claim_start behind it in
+        the same write: the only call an idle worker makes; a stop interrupts it.
 
-        An id a lost reply moved into our running list is given back by reconciliation."""
+        A job a lost reply started is given back by reconciliation; an id a failed call
+        left landed is started by our next claim."""
         if self._ready_empty:
-            jobs = self.store.claim_start_blocking(self.group, self.worker_id, free - 1,
+            jobs = self.store.claim_start_blocking(self.group, self.worker_id, free,
                                                    secrets.token_hex(16), self.claim_block_s,
                                                    self._claim_blocker)
         else:
@@ -301,8 +321,10 @@ class Worker:
         return jobs[0]
 
     def _release_leftovers(self) -> None:
-        """Ids left in our running list at exit go back to ready (or are recovered)."""
+        """Ids left in our landing and running lists at exit go back to ready (or are
+        recovered)."""
         try:
+            self.store.unland(self.group, self.worker_id)
             for job_id in self.store.running_ids(self.group, self.worker_id):
                 self._recover_own(job_id)
         except RedisUnavailable:

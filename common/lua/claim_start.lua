@@ -1,28 +1,36 @@
 #!lua
--- claim_start: take up to K due ids off ready into a worker's running list and start each,
--- in one call (the worker blocks in BLMOVE only when ready is empty, and then sends this
--- call in the same write, behind the BLMOVE: see ARGV[8]).
+-- claim_start: start the ids a worker's BLMOVE landed, then take up to K due ids off ready
+-- into its running list and start each, in one call. The worker blocks in BLMOVE (ready ->
+-- its landing list) only when ready is empty, and then sends this call in the same write,
+-- behind the BLMOVE (ARGV[8]).
 --
 -- KEYS[1] gm:{wg:G}:ready               LIST   due job ids, oldest first
 -- KEYS[2] gm:{wg:G}:running:<worker>    LIST   ids the worker holds
 -- KEYS[3] gm:{wg:G}:events              STREAM lifecycle events
 -- KEYS[4] gm:{wg:G}:ix:status:queued    ZSET   listing index the jobs leave
 -- KEYS[5] gm:{wg:G}:ix:status:running   ZSET   listing index the jobs join
+-- KEYS[6] gm:{wg:G}:landing:<worker>    LIST   ids the worker's BLMOVE took off ready,
+--                                              not started yet
 -- ARGV[1] prefix of the group's job records, "gm:{wg:G}:job:" (see below)
 -- ARGV[2] worker id
 -- ARGV[3] now (epoch ms); empty with ARGV[8]
 -- ARGV[4] claim prefix: fresh and random (hex); job n of this call gets claim <prefix><n as 4 hex digits>
 -- ARGV[5] events stream cap
--- ARGV[6] K: how many jobs to start from ready at most (ids of canceled jobs taken do not
---         count; at most 4K + 16 ids are taken off ready in one call)
--- ARGV[7] optional: an id the worker already moved into its running list (a BLMOVE), started
---         first
--- ARGV[8] optional: '1' when this call rides behind the worker's BLMOVE (ready -> the tail of
---         its running list) in one write: Redis runs it the moment the BLMOVE returns, so
---         the sender knew neither the id nor the time. The held id is then the running list's
---         last, unless that is a job this worker runs (the BLMOVE moved nothing: its time ran
---         out or the worker interrupted it), when nothing at all is started; now is the
---         server's TIME.
+-- ARGV[6] K: how many jobs to start at most, besides ARGV[7]'s (landed ids count, ids of
+--         canceled jobs do not; at most 4K + 16 ids are taken off ready in one call)
+-- ARGV[7] optional: an id the worker already moved into its running list, started first
+-- ARGV[8] optional: '1' when this call rides behind the worker's BLMOVE in one write. Redis
+--         runs it once the BLMOVE returned (other clients' commands may come between), so
+--         its sender knew neither the id nor the time: now is the server's TIME, and when
+--         nothing had landed (the block timed out, or the worker interrupted it to stop)
+--         nothing at all is started.
+--
+-- Landed ids are the oldest, so they go first; one a failed call left there (an
+-- out-of-memory refusal, a lost connection) is started by the worker's next claim of any
+-- kind. They move into the running list only as this script starts them: the running
+-- list holds no id of the worker's that a claim is about to start, so the heartbeat's
+-- reconciliation never races one (a dead or stopping worker's landing list goes back to
+-- ready first, Store.unland).
 --
 -- The records' keys cannot be passed in KEYS: the ids are only known once taken off ready.
 -- They are built from ARGV[1], which carries the same hash tag {wg:G} as every key above,
@@ -44,14 +52,9 @@ end
 local out = {}
 local n = 0
 local now = ARGV[3]
-local held = ARGV[7]
-if ARGV[8] == '1' then
-  held = redis.call('LINDEX', KEYS[2], -1)
-  if not held then
-    return out
-  end
-  local cur = redis.call('HMGET', ARGV[1] .. held, 'status', 'worker')
-  if cur[1] == 'running' and cur[2] == ARGV[2] then
+local behind_block = ARGV[8] == '1'
+if behind_block then
+  if redis.call('LLEN', KEYS[6]) == 0 then
     return out
   end
   local time = redis.call('TIME')
@@ -77,18 +80,26 @@ local function start(id)
   out[#out + 1] = redis.call('HGETALL', job_key)
 end
 
-if held and held ~= '' then
-  start(held)
+local function take(from)
+  local id = redis.call('LMOVE', from, KEYS[2], 'LEFT', 'RIGHT')
+  if id then
+    start(id)
+  end
+  return id
 end
-local want = n + tonumber(ARGV[6])  -- beyond the held id
+
+if ARGV[7] and ARGV[7] ~= '' then
+  start(ARGV[7])
+end
+local want = n + tonumber(ARGV[6])
 for _ = 1, 4 * want + 16 do
-  if n >= want then
+  if n >= want or not take(KEYS[6]) then
     break
   end
-  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-  if not id then
+end
+for _ = 1, 4 * want + 16 do
+  if n >= want or not take(KEYS[1]) then
     break
   end
-  start(id)
 end
 return out

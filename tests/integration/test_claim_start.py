@@ -9,11 +9,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from common import codec
+from common import codec, luascripts
 from common.fleet import Fleet
 from common.models import Job, Status
 from common.settings import Settings
-from common.store import Store
+from common.store import NextClaim, Store
 from jobs.scripts import ScriptStore
 from tests.integration.helpers import make_job
 from worker.sandbox.policy import Sandbox
@@ -101,19 +101,29 @@ def test_an_unreadable_record_is_started_and_failed_saying_why(
     assert store.running_ids("default", worker.worker_id) == []
 
 
-def blocking_claim(store: Store, count: int, timeout_s: float, prefix: str = "b") -> list[Job]:
-    return store.claim_start_blocking("default", "w1", count, prefix, timeout_s,
-                                      store.blocker("default"))
+def blocking_claim(store: Store, count: int, timeout_s: float, prefix: str = "b",
+                   worker: str = "w1") -> list[Job]:
+    blocker = store.blocker("default")
+    try:
+        return store.claim_start_blocking("default", worker, count, prefix, timeout_s, blocker)
+    finally:
+        blocker.close()
+
+
+def in_thread(call: Callable[[], list[Job]]) -> tuple[threading.Thread, list[list[Job]]]:
+    got: list[list[Job]] = []
+    thread = threading.Thread(target=lambda: got.append(call()), daemon=True)
+    thread.start()
+    return thread, got
 
 
 def test_a_blocking_claim_starts_the_job_it_waited_for(store: Store,
                                                        redis_client: redis.Redis) -> None:
     """An idle worker's one call: blocked until a job is due, it gets the job started (and
-    the next due ones, up to count more), stamped with the server's time, in one round trip."""
+    the next due ones, up to count in all), stamped with the server's time, in one round
+    trip."""
     first = make_job()
-    got: list[list[Job]] = []
-    waiter = threading.Thread(target=lambda: got.append(blocking_claim(store, 1, 10)))
-    waiter.start()
+    waiter, got = in_thread(lambda: blocking_claim(store, 1, 10))
     wait_for(lambda: _blocked(redis_client) == 1)
     before = int(redis_client.time()[0]) * 1000
     store.enqueue(first, fresh_id=True)
@@ -124,16 +134,87 @@ def test_a_blocking_claim_starts_the_job_it_waited_for(store: Store,
         (first.id, Status.RUNNING, "w1", "b0001")
     assert started.started_at is not None and before <= started.started_at
     assert store.running_ids("default", "w1") == [first.id]
-    # Ready has several: the BLMOVE's and `count` more, oldest first.
+    # Ready has several: the BLMOVE's and more, count in all, oldest first.
     more = [make_job() for _ in range(3)]
     for job in more:
         store.enqueue(job, fresh_id=True)
-    assert [job.id for job in blocking_claim(store, 1, 1, "c")] == [more[0].id, more[1].id]
+    assert [job.id for job in blocking_claim(store, 2, 1, "c")] == [more[0].id, more[1].id]
+    assert redis_client.llen(store.keys.group("default").landing("w1")) == 0
+
+
+def test_a_blocking_claim_starts_its_job_whatever_runs_between(
+    store: Store, redis_client: redis.Redis,
+) -> None:
+    """Redis runs the claim_start behind the BLMOVE after the other clients' commands of the
+    same moment: here the enqueue of two jobs and a slot's claim of this same worker, in
+    one pipeline. The job the BLMOVE took waits in the worker's landing list (not at some
+    place in its running list), so one of the two calls starts it (the oldest first); no
+    job is started twice, none is stranded, the other stays due."""
+    running = make_job()
+    store.enqueue(running, fresh_id=True)
+    store.claim_start("default", "w1", 1, "s")
+    x, y = make_job(), make_job()
+    g = store.keys.group("default")
+    for job in (x, y):
+        store.enqueue(job, fresh_id=True)
+    redis_client.delete(g.ready)  # queued records, pushed onto ready below, at once
+    waiter, got = in_thread(lambda: blocking_claim(store, 1, 10, "L"))
+    wait_for(lambda: _blocked(redis_client) == 1)
+    keys, args = store._claim_start_call(NextClaim("default", "w1", "S"), 1)
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.rpush(g.ready, x.id, y.id)
+    pipe.execute_command("EVALSHA", luascripts.CLAIM_START.sha, len(keys), *keys, *args)
+    slot = pipe.execute()[1]
+    waiter.join(10)
+    assert not waiter.is_alive()
+    started = [job.id for job in got[0]] + \
+        [job.id for job in store._claimed("default", "w1", slot)]
+    # (Redis 7 serves the BLMOVE right after the RPUSH, so the slot's call finds X landed
+    # and starts it, and the one behind the BLMOVE finds nothing: Y stays due.)
+    assert x.id in started and len(set(started)) == len(started)
+    assert sorted(store.running_ids("default", "w1")) == sorted([running.id, *started])
+    assert redis_client.llen(g.landing("w1")) == 0
+    for job in (x, y):
+        status = store.get_job(job.id).status
+        assert status == (Status.RUNNING if job.id in started else Status.QUEUED)
+    assert [i.decode() for i in redis_client.lrange(g.ready, 0, -1)] == \
+        [job.id for job in (x, y) if job.id not in started]
+
+
+def test_an_id_a_failed_call_left_landed_is_started_by_the_next_claim(
+    store: Store, redis_client: redis.Redis,
+) -> None:
+    """An id the BLMOVE landed whose claim_start did not run (refused, connection lost) is
+    not stranded: the worker's next claim of any kind starts it first, within its count."""
+    stranded, due = make_job(), make_job()
+    for job in (stranded, due):
+        store.enqueue(job, fresh_id=True)
+    g = store.keys.group("default")
+    assert redis_client.lmove(g.ready, g.landing("w1"), "LEFT", "RIGHT") == stranded.id.encode()
+    assert [job.id for job in store.claim_start("default", "w1", 1, "n")] == [stranded.id]
+    assert [job.id for job in store.claim_start("default", "w1", 1, "m")] == [due.id]
+
+
+def test_unland_puts_landed_ids_back_at_the_head_of_ready_in_order(
+    store: Store, redis_client: redis.Redis,
+) -> None:
+    """A stopping or dead worker's landed ids (never started) go back to ready's head, in
+    their order, ahead of the jobs that were behind them."""
+    jobs = [make_job() for _ in range(3)]
+    for job in jobs:
+        store.enqueue(job, fresh_id=True)
+    g = store.keys.group("default")
+    for _ in range(2):
+        redis_client.lmove(g.ready, g.landing("w1"), "LEFT", "RIGHT")
+    assert store.unland("default", "w1") == 2
+    assert [i.decode() for i in redis_client.lrange(g.ready, 0, -1)] == [j.id for j in jobs]
+    assert store.unland("default", "w1") == 0
+    assert {store.get_job(job.id).status for job in jobs} == {Status.QUEUED}
 
 
 def test_a_blocking_claim_that_times_out_starts_nothing(store: Store) -> None:
-    """Ready stayed empty: nothing is started, and the job the worker already runs (the last
-    of its running list) is left as it is."""
+    """Ready stayed empty: nothing is started, and the job the worker already runs is left
+    as it is."""
     running = make_job()
     store.enqueue(running, fresh_id=True)
     [job] = store.claim_start("default", "w1", 1, "a")
@@ -144,29 +225,33 @@ def test_a_blocking_claim_that_times_out_starts_nothing(store: Store) -> None:
 
 def test_an_interrupted_blocking_claim_takes_nothing(store: Store,
                                                     redis_client: redis.Redis) -> None:
-    """A stopping worker interrupts its blocked claim: it returns at once, nothing taken,
-    and a job enqueued afterwards stays queued for another worker."""
+    """A stopping worker interrupts its claim while Redis holds it blocked: it returns at
+    once (not after its 30 s), with nothing started, and the claim_start queued behind the
+    BLMOVE (which then runs) takes nothing off ready either."""
+    due = make_job()
+    store.enqueue(due, fresh_id=True)
+    g = store.keys.group("default")
+    redis_client.delete(g.ready)  # queued, but not due until the interrupt is done
     blocker = store.blocker("default")
-    got: list[list[Job]] = []
-    waiter = threading.Thread(target=lambda: got.append(store.claim_start_blocking(
-        "default", "w1", 1, "b", 30, blocker)))
-    waiter.start()
+    waiter, got = in_thread(lambda: store.claim_start_blocking(
+        "default", "w1", 1, "b", 30, blocker))
     wait_for(lambda: _blocked(redis_client) == 1)
+    started = time.monotonic()
     blocker.interrupt()
     waiter.join(5)
     assert not waiter.is_alive() and got == [[]]
-    job = make_job()
-    store.enqueue(job, fresh_id=True)
-    assert store.claim_start_blocking("default", "w1", 1, "b", 30, blocker) == []
-    assert store.get_job(job.id).status == Status.QUEUED
-    assert store.running_ids("default", "w1") == []
+    assert time.monotonic() - started < 5
+    redis_client.rpush(g.ready, due.id)
+    assert store.get_job(due.id).status == Status.QUEUED
+    assert store.running_ids("default", "w1") == [] and redis_client.llen(g.landing("w1")) == 0
+    blocker.close()
 
 
 def test_a_blocking_claim_after_a_script_flush_still_starts_its_job(
     store: Store, redis_client: redis.Redis,
 ) -> None:
     """The server lost its scripts (restarted, flushed): the claim_start behind the BLMOVE
-    did not run, so the moved id is started by a call of its own, once."""
+    did not run, so what landed is started by a call of its own, once."""
     job = make_job()
     store.enqueue(job, fresh_id=True)
     for node in _primaries(redis_client):

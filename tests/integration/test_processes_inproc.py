@@ -125,6 +125,33 @@ def test_scheduler_tick_recovers_the_jobs_of_a_dead_worker(
     assert redis_client.zscore(store.keys.workers, "dead-1") is None
 
 
+def test_a_dead_workers_landed_id_goes_back_to_ready(
+    store: Store, scripts: ScriptStore, fleet: Fleet, redis_client: redis.Redis
+) -> None:
+    """An id a dead worker's blocking claim had taken off ready (its landing list) and never
+    started goes back to the head of ready, with no attempt used, ahead of its running job."""
+    now = [1_000_000]
+    running, landed = make_job(scheduled_for=0), make_job(scheduled_for=0)
+    for job in (running, landed):
+        store.enqueue(job, fresh_id=True)
+    g = store.keys.group("default")
+    fleet.worker_heartbeat("dead-2", {"group": "default"}, now[0],
+                           running_key=g.running("dead-2"))
+    assert [job.id for job in store.claim_start("default", "dead-2", 1, "c")] == [running.id]
+    assert redis_client.lmove(g.ready, g.landing("dead-2"), "LEFT", "RIGHT") == landed.id.encode()
+    scheduler = Scheduler(
+        store=store, admission=Admission(store, scripts, Settings(redis_url="redis://unused")),
+        fleet=fleet, lease_s=10, clock=lambda: now[0],
+    )
+    now[0] += 11_000
+    scheduler.tick()
+    scheduler.stop()
+    assert redis_client.llen(g.landing("dead-2")) == 0
+    assert {i.decode() for i in redis_client.lrange(g.ready, 0, -1)} == {running.id, landed.id}
+    assert (store.get_job(landed.id).status, store.get_job(landed.id).attempt) == \
+        (Status.QUEUED, 0)
+
+
 def test_promoter_wakes_for_an_earlier_job(store: Store) -> None:
     """A promoter sleeping until a far job is nudged by an earlier one and promotes it on time."""
     stopping = threading.Event()

@@ -160,3 +160,40 @@ def test_a_crash_of_the_claim_loop_stops_the_worker_and_is_raised(worker: Worker
     worker._claim = broken  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="a bug in the claim"):
         worker.run()
+
+
+def test_jobs_a_claim_returns_to_a_stopping_worker_are_given_back(
+    worker: Worker, store: Store,
+) -> None:
+    """The stop comes as the claim returns with jobs started (or a vital thread died): they
+    go back to the head of ready, unrun, with no attempt counted as failed or restarted."""
+    job = make_job()
+    store.enqueue(job, fresh_id=True)
+    claim = worker._claim
+
+    def stopped_meanwhile(free: int) -> list[Job]:
+        jobs = claim(free)
+        worker.stop()
+        return jobs
+
+    worker._claim = stopped_meanwhile  # type: ignore[method-assign]
+    thread = start(worker)
+    thread.join(WAIT_S)
+    assert not thread.is_alive() and worker.failed is None
+    back = store.get_job(job.id)
+    assert (back.status, back.retries, back.restarts) == (Status.QUEUED, 0, 0)
+    assert store.client.lrange(store.keys.group("default").ready, 0, -1) == [job.id.encode()]
+    assert store.running_ids("default", worker.worker_id) == []
+
+
+def test_a_stopping_worker_puts_its_landed_ids_back(worker: Worker, store: Store) -> None:
+    """An id the worker's blocking claim landed and no claim started (a call that failed)
+    goes back to ready when the worker stops."""
+    job = make_job()
+    store.enqueue(job, fresh_id=True)
+    g = store.keys.group("default")
+    assert store.client.lmove(g.ready, g.landing(worker.worker_id), "LEFT", "RIGHT")
+    worker._release_leftovers()
+    assert store.client.lrange(g.ready, 0, -1) == [job.id.encode()]
+    assert store.client.llen(g.landing(worker.worker_id)) == 0
+    assert store.get_job(job.id).status == Status.QUEUED
