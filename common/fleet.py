@@ -65,17 +65,21 @@ class Fleet:
 
     @redis_errors
     def worker_heartbeat(
-        self, worker_id: str, info: dict[str, str | int], now: int, *, running_key: str
+        self, worker_id: str, info: dict[str, str | int], now: int, *, running_key: str,
+        gone_key: str | None = None,
     ) -> WorkerBeat:
         """One round trip: refresh the lease and write ``info`` into the worker's hash (with
-        ``group``: register the group too; empty: write nothing); read instance settings and
-        the ids in the worker's running list."""
+        ``group``: register the group too, and lift the fence of a worker presumed dead,
+        ``gone_key``; empty: write nothing); read instance settings and the ids in the
+        worker's running list."""
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(self.keys.workers, {worker_id: now})
         if info:
             pipe.hset(self.keys.worker(worker_id), mapping=info)
         if "group" in info:
             pipe.sadd(self.keys.groups, str(info["group"]))
+            if gone_key is not None:
+                pipe.delete(gone_key)
         pipe.hgetall(self.keys.settings)
         pipe.lrange(running_key, 0, -1)
         added, *_, settings, running = pipe.execute()

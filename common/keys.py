@@ -82,6 +82,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DONE_TTL_S = 3600
+# A worker presumed dead is fenced this long (gm:{wg:G}:gone:<w>): longer than any blocking
+# claim it may have left parked in Redis (at most a minute).
+GONE_TTL_S = 600
 EVENTS_MAXLEN = 10_000
 LOGS_MAXLEN = 100_000
 # An inbox element that names a stored batch rather than holding a spec (a spec is JSON).
@@ -122,6 +125,10 @@ class GroupKeys:
     def landing(self, worker_id: str) -> str:
         """Ids an idle worker's BLMOVE took off ready, until its claim_start starts them."""
         return f"{self.prefix}:landing:{worker_id}"
+
+    def gone(self, worker_id: str) -> str:
+        """Set while a worker is presumed dead: its claims start nothing."""
+        return f"{self.prefix}:gone:{worker_id}"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"

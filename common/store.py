@@ -31,7 +31,15 @@ from common.errors import (
     RedisUnavailable,
 )
 from common.instance import InstanceSettings
-from common.keys import DONE_TTL_S, EVENTS_MAXLEN, INBOX_WAKE, LOGS_MAXLEN, GroupKeys, Keys
+from common.keys import (
+    DONE_TTL_S,
+    EVENTS_MAXLEN,
+    GONE_TTL_S,
+    INBOX_WAKE,
+    LOGS_MAXLEN,
+    GroupKeys,
+    Keys,
+)
 from common.models import Job, Status, UnreadableJob
 
 SCAN_PAGE = 1000
@@ -596,6 +604,17 @@ class Store:
         return self._claimed(group, worker_id, answer)
 
     @redis_errors
+    def fence_gone(self, group: str, worker_id: str) -> None:
+        """Presume a worker dead: its claims start nothing (claim_start.lua) until it
+        registers again, or GONE_TTL_S passes."""
+        self.client.set(self.keys.group(group).gone(worker_id), 1, ex=GONE_TTL_S)
+
+    @redis_errors
+    def unfence_gone(self, group: str, worker_id: str) -> None:
+        """The worker presumed dead was not: its claims start jobs again."""
+        self.client.delete(self.keys.group(group).gone(worker_id))
+
+    @redis_errors
     def unland(self, group: str, worker_id: str) -> int:
         """Put the ids a worker's BLMOVE landed and no claim started back at the head of ready,
         in their order (the worker stops, or is presumed dead); how many."""
@@ -624,7 +643,8 @@ class Store:
         """claim_start.lua's keys and arguments; ``behind_block``: sent behind a BLMOVE."""
         g = self.keys.group(claim.group)
         return ([g.ready, g.running(claim.worker_id), g.events,
-                 *_status_keys(g, Status.QUEUED, Status.RUNNING), g.landing(claim.worker_id)],
+                 *_status_keys(g, Status.QUEUED, Status.RUNNING), g.landing(claim.worker_id),
+                 g.gone(claim.worker_id)],
                 [g.job(""), claim.worker_id, "" if behind_block else self.clock(),
                  claim.claim_prefix, EVENTS_MAXLEN, count, held or "", int(behind_block)])
 

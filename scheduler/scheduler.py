@@ -227,6 +227,8 @@ class Scheduler:
         """Re-queue (or fail) every job a dead worker held, then forget the worker."""
         group = self.fleet.worker_group(worker_id)
         if group is not None:
+            # Fenced first: a claim it left blocked in Redis starts nothing from now on.
+            self.store.fence_gone(group, worker_id)
             landed = self.store.unland(group, worker_id)  # taken off ready, never started
             if landed:
                 self.log.warning("ids a dead worker's claim had taken put back", count=landed,
@@ -241,6 +243,8 @@ class Scheduler:
                                  worker_id=worker_id, group=group, outcome=outcome)
         if self.fleet.forget_worker(worker_id, seen_before_ms):
             self.log.warning("worker presumed dead", worker_id=worker_id, group=group)
+        elif group is not None:  # it beat meanwhile: alive after all (its jobs are fenced off)
+            self.store.unfence_gone(group, worker_id)
 
     def snapshot(self) -> FleetSnapshot:
         """Queue depths and live workers, for the metrics endpoint."""

@@ -177,6 +177,8 @@ class Worker:
             jobs = self._claim_jobs()
             if jobs and self._stopping.is_set():
                 self._give_back(jobs)
+                for _ in jobs:
+                    self._slots.release()
                 jobs = []
             for job in jobs[1:]:
                 self._pool.submit(self._run_and_release, job)
@@ -194,13 +196,12 @@ class Worker:
 
     def _give_back(self, jobs: list[Job]) -> None:
         """Jobs started for a worker that stops before running them: back to the head of
-        ready, nothing counted (an attempt entry says "released"); their slots freed."""
+        ready, nothing counted (an attempt entry says "released")."""
         for job in jobs:
             # On an outage it stays in our running list: given back at exit, or recovered.
             with contextlib.suppress(RedisUnavailable):
                 self.store.release(job)
             self._held.discard(job.id)
-            self._slots.release()
 
     def _claim_jobs(self) -> list[Job]:
         """Jobs started for free slots, each slot taken for its job: waits for a slot, claims
@@ -220,6 +221,8 @@ class Worker:
             except RedisUnavailable as exc:
                 for _ in range(free):
                     self._slots.release()
+                # The next claim does not block: it starts what a failed call left landed.
+                self._ready_empty = False
                 self._stopping.wait(self._claim_outage.failed(exc))
                 continue
             for _ in range(free - len(jobs)):
@@ -313,11 +316,15 @@ class Worker:
             return None
 
     def _follow(self, jobs: list[Job]) -> Job | None:
-        """The job a slot's claim started, if ready had one."""
+        """The job a slot's claim started, if ready had one (given back if the worker
+        stopped meanwhile)."""
         if not jobs:
             self._ready_empty = True
             return None
         self._started(jobs)
+        if self._stopping.is_set():
+            self._give_back(jobs)
+            return None
         return jobs[0]
 
     def _release_leftovers(self) -> None:
@@ -378,9 +385,10 @@ class Worker:
         if not self._registered:
             info.update(jobs_done=done, group=self.group, host=socket.gethostname(), pid=os.getpid(),
                         started_at=self.started_at, version=VERSION, concurrency=self.concurrency)
+        keys = self.store.keys.group(self.group)
         beat = self.fleet.worker_heartbeat(
-            self.worker_id, info, self.clock(),
-            running_key=self.store.keys.group(self.group).running(self.worker_id),
+            self.worker_id, info, self.clock(), running_key=keys.running(self.worker_id),
+            gone_key=keys.gone(self.worker_id),
         )
         # Registered now, unless the registry had lost us before a mere update: then the
         # next beat writes everything.
@@ -392,9 +400,11 @@ class Worker:
     def _reconcile(self, listed: list[str]) -> None:
         """Give back ids in our running list that we are not working on.
 
-        A BLMOVE whose reply was lost (connection cut, Redis restarted) leaves an
-        id there that this worker never saw. An id seen unheld on two full heartbeats
-        in a row is ours by mistake: it goes back to ready, or is recovered.
+        A claim whose reply was lost (connection cut, Redis restarted) leaves a job
+        there, started, that this worker never saw. An id seen unheld on two full
+        heartbeats in a row is ours by mistake: it goes back to ready, or is recovered.
+        (An id a failed blocking claim left landed is in our landing list, not here: our
+        next claim starts it.)
         """
         unheld = set(listed) - self._held
         for job_id in unheld & self._suspects:

@@ -11,6 +11,7 @@
 -- KEYS[5] gm:{wg:G}:ix:status:running   ZSET   listing index the jobs join
 -- KEYS[6] gm:{wg:G}:landing:<worker>    LIST   ids the worker's BLMOVE took off ready,
 --                                              not started yet
+-- KEYS[7] gm:{wg:G}:gone:<worker>       STRING set while the worker is presumed dead
 -- ARGV[1] prefix of the group's job records, "gm:{wg:G}:job:" (see below)
 -- ARGV[2] worker id
 -- ARGV[3] now (epoch ms); empty with ARGV[8]
@@ -32,6 +33,11 @@
 -- reconciliation never races one (a dead or stopping worker's landing list goes back to
 -- ready first, Store.unland).
 --
+-- A worker presumed dead (KEYS[7], set by the scheduler that recovers it, until the worker
+-- registers again) starts nothing, and what landed goes back to the head of ready: a
+-- blocking claim it left parked in Redis (its host gone) may still take an id after the
+-- recovery, and no one would look at its lists again.
+--
 -- The records' keys cannot be passed in KEYS: the ids are only known once taken off ready.
 -- They are built from ARGV[1], which carries the same hash tag {wg:G} as every key above,
 -- so the script touches one slot only and runs unchanged on a Redis Cluster.
@@ -50,6 +56,11 @@ local function move_status(job_key, from_key, to_key)
 end
 
 local out = {}
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  while redis.call('LMOVE', KEYS[6], KEYS[1], 'RIGHT', 'LEFT') do
+  end
+  return out
+end
 local n = 0
 local now = ARGV[3]
 local behind_block = ARGV[8] == '1'

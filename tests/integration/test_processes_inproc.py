@@ -152,6 +152,65 @@ def test_a_dead_workers_landed_id_goes_back_to_ready(
         (Status.QUEUED, 0)
 
 
+def test_a_claim_a_dead_worker_left_blocked_in_redis_starts_nothing(
+    store: Store, scripts: ScriptStore, fleet: Fleet, redis_client: redis.Redis
+) -> None:
+    """A worker whose host vanished leaves its blocking claim parked in Redis. Once the
+    scheduler has recovered it, that claim may still take a job off ready, and nothing would
+    look at the dead worker's lists again: the scheduler fences the worker first, so its
+    claim starts nothing and the id goes back to ready, for a live worker to run."""
+    now = [1_000_000]
+    g = store.keys.group("default")
+    fleet.worker_heartbeat("dead-3", {"group": "default"}, now[0], running_key=g.running("dead-3"))
+    blocker = store.blocker("default")
+    got: list[list[object]] = []
+    parked = threading.Thread(target=lambda: got.append(store.claim_start_blocking(
+        "default", "dead-3", 1, "z", 20, blocker)), daemon=True)
+    parked.start()
+    scheduler = Scheduler(
+        store=store, admission=Admission(store, scripts, Settings(redis_url="redis://unused")),
+        fleet=fleet, lease_s=10, clock=lambda: now[0],
+    )
+    now[0] += 11_000
+    scheduler.tick()
+    scheduler.stop()
+    assert redis_client.zscore(store.keys.workers, "dead-3") is None
+    job = make_job()
+    store.enqueue(job, fresh_id=True)
+    parked.join(20)
+    assert not parked.is_alive() and got == [[]]
+    blocker.close()
+    assert store.get_job(job.id).status == Status.QUEUED
+    assert redis_client.lrange(g.ready, 0, -1) == [job.id.encode()]
+    assert redis_client.llen(g.landing("dead-3")) == redis_client.llen(g.running("dead-3")) == 0
+
+
+def test_a_worker_presumed_dead_claims_again_once_it_registers(
+    store: Store, scripts: ScriptStore, fleet: Fleet,
+) -> None:
+    """The fence lifts when the worker comes back: when its beat finds it forgotten it
+    registers again, and when it beat before the scheduler forgot it, the scheduler lifts
+    the fence itself."""
+    g = store.keys.group("default")
+    jobs = [make_job() for _ in range(2)]
+    for job in jobs:
+        store.enqueue(job, fresh_id=True)
+    scheduler = Scheduler(
+        store=store, admission=Admission(store, scripts, Settings(redis_url="redis://unused")),
+        fleet=fleet, lease_s=10, clock=lambda: 1_000_000,
+    )
+    for worker in ("back-1", "back-2"):
+        fleet.worker_heartbeat(worker, {"group": "default"}, 1_000, running_key=g.running(worker))
+    scheduler.recover_worker("back-1", seen_before_ms=2_000)  # forgotten
+    scheduler.recover_worker("back-2", seen_before_ms=500)  # it beat since: kept
+    scheduler.stop()
+    assert store.claim_start("default", "back-1", 1, "a") == []  # fenced
+    fleet.worker_heartbeat("back-1", {"group": "default"}, 3_000, running_key=g.running("back-1"),
+                           gone_key=g.gone("back-1"))
+    assert [job.id for job in store.claim_start("default", "back-1", 1, "b")] == [jobs[0].id]
+    assert [job.id for job in store.claim_start("default", "back-2", 1, "c")] == [jobs[1].id]
+
+
 def test_promoter_wakes_for_an_earlier_job(store: Store) -> None:
     """A promoter sleeping until a far job is nudged by an earlier one and promotes it on time."""
     stopping = threading.Event()
