@@ -19,6 +19,11 @@ class RedisUnavailable(GristmillError):
     """Redis could not be reached or answered with an error."""
 
 
+class WorkerFenced(RedisUnavailable):
+    """The scheduler presumed this worker dead (silent past its lease): its claims start
+    nothing until it registers again. Waited out like an outage."""
+
+
 class SpecError(GristmillError):
     """A job spec was rejected; the message says exactly what is wrong."""
 

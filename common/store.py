@@ -29,6 +29,7 @@ from common.errors import (
     JobTimeout,
     NotFound,
     RedisUnavailable,
+    WorkerFenced,
 )
 from common.instance import InstanceSettings
 from common.keys import (
@@ -53,6 +54,7 @@ ADMISSION_POLL_S = 0.05
 UNBLOCK_RETRY_S = 0.02  # Blocker.interrupt: how often it tries CLIENT UNBLOCK again
 UNBLOCK_TRY_S = 1.0  # and for how long at most
 FENCED = -1
+FENCED_ANSWER = [b"gone"]  # claim_start.lua's answer to a worker presumed dead
 NEW_SECRETS = -2
 
 
@@ -601,7 +603,7 @@ class Store:
                 self.claim_start(group, worker_id, count, claim_prefix)
         if isinstance(answer, Exception):
             raise answer
-        return self._claimed(group, worker_id, answer)
+        return self._started_or_fenced(group, worker_id, answer)
 
     @redis_errors
     def fence_gone(self, group: str, worker_id: str) -> None:
@@ -635,8 +637,8 @@ class Store:
         an :class:`UnreadableJob`, started like the others: the worker records it failed,
         saying why."""
         keys, args = self._claim_start_call(NextClaim(group, worker_id, claim_prefix), count, held)
-        return self._claimed(group, worker_id,
-                             self._script(luascripts.CLAIM_START, keys, args))
+        return self._started_or_fenced(group, worker_id,
+                                       self._script(luascripts.CLAIM_START, keys, args))
 
     def _claim_start_call(self, claim: NextClaim, count: int, held: str | None = None, *,
                           behind_block: bool = False) -> tuple[list[str], list[Any]]:
@@ -648,9 +650,23 @@ class Store:
                 [g.job(""), claim.worker_id, "" if behind_block else self.clock(),
                  claim.claim_prefix, EVENTS_MAXLEN, count, held or "", int(behind_block)])
 
+    @classmethod
+    def _started_or_fenced(cls, group: str, worker_id: str, answer: list[Any]) -> list[Job]:
+        """The jobs in claim_start.lua's answer; WorkerFenced when it says the worker is
+        presumed dead."""
+        if answer == FENCED_ANSWER:
+            raise WorkerFenced(f"worker {worker_id} was presumed dead (silent past its lease) "
+                               "and its jobs recovered: it claims nothing until it registers "
+                               "again, at its next heartbeat")
+        return cls._claimed(group, worker_id, answer)
+
     @staticmethod
     def _claimed(group: str, worker_id: str, answer: list[Any]) -> list[Job]:
-        """The jobs in claim_start.lua's answer (id, claim, record for each)."""
+        """The jobs in claim_start.lua's answer (id, claim, record for each); none when it
+        says the worker is presumed dead (a slot's claim riding a completion: the claim
+        loop's next claim meets it)."""
+        if answer == FENCED_ANSWER:
+            return []
         jobs: list[Job] = []
         for i in range(0, len(answer), 3):
             try:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from common import log, metrics
 from common.clock import Clock, now_ms
-from common.errors import RedisUnavailable
+from common.errors import RedisUnavailable, WorkerFenced
 from common.fleet import Fleet
 from common.instance import InstanceSettings
 from common.loops import Outage, vital
@@ -223,6 +223,8 @@ class Worker:
                     self._slots.release()
                 # The next claim does not block: it starts what a failed call left landed.
                 self._ready_empty = False
+                if isinstance(exc, WorkerFenced):
+                    self._registered = False  # the next heartbeat registers us again
                 self._stopping.wait(self._claim_outage.failed(exc))
                 continue
             for _ in range(free - len(jobs)):

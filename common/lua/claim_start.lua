@@ -34,9 +34,10 @@
 -- ready first, Store.unland).
 --
 -- A worker presumed dead (KEYS[7], set by the scheduler that recovers it, until the worker
--- registers again) starts nothing, and what landed goes back to the head of ready: a
--- blocking claim it left parked in Redis (its host gone) may still take an id after the
--- recovery, and no one would look at its lists again.
+-- registers again) starts nothing, and what landed (and ARGV[7]'s id) goes back to the
+-- head of ready: a blocking claim it left parked in Redis (its host gone) may still take
+-- an id after the recovery, and no one would look at its lists again. The answer is then
+-- {'gone'}: a live worker registers again (and waits for it, not spinning on claims).
 --
 -- The records' keys cannot be passed in KEYS: the ids are only known once taken off ready.
 -- They are built from ARGV[1], which carries the same hash tag {wg:G} as every key above,
@@ -59,7 +60,10 @@ local out = {}
 if redis.call('EXISTS', KEYS[7]) == 1 then
   while redis.call('LMOVE', KEYS[6], KEYS[1], 'RIGHT', 'LEFT') do
   end
-  return out
+  if ARGV[7] and ARGV[7] ~= '' and redis.call('LREM', KEYS[2], 0, ARGV[7]) > 0 then
+    redis.call('LPUSH', KEYS[1], ARGV[7])
+  end
+  return {'gone'}
 end
 local n = 0
 local now = ARGV[3]

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from common import codec, luascripts
+from common.errors import WorkerFenced
 from common.fleet import Fleet
 from common.models import Job, Status
 from common.settings import Settings
@@ -270,3 +271,25 @@ def _primaries(client: redis.Redis) -> list[redis.Redis]:
     if isinstance(client, redis.RedisCluster):
         return [client.get_redis_connection(node) for node in client.get_primaries()]
     return [client]
+
+
+def test_a_fenced_workers_claim_starts_nothing_and_gives_its_ids_back(
+    store: Store, redis_client: redis.Redis,
+) -> None:
+    """A worker presumed dead: its claim answers WorkerFenced, and the ids it held unstarted
+    (landed, or moved into its running list) go back to the head of ready."""
+    held, landed, due = make_job(), make_job(), make_job()
+    for job in (held, landed, due):
+        store.enqueue(job, fresh_id=True)
+    g = store.keys.group("default")
+    assert store.claim("default", "w1", 1) == held.id
+    redis_client.lmove(g.ready, g.landing("w1"), "LEFT", "RIGHT")
+    store.fence_gone("default", "w1")
+    with pytest.raises(WorkerFenced):
+        store.claim_start("default", "w1", 3, "f", held=held.id)
+    assert [i.decode() for i in redis_client.lrange(g.ready, 0, -1)] == \
+        [held.id, landed.id, due.id]
+    assert store.running_ids("default", "w1") == [] and redis_client.llen(g.landing("w1")) == 0
+    assert {store.get_job(job.id).status for job in (held, landed, due)} == {Status.QUEUED}
+    store.unfence_gone("default", "w1")
+    assert [job.id for job in store.claim_start("default", "w1", 1, "g")] == [held.id]

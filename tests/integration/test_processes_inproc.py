@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from common.errors import WorkerFenced
 from common.fleet import Fleet
 from common.models import Status
 from common.settings import Settings
@@ -163,9 +164,15 @@ def test_a_claim_a_dead_worker_left_blocked_in_redis_starts_nothing(
     g = store.keys.group("default")
     fleet.worker_heartbeat("dead-3", {"group": "default"}, now[0], running_key=g.running("dead-3"))
     blocker = store.blocker("default")
-    got: list[list[object]] = []
-    parked = threading.Thread(target=lambda: got.append(store.claim_start_blocking(
-        "default", "dead-3", 1, "z", 20, blocker)), daemon=True)
+    got: list[object] = []
+
+    def park() -> None:
+        try:
+            got.append(store.claim_start_blocking("default", "dead-3", 1, "z", 20, blocker))
+        except WorkerFenced as exc:
+            got.append(exc)
+
+    parked = threading.Thread(target=park, daemon=True)
     parked.start()
     scheduler = Scheduler(
         store=store, admission=Admission(store, scripts, Settings(redis_url="redis://unused")),
@@ -178,7 +185,7 @@ def test_a_claim_a_dead_worker_left_blocked_in_redis_starts_nothing(
     job = make_job()
     store.enqueue(job, fresh_id=True)
     parked.join(20)
-    assert not parked.is_alive() and got == [[]]
+    assert not parked.is_alive() and len(got) == 1 and isinstance(got[0], WorkerFenced)
     blocker.close()
     assert store.get_job(job.id).status == Status.QUEUED
     assert redis_client.lrange(g.ready, 0, -1) == [job.id.encode()]
@@ -204,7 +211,8 @@ def test_a_worker_presumed_dead_claims_again_once_it_registers(
     scheduler.recover_worker("back-1", seen_before_ms=2_000)  # forgotten
     scheduler.recover_worker("back-2", seen_before_ms=500)  # it beat since: kept
     scheduler.stop()
-    assert store.claim_start("default", "back-1", 1, "a") == []  # fenced
+    with pytest.raises(WorkerFenced, match="presumed dead"):
+        store.claim_start("default", "back-1", 1, "a")
     fleet.worker_heartbeat("back-1", {"group": "default"}, 3_000, running_key=g.running("back-1"),
                            gone_key=g.gone("back-1"))
     assert [job.id for job in store.claim_start("default", "back-1", 1, "b")] == [jobs[0].id]

@@ -197,3 +197,32 @@ def test_a_stopping_worker_puts_its_landed_ids_back(worker: Worker, store: Store
     assert store.client.lrange(g.ready, 0, -1) == [job.id.encode()]
     assert store.client.llen(g.landing(worker.worker_id)) == 0
     assert store.get_job(job.id).status == Status.QUEUED
+
+
+def test_a_live_worker_found_fenced_registers_again_and_runs_the_job(
+    worker: Worker, store: Store,
+) -> None:
+    """A scheduler presumed this worker dead and fenced it (a long pause, a Redis stall),
+    then died before lifting the fence. The worker's claim says so: it registers again at
+    its next heartbeat (which lifts the fence) and runs the job, waiting meanwhile as for
+    an outage, not spinning on claims."""
+    g = store.keys.group("default")
+    calls: list[int] = []
+    claim_start = store.claim_start
+
+    def counted(*args: object, **kwargs: object) -> list[Job]:
+        calls.append(1)
+        return claim_start(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.claim_start = counted  # type: ignore[method-assign]
+    thread = start(worker)
+    wait_until(lambda: worker._registered, "the worker to register")
+    store.fence_gone("default", worker.worker_id)
+    job = make_job()
+    store.enqueue(job, fresh_id=True)
+    wait_until(lambda: store.get_job(job.id).status == Status.SUCCESS, "the job to run")
+    assert store.client.exists(g.gone(worker.worker_id)) == 0
+    assert len(calls) < 20  # backed off while fenced (a spin makes thousands a second)
+    worker.stop()
+    thread.join(WAIT_S)
+    assert not thread.is_alive() and worker.failed is None
