@@ -88,7 +88,11 @@ class Worker:
         self._stopping = threading.Event()
         self._exited = threading.Event()
         self.failed: str | None = None  # the vital thread that died, if one did
-        self._held: set[str] = set()  # ids claimed and not finished (set ops are atomic in CPython)
+        # Jobs started here and not finished: id -> the attempt's claim. By claim, since a job
+        # recovered while this worker was presumed dead may be claimed here again while its
+        # old run still ends: that run's end must not unhold the new one.
+        self._held: dict[str, str | None] = {}
+        self._held_lock = threading.Lock()
         self._suspects: set[str] = set()
         self._slots = threading.Semaphore(concurrency)
         self._lead_ended = threading.Event()  # the claim loop saw the stop (or crashed)
@@ -194,6 +198,12 @@ class Worker:
             return
         self._run_and_release(jobs[0])
 
+    def _unhold(self, job: Job) -> None:
+        """``job``'s attempt is over here (not a later attempt of the same job)."""
+        with self._held_lock:
+            if self._held.get(job.id) == job.claim:
+                del self._held[job.id]
+
     def _give_back(self, jobs: list[Job]) -> None:
         """Jobs started for a worker that stops before running them: back to the head of
         ready, nothing counted (an attempt entry says "released")."""
@@ -201,7 +211,7 @@ class Worker:
             # On an outage it stays in our running list: given back at exit, or recovered.
             with contextlib.suppress(RedisUnavailable):
                 self.store.release(job)
-            self._held.discard(job.id)
+            self._unhold(job)
 
     def _claim_jobs(self) -> list[Job]:
         """Jobs started for free slots, each slot taken for its job: waits for a slot, claims
@@ -253,7 +263,8 @@ class Worker:
     def _started(self, jobs: list[Job]) -> None:
         """Jobs this worker just started: held (for reconciliation), counted."""
         for job in jobs:
-            self._held.add(job.id)
+            with self._held_lock:
+                self._held[job.id] = job.claim
             metrics.child(metrics.JOBS_STARTED, job.group, job.kind.value).inc()
             if job.started_at is not None and not isinstance(job, UnreadableJob):
                 metrics.child(metrics.START_LATENESS, job.group).observe(
@@ -295,7 +306,7 @@ class Worker:
             self._runner.fail(job, exc, self.instance)
             return None
         finally:
-            self._held.discard(job.id)
+            self._unhold(job)
 
     def _may_claim_next(self) -> bool:
         """A slot claims its next job itself unless the worker stops or ready was empty."""
@@ -408,7 +419,8 @@ class Worker:
         (An id a failed blocking claim left landed is in our landing list, not here: our
         next claim starts it.)
         """
-        unheld = set(listed) - self._held
+        with self._held_lock:
+            unheld = set(listed) - self._held.keys()
         for job_id in unheld & self._suspects:
             self.log.warning("orphaned claim given back", job_id=job_id)
             self._recover_own(job_id)

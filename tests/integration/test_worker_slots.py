@@ -226,3 +226,25 @@ def test_a_live_worker_found_fenced_registers_again_and_runs_the_job(
     worker.stop()
     thread.join(WAIT_S)
     assert not thread.is_alive() and worker.failed is None
+
+
+def test_the_end_of_an_old_attempt_does_not_unhold_a_new_one(
+    worker: Worker, store: Store,
+) -> None:
+    """A job recovered while this worker was presumed dead is claimed here again while its
+    old run still ends: that end leaves the new attempt held, so reconciliation does not
+    take the live run away."""
+    job = make_job()
+    store.enqueue(job, fresh_id=True)
+    [first] = store.claim_start("default", worker.worker_id, 1, "a")
+    worker._started([first])
+    store.recover("default", job.id, worker.worker_id, max_restarts=3, retention_s=60)
+    [second] = store.claim_start("default", worker.worker_id, 1, "b")
+    worker._started([second])
+    worker._unhold(first)  # the old run ends (its completion is refused)
+    for _ in range(2):  # an id unheld on two full beats in a row would be given back
+        worker._reconcile(store.running_ids("default", worker.worker_id))
+    now = store.get_job(job.id)
+    assert (now.status, now.claim) == (Status.RUNNING, second.claim)
+    worker._unhold(second)
+    assert worker._held == {}
