@@ -143,13 +143,7 @@ class DirectCalls:
         except IndexError:
             conn = self._make()
         try:
-            conn.send_packed_command(packed, check_health=False)
-            replies: list[Any] = []
-            for _ in packed:
-                try:
-                    replies.append(conn.read_response())
-                except redis.exceptions.ResponseError as exc:  # the stream is still in step
-                    replies.append(exc)
+            replies = exchange(conn, packed)
         except BaseException:
             conn.disconnect()  # a reply may be on its way: this connection is not reused
             raise
@@ -159,6 +153,21 @@ class DirectCalls:
     def close(self) -> None:
         while self._idle:
             self._idle.pop().disconnect()
+
+
+def exchange(conn: Any, packed: list[bytes]) -> list[Any]:
+    """Write ``packed`` (commands packed by hiredis) on the redis-py connection ``conn`` in
+    one write and read a reply to each, an error reply in its place as the exception (the
+    stream stays in step). A failure on the way may leave replies coming: the caller does
+    not reuse ``conn`` then."""
+    conn.send_packed_command(packed, check_health=False)
+    replies: list[Any] = []
+    for _ in packed:
+        try:
+            replies.append(conn.read_response())
+        except redis.exceptions.ResponseError as exc:
+            replies.append(exc)
+    return replies
 
 
 def _load(name: str) -> LuaScript:

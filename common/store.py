@@ -151,14 +151,8 @@ class Blocker:
             connection = conn.connection
             assert connection is not None  # a single-connection client's
             try:
-                connection.send_packed_command(
-                    [hiredis.pack_command(command) for command in commands], check_health=False)
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(connection.read_response())
-                    except redis.exceptions.ResponseError as exc:  # the stream is still in step
-                        replies.append(exc)
+                replies = luascripts.exchange(
+                    connection, [hiredis.pack_command(command) for command in commands])
             except BaseException:
                 self._drop()  # a reply may be on its way: this connection is not reused
                 raise

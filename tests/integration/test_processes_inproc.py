@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -100,6 +100,15 @@ def test_a_fenced_worker_can_neither_log_nor_complete(
     assert [n for n, line in lines if line == "started"] == [1, 2]
 
 
+def lease_scheduler(store: Store, scripts: ScriptStore, fleet: Fleet,
+                    clock: Callable[[], int]) -> Scheduler:
+    """A scheduler that presumes a worker dead after 10 s of silence, by ``clock``."""
+    return Scheduler(
+        store=store, admission=Admission(store, scripts, Settings(redis_url="redis://unused")),
+        fleet=fleet, lease_s=10, clock=clock,
+    )
+
+
 def test_scheduler_tick_recovers_the_jobs_of_a_dead_worker(
     store: Store, scripts: ScriptStore, fleet: Fleet, redis_client: redis.Redis
 ) -> None:
@@ -111,10 +120,7 @@ def test_scheduler_tick_recovers_the_jobs_of_a_dead_worker(
                            running_key=store.keys.group("default").running("dead-1"))
     assert store.claim("default", "dead-1", 1) == job.id
     assert store.start("default", job.id, "dead-1", "c") is not None
-    scheduler = Scheduler(
-        store=store, admission=Admission(store, scripts, Settings(redis_url="redis://unused")),
-        fleet=fleet, lease_s=10, clock=lambda: now[0],
-    )
+    scheduler = lease_scheduler(store, scripts, fleet, lambda: now[0])
     now[0] += 9_000
     scheduler.tick()
     assert store.get_job(job.id).status == Status.RUNNING  # lease not expired yet
@@ -140,10 +146,7 @@ def test_a_dead_workers_landed_id_goes_back_to_ready(
                            running_key=g.running("dead-2"))
     assert [job.id for job in store.claim_start("default", "dead-2", 1, "c")] == [running.id]
     assert redis_client.lmove(g.ready, g.landing("dead-2"), "LEFT", "RIGHT") == landed.id.encode()
-    scheduler = Scheduler(
-        store=store, admission=Admission(store, scripts, Settings(redis_url="redis://unused")),
-        fleet=fleet, lease_s=10, clock=lambda: now[0],
-    )
+    scheduler = lease_scheduler(store, scripts, fleet, lambda: now[0])
     now[0] += 11_000
     scheduler.tick()
     scheduler.stop()
@@ -174,10 +177,7 @@ def test_a_claim_a_dead_worker_left_blocked_in_redis_starts_nothing(
 
     parked = threading.Thread(target=park, daemon=True)
     parked.start()
-    scheduler = Scheduler(
-        store=store, admission=Admission(store, scripts, Settings(redis_url="redis://unused")),
-        fleet=fleet, lease_s=10, clock=lambda: now[0],
-    )
+    scheduler = lease_scheduler(store, scripts, fleet, lambda: now[0])
     now[0] += 11_000
     scheduler.tick()
     scheduler.stop()
@@ -202,10 +202,7 @@ def test_a_worker_presumed_dead_claims_again_once_it_registers(
     jobs = [make_job() for _ in range(2)]
     for job in jobs:
         store.enqueue(job, fresh_id=True)
-    scheduler = Scheduler(
-        store=store, admission=Admission(store, scripts, Settings(redis_url="redis://unused")),
-        fleet=fleet, lease_s=10, clock=lambda: 1_000_000,
-    )
+    scheduler = lease_scheduler(store, scripts, fleet, lambda: 1_000_000)
     for worker in ("back-1", "back-2"):
         fleet.worker_heartbeat(worker, {"group": "default"}, 1_000, running_key=g.running(worker))
     scheduler.recover_worker("back-1", seen_before_ms=2_000)  # forgotten

@@ -36,8 +36,9 @@ def blocked_clients(client: redis.Redis, key: str) -> int:
 
 
 @pytest.fixture
-def unbounded(settings: Settings) -> Iterator[Store]:
-    """A store whose connections have no socket timeout: blocks last as long as asked."""
+def unbounded(settings: Settings, redis_client: redis.Redis) -> Iterator[Store]:
+    """A store whose connections have no socket timeout: blocks last as long as asked (on
+    the test's emptied database: ``redis_client`` empties it)."""
     client = connect(settings.redis_url, socket_timeout=None)
     yield Store(client, Keys("gm"))
     client.close()
