@@ -559,8 +559,9 @@ class Store:
     @redis_errors
     def claim(self, group: str, worker_id: str, timeout_s: float,
               blocker: Blocker | None = None) -> str | None:
-        """Take the oldest ready id into the worker's running list (BLMOVE); through
-        ``blocker``, which another thread may interrupt, when given."""
+        """Take the oldest ready id into the worker's running list (BLMOVE), unstarted;
+        through ``blocker``, which another thread may interrupt, when given. Kept for tools
+        and tests (a claimed, never started id); the worker claims with claim_start_blocking."""
         g = self.keys.group(group)
         if blocker is not None:
             job_id = blocker.call("BLMOVE", g.ready, g.running(worker_id), "LEFT", "RIGHT",
@@ -621,20 +622,19 @@ class Store:
         return moved
 
     @redis_errors
-    def claim_start(self, group: str, worker_id: str, count: int, claim_prefix: str,
-                    held: str | None = None) -> list[Job]:
+    def claim_start(self, group: str, worker_id: str, count: int,
+                    claim_prefix: str) -> list[Job]:
         """Start up to ``count`` jobs in one call: ids the worker's blocking claim landed and
-        no call started yet (:meth:`claim_start_blocking`), then ready ids; ``held`` (an id
-        already in the worker's running list) first, besides them. The jobs now running
-        (canceled ones are dropped). Each gets the claim ``<claim_prefix><n as 4 hex
+        no call started yet (:meth:`claim_start_blocking`), then ready ids. The jobs now
+        running (canceled ones are dropped). Each gets the claim ``<claim_prefix><n as 4 hex
         digits>``: the prefix must be fresh. A record this version cannot read comes back as
         an :class:`UnreadableJob`, started like the others: the worker records it failed,
         saying why."""
-        keys, args = self._claim_start_call(NextClaim(group, worker_id, claim_prefix), count, held)
+        keys, args = self._claim_start_call(NextClaim(group, worker_id, claim_prefix), count)
         return self._started_or_fenced(group, worker_id,
                                        self._script(luascripts.CLAIM_START, keys, args))
 
-    def _claim_start_call(self, claim: NextClaim, count: int, held: str | None = None, *,
+    def _claim_start_call(self, claim: NextClaim, count: int, *,
                           behind_block: bool = False) -> tuple[list[str], list[Any]]:
         """claim_start.lua's keys and arguments; ``behind_block``: sent behind a BLMOVE."""
         g = self.keys.group(claim.group)
@@ -642,7 +642,7 @@ class Store:
                  *_status_keys(g, Status.QUEUED, Status.RUNNING), g.landing(claim.worker_id),
                  g.gone(claim.worker_id)],
                 [g.job(""), claim.worker_id, "" if behind_block else self.clock(),
-                 claim.claim_prefix, EVENTS_MAXLEN, count, held or "", int(behind_block)])
+                 claim.claim_prefix, EVENTS_MAXLEN, count, int(behind_block)])
 
     @classmethod
     def _started_or_fenced(cls, group: str, worker_id: str, answer: list[Any]) -> list[Job]:

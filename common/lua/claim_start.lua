@@ -2,7 +2,7 @@
 -- claim_start: start the ids a worker's BLMOVE landed, then take up to K due ids off ready
 -- into its running list and start each, in one call. The worker blocks in BLMOVE (ready ->
 -- its landing list) only when ready is empty, and then sends this call in the same write,
--- behind the BLMOVE (ARGV[8]).
+-- behind the BLMOVE (ARGV[7]).
 --
 -- KEYS[1] gm:{wg:G}:ready               LIST   due job ids, oldest first
 -- KEYS[2] gm:{wg:G}:running:<worker>    LIST   ids the worker holds
@@ -14,13 +14,12 @@
 -- KEYS[7] gm:{wg:G}:gone:<worker>       STRING set while the worker is presumed dead
 -- ARGV[1] prefix of the group's job records, "gm:{wg:G}:job:" (see below)
 -- ARGV[2] worker id
--- ARGV[3] now (epoch ms); empty with ARGV[8]
+-- ARGV[3] now (epoch ms); empty with ARGV[7]
 -- ARGV[4] claim prefix: fresh and random (hex); job n of this call gets claim <prefix><n as 4 hex digits>
 -- ARGV[5] events stream cap
--- ARGV[6] K: how many jobs to start at most, besides ARGV[7]'s (landed ids count, ids of
---         canceled jobs do not; at most 4K + 16 ids are taken off ready in one call)
--- ARGV[7] optional: an id the worker already moved into its running list, started first
--- ARGV[8] optional: '1' when this call rides behind the worker's BLMOVE in one write. Redis
+-- ARGV[6] K: how many jobs to start at most (landed ids count, ids of canceled jobs do not;
+--         at most 4K + 16 ids are taken off ready in one call)
+-- ARGV[7] optional: '1' when this call rides behind the worker's BLMOVE in one write. Redis
 --         runs it once the BLMOVE returned (other clients' commands may come between), so
 --         its sender knew neither the id nor the time: now is the server's TIME, and when
 --         nothing had landed (the block timed out, or the worker interrupted it to stop)
@@ -34,8 +33,7 @@
 -- ready first, Store.unland).
 --
 -- A worker presumed dead (KEYS[7], set by the scheduler that recovers it, until the worker
--- registers again) starts nothing, and what landed (and ARGV[7]'s id) goes back to the
--- head of ready: a blocking claim it left parked in Redis (its host gone) may still take
+-- registers again) starts nothing, and what landed goes back to the head of ready: a blocking claim it left parked in Redis (its host gone) may still take
 -- an id after the recovery, and no one would look at its lists again. The answer is then
 -- {'gone'}: a live worker registers again (and waits for it, not spinning on claims).
 --
@@ -60,15 +58,11 @@ local out = {}
 if redis.call('EXISTS', KEYS[7]) == 1 then
   while redis.call('LMOVE', KEYS[6], KEYS[1], 'RIGHT', 'LEFT') do
   end
-  if ARGV[7] and ARGV[7] ~= '' and redis.call('LREM', KEYS[2], 0, ARGV[7]) > 0 then
-    redis.call('LPUSH', KEYS[1], ARGV[7])
-  end
   return {'gone'}
 end
 local n = 0
 local now = ARGV[3]
-local behind_block = ARGV[8] == '1'
-if behind_block then
+if ARGV[7] == '1' then
   if redis.call('LLEN', KEYS[6]) == 0 then
     return out
   end
@@ -103,10 +97,7 @@ local function take(from)
   return id
 end
 
-if ARGV[7] and ARGV[7] ~= '' then
-  start(ARGV[7])
-end
-local want = n + tonumber(ARGV[6])
+local want = tonumber(ARGV[6])
 for _ = 1, 4 * want + 16 do
   if n >= want or not take(KEYS[6]) then
     break

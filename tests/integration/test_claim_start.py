@@ -58,14 +58,16 @@ def test_claim_start_takes_up_to_k_in_one_call(store: Store, redis_client: redis
     assert store.claim_start("default", "w1", 3, "ghi") == []
 
 
-def test_claim_start_starts_a_blmoved_id_first(store: Store) -> None:
-    """The id a worker's BLMOVE took is started first, then more from ready; the claims fence."""
+def test_claim_start_starts_a_landed_id_first(store: Store, redis_client: redis.Redis) -> None:
+    """The id a worker's BLMOVE landed is started first, then more from ready; the claims
+    fence."""
     jobs = [make_job() for _ in range(3)]
     for job in jobs:
         store.enqueue(job, fresh_id=True)
-    held = store.claim("default", "w1", 1)
+    g = store.keys.group("default")
+    held = redis_client.lmove(g.ready, g.landing("w1"), "LEFT", "RIGHT").decode()
     assert held == jobs[0].id
-    started = store.claim_start("default", "w1", 1, "p", held=held)
+    started = store.claim_start("default", "w1", 2, "p")
     assert [job.id for job in started] == [jobs[0].id, jobs[1].id]
     # A completion must carry the claim this call gave.
     stale = started[0].model_copy(update={"claim": "not-it"})
@@ -276,17 +278,17 @@ def _primaries(client: redis.Redis) -> list[redis.Redis]:
 def test_a_fenced_workers_claim_starts_nothing_and_gives_its_ids_back(
     store: Store, redis_client: redis.Redis,
 ) -> None:
-    """A worker presumed dead: its claim answers WorkerFenced, and the ids it held unstarted
-    (landed, or moved into its running list) go back to the head of ready."""
+    """A worker presumed dead: its claim answers WorkerFenced, and the ids it had landed
+    unstarted go back to the head of ready, in their order."""
     held, landed, due = make_job(), make_job(), make_job()
     for job in (held, landed, due):
         store.enqueue(job, fresh_id=True)
     g = store.keys.group("default")
-    assert store.claim("default", "w1", 1) == held.id
-    redis_client.lmove(g.ready, g.landing("w1"), "LEFT", "RIGHT")
+    for _ in range(2):
+        redis_client.lmove(g.ready, g.landing("w1"), "LEFT", "RIGHT")
     store.fence_gone("default", "w1")
     with pytest.raises(WorkerFenced):
-        store.claim_start("default", "w1", 3, "f", held=held.id)
+        store.claim_start("default", "w1", 3, "f")
     assert [i.decode() for i in redis_client.lrange(g.ready, 0, -1)] == \
         [held.id, landed.id, due.id]
     assert store.running_ids("default", "w1") == [] and redis_client.llen(g.landing("w1")) == 0
