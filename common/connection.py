@@ -206,6 +206,16 @@ def queue_delete(pipe: redis.client.Pipeline, *keys: str) -> None:
     pipe.execute_command("DEL", *keys)
 
 
+def move_all_back(client: redis.Redis, source: str, destination: str) -> int:
+    """Move every element of the list ``source`` to the head of ``destination``, keeping
+    their order (both in one slot: one LMOVE each); how many. A dead process's held ids go
+    back to their queue this way."""
+    moved = 0
+    while client.lmove(source, destination, "RIGHT", "LEFT") is not None:
+        moved += 1
+    return moved
+
+
 def has_credentials(url: str, password: str | None) -> bool:
     """True when connecting with ``url`` (and ``password``) authenticates at all."""
     return password is not None or urlparse(url).password is not None

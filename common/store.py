@@ -21,7 +21,7 @@ import redis
 
 from common import codec, indexes, luascripts, metrics
 from common.clock import Clock, now_ms
-from common.connection import is_cluster, max_block_s, queue_delete, redis_errors
+from common.connection import is_cluster, max_block_s, move_all_back, queue_delete, redis_errors
 from common.errors import (
     BadRecord,
     DuplicateJob,
@@ -616,10 +616,7 @@ class Store:
         """Put the ids a worker's BLMOVE landed and no claim started back at the head of ready,
         in their order (the worker stops, or is presumed dead); how many."""
         g = self.keys.group(group)
-        moved = 0
-        while self.client.lmove(g.landing(worker_id), g.ready, "RIGHT", "LEFT") is not None:
-            moved += 1
-        return moved
+        return move_all_back(self.client, g.landing(worker_id), g.ready)
 
     @redis_errors
     def claim_start(self, group: str, worker_id: str, count: int,

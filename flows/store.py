@@ -28,7 +28,7 @@ import redis
 from pydantic import TypeAdapter
 
 from common.clock import Clock, now_ms
-from common.connection import redis_errors
+from common.connection import move_all_back, redis_errors
 from common.keys import Keys
 from common.luascripts import LuaScript, ScriptArg
 from flows.expr import Evaluator
@@ -407,10 +407,7 @@ class FlowStore:
     def recover_advancer(self, group: str, advancer_id: str) -> int:
         """Give the flows a dead advancer held back to the queue (same slot: one LMOVE each)."""
         g = self.keys.group(group)
-        moved = 0
-        while self.client.lmove(g.flow_processing(advancer_id), g.flow_queue, "RIGHT", "LEFT") is not None:
-            moved += 1
-        return moved
+        return move_all_back(self.client, g.flow_processing(advancer_id), g.flow_queue)
 
     @redis_errors
     def sweep(self, group: str, *, stale_after_ms: int, outcome_of: OutcomeLookup, limit: int = 100) -> int:
